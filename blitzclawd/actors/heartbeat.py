@@ -1,0 +1,55 @@
+"""Each daemon's liveness row in `daemons`: registered on start, touched on a timer.
+
+Peers read `last_seen` to tell a live daemon from a dead one (the janitor settles what a dead
+daemon left behind), and operators see every daemon sharing the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import asyncpg
+
+from blitzclawd import __version__
+from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.messages import Tick
+
+log = logging.getLogger("blitzclawd.heartbeat")
+
+
+class Heartbeat(Actor):
+    def __init__(self, pool: asyncpg.Pool, daemon_id: str, interval: float) -> None:
+        super().__init__("heartbeat")
+        self._pool = pool
+        self._daemon_id = daemon_id
+        self._interval = interval
+
+    async def on_start(self) -> None:
+        # Upsert: after a restart of this actor the row exists; after a janitor presumed us dead
+        # (a long stall), registering again brings us back.
+        await self._pool.execute(
+            """INSERT INTO daemons (id, hostname, pid, version, started_at, last_seen)
+               VALUES ($1, $2, $3, $4, now(), now())
+               ON CONFLICT (id) DO UPDATE SET last_seen = now(), stopped_at = NULL""",
+            self._daemon_id,
+            socket.gethostname(),
+            os.getpid(),
+            __version__,
+        )
+        self.every(self._interval, "beat")
+
+    async def handle(self, message: object) -> None:
+        if isinstance(message, Tick):
+            updated = await self._pool.execute(
+                "UPDATE daemons SET last_seen = now(), stopped_at = NULL WHERE id = $1",
+                self._daemon_id,
+            )
+            if updated == "UPDATE 0":  # our row vanished: crash, the restart re-registers
+                raise RuntimeError("daemon row missing from `daemons`")
+
+    async def on_stop(self) -> None:
+        await self._pool.execute(
+            "UPDATE daemons SET stopped_at = now() WHERE id = $1", self._daemon_id
+        )

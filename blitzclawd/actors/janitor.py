@@ -1,0 +1,61 @@
+"""Singleton: notices daemons that stopped beating and closes their books.
+
+A daemon killed without a clean stop leaves its `daemons` row open. Once it has been silent for
+`dead_after` seconds the janitor marks it stopped; work that daemon owned (open reservations,
+claimed jobs) is recovered by the owners of that work, which subscribe through `on_dead`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.messages import Tick
+
+log = logging.getLogger("blitzclawd.janitor")
+
+DeadDaemonHook = Callable[[asyncpg.Pool, str], Awaitable[None]]
+
+
+class Janitor(Actor):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        interval: float,
+        dead_after: float,
+        on_dead: Sequence[DeadDaemonHook] = (),
+    ) -> None:
+        super().__init__("janitor")
+        self._pool = pool
+        self._interval = interval
+        self._dead_after = dead_after
+        self._on_dead = tuple(on_dead)
+
+    async def on_start(self) -> None:
+        self.every(self._interval, "sweep")
+
+    async def handle(self, message: object) -> list[str] | None:
+        if isinstance(message, Tick):
+            return await self.sweep()
+        return None
+
+    async def sweep(self) -> list[str]:
+        rows = await self._pool.fetch(
+            """UPDATE daemons SET stopped_at = last_seen
+               WHERE stopped_at IS NULL
+                 AND last_seen < now() - make_interval(secs => $1)
+               RETURNING id::text, hostname, pid""",
+            self._dead_after,
+        )
+        for row in rows:
+            log.warning(
+                "daemon presumed dead",
+                extra={"dead_daemon": row["id"], "hostname": row["hostname"], "pid": row["pid"]},
+            )
+            for hook in self._on_dead:
+                await hook(self._pool, row["id"])
+        return [row["id"] for row in rows]

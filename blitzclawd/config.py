@@ -1,0 +1,310 @@
+"""blitzclawd.toml -> typed, frozen settings; secrets from the environment or credential files.
+
+Settings are plain frozen dataclasses: the field list IS the schema. The loader walks the TOML
+against those dataclasses, so an unknown key or a wrong type is reported with its full key path
+(``api.port: expected an integer, got "80"``) and every problem is reported at once.
+
+Secrets never come from the TOML (it is world-readable config, often in git). Each secret is read
+from, in order: ``$BLITZCLAW_<NAME>``, the file named by ``$BLITZCLAW_<NAME>_FILE``, or
+``$CREDENTIALS_DIRECTORY/<name>`` (systemd's ``LoadCredential=``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "BLITZCLAW_"
+DEFAULT_CONFIG_PATHS = (Path("/etc/blitzclawd/blitzclawd.toml"),)
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, each naming its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+def _choices(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    # Empty: $STATE_DIRECTORY (systemd), else /var/lib/blitzclawd as root, else
+    # ~/.local/state/blitzclawd. Holds the embedded PostgreSQL cluster when no database URL is set.
+    state_dir: str = ""
+    log_level: str = field(default="info", metadata=_choices("debug", "info", "warning", "error"))
+    log_format: str = field(default="json", metadata=_choices("json", "text"))
+    # Seconds in-flight HTTP requests get to finish after SIGTERM before they are cut.
+    shutdown_grace: float = field(default=10.0, metadata=_range(0, 3600))
+    # Liveness row in the `daemons` table; peers presume a daemon dead after `dead_after` s.
+    heartbeat_interval: float = field(default=2.0, metadata=_range(0.05, 3600))
+    dead_after: float = field(default=15.0, metadata=_range(0.1, 86400))
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata=_range(0, 65535))
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    pool_min: int = field(default=2, metadata=_range(1, 1000))
+    pool_max: int = field(default=20, metadata=_range(1, 1000))
+    # Embedded cluster only: the unprivileged user PostgreSQL runs as when the daemon is root.
+    # Empty: "postgres" if that user exists, else "nobody".
+    embedded_user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    # Erlang's restart intensity: more than max_restarts within `within` seconds -> exit non-zero.
+    max_restarts: int = field(default=3, metadata=_range(0, 1000))
+    within: float = field(default=5.0, metadata=_range(0.001, 86400))
+    backoff_base: float = field(default=0.1, metadata=_range(0, 60))
+    backoff_max: float = field(default=5.0, metadata=_range(0, 3600))
+    # How often a standby daemon tries to take over a singleton actor's advisory lock.
+    singleton_poll: float = field(default=1.0, metadata=_range(0.01, 60))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    daemon: DaemonSettings = DaemonSettings()
+    api: ListenerSettings = ListenerSettings(port=8080)
+    proxy: ListenerSettings = ListenerSettings(port=8787)
+    database: DatabaseSettings = DatabaseSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+
+    def state_path(self) -> Path:
+        return resolve_state_dir(self.daemon.state_dir)
+
+
+class Secret:
+    """A secret value that never prints itself (logs, reprs, tracebacks, the TUI)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# Names of every secret the daemon knows; each is looked up as described in the module docstring.
+SECRET_NAMES = (
+    "database_url",
+    "anthropic_api_key",
+    "openai_api_key",
+    "creem_api_key",
+    "creem_webhook_secret",
+    "clerk_secret_key",
+    "clerk_webhook_secret",
+    "hetzner_api_token",
+    "resend_api_key",
+    "encryption_keys",
+    "admin_api_key",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    values: Mapping[str, Secret] = field(default_factory=dict)
+
+    def get(self, name: str) -> Secret | None:
+        if name not in SECRET_NAMES:
+            raise KeyError(f"unknown secret {name!r}")
+        return self.values.get(name)
+
+
+def load_secrets(env: Mapping[str, str] | None = None) -> Secrets:
+    env = os.environ if env is None else env
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    found: dict[str, Secret] = {}
+    problems: list[str] = []
+    for name in SECRET_NAMES:
+        var = ENV_PREFIX + name.upper()
+        value: str | None = env.get(var) or None
+        if value is None and env.get(var + "_FILE"):
+            value = _read_secret_file(Path(env[var + "_FILE"]), var + "_FILE", problems)
+        if value is None and cred_dir:
+            path = Path(cred_dir) / name
+            if path.exists():
+                value = _read_secret_file(path, f"credential {name}", problems)
+        if value:
+            found[name] = Secret(value)
+    if problems:
+        raise ConfigError(problems)
+    return Secrets(found)
+
+
+def _read_secret_file(path: Path, what: str, problems: list[str]) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError as exc:
+        problems.append(f"{what}: cannot read {path}: {exc.strerror}")
+        return None
+
+
+def resolve_state_dir(configured: str, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if configured:
+        return Path(configured).expanduser()
+    if env.get("BLITZCLAW_STATE_DIR"):
+        return Path(env["BLITZCLAW_STATE_DIR"]).expanduser()
+    if env.get("STATE_DIRECTORY"):  # systemd StateDirectory=; may list several, take the first
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/blitzclawd")
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "blitzclawd"
+
+
+def find_config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """--config wins, then $BLITZCLAW_CONFIG, then /etc/blitzclawd/blitzclawd.toml if present."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("BLITZCLAW_CONFIG"):
+        return Path(env["BLITZCLAW_CONFIG"])
+    for path in DEFAULT_CONFIG_PATHS:
+        if path.exists():
+            return path
+    return None
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Parse and validate; raises ConfigError listing every problem with its key path."""
+    if path is None:
+        return Settings()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_settings(raw)
+
+
+def parse_settings(raw: Mapping[str, Any]) -> Settings:
+    problems: list[str] = []
+    settings = _build(Settings, raw, "", problems)
+    if not problems:
+        _cross_checks(settings, problems)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _cross_checks(s: Settings, problems: list[str]) -> None:
+    if s.database.pool_min > s.database.pool_max:
+        problems.append("database.pool_min: must not exceed database.pool_max")
+    if s.supervisor.backoff_base > s.supervisor.backoff_max:
+        problems.append("supervisor.backoff_base: must not exceed supervisor.backoff_max")
+    if s.daemon.dead_after <= s.daemon.heartbeat_interval:
+        problems.append("daemon.dead_after: must be longer than daemon.heartbeat_interval")
+    if (s.api.host, s.api.port) == (s.proxy.host, s.proxy.port) and s.api.port != 0:
+        problems.append("proxy.port: the api and proxy listeners need different addresses")
+
+
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    if not isinstance(raw, Mapping):
+        problems.append(f"{prefix.rstrip('.') or '<root>'}: expected a table")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    default = cls()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = prefix + key
+        if key not in fields:
+            hint = ""
+            if key in SECRET_NAMES or f"{prefix.rstrip('.')}_{key}" in SECRET_NAMES:
+                hint = " (secrets are read from the environment or credential files, not the toml)"
+            problems.append(f"{path}: unknown key{hint}")
+            continue
+        values[key] = _convert(hints[key], value, path, getattr(default, key), problems)
+        _check_metadata(fields[key].metadata, values[key], path, problems)
+    return dataclasses.replace(default, **values)
+
+
+def _convert(hint: Any, value: Any, path: str, default: Any, problems: list[str]) -> Any:
+    if dataclasses.is_dataclass(hint):
+        # Section defaults may differ from the class defaults (api vs proxy port): build on them.
+        section = _build(hint, value, path + ".", problems)
+        if isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(hint)}
+            given = {k: getattr(section, k) for k in value if k in known}
+            return dataclasses.replace(default, **given)
+        return default
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list) or hint in (tuple, list):
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        if not isinstance(value, list):
+            problems.append(f"{path}: expected an array, got {_describe(value)}")
+            return default
+        return tuple(_convert(item, v, f"{path}[{i}]", None, problems) for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(options[0], value, path, default, problems)
+    expected = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    ok = {
+        str: isinstance(value, str),
+        bool: isinstance(value, bool),
+        # TOML distinguishes ints and floats; bools are ints in Python but never in TOML terms.
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+    }.get(hint, True)
+    if not ok:
+        problems.append(f"{path}: expected {expected[hint]}, got {_describe(value)}")
+        return default
+    return float(value) if hint is float else value
+
+
+def _check_metadata(meta: Mapping[str, Any], value: Any, path: str, problems: list[str]) -> None:
+    if meta.get("choices") and value not in meta["choices"]:
+        allowed = ", ".join(repr(c) for c in meta["choices"])
+        problems.append(f"{path}: must be one of {allowed}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and value < lo:
+            problems.append(f"{path}: must be at least {lo}, got {value}")
+        if hi is not None and value > hi:
+            problems.append(f"{path}: must be at most {hi}, got {value}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return f'a string "{value[:40]}"'
+    return f"{type(value).__name__} {value!r}"

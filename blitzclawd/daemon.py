@@ -1,0 +1,182 @@
+"""The daemon: database up, schema current, root supervisor started, listeners open.
+
+Start order: PostgreSQL (embedded when no URL is configured) -> migrations -> pool -> actors ->
+listeners, then READY=1. SIGTERM/SIGINT reverse it: STOPPING=1, listeners stop accepting and
+drain, actors stop in reverse order, the pool closes, the embedded cluster stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from blitzclawd import sdnotify
+from blitzclawd.actors.heartbeat import Heartbeat
+from blitzclawd.actors.janitor import Janitor
+from blitzclawd.config import Secrets, Settings
+from blitzclawd.db import pool as db_pool
+from blitzclawd.db.embedded import EmbeddedPostgres
+from blitzclawd.db.migrate import migrate
+from blitzclawd.http.app import make_api_app, make_proxy_app
+from blitzclawd.http.context import DaemonContext
+from blitzclawd.http.listener import HttpListener
+from blitzclawd.runtime.singleton import SingletonChild
+from blitzclawd.runtime.supervisor import ChildSpec, StartFailed, Supervisor
+
+log = logging.getLogger("blitzclawd.daemon")
+
+EXIT_OK = 0
+EXIT_ESCALATED = 70  # EX_SOFTWARE: the restart window was exceeded; systemd restarts us
+EXIT_START_FAILED = 69  # EX_UNAVAILABLE: a dependency (database, a port) is not there
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    dsn: str
+    embedded: EmbeddedPostgres | None
+
+
+async def open_database(settings: Settings, secrets: Secrets) -> Database:
+    """The configured database, or a private cluster under the state directory."""
+    url = secrets.get("database_url")
+    if url is not None:
+        return Database(url.reveal(), None)
+    state = settings.state_path()
+    # 0711: as root, the unprivileged PostgreSQL user must traverse it (not list it).
+    state.mkdir(parents=True, exist_ok=True, mode=0o711)
+    run_as = settings.database.embedded_user or None
+    if os.geteuid() == 0 and run_as is not None:
+        pwd.getpwnam(run_as)  # fail early with KeyError naming a user that does not exist
+    embedded = EmbeddedPostgres(state / "postgres", run_as=run_as)
+    log.info("starting embedded PostgreSQL", extra={"dir": str(state / "postgres")})
+    return Database(await embedded.start(), embedded)
+
+
+class Daemon:
+    def __init__(
+        self, settings: Settings, secrets: Secrets, *, extra_children: Sequence[ChildSpec] = ()
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.daemon_id = str(uuid.uuid4())
+        self._extra_children = tuple(extra_children)
+        self._stop = asyncio.Event()
+        self.supervisor: Supervisor | None = None
+        self.context: DaemonContext | None = None
+        self.ready = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        db = await open_database(self.settings, self.secrets)
+        try:
+            return await self._run_on(db.dsn)
+        finally:
+            if db.embedded is not None:
+                await db.embedded.stop()
+
+    async def _run_on(self, dsn: str) -> int:
+        conn = await db_pool.connect(dsn)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+        if applied:
+            log.info("migrations applied", extra={"migrations": applied})
+        cfg = self.settings.database
+        pool = await db_pool.create_pool(dsn, min_size=cfg.pool_min, max_size=cfg.pool_max)
+        try:
+            self.context = DaemonContext(self.settings, self.secrets, pool, self.daemon_id)
+            self.supervisor = self._build_supervisor(dsn, self.context)
+            self.context.supervisor = self.supervisor
+            return await self._supervise(self.supervisor)
+        finally:
+            await pool.close()
+
+    async def _supervise(self, supervisor: Supervisor) -> int:
+        try:
+            await supervisor.start()
+        except StartFailed:
+            log.exception("start-up failed")
+            return EXIT_START_FAILED
+        self.ready.set()
+        sdnotify.notify("READY=1")
+        log.info("ready", extra={"daemon_id": self.daemon_id})
+        stop = asyncio.ensure_future(self._stop.wait())
+        done = asyncio.ensure_future(supervisor.wait())
+        await asyncio.wait({stop, done}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        done.cancel()
+        sdnotify.notify("STOPPING=1")
+        if supervisor.escalated.is_set():
+            log.critical(
+                "restart intensity exceeded; exiting", extra={"reason": str(supervisor.escalation)}
+            )
+            await supervisor.stop()
+            return EXIT_ESCALATED
+        log.info("stopping")
+        await supervisor.stop()
+        log.info("stopped")
+        return EXIT_OK
+
+    def _build_supervisor(self, dsn: str, ctx: DaemonContext) -> Supervisor:
+        s = self.settings
+        grace = s.daemon.shutdown_grace
+        # Listeners last: they open only once the actors they serve are up, and close first.
+        specs: list[ChildSpec] = [
+            ChildSpec(
+                "heartbeat",
+                lambda: Heartbeat(ctx.pool, self.daemon_id, s.daemon.heartbeat_interval),
+            ),
+            ChildSpec(
+                "janitor",
+                lambda: SingletonChild(
+                    "janitor",
+                    lambda: Janitor(
+                        ctx.pool,
+                        interval=s.daemon.heartbeat_interval,
+                        dead_after=s.daemon.dead_after,
+                    ),
+                    lambda: db_pool.connect(dsn),
+                    poll_interval=s.supervisor.singleton_poll,
+                ),
+            ),
+            *self._extra_children,
+            ChildSpec(
+                "proxy-listener",
+                lambda: HttpListener(
+                    "proxy-listener",
+                    lambda: make_proxy_app(ctx),
+                    s.proxy.host,
+                    s.proxy.port,
+                    grace=grace,
+                ),
+                shutdown_timeout=grace + 5,
+            ),
+            ChildSpec(
+                "api-listener",
+                lambda: HttpListener(
+                    "api-listener", lambda: make_api_app(ctx), s.api.host, s.api.port, grace=grace
+                ),
+                shutdown_timeout=grace + 5,
+            ),
+        ]
+        sv = s.supervisor
+        return Supervisor(
+            specs,
+            max_restarts=sv.max_restarts,
+            within=sv.within,
+            backoff_base=sv.backoff_base,
+            backoff_max=sv.backoff_max,
+        )
+
+
+def listener_port(supervisor: Supervisor, name: str) -> int | None:
+    child = supervisor.child(name)
+    return getattr(child, "port", None)

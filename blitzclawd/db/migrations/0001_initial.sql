@@ -1,0 +1,329 @@
+-- 0001_initial: the whole first schema.
+--
+-- Money is integer micro-USD (1 µ$ = 1e-6 USD) in bigint columns named *_micros; never cents,
+-- never numeric or float. Enumerations are text + CHECK (easier to migrate than enum types).
+-- Users and instances are soft-deleted (deleted_at), and every foreign key from a money or usage
+-- row RESTRICTs, so no ledger, reservation or usage row is ever cascade-deleted. Credentials
+-- (api_keys, user_integrations) and queued jobs do cascade with their owner.
+
+-- Shared trigger functions ---------------------------------------------------------------------
+
+CREATE FUNCTION set_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+-- For tables where some operations are never allowed (statement-level, so it also covers
+-- TRUNCATE and statements that touch no rows).
+CREATE FUNCTION refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% on % is not allowed', TG_OP, TG_TABLE_NAME
+        USING HINT = 'money moves only by inserting into ledger_entries';
+END
+$$;
+
+-- Identity -------------------------------------------------------------------------------------
+
+CREATE TABLE users (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    clerk_user_id text UNIQUE,  -- NULL until synced from Clerk
+    email text,
+    google_id text,
+    creem_customer_id text UNIQUE,  -- webhooks find the user by it
+    role text NOT NULL DEFAULT 'user' CHECK (role IN ('user', 'admin')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz  -- anonymised, not deleted: the ledger stays
+);
+
+CREATE TABLE api_keys (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name text NOT NULL,
+    prefix text NOT NULL,  -- first characters of the key, for display
+    key_hash bytea NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at timestamptz
+);
+CREATE INDEX api_keys_user_id_idx ON api_keys (user_id);
+
+-- Encrypted columns (*_enc) hold a self-describing AES-256-GCM blob: key id + nonce + ciphertext.
+CREATE TABLE user_integrations (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    provider text NOT NULL CHECK (provider ~ '^[a-z][a-z0-9_-]*$'),  -- google, github, ...
+    access_token_enc bytea,
+    refresh_token_enc bytea,
+    scopes text[] NOT NULL DEFAULT '{}',
+    expires_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (user_id, provider)
+);
+
+-- Every running daemon registers itself; recovery settles the reservations of dead ones.
+CREATE TABLE daemons (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    version text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    last_seen timestamptz NOT NULL DEFAULT now(),
+    stopped_at timestamptz
+);
+
+-- Money ----------------------------------------------------------------------------------------
+
+CREATE TABLE balances (
+    user_id uuid PRIMARY KEY REFERENCES users (id) ON DELETE RESTRICT,
+    -- Always the sum of the user's ledger_entries: only the ledger trigger writes it.
+    balance_micros bigint NOT NULL DEFAULT 0,
+    auto_topup_enabled boolean NOT NULL DEFAULT false,
+    topup_threshold_micros bigint CHECK (topup_threshold_micros >= 0),
+    topup_amount_micros bigint CHECK (topup_amount_micros > 0),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (
+        NOT auto_topup_enabled
+        OR (topup_threshold_micros IS NOT NULL AND topup_amount_micros IS NOT NULL)
+    )
+);
+
+-- Append-only. Inserting an entry moves the balance (trigger below); nothing else can.
+-- The id is GENERATED ALWAYS (bigserial's strict form): a client-chosen id could collide and let
+-- INSERT ... ON CONFLICT (id) DO NOTHING skip a row whose BEFORE trigger already moved money.
+CREATE TABLE ledger_entries (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
+    amount_micros bigint NOT NULL CHECK (amount_micros <> 0),  -- credits +, debits -
+    kind text NOT NULL CHECK (
+        kind IN ('topup', 'subscription', 'usage', 'refund', 'adjustment', 'chargeback')
+    ),
+    reference text,  -- usage request id, Creem order id, ...
+    idempotency_key text UNIQUE,  -- a replayed credit or debit cannot apply twice
+    balance_after_micros bigint NOT NULL,  -- set by the trigger; a client's value is ignored
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (CASE kind
+        WHEN 'topup' THEN amount_micros > 0
+        WHEN 'subscription' THEN amount_micros > 0
+        WHEN 'usage' THEN amount_micros < 0
+        WHEN 'chargeback' THEN amount_micros < 0
+        ELSE true
+    END)
+);
+CREATE INDEX ledger_entries_user_id_idx ON ledger_entries (user_id, id);
+
+CREATE FUNCTION ledger_entries_apply() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.idempotency_key IS NOT NULL THEN
+        -- INSERT ... ON CONFLICT DO NOTHING runs BEFORE triggers for rows it then skips, so a
+        -- duplicate must fail here, before the balance moves. The transaction-scoped lock
+        -- (two-int keyspace, 0x6c656467 = 'ledg') makes a concurrent writer of the same key
+        -- wait for our commit and then see our row.
+        PERFORM pg_advisory_xact_lock(1818584167, hashtext(NEW.idempotency_key));
+        IF EXISTS (SELECT FROM ledger_entries WHERE idempotency_key = NEW.idempotency_key) THEN
+            RAISE EXCEPTION 'duplicate ledger_entries.idempotency_key'
+                USING ERRCODE = 'unique_violation',
+                      DETAIL = format('Key (idempotency_key)=(%s) already exists.',
+                                      NEW.idempotency_key),
+                      CONSTRAINT = 'ledger_entries_idempotency_key_key',
+                      TABLE = 'ledger_entries';
+        END IF;
+    END IF;
+    INSERT INTO balances AS b (user_id, balance_micros)
+    VALUES (NEW.user_id, NEW.amount_micros)
+    ON CONFLICT (user_id) DO UPDATE SET balance_micros = b.balance_micros + EXCLUDED.balance_micros
+    RETURNING b.balance_micros INTO NEW.balance_after_micros;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER ledger_entries_apply BEFORE INSERT ON ledger_entries
+    FOR EACH ROW EXECUTE FUNCTION ledger_entries_apply();
+CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON ledger_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+
+-- Only ledger_entries_apply may set balance_micros. That trigger's statements fire this one at
+-- pg_trigger_depth() = 2, while any statement a client sends fires it at depth 1. A session flag
+-- (set_config) would not do: every client can set it. Reaching depth 2 another way needs a
+-- trigger of one's own, i.e. DDL rights, which could drop these triggers anyway.
+CREATE FUNCTION balances_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.user_id <> OLD.user_id THEN
+        RAISE EXCEPTION 'balances.user_id cannot change';
+    END IF;
+    IF pg_trigger_depth() < 2
+            AND NEW.balance_micros <> (CASE TG_OP WHEN 'INSERT' THEN 0 ELSE OLD.balance_micros END)
+    THEN
+        RAISE EXCEPTION 'balances.balance_micros changes only through ledger_entries'
+            USING HINT = 'insert a ledger entry; its trigger moves the balance';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER balances_guard BEFORE INSERT OR UPDATE ON balances
+    FOR EACH ROW EXECUTE FUNCTION balances_guard();
+CREATE TRIGGER balances_set_updated_at BEFORE UPDATE ON balances
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+-- A deleted row would restart at zero and break balance = sum(entries).
+CREATE TRIGGER balances_no_delete BEFORE DELETE ON balances
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER balances_no_truncate BEFORE TRUNCATE ON balances
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+
+-- Fleet ----------------------------------------------------------------------------------------
+
+CREATE TABLE server_pool (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    hetzner_server_id bigint UNIQUE,  -- NULL until Hetzner has created it
+    name text NOT NULL UNIQUE,
+    ip_address inet,
+    location text,
+    server_type text,
+    status text NOT NULL DEFAULT 'provisioning' CHECK (
+        status IN ('provisioning', 'available', 'assigned', 'deleting', 'gone')
+    ),
+    assigned_to uuid UNIQUE,  -- FK to instances, added below (the two tables refer to each other)
+    secret_hash bytea,
+    ssh_host_key text,  -- pinned; SSH never runs without it
+    created_at timestamptz NOT NULL DEFAULT now(),
+    ready_at timestamptz,
+    status_changed_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (status <> 'assigned' OR assigned_to IS NOT NULL)
+);
+CREATE INDEX server_pool_available_idx ON server_pool (created_at) WHERE status = 'available';
+
+CREATE FUNCTION set_status_changed_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        NEW.status_changed_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER server_pool_status_changed_at BEFORE UPDATE ON server_pool
+    FOR EACH ROW EXECUTE FUNCTION set_status_changed_at();
+
+CREATE TABLE instances (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
+    server_id uuid REFERENCES server_pool (id) ON DELETE SET NULL,
+    hetzner_server_id bigint,
+    ip_address inet,
+    status text NOT NULL DEFAULT 'pending' CHECK (
+        status IN ('pending', 'provisioning', 'active', 'paused', 'stopped', 'error', 'deleted')
+    ),
+    status_reason text,
+    -- Channels are plugins, so the set of types is the plugin registry's business, not the
+    -- schema's: a third-party channel must not need a core migration.
+    channel_type text NOT NULL CHECK (channel_type ~ '^[a-z][a-z0-9_-]*$'),
+    channel_config jsonb NOT NULL DEFAULT '{}',  -- non-secret parts only
+    channel_secret_enc bytea,  -- bot token, session keys, ...
+    persona_template text,
+    soul_md text,
+    use_own_api_key boolean NOT NULL DEFAULT false,
+    own_api_provider text CHECK (own_api_provider IN ('anthropic', 'openai')),
+    own_api_key_enc bytea,
+    secret_hash bytea NOT NULL UNIQUE,  -- the instance's own proxy secret, hashed
+    msgs_per_hour integer CHECK (msgs_per_hour >= 0),  -- NULL: the global limit
+    tokens_per_day bigint CHECK (tokens_per_day >= 0),  -- NULL: the global limit
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    last_health_check timestamptz,
+    deleted_at timestamptz,
+    CHECK (NOT use_own_api_key OR (own_api_provider IS NOT NULL AND own_api_key_enc IS NOT NULL))
+);
+CREATE INDEX instances_user_id_idx ON instances (user_id);
+
+CREATE TRIGGER instances_set_updated_at BEFORE UPDATE ON instances
+    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+
+ALTER TABLE server_pool ADD FOREIGN KEY (assigned_to) REFERENCES instances (id) ON DELETE RESTRICT;
+
+-- Durable instance work (deploy, configure, restart, teardown), claimed with
+-- FOR UPDATE SKIP LOCKED so a restarted daemon resumes it. The payload never holds plaintext
+-- secrets: the worker reads the encrypted columns when it deploys.
+CREATE TABLE instance_jobs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_id uuid NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+    kind text NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_]*$'),
+    payload jsonb NOT NULL DEFAULT '{}',
+    status text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    attempts integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    run_after timestamptz NOT NULL DEFAULT now(),
+    locked_by uuid REFERENCES daemons (id) ON DELETE SET NULL,
+    locked_at timestamptz,
+    last_error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE INDEX instance_jobs_queued_idx ON instance_jobs (run_after) WHERE status = 'queued';
+CREATE INDEX instance_jobs_instance_id_idx ON instance_jobs (instance_id);
+
+-- Metering -------------------------------------------------------------------------------------
+
+-- A proxy request's worst-case cost, held from admission until settlement. Available balance =
+-- balance - sum(open reservations). A reservation whose daemon died is settled by recovery.
+CREATE TABLE reservations (
+    id uuid PRIMARY KEY,  -- the proxy request id, supplied by the caller
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
+    instance_id uuid REFERENCES instances (id) ON DELETE RESTRICT,
+    amount_micros bigint NOT NULL CHECK (amount_micros > 0),
+    daemon_id uuid NOT NULL REFERENCES daemons (id) ON DELETE RESTRICT,
+    status text NOT NULL DEFAULT 'open' CHECK (
+        status IN ('open', 'settled', 'voided', 'recovered')
+    ),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    closed_at timestamptz,
+    CHECK ((status = 'open') = (closed_at IS NULL))
+);
+CREATE INDEX reservations_open_user_id_idx ON reservations (user_id) WHERE status = 'open';
+CREATE INDEX reservations_open_daemon_id_idx ON reservations (daemon_id) WHERE status = 'open';
+
+CREATE TABLE usage_logs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id uuid NOT NULL UNIQUE,  -- settlement is idempotent on it
+    instance_id uuid REFERENCES instances (id) ON DELETE RESTRICT,
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
+    api text NOT NULL CHECK (api IN ('anthropic-messages', 'openai-chat', 'openai-responses')),
+    model text NOT NULL,
+    input_tokens bigint NOT NULL DEFAULT 0,
+    output_tokens bigint NOT NULL DEFAULT 0,
+    cache_write_5m_tokens bigint NOT NULL DEFAULT 0,
+    cache_write_1h_tokens bigint NOT NULL DEFAULT 0,
+    cache_read_tokens bigint NOT NULL DEFAULT 0,
+    reasoning_tokens bigint NOT NULL DEFAULT 0,
+    cost_micros bigint NOT NULL CHECK (cost_micros >= 0),
+    upstream_request_id text,
+    status_code integer,
+    duration_ms integer CHECK (duration_ms >= 0),
+    interrupted boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (
+        LEAST(input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+              cache_read_tokens, reasoning_tokens) >= 0
+    )
+);
+CREATE INDEX usage_logs_user_id_created_at_idx ON usage_logs (user_id, created_at);
+CREATE INDEX usage_logs_instance_id_created_at_idx ON usage_logs (instance_id, created_at);
+
+-- Webhooks -------------------------------------------------------------------------------------
+
+-- Inserted in the same transaction as the credit it causes: a replay finds its row and stops.
+CREATE TABLE processed_webhook_events (
+    provider text NOT NULL,
+    event_id text NOT NULL,
+    event_type text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    payload jsonb,
+    PRIMARY KEY (provider, event_id)
+);

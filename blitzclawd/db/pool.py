@@ -1,0 +1,44 @@
+"""asyncpg pools and connections with json/jsonb decoded by orjson."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+_SERVER_SETTINGS = {"application_name": "blitzclawd"}
+
+
+def _dumps(value: Any) -> str:
+    # asyncpg's text codec wants str, orjson produces bytes.
+    return orjson.dumps(value).decode()
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Register the codecs on a fresh connection (the pool's ``init`` hook)."""
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, schema="pg_catalog", encoder=_dumps, decoder=orjson.loads, format="text"
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        server_settings=_SERVER_SETTINGS,
+    )
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A dedicated connection (e.g. an advisory-lock holder) with the pool's codecs."""
+    conn = await asyncpg.connect(dsn, server_settings=_SERVER_SETTINGS)
+    try:
+        await init_connection(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

@@ -1,0 +1,26 @@
+"""Application factories: the public API listener and the proxy listener."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from blitzclawd.http.context import CONTEXT, DaemonContext
+from blitzclawd.http.middlewares import request_context
+from blitzclawd.http.routes import setup_api_routes, setup_proxy_routes
+
+# Request bodies above this are refused with 413 before a view sees them (OpenClaw sends ~60 KB).
+MAX_BODY = 8 * 1024 * 1024
+
+
+def make_api_app(ctx: DaemonContext) -> web.Application:
+    app = web.Application(middlewares=[request_context], client_max_size=MAX_BODY)
+    app[CONTEXT] = ctx
+    setup_api_routes(app)
+    return app
+
+
+def make_proxy_app(ctx: DaemonContext) -> web.Application:
+    app = web.Application(middlewares=[request_context], client_max_size=MAX_BODY)
+    app[CONTEXT] = ctx
+    setup_proxy_routes(app)
+    return app
