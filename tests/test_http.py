@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from blitzclawd.db.pool import create_pool
 
 from blitzclawd.config import Secrets, Settings
+from blitzclawd.db.pool import create_pool
 from blitzclawd.http.app import make_api_app
 from blitzclawd.http.context import DaemonContext
 from blitzclawd.http.errors import ApiError
