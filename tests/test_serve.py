@@ -187,3 +187,30 @@ async def test_zero_config_serve_uses_embedded_postgres(
     d.signal(signal.SIGTERM)
     assert await d.wait_exit(5.0) == 0
     assert _postgres_pids_for(state) == []
+
+
+async def test_systemd_notify_ready_then_stopping(
+    database: str, tmp_path: Path, daemons: list, http: aiohttp.ClientSession
+) -> None:
+    import socket
+
+    sock_dir = Path(tempfile.mkdtemp(prefix="bc-notify-"))  # short: AF_UNIX paths are limited
+    sock_path = sock_dir / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        d = DaemonProcess(tmp_path, database_url=database, env={"NOTIFY_SOCKET": str(sock_path)})
+        daemons.append(d)
+        await d.start()
+        first = await asyncio.wait_for(loop.sock_recv(sock, 4096), 30)
+        assert first == b"READY=1"
+        answer = await d.readyz(http)
+        assert answer is not None and answer[0] == 200  # READY=1 means ready
+        d.signal(signal.SIGTERM)
+        assert await asyncio.wait_for(loop.sock_recv(sock, 4096), 10) == b"STOPPING=1"
+        assert await d.wait_exit(5.0) == 0
+    finally:
+        sock.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
