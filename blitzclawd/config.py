@@ -82,12 +82,85 @@ class SupervisorSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    # Where the proxy forwards, with the master keys (secrets anthropic_api_key, openai_api_key).
+    anthropic_url: str = "https://api.anthropic.com"
+    openai_url: str = "https://api.openai.com"
+    connect_timeout: float = field(default=10.0, metadata=_range(0.01, 600))
+    # Longest silence tolerated between two chunks of an upstream answer (thinking can be slow).
+    read_timeout: float = field(default=300.0, metadata=_range(0.01, 3600))
+    # Pooled keep-alive connections to the upstreams, all streams included.
+    max_connections: int = field(default=4096, metadata=_range(1, 100000))
+
+
+@dataclass(frozen=True, slots=True)
+class BillingSettings:
+    # Admission keeps every user's available balance (balance - open reservations) at or above
+    # this; a settlement that leaves the balance below it pauses the user's instances.
+    minimum_balance_usd: float = field(default=10.0, metadata=_range(0, 1_000_000))
+    # Seconds between checkpoints of the tokens in-flight streams have used (crash recovery).
+    checkpoint_interval: float = field(default=1.0, metadata=_range(0.05, 3600))
+    # Most settlements committed in one transaction (group commit).
+    settle_batch_max: int = field(default=256, metadata=_range(1, 10000))
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    # Per instance; an instance's own limits (instances.msgs_per_hour/tokens_per_day) override.
+    messages_per_hour: int = field(default=100, metadata=_range(0, 10**9))
+    tokens_per_day: int = field(default=1_000_000, metadata=_range(0, 10**15))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPriceSettings:
+    # List prices in USD per million tokens, exact (decimal), before the markup.
+    id: str = ""
+    api: str = field(default="anthropic", metadata=_choices("anthropic", "openai"))
+    input: float = field(default=0.0, metadata=_range(0))
+    output: float = field(default=0.0, metadata=_range(0))
+    cache_write_5m: float | None = None
+    cache_write_1h: float | None = None
+    cache_read: float | None = None
+    max_output_tokens: int = field(default=64000, metadata=_range(1, 10**7))
+
+
+def _default_models() -> tuple[ModelPriceSettings, ...]:
+    from blitzclawd.metering.pricing import default_prices
+
+    return tuple(
+        ModelPriceSettings(
+            id=p.model,
+            api=p.api,
+            input=p.input / 1e6,
+            output=p.output / 1e6,
+            cache_write_5m=p.cache_write_5m / 1e6,
+            cache_write_1h=p.cache_write_1h / 1e6,
+            cache_read=p.cache_read / 1e6,
+            max_output_tokens=p.max_output_tokens,
+        )
+        for p in default_prices()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PricingSettings:
+    # What users pay = list price x markup (the spec's 1.5: Sonnet $3/$15 sold at $4.50/$22.50).
+    markup: float = field(default=1.5, metadata=_range(1, 100))
+    # The models the proxy serves; a request for any other model is refused before forwarding.
+    models: tuple[ModelPriceSettings, ...] = field(default_factory=_default_models)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     daemon: DaemonSettings = DaemonSettings()
     api: ListenerSettings = ListenerSettings(port=8080)
     proxy: ListenerSettings = ListenerSettings(port=8787)
     database: DatabaseSettings = DatabaseSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    billing: BillingSettings = BillingSettings()
+    limits: LimitsSettings = LimitsSettings()
+    pricing: PricingSettings = field(default_factory=PricingSettings)
 
     def state_path(self) -> Path:
         return resolve_state_dir(self.daemon.state_dir)
@@ -230,6 +303,65 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         problems.append("daemon.dead_after: must be longer than daemon.heartbeat_interval")
     if (s.api.host, s.api.port) == (s.proxy.host, s.proxy.port) and s.api.port != 0:
         problems.append("proxy.port: the api and proxy listeners need different addresses")
+    for name in ("anthropic_url", "openai_url"):
+        url = getattr(s.upstream, name)
+        if not url.startswith(("http://", "https://")):
+            problems.append(f"upstream.{name}: must be an http:// or https:// URL, got {url!r}")
+    try:
+        billing_minimum_micros(s)
+    except ValueError as exc:
+        problems.append(f"billing.minimum_balance_usd: {exc}")
+    _check_prices(s.pricing, problems)
+
+
+def billing_minimum_micros(s: Settings) -> int:
+    from blitzclawd.metering.pricing import usd_per_mtok_to_micros
+
+    # USD -> micro-USD is the same exact scaling as USD/Mtok -> micro-USD/Mtok.
+    return usd_per_mtok_to_micros("minimum_balance_usd", s.billing.minimum_balance_usd)
+
+
+def _check_prices(p: PricingSettings, problems: list[str]) -> None:
+    from blitzclawd.metering.pricing import PriceTable
+
+    seen: set[str] = set()
+    for i, m in enumerate(p.models):
+        where = f"pricing.models[{i}]"
+        if not m.id:
+            problems.append(f"{where}.id: must name the model")
+        elif m.id in seen:
+            problems.append(f"{where}.id: {m.id!r} is priced twice")
+        seen.add(m.id)
+    if problems:
+        return
+    try:
+        PriceTable(model_prices(p), markup=p.markup)
+    except ValueError as exc:
+        problems.append(f"pricing: {exc}")
+
+
+def model_prices(p: PricingSettings) -> list:
+    """The configured models as metering ModelPrice objects (ValueError names model and field)."""
+    from blitzclawd.metering.pricing import ModelPrice
+
+    out = []
+    for m in p.models:
+        try:
+            out.append(
+                ModelPrice.from_usd(
+                    m.id,
+                    m.api,
+                    input=m.input,
+                    output=m.output,
+                    cache_write_5m=m.cache_write_5m,
+                    cache_write_1h=m.cache_write_1h,
+                    cache_read=m.cache_read,
+                    max_output_tokens=m.max_output_tokens,
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"model {m.id!r}: {exc}") from None
+    return out
 
 
 def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
@@ -268,7 +400,16 @@ def _convert(hint: Any, value: Any, path: str, default: Any, problems: list[str]
         if not isinstance(value, list):
             problems.append(f"{path}: expected an array, got {_describe(value)}")
             return default
-        return tuple(_convert(item, v, f"{path}[{i}]", None, problems) for i, v in enumerate(value))
+        return tuple(
+            _convert(
+                item,
+                v,
+                f"{path}[{i}]",
+                item() if dataclasses.is_dataclass(item) else None,
+                problems,
+            )
+            for i, v in enumerate(value)
+        )
     if origin in (types.UnionType, typing.Union):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         return _convert(options[0], value, path, default, problems)

@@ -15,16 +15,21 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import asyncpg
+
 from blitzclawd import sdnotify
+from blitzclawd.actors.billing import BillingActor
 from blitzclawd.actors.heartbeat import Heartbeat
 from blitzclawd.actors.janitor import Janitor
-from blitzclawd.config import Secrets, Settings
+from blitzclawd.actors.proxy import ProxyActor
+from blitzclawd.config import Secrets, Settings, billing_minimum_micros
 from blitzclawd.db import pool as db_pool
 from blitzclawd.db.embedded import EmbeddedPostgres
 from blitzclawd.db.migrate import migrate
 from blitzclawd.http.app import make_api_app, make_proxy_app
 from blitzclawd.http.context import DaemonContext
 from blitzclawd.http.listener import HttpListener
+from blitzclawd.proxy.recovery import recover_orphaned_reservations
 from blitzclawd.runtime.singleton import SingletonChild
 from blitzclawd.runtime.supervisor import ChildSpec, StartFailed, Supervisor
 
@@ -91,12 +96,16 @@ class Daemon:
             log.info("migrations applied", extra={"migrations": applied})
         cfg = self.settings.database
         pool = await db_pool.create_pool(dsn, min_size=cfg.pool_min, max_size=cfg.pool_max)
+        admission_pool = await db_pool.create_pool(
+            dsn, min_size=1, max_size=cfg.pool_max, async_commit=True
+        )
         try:
             self.context = DaemonContext(self.settings, self.secrets, pool, self.daemon_id)
-            self.supervisor = self._build_supervisor(dsn, self.context)
+            self.supervisor = self._build_supervisor(dsn, self.context, admission_pool)
             self.context.supervisor = self.supervisor
             return await self._supervise(self.supervisor)
         finally:
+            await admission_pool.close()
             await pool.close()
 
     async def _supervise(self, supervisor: Supervisor) -> int:
@@ -125,9 +134,20 @@ class Daemon:
         log.info("stopped")
         return EXIT_OK
 
-    def _build_supervisor(self, dsn: str, ctx: DaemonContext) -> Supervisor:
+    def _build_supervisor(
+        self, dsn: str, ctx: DaemonContext, admission_pool: asyncpg.Pool
+    ) -> Supervisor:
         s = self.settings
         grace = s.daemon.shutdown_grace
+        minimum = billing_minimum_micros(s)
+
+        async def recover(pool: asyncpg.Pool, dead_daemon: str) -> None:
+            await recover_orphaned_reservations(pool, minimum)
+
+        def billing() -> BillingActor | None:
+            child = supervisor.child("billing")
+            return child if isinstance(child, BillingActor) else None
+
         # Listeners last: they open only once the actors they serve are up, and close first.
         specs: list[ChildSpec] = [
             ChildSpec(
@@ -142,9 +162,28 @@ class Daemon:
                         ctx.pool,
                         interval=s.daemon.heartbeat_interval,
                         dead_after=s.daemon.dead_after,
+                        on_dead=[recover],
                     ),
                     lambda: db_pool.connect(dsn),
                     poll_interval=s.supervisor.singleton_poll,
+                ),
+            ),
+            ChildSpec(
+                "billing",
+                lambda: BillingActor(
+                    ctx.pool, minimum_micros=minimum, batch_max=s.billing.settle_batch_max
+                ),
+                shutdown_timeout=30,
+            ),
+            ChildSpec(
+                "proxy",
+                lambda: ProxyActor(
+                    s,
+                    self.secrets,
+                    pool=ctx.pool,
+                    admission_pool=admission_pool,
+                    daemon_id=self.daemon_id,
+                    billing=billing,
                 ),
             ),
             *self._extra_children,
@@ -168,13 +207,14 @@ class Daemon:
             ),
         ]
         sv = s.supervisor
-        return Supervisor(
+        supervisor = Supervisor(
             specs,
             max_restarts=sv.max_restarts,
             within=sv.within,
             backoff_base=sv.backoff_base,
             backoff_max=sv.backoff_max,
         )
+        return supervisor
 
 
 def listener_port(supervisor: Supervisor, name: str) -> int | None:

@@ -38,7 +38,27 @@ class Heartbeat(Actor):
             os.getpid(),
             __version__,
         )
+        await self._reap_local_predecessors()
         self.every(self._interval, "beat")
+
+    async def _reap_local_predecessors(self) -> None:
+        """Mark daemons of this host whose process is gone as stopped, at once.
+
+        Without this, a daemon restarted after a crash would wait `dead_after` seconds for the
+        janitor before the work its predecessor left open could be recovered.
+        """
+        rows = await self._pool.fetch(
+            "SELECT id::text, pid FROM daemons "
+            "WHERE hostname = $1 AND stopped_at IS NULL AND id <> $2",
+            socket.gethostname(),
+            self._daemon_id,
+        )
+        dead = [row["id"] for row in rows if not _is_live_daemon(row["pid"])]
+        if dead:
+            await self._pool.execute(
+                "UPDATE daemons SET stopped_at = last_seen WHERE id = ANY($1::uuid[])", dead
+            )
+            log.warning("predecessors on this host are gone", extra={"dead_daemons": dead})
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick):
@@ -53,3 +73,13 @@ class Heartbeat(Actor):
         await self._pool.execute(
             "UPDATE daemons SET stopped_at = now() WHERE id = $1", self._daemon_id
         )
+
+
+def _is_live_daemon(pid: int) -> bool:
+    """True if `pid` runs a blitzclawd (a recycled pid running something else does not count)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return b"blitzclawd" in cmdline

@@ -23,13 +23,21 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 20, async_commit: bool = False
+) -> asyncpg.Pool:
+    """async_commit: COMMIT returns before the WAL is flushed (synchronous_commit=off). Only for
+    writes whose loss in a database crash is harmless (proxy holds and checkpoints); money moves
+    in durable commits."""
+    settings = dict(_SERVER_SETTINGS)
+    if async_commit:
+        settings["synchronous_commit"] = "off"
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
-        server_settings=_SERVER_SETTINGS,
+        server_settings=settings,
     )
 
 

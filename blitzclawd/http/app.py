@@ -6,6 +6,7 @@ from aiohttp import web
 
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.middlewares import request_context
+from blitzclawd.http.proxy_middleware import proxy_errors
 from blitzclawd.http.routes import setup_api_routes, setup_proxy_routes
 
 # Request bodies above this are refused with 413 before a view sees them (OpenClaw sends ~60 KB).
@@ -20,7 +21,7 @@ def make_api_app(ctx: DaemonContext) -> web.Application:
 
 
 def make_proxy_app(ctx: DaemonContext) -> web.Application:
-    app = web.Application(middlewares=[request_context], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[proxy_errors], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
     setup_proxy_routes(app)
     return app

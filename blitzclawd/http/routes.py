@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from blitzclawd.http.views import health
+from blitzclawd.http.views import health, proxy
 
 
 def setup_health_routes(app: web.Application) -> None:
@@ -17,5 +17,8 @@ def setup_api_routes(app: web.Application) -> None:
 
 
 def setup_proxy_routes(app: web.Application) -> None:
-    # The /v1/* metering endpoints arrive with the proxy issue.
     setup_health_routes(app)
+    app.router.add_post("/v1/messages", proxy.messages)
+    app.router.add_post("/v1/chat/completions", proxy.chat_completions)
+    app.router.add_post("/v1/responses", proxy.responses)
+    app.router.add_get("/v1/models", proxy.models)

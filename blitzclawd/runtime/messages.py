@@ -13,3 +13,66 @@ class Tick:
     """A periodic timer fired; `timer` names which one (an actor may run several)."""
 
     timer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One proxy request's final bill, for the billing actor (the ledger's writer of record).
+
+    Token counters are what the upstream reported (or, for an interrupted stream, what was seen);
+    cost_micros is already marked up. Idempotent on request_id.
+    """
+
+    request_id: str
+    user_id: str
+    instance_id: str | None
+    api: str  # "anthropic-messages" | "openai-chat" | "openai-responses"
+    model: str
+    cost_micros: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    reasoning_tokens: int = 0
+    upstream_request_id: str | None = None
+    status_code: int | None = None
+    duration_ms: int = 0
+    interrupted: bool = False
+    recovered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    request_id: str
+    outcome: str  # "settled" | "recovered" | "voided" | "duplicate"
+    user_id: str
+    balance_micros: int | None  # after the debit; None when nothing was debited
+    paused: int  # instances this settlement paused (the user fell below the minimum)
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Money in (top-up, subscription, adjustment): idempotent on idempotency_key."""
+
+    user_id: str
+    amount_micros: int
+    kind: str  # ledger kind: "topup" | "subscription" | "adjustment"
+    reference: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreditResult:
+    outcome: str  # "credited" | "duplicate"
+    balance_micros: int | None
+    resumed: int  # instances this credit resumed (back at or above the minimum)
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceDepleted:
+    """A settlement left the user below the minimum: their instances are paused (for notifier)."""
+
+    user_id: str
+    balance_micros: int
+    paused_instances: int

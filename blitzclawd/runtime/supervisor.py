@@ -337,6 +337,14 @@ class Supervisor:
             log.exception("child %s: stop() failed", slot.spec.name, extra=self._extra(slot))
         await asyncio.wait({task}, timeout=timeout)
         if task.done():
+            error = _outcome(task)
+            if error is not None and not isinstance(error, asyncio.CancelledError):
+                log.error(
+                    "child %s failed while stopping",
+                    slot.spec.name,
+                    exc_info=error,
+                    extra=self._extra(slot),
+                )
             return
         log.warning(
             "child %s did not stop within %ss, cancelling it",

@@ -1,0 +1,142 @@
+"""The billing actor: the ledger's writer of record, committing settlements in groups.
+
+Proxy requests hand their Settlement over with `settle()` and wait for the commit. While one
+transaction commits, the settlements that arrive meanwhile queue in the mailbox and go together in
+the next one (group commit): one WAL flush for many requests under load, one per request when
+idle. A settlement counts only once committed: its caller's future resolves after COMMIT.
+
+On start it recovers what dead daemons left behind (see blitzclawd.proxy.recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import asyncpg
+
+from blitzclawd import ledger
+from blitzclawd.proxy.recovery import recover_orphaned_reservations
+from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.messages import (
+    BalanceDepleted,
+    Credit,
+    CreditResult,
+    Settlement,
+    SettleResult,
+)
+
+log = logging.getLogger("blitzclawd.billing")
+
+Notify = Callable[[object], None]
+
+
+class BillingActor(Actor):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        minimum_micros: int,
+        batch_max: int,
+        notify: Notify | None = None,
+    ) -> None:
+        # A deep mailbox: every in-flight proxy request may be settling at the same moment.
+        super().__init__("billing", mailbox_size=max(10_000, batch_max * 4))
+        self._pool = pool
+        self._minimum = minimum_micros
+        self._batch_max = batch_max
+        self._notify = notify
+        self._batch: list[tuple[Settlement, asyncio.Future[SettleResult]]] = []
+
+    async def on_start(self) -> None:
+        await recover_orphaned_reservations(self._pool, self._minimum)
+
+    async def on_stop(self) -> None:
+        # Nothing is left half-done: whatever is batched is committed before we go.
+        if self._batch:
+            await self._flush()
+
+    # -- called from request tasks -----------------------------------------------------------
+
+    async def settle(self, item: Settlement, timeout: float = 30.0) -> SettleResult:  # noqa: ASYNC109
+        future = await self.ask(item, timeout=timeout)
+        assert isinstance(future, asyncio.Future)
+        return await asyncio.wait_for(future, timeout)
+
+    async def credit(self, item: Credit, timeout: float = 30.0) -> CreditResult:  # noqa: ASYNC109
+        result = await self.ask(item, timeout=timeout)
+        assert isinstance(result, CreditResult)
+        return result
+
+    # -- the mailbox ---------------------------------------------------------------------------
+
+    async def handle(self, message: object) -> object | None:
+        if isinstance(message, Settlement):
+            future: asyncio.Future[SettleResult] = asyncio.get_running_loop().create_future()
+            self._batch.append((message, future))
+            # Commit when nothing else is waiting (or the batch is full): whatever queues up
+            # during this commit forms the next batch.
+            if self.queued == 0 or len(self._batch) >= self._batch_max:
+                await self._flush()
+            return future
+        if isinstance(message, Credit):
+            result = await ledger.credit(self._pool, message, self._minimum)
+            if result.resumed:
+                log.info(
+                    "instances resumed",
+                    extra={"user_id": message.user_id, "resumed": result.resumed},
+                )
+            return result
+        return None
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        items = [item for item, _ in batch]
+        try:
+            results = await ledger.settle(self._pool, items, self._minimum)
+        except (asyncpg.PostgresError, ValueError) as exc:
+            # One bad item must not sink the others: settle them one by one.
+            log.warning(
+                "batch settlement failed, settling one by one",
+                extra={"size": len(items), "error": repr(exc)},
+            )
+            await self._settle_each(batch)
+            return
+        except BaseException as exc:  # the database is gone: callers retry, we crash
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(RuntimeError(f"settlement not committed: {exc!r}"))
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
+            self._after(result)
+
+    async def _settle_each(
+        self, batch: list[tuple[Settlement, asyncio.Future[SettleResult]]]
+    ) -> None:
+        for item, future in batch:
+            try:
+                (result,) = await ledger.settle(self._pool, [item], self._minimum)
+            except asyncpg.PostgresError as exc:
+                log.error(
+                    "settlement refused by the database",
+                    extra={"request_id": item.request_id, "error": repr(exc)},
+                )
+                future.set_exception(exc)
+                continue
+            future.set_result(result)
+            self._after(result)
+
+    def _after(self, result: SettleResult) -> None:
+        if result.paused and result.balance_micros is not None:
+            log.warning(
+                "balance below minimum: instances paused",
+                extra={
+                    "user_id": result.user_id,
+                    "balance_micros": result.balance_micros,
+                    "paused": result.paused,
+                },
+            )
+            if self._notify is not None:
+                self._notify(BalanceDepleted(result.user_id, result.balance_micros, result.paused))

@@ -1,0 +1,642 @@
+"""The proxy actor: owns upstream connections, prices, limits, and the requests in flight.
+
+Each proxied request runs in its own aiohttp handler task (`serve`); the actor is the owner of the
+state those tasks share, not a queue they wait in. Its mailbox only carries timer ticks: the
+checkpoint of in-flight streams (for crash recovery) and the retry of settlements that could not
+be committed at once.
+
+A request's life: authenticate the instance -> check its limits -> reserve the worst-case cost
+(admission) -> forward with our master key -> relay the answer chunk by chunk while metering it ->
+settle the actual cost (billing actor, group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+from aiohttp import web
+
+from blitzclawd import credentials, ledger
+from blitzclawd.config import Secrets, Settings, billing_minimum_micros, model_prices
+from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_input_tokens
+from blitzclawd.metering.sse import SSEParser
+from blitzclawd.metering.usage import OpenAIChatStreamMeter
+from blitzclawd.proxy.apis import OPENAI_CHAT, ApiSpec, Meter
+from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
+from blitzclawd.proxy.limits import LimitTracker
+from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.messages import Settlement, SettleResult, Tick
+
+log = logging.getLogger("blitzclawd.proxy")
+
+INSTANCE_CACHE_TTL = 30.0  # s; status is re-checked by admission itself, so staleness is safe
+ERROR_BODY_MAX = 1 << 20
+
+# Request headers that never go upstream: hop-by-hop, our own credentials, the client's.
+_DROP_REQUEST = frozenset(
+    {
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+        "authorization",
+        "x-api-key",
+        "cookie",
+        "accept-encoding",
+        "openai-organization",
+        "openai-project",
+        "x-blitzclaw-instance",
+        "x-blitzclaw-secret",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "forwarded",
+        "x-real-ip",
+    }
+)
+# Response headers relayed to the client (request ids and rate limits are useful to SDKs).
+_KEEP_RESPONSE = frozenset(
+    {
+        "content-type",
+        "request-id",
+        "x-request-id",
+        "retry-after",
+        "openai-processing-ms",
+        "openai-version",
+        "cache-control",
+    }
+)
+_KEEP_RESPONSE_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
+_ANTHROPIC_STREAM_ERROR = (
+    b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
+    b'"message":"the upstream connection was lost"}}\n\n'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceAuth:
+    id: str
+    user_id: str
+    secret_hash: bytes
+    status: str
+    use_own_api_key: bool
+    msgs_per_hour: int | None
+    tokens_per_day: int | None
+    fetched_at: float
+
+
+@dataclass(slots=True)
+class InFlight:
+    request_id: str
+    price: ModelPrice
+    meter: Meter | None
+    input_estimate: int
+    checkpointed: int = 0
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one relay produced, for settlement."""
+
+    usage: Usage = field(default_factory=Usage)
+    status: int | None = None
+    upstream_id: str | None = None
+    interrupted: bool = False
+
+
+class ProxyActor(Actor):
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: Secrets,
+        *,
+        pool: asyncpg.Pool,
+        admission_pool: asyncpg.Pool,
+        daemon_id: str,
+        billing: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__("proxy")
+        self._settings = settings
+        self._pool = pool
+        # Admission and checkpoints commit without waiting for the WAL flush: losing one to a
+        # database crash only loses a hold (settlement tolerates a missing reservation). Money
+        # moves only in settlements, which commit durably.
+        self._admission_pool = admission_pool
+        self._daemon_id = daemon_id
+        self._billing = billing or (lambda: None)
+        self.prices = PriceTable(model_prices(settings.pricing), markup=settings.pricing.markup)
+        self._minimum = billing_minimum_micros(settings)
+        self._keys = {
+            "anthropic": secrets.get("anthropic_api_key"),
+            "openai": secrets.get("openai_api_key"),
+        }
+        self._bases = {
+            "anthropic": settings.upstream.anthropic_url.rstrip("/"),
+            "openai": settings.upstream.openai_url.rstrip("/"),
+        }
+        self._instances: dict[str, InstanceAuth] = {}
+        self.limits = LimitTracker(self._seed_limits)
+        self.inflight: dict[str, InFlight] = {}
+        self._unsettled: list[Settlement] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        up = self._settings.upstream
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=up.max_connections, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=up.connect_timeout, sock_read=up.read_timeout
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        self.every(self._settings.billing.checkpoint_interval, "checkpoint")
+
+    async def on_stop(self) -> None:
+        try:
+            await self._checkpoint()
+            await self._retry_unsettled()
+        finally:
+            if self._session is not None:
+                await self._session.close()
+            log.info("proxy stopped", extra={"unsettled": len(self._unsettled)})
+
+    async def handle(self, message: object) -> None:
+        if isinstance(message, Tick) and message.timer == "checkpoint":
+            await self._checkpoint()
+            await self._retry_unsettled()
+
+    # -- the hot path ----------------------------------------------------------------------------
+
+    async def serve(self, request: web.Request, api: ApiSpec) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = request[PROXY_REQUEST_ID]
+        inst = await self._authenticate(request)
+        raw = await request.read()
+        body, model, price, max_out, stream = self._parse(raw, api)
+        limit_refusal = await self.limits.admit(
+            inst.id,
+            _limit(inst.msgs_per_hour, self._settings.limits.messages_per_hour),
+            _limit(inst.tokens_per_day, self._settings.limits.tokens_per_day),
+        )
+        if limit_refusal is not None:
+            raise ProxyError(
+                429,
+                "rate_limit",
+                limit_refusal.message,
+                headers={"retry-after": str(limit_refusal.retry_after)},
+            )
+        key = self._keys[api.provider]
+        if key is None:
+            raise ProxyError(503, "api", f"the {api.provider} upstream is not configured")
+        estimate = estimate_input_tokens(raw)
+        amount = self.prices.reserve_micros(
+            price, input_tokens_estimate=estimate, max_output_tokens=max_out
+        )
+        prompt_cost = self.prices.cost_micros(price, Usage(input_tokens=estimate))
+        await self._admit(request_id, inst, amount, prompt_cost, api, model)
+
+        meter = api.meter() if stream else None
+        flight = InFlight(request_id, price, meter, estimate)
+        self.inflight[request_id] = flight
+        outcome = _Outcome()
+        # Chat streams carry usage only when asked: we ask, and hide the extra chunk again from
+        # a client that did not.
+        strip_usage = stream and api is OPENAI_CHAT and not _asked_usage(body)
+        if strip_usage:
+            raw = _with_usage_chunk(body)
+        try:
+            return await self._forward(
+                request, api, raw, key, meter, strip_usage, request_id, outcome
+            )
+        finally:
+            # Shielded: a handler cancelled at shutdown still settles what it used.
+            await asyncio.shield(self._settle_request(flight, inst, api, model, outcome, started))
+
+    async def _authenticate(self, request: web.Request) -> InstanceAuth:
+        found = credentials.from_headers(request.headers)
+        if found is None:
+            raise ProxyError(
+                401, "authentication", "missing or malformed BlitzClaw instance credentials"
+            )
+        instance_id, secret = found
+        inst = await self._instance(str(instance_id))
+        if inst is None or not credentials.verify_secret(secret, inst.secret_hash):
+            raise ProxyError(401, "authentication", "invalid BlitzClaw instance credentials")
+        if inst.status == "deleted":
+            raise ProxyError(404, "not_found", "this instance has been deleted")
+        if inst.use_own_api_key:
+            raise ProxyError(
+                403,
+                "permission",
+                "this instance uses its own API key and calls the provider directly",
+            )
+        return inst
+
+    async def _instance(self, instance_id: str, *, fresh: bool = False) -> InstanceAuth | None:
+        now = time.monotonic()
+        cached = self._instances.get(instance_id)
+        if cached is not None and not fresh and now - cached.fetched_at < INSTANCE_CACHE_TTL:
+            return cached
+        row = await self._pool.fetchrow(
+            "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
+            "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
+            uuid.UUID(instance_id),
+        )
+        if row is None:
+            self._instances.pop(instance_id, None)
+            return None
+        inst = InstanceAuth(*row, fetched_at=now)
+        self._instances[instance_id] = inst
+        return inst
+
+    def _parse(
+        self, raw: bytes, api: ApiSpec
+    ) -> tuple[dict[str, Any], str, ModelPrice, int | None, bool]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ProxyError(400, "invalid_request", "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ProxyError(400, "invalid_request", "the request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ProxyError(400, "invalid_request", "model: a model name is required")
+        price = self.prices.get(model)
+        if price is None or price.api != api.provider:
+            raise ProxyError(404, "not_found", f"model: {model!r} is not available here")
+        max_out: int | None = None
+        for name in api.max_tokens_fields:
+            value = body.get(name)
+            if value is None:
+                continue
+            if type(value) is not int or value < 1:
+                raise ProxyError(400, "invalid_request", f"{name}: must be a positive integer")
+            max_out = value
+            break
+        stream = body.get("stream") is True
+        return body, model, price, max_out, stream
+
+    async def _admit(
+        self,
+        request_id: str,
+        inst: InstanceAuth,
+        amount: int,
+        prompt_cost: int,
+        api: ApiSpec,
+        model: str,
+    ) -> None:
+        try:
+            row = await self._admission_pool.fetchrow(
+                """INSERT INTO reservations (id, user_id, instance_id, amount_micros, floor_micros,
+                                             input_estimate_micros, daemon_id, api, model)
+                   SELECT $1, i.user_id, i.id, $3, $4, $5, $6, $7, $8
+                   FROM instances i WHERE i.id = $2 AND i.status = 'active'
+                   RETURNING id""",
+                uuid.UUID(request_id),
+                uuid.UUID(inst.id),
+                amount,
+                self._minimum,
+                min(prompt_cost, amount),
+                uuid.UUID(self._daemon_id),
+                api.name,
+                model,
+            )
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == "BC402":
+                raise ProxyError(
+                    402,
+                    "billing",
+                    "insufficient balance: top up to continue using your assistant "
+                    f"(this request may cost up to ${amount / 1e6:.4f}; "
+                    f"the minimum balance is ${self._minimum / 1e6:.2f})",
+                ) from None
+            raise
+        if row is None:  # the instance is not active (any more): say why
+            fresh = await self._instance(inst.id, fresh=True)
+            status = fresh.status if fresh else "deleted"
+            if status == "paused":
+                raise ProxyError(
+                    402,
+                    "billing",
+                    "this instance is paused: top up to continue using your assistant",
+                )
+            if status == "deleted":
+                raise ProxyError(404, "not_found", "this instance has been deleted")
+            raise ProxyError(403, "permission", f"this instance is {status}")
+
+    async def _forward(
+        self,
+        request: web.Request,
+        api: ApiSpec,
+        raw: bytes,
+        key: Any,
+        meter: Meter | None,
+        strip_usage: bool,
+        request_id: str,
+        outcome: _Outcome,
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        headers = _upstream_headers(request, api.provider, key.reveal())
+        url = self._bases[api.provider] + api.path
+        if request.query_string:
+            url += "?" + request.query_string
+        try:
+            upstream = await self._session.post(url, data=raw, headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning(
+                "upstream unreachable",
+                extra={"upstream": api.provider, "error": type(exc).__name__},
+            )
+            raise ProxyError(502, "api", f"the {api.provider} upstream is unreachable") from None
+        try:
+            outcome.status = upstream.status
+            outcome.upstream_id = upstream.headers.get(api.upstream_id_header)
+            out_headers = _client_headers(upstream.headers, request_id)
+            if upstream.status != 200:
+                # The upstream refused: its status and error body reach the client unchanged,
+                # and nothing was used (the reservation is voided).
+                body = await upstream.content.read(ERROR_BODY_MAX)
+                return web.Response(body=body, status=upstream.status, headers=out_headers)
+            if meter is None:
+                return await self._relay_whole(request, api, upstream, out_headers, outcome)
+            return await self._relay_stream(
+                request, api, upstream, out_headers, meter, strip_usage, outcome
+            )
+        finally:
+            upstream.release()
+
+    async def _relay_whole(
+        self,
+        request: web.Request,
+        api: ApiSpec,
+        upstream: aiohttp.ClientResponse,
+        headers: dict[str, str],
+        outcome: _Outcome,
+    ) -> web.StreamResponse:
+        try:
+            body = await upstream.read()
+        except (aiohttp.ClientError, TimeoutError):
+            outcome.interrupted = True
+            raise ProxyError(502, "api", "the upstream connection failed") from None
+        try:
+            outcome.usage = api.usage_of(orjson.loads(body))
+        except (orjson.JSONDecodeError, TypeError, AttributeError):
+            log.warning("upstream answer without readable usage", extra={"api": api.name})
+        response = web.Response(body=body, status=200, headers=headers)
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionResetError:
+            outcome.interrupted = True  # the client left; the upstream still did the work
+        return response
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        api: ApiSpec,
+        upstream: aiohttp.ClientResponse,
+        headers: dict[str, str],
+        meter: Meter,
+        strip_usage: bool,
+        outcome: _Outcome,
+    ) -> web.StreamResponse:
+        """Relay chunk by chunk as they arrive, metering every event on the way."""
+        response = web.StreamResponse(status=200, headers=headers)
+        parser = SSEParser()
+        client_gone = False
+        try:
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                events = parser.feed(chunk)
+                for event, data in events:
+                    meter.feed(event, data)
+                if client_gone:
+                    continue
+                if strip_usage:  # rebuilt from whole events (chat streams are data lines only)
+                    chunk = b"".join(
+                        b"data: " + data + b"\n\n"
+                        for _, data in events
+                        if not OpenAIChatStreamMeter.is_usage_only_chunk(data)
+                    )
+                    if not chunk:
+                        continue
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError:
+                    # The client left: stop relaying and bill what was produced.
+                    client_gone = True
+                    outcome.interrupted = True
+                    break
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            outcome.interrupted = True
+            log.warning(
+                "upstream stream broke", extra={"api": api.name, "error": type(exc).__name__}
+            )
+            if api.error_style == "anthropic" and not client_gone:
+                try:  # tell an Anthropic SDK the way the API itself would
+                    await response.write(_ANTHROPIC_STREAM_ERROR)
+                except ConnectionResetError:
+                    client_gone = True
+        if not client_gone:
+            try:
+                await response.write_eof()
+            except ConnectionResetError:
+                outcome.interrupted = True
+        if not getattr(meter, "completed", True):
+            outcome.interrupted = True  # e.g. an `event: error` arrived mid-stream
+        return response
+
+    async def _settle_request(
+        self,
+        flight: InFlight,
+        inst: InstanceAuth,
+        api: ApiSpec,
+        model: str,
+        outcome: _Outcome,
+        started: float,
+    ) -> None:
+        self.inflight.pop(flight.request_id, None)
+        usage = outcome.usage
+        if flight.meter is not None:
+            # Reported usage when the stream completed; what was seen when it did not (never
+            # zero when tokens were produced).
+            usage = flight.meter.billable_usage(flight.input_estimate)
+        if outcome.status != 200:
+            usage = Usage()  # refused upstream or never reached it: nothing was used
+        cost = self.prices.cost_micros(flight.price, usage)
+        item = Settlement(
+            request_id=flight.request_id,
+            user_id=inst.user_id,
+            instance_id=inst.id,
+            api=api.name,
+            model=model,
+            cost_micros=cost,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            upstream_request_id=outcome.upstream_id,
+            status_code=outcome.status,
+            duration_ms=int((time.perf_counter() - started) * 1000),
+            interrupted=outcome.interrupted,
+        )
+        if usage.total_tokens:
+            self.limits.add_tokens(inst.id, usage.total_tokens)
+        await self._settle(item)
+
+    async def _settle(self, item: Settlement) -> SettleResult | None:
+        billing = self._billing()
+        try:
+            if billing is not None:
+                try:
+                    return await billing.settle(item)
+                except Exception as exc:  # billing busy or restarting: settle directly
+                    if isinstance(exc, asyncpg.PostgresError):
+                        raise
+                    log.info(
+                        "billing actor unavailable, settling directly",
+                        extra={"request_id": item.request_id, "error": type(exc).__name__},
+                    )
+            (result,) = await ledger.settle(self._pool, [item], self._minimum)
+            return result
+        except Exception:
+            # Not lost: retried on every checkpoint tick until it commits (idempotent).
+            log.exception("settlement failed; will retry", extra={"request_id": item.request_id})
+            self._unsettled.append(item)
+            return None
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    async def _checkpoint(self) -> None:
+        """Write what each in-flight stream has cost so far, for crash recovery."""
+        ids: list[uuid.UUID] = []
+        costs: list[int] = []
+        for flight in list(self.inflight.values()):
+            if flight.meter is None:
+                continue
+            cost = self.prices.cost_micros(flight.price, flight.meter.billable_usage(0))
+            if cost != flight.checkpointed:
+                flight.checkpointed = cost
+                ids.append(uuid.UUID(flight.request_id))
+                costs.append(cost)
+        if not ids:
+            return
+        try:
+            await self._admission_pool.execute(
+                """UPDATE reservations r SET seen_micros = LEAST(v.cost, r.amount_micros)
+                   FROM unnest($1::uuid[], $2::bigint[]) AS v(id, cost)
+                   WHERE r.id = v.id AND r.status = 'open'""",
+                ids,
+                costs,
+            )
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("checkpoint failed", extra={"error": repr(exc)})
+
+    async def _retry_unsettled(self) -> None:
+        pending, self._unsettled = self._unsettled, []
+        for item in pending:
+            await self._settle(item)
+
+    async def _seed_limits(self, instance_id: str) -> tuple[list[float], int]:
+        row = await self._pool.fetchrow(
+            """SELECT
+                 array(SELECT extract(epoch FROM created_at)::float8 FROM usage_logs
+                       WHERE instance_id = $1 AND created_at > now() - interval '1 hour'),
+                 coalesce((SELECT sum(input_tokens + output_tokens + cache_write_5m_tokens
+                                      + cache_write_1h_tokens + cache_read_tokens)
+                           FROM usage_logs WHERE instance_id = $1
+                             AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC')
+                                               AT TIME ZONE 'UTC'), 0)::bigint""",
+            uuid.UUID(instance_id),
+        )
+        return list(row[0]), int(row[1])
+
+    # -- /v1/models --------------------------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        await self._authenticate(request)
+        anthropic_style = "anthropic-version" in request.headers or "x-api-key" in request.headers
+        prices = self.prices.models()
+        if anthropic_style:
+            data = [
+                {
+                    "type": "model",
+                    "id": p.model,
+                    "display_name": p.model,
+                    "created_at": "2025-01-01T00:00:00Z",
+                }
+                for p in prices
+            ]
+            body: dict[str, Any] = {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        else:
+            body = {
+                "object": "list",
+                "data": [
+                    {"id": p.model, "object": "model", "created": 0, "owned_by": p.api}
+                    for p in prices
+                ],
+            }
+        return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
+
+
+def _limit(own: int | None, default: int) -> int:
+    return default if own is None else own
+
+
+def _upstream_headers(request: web.Request, provider: str, key: str) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+    headers["Accept-Encoding"] = "identity"  # we must read the stream to meter it
+    if provider == "anthropic":
+        headers["x-api-key"] = key
+    else:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def _client_headers(upstream: Any, request_id: str) -> dict[str, str]:
+    headers = {
+        k: v
+        for k, v in upstream.items()
+        if k.lower() in _KEEP_RESPONSE or k.lower().startswith(_KEEP_RESPONSE_PREFIXES)
+    }
+    headers[REQUEST_ID_HEADER] = request_id
+    return headers
+
+
+def _asked_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _with_usage_chunk(body: dict[str, Any]) -> bytes:
+    """The chat request asking for its usage chunk, otherwise unchanged."""
+    options = body.get("stream_options")
+    merged = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return orjson.dumps({**body, "stream_options": merged})

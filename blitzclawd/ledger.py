@@ -1,0 +1,47 @@
+"""The only code that moves money: settlement and credit, each one SQL call (see 0002_metering).
+
+The database enforces the invariants (append-only ledger, balance = sum of entries, reserved =
+sum of open reservations, idempotency); these functions only pass the facts in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import asyncpg
+
+from blitzclawd.runtime.messages import Credit, CreditResult, Settlement, SettleResult
+
+_SETTLE = (
+    "SELECT request_id::text, outcome, user_id::text, balance_micros, paused "
+    "FROM settle_usage($1::jsonb, $2)"
+)
+_CREDIT = "SELECT outcome, balance_micros, resumed FROM credit_balance($1, $2, $3, $4, $5, $6)"
+
+
+async def settle(
+    conn: asyncpg.Connection | asyncpg.Pool, items: Sequence[Settlement], minimum_micros: int
+) -> list[SettleResult]:
+    """Settle `items` in one transaction (the caller's, or one of its own)."""
+    # The pool's jsonb codec serialises the list (with orjson).
+    payload = [dataclasses.asdict(item) for item in items]
+    rows = await conn.fetch(_SETTLE, payload, minimum_micros)
+    return [SettleResult(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def credit(
+    conn: asyncpg.Connection | asyncpg.Pool, c: Credit, minimum_micros: int
+) -> CreditResult:
+    if c.amount_micros <= 0:
+        raise ValueError("a credit is a positive amount")
+    row = await conn.fetchrow(
+        _CREDIT,
+        c.user_id,
+        c.amount_micros,
+        c.kind,
+        c.reference,
+        c.idempotency_key,
+        minimum_micros,
+    )
+    return CreditResult(row[0], row[1], row[2])

@@ -1,0 +1,1 @@
+"""The metering token proxy: what OpenClaw instances call instead of Anthropic and OpenAI."""

@@ -1,0 +1,70 @@
+"""Errors in the provider's own format, so OpenClaw's SDKs understand our refusals.
+
+/v1/messages answers like Anthropic ({"type":"error","error":{"type","message"}}); the OpenAI
+endpoints answer like OpenAI ({"error":{"message","type","param","code"}}).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from blitzclawd.http.jsonutil import json_response
+
+ANTHROPIC = "anthropic"
+OPENAI = "openai"
+
+# Our id of a proxied request: the reservation's and usage row's id, in logs and this header.
+REQUEST_ID_HEADER = "X-BlitzClaw-Request-Id"
+PROXY_REQUEST_ID = web.RequestKey("blitzclaw_proxy_request_id", str)
+
+# kind -> (Anthropic error type, OpenAI error type, OpenAI code)
+_KINDS: dict[str, tuple[str, str, str | None]] = {
+    "invalid_request": ("invalid_request_error", "invalid_request_error", None),
+    "authentication": ("authentication_error", "invalid_request_error", "invalid_api_key"),
+    "billing": ("billing_error", "insufficient_quota", "insufficient_quota"),
+    "permission": ("permission_error", "invalid_request_error", "permission_denied"),
+    "not_found": ("not_found_error", "invalid_request_error", "model_not_found"),
+    "request_too_large": ("request_too_large", "invalid_request_error", "request_too_large"),
+    "rate_limit": ("rate_limit_error", "requests", "rate_limit_exceeded"),
+    "api": ("api_error", "server_error", None),
+    "overloaded": ("overloaded_error", "server_error", "overloaded"),
+}
+
+
+class ProxyError(Exception):
+    """Refuse a proxy request: HTTP status, error kind (a key of _KINDS), reason for the user."""
+
+    def __init__(
+        self, status: int, kind: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        if kind not in _KINDS:
+            raise ValueError(f"unknown proxy error kind {kind!r}")
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.headers = headers or {}
+
+
+def style_for_path(path: str) -> str:
+    return ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+
+
+def error_response(style: str, exc: ProxyError, request_id: str) -> web.Response:
+    anthropic_type, openai_type, openai_code = _KINDS[exc.kind]
+    if style == ANTHROPIC:
+        body: dict = {
+            "type": "error",
+            "error": {"type": anthropic_type, "message": exc.message},
+            "request_id": request_id,
+        }
+    else:
+        body = {
+            "error": {
+                "message": exc.message,
+                "type": openai_type,
+                "param": None,
+                "code": openai_code,
+            }
+        }
+    return json_response(body, status=exc.status, headers=exc.headers)
