@@ -20,9 +20,12 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest_asyncio
 
@@ -108,3 +111,87 @@ async def db_pool(database: str) -> AsyncIterator[asyncpg.Pool]:
             await asyncio.wait_for(pool.close(), timeout=10)
         except TimeoutError:
             pool.terminate()
+
+
+# -- the proxy: a daemon in this process in front of the fake upstream --------------------------
+
+
+@dataclass
+class ProxyEnv:
+    """A running daemon (in-process) whose upstreams are a FakeLLM, plus a seeded instance."""
+
+    daemon: Any
+    fake: Any
+    http: aiohttp.ClientSession
+    pool: asyncpg.Pool
+    url: str  # the proxy listener
+    instance: Any  # blitzclawd.testing.seed.SeededInstance, user credited with $50
+
+    async def post(
+        self, path: str, body: dict, *, instance: Any = None, headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        inst = instance or self.instance
+        hdrs = {**inst.headers, **(headers or {})}
+        if path == "/v1/messages":
+            hdrs.setdefault("anthropic-version", "2023-06-01")
+        return await self.http.post(self.url + path, json=body, headers=hdrs)
+
+    async def balance(self, user_id: str | None = None) -> int:
+        uid = user_id or self.instance.user_id
+        return await self.pool.fetchval(
+            "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(uid)
+        )
+
+    async def settled(self, deadline: float = 10.0) -> None:
+        """Wait until no reservation is open (settlement follows the response)."""
+        end = asyncio.get_running_loop().time() + deadline
+        while asyncio.get_running_loop().time() < end:
+            if not await self.pool.fetchval(
+                "SELECT count(*) FROM reservations WHERE status='open'"
+            ):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("reservations still open")
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def proxy_env(database: str) -> AsyncIterator[ProxyEnv]:
+    from blitzclawd.config import Secret, Secrets, parse_settings
+    from blitzclawd.daemon import Daemon
+    from blitzclawd.testing import seed
+    from blitzclawd.testing.daemon_process import free_port
+    from blitzclawd.testing.fake_llm import FakeLLM
+
+    async with FakeLLM() as fake:
+        settings = parse_settings(
+            {
+                "api": {"port": free_port()},
+                "proxy": {"port": free_port()},
+                "upstream": {"anthropic_url": fake.base_url, "openai_url": fake.base_url},
+                "billing": {"checkpoint_interval": 0.05},
+                "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
+            }
+        )
+        secrets = Secrets(
+            {
+                "database_url": Secret(database),
+                "anthropic_api_key": Secret(fake.anthropic_key),
+                "openai_api_key": Secret(fake.openai_key),
+            }
+        )
+        daemon = Daemon(settings, secrets)
+        run = asyncio.create_task(daemon.run())
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        pool = await create_pool(database, min_size=1, max_size=4)
+        try:
+            user = await seed.create_user(pool)
+            await seed.credit(pool, user, 50_000_000)
+            instance = await seed.create_instance(pool, user)
+            async with aiohttp.ClientSession() as http:
+                yield ProxyEnv(
+                    daemon, fake, http, pool, f"http://127.0.0.1:{settings.proxy.port}", instance
+                )
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(run, 30)
+            await pool.close()

@@ -1,0 +1,473 @@
+"""The metering proxy end to end: real HTTP in, the fake upstream behind, a real ledger.
+
+Every cost below is computed by hand from WIRE.md's list prices and the 1.5 markup:
+cost = ceil(sum(tokens x USD per Mtok) x 1.5) micro-USD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+import pytest
+
+from blitzclawd.testing import seed
+from blitzclawd.testing.fake_llm import Scenario
+
+ANTHROPIC_BODY = {
+    "model": "claude-sonnet-4-6",
+    "max_tokens": 1024,
+    "messages": [{"role": "user", "content": "Say hi"}],
+}
+CHAT_BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hi"}]}
+RESPONSES_BODY = {"model": "gpt-4o", "input": "Say hi"}
+
+
+async def usage_rows(env) -> list:
+    return await env.pool.fetch("SELECT * FROM usage_logs ORDER BY id")
+
+
+async def read_all(resp) -> bytes:
+    async with resp:
+        return await resp.read()
+
+
+def sse_events(raw: bytes) -> list[tuple[str | None, dict | str]]:
+    out = []
+    for block in raw.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        event, data = None, None
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+        out.append((event, data if data == "[DONE]" else orjson.loads(data)))
+    return out
+
+
+# -- counters and costs, to the micro-dollar ------------------------------------------------------
+
+ANTHROPIC_SCENARIO = Scenario(
+    input_tokens=1000,
+    output_tokens=200,
+    cache_read_tokens=300,
+    cache_write_5m_tokens=100,
+    cache_write_1h_tokens=50,
+    tokens_per_chunk=7,
+)
+# 1000x3 + 100x3.75 + 50x6 + 300x0.30 + 200x15 = 6765 micro-USD at list; x1.5 = 10147.5 -> 10148
+ANTHROPIC_COST = 10148
+OPENAI_SCENARIO = Scenario(input_tokens=1000, output_tokens=200, cache_read_tokens=300)
+# gpt-4o: 1000x2.50 + 300x1.25 + 200x10 = 4875 at list; x1.5 = 7312.5 -> 7313
+OPENAI_COST = 7313
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_counters_and_cost(proxy_env, stream: bool) -> None:
+    before = await proxy_env.balance()
+    proxy_env.fake.set_next(ANTHROPIC_SCENARIO)
+    resp = await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "stream": stream})
+    body = await read_all(resp)
+    assert resp.status == 200, body
+    assert resp.headers["request-id"].startswith("req_")  # upstream's id reaches the client
+    assert "anthropic-ratelimit-requests-limit" in resp.headers
+    await proxy_env.settled()
+    (row,) = await usage_rows(proxy_env)
+    assert (
+        row["input_tokens"],
+        row["output_tokens"],
+        row["cache_read_tokens"],
+        row["cache_write_5m_tokens"],
+        row["cache_write_1h_tokens"],
+    ) == (1000, 200, 300, 100, 50)
+    assert row["cost_micros"] == ANTHROPIC_COST
+    assert row["api"] == "anthropic-messages" and row["model"] == "claude-sonnet-4-6"
+    assert row["upstream_request_id"] == resp.headers["request-id"]
+    assert row["interrupted"] is False and row["status_code"] == 200
+    assert str(row["request_id"]) == resp.headers["X-BlitzClaw-Request-Id"]
+    assert await proxy_env.balance() == before - ANTHROPIC_COST
+    # The upstream got our master key, never the instance's credentials.
+    sent = proxy_env.fake.requests[-1]
+    assert sent.headers["x-api-key"] == proxy_env.fake.anthropic_key
+    assert "x-blitzclaw-secret" not in sent.headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_chat_counters_and_cost(proxy_env, stream: bool) -> None:
+    before = await proxy_env.balance()
+    proxy_env.fake.set_next(OPENAI_SCENARIO)
+    resp = await proxy_env.post("/v1/chat/completions", {**CHAT_BODY, "stream": stream})
+    raw = await read_all(resp)
+    assert resp.status == 200, raw
+    await proxy_env.settled()
+    (row,) = await usage_rows(proxy_env)
+    # prompt_tokens (1300) includes the 300 cached: only 1000 are billed as plain input.
+    assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (1000, 300, 200)
+    assert row["cost_micros"] == OPENAI_COST
+    assert await proxy_env.balance() == before - OPENAI_COST
+    if stream:
+        events = sse_events(raw)
+        # We asked the upstream for the usage chunk; the client, who did not, never sees it.
+        assert all(data == "[DONE]" or data["choices"] for _, data in events)
+        assert proxy_env.fake.requests[-1].json["stream_options"] == {"include_usage": True}
+
+
+async def test_openai_chat_stream_keeps_usage_chunk_the_client_asked_for(proxy_env) -> None:
+    proxy_env.fake.set_next(OPENAI_SCENARIO)
+    body = {**CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}}
+    resp = await proxy_env.post("/v1/chat/completions", body)
+    events = sse_events(await read_all(resp))
+    usage_chunks = [d for _, d in events if d != "[DONE]" and not d["choices"]]
+    assert len(usage_chunks) == 1 and usage_chunks[0]["usage"]["prompt_tokens"] == 1300
+    await proxy_env.settled()
+    assert (await usage_rows(proxy_env))[0]["cost_micros"] == OPENAI_COST
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_responses_counters_and_cost(proxy_env, stream: bool) -> None:
+    proxy_env.fake.set_next(OPENAI_SCENARIO)
+    resp = await proxy_env.post("/v1/responses", {**RESPONSES_BODY, "stream": stream})
+    assert resp.status == 200, await read_all(resp)
+    await read_all(resp)
+    await proxy_env.settled()
+    (row,) = await usage_rows(proxy_env)
+    assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (1000, 300, 200)
+    assert row["cost_micros"] == OPENAI_COST and row["api"] == "openai-responses"
+
+
+async def test_wire_md_cross_checks(proxy_env) -> None:
+    # gpt-4o, 225 prompt tokens of which 200 cached, 15 output: $0.0004625 at list.
+    proxy_env.fake.set_next(Scenario(input_tokens=25, cache_read_tokens=200, output_tokens=15))
+    await read_all(await proxy_env.post("/v1/chat/completions", {**CHAT_BODY, "stream": True}))
+    # claude-sonnet-4-5: 25 input, 100 cache write (5m), 200 cache read, 15 output: $0.000735.
+    proxy_env.fake.set_next(
+        Scenario(
+            input_tokens=25, cache_write_5m_tokens=100, cache_read_tokens=200, output_tokens=15
+        )
+    )
+    body = {**ANTHROPIC_BODY, "model": "claude-sonnet-4-5", "stream": True}
+    await read_all(await proxy_env.post("/v1/messages", body))
+    await proxy_env.settled()
+    gpt, claude = await usage_rows(proxy_env)
+    assert gpt["cost_micros"] == 694  # 462.5 x 1.5 = 693.75, rounded up once
+    assert claude["cost_micros"] == 1103  # 735 x 1.5 = 1102.5, rounded up once
+
+
+# -- authentication and refusals -----------------------------------------------------------------
+
+
+async def test_credentials_in_headers_x_api_key_or_bearer(proxy_env) -> None:
+    inst = proxy_env.instance
+    for headers in (
+        inst.headers,
+        {"x-api-key": inst.api_key},
+        {"Authorization": f"Bearer {inst.api_key}"},
+    ):
+        resp = await proxy_env.http.post(
+            proxy_env.url + "/v1/messages",
+            json=ANTHROPIC_BODY,
+            headers={**headers, "anthropic-version": "2023-06-01"},
+        )
+        assert resp.status == 200, await read_all(resp)
+        await read_all(resp)
+
+
+async def error_of(resp) -> tuple[int, dict]:
+    return resp.status, orjson.loads(await read_all(resp))
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"X-BlitzClaw-Instance": str(uuid.uuid4()), "X-BlitzClaw-Secret": "x" * 43}, 401),
+        ({"x-api-key": "sk-ant-not-ours"}, 401),
+    ],
+)
+async def test_bad_credentials_are_401_in_each_providers_shape(proxy_env, headers, status) -> None:
+    resp = await proxy_env.http.post(
+        proxy_env.url + "/v1/messages", json=ANTHROPIC_BODY, headers=headers
+    )
+    code, body = await error_of(resp)
+    assert code == status
+    assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
+    resp = await proxy_env.http.post(
+        proxy_env.url + "/v1/chat/completions", json=CHAT_BODY, headers=headers
+    )
+    code, body = await error_of(resp)
+    assert code == status and body["error"]["code"] == "invalid_api_key"
+    assert proxy_env.fake.received == 0  # nothing was forwarded
+
+
+async def test_wrong_secret_of_a_real_instance_is_401(proxy_env) -> None:
+    inst = proxy_env.instance
+    headers = {"X-BlitzClaw-Instance": inst.id, "X-BlitzClaw-Secret": "y" * 43}
+    resp = await proxy_env.http.post(
+        proxy_env.url + "/v1/messages", json=ANTHROPIC_BODY, headers=headers
+    )
+    assert (await error_of(resp))[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind"),
+    [
+        ("paused", 402, "billing_error"),
+        ("stopped", 403, "permission_error"),
+        ("error", 403, "permission_error"),
+        ("deleted", 404, "not_found_error"),
+    ],
+)
+async def test_instance_states_are_refused(proxy_env, status, code, kind) -> None:
+    inst = await seed.create_instance(proxy_env.pool, proxy_env.instance.user_id, status=status)
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
+    got, body = await error_of(resp)
+    assert (got, body["error"]["type"]) == (code, kind)
+    assert proxy_env.fake.received == 0
+
+
+async def test_instance_with_its_own_key_is_not_served(proxy_env) -> None:
+    inst = await seed.create_instance(proxy_env.pool, proxy_env.instance.user_id)
+    await proxy_env.pool.execute(
+        "UPDATE instances SET use_own_api_key = true, own_api_provider = 'anthropic', "
+        "own_api_key_enc = '\\x00' WHERE id = $1",
+        uuid.UUID(inst.id),
+    )
+    got, body = await error_of(await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst))
+    assert got == 403 and "own API key" in body["error"]["message"]
+
+
+async def test_unknown_model_and_bad_bodies_are_refused_before_forwarding(proxy_env) -> None:
+    got, body = await error_of(
+        await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "model": "claude-9"})
+    )
+    assert got == 404 and "claude-9" in body["error"]["message"]
+    # An OpenAI model on the Anthropic endpoint is not available there either.
+    got, _ = await error_of(
+        await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "model": "gpt-4o"})
+    )
+    assert got == 404
+    got, body = await error_of(
+        await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "max_tokens": -5})
+    )
+    assert got == 400 and "max_tokens" in body["error"]["message"]
+    resp = await proxy_env.http.post(
+        proxy_env.url + "/v1/chat/completions",
+        data=b"{not json",
+        headers={**proxy_env.instance.headers, "content-type": "application/json"},
+    )
+    got, body = await error_of(resp)
+    assert got == 400 and body["error"]["type"] == "invalid_request_error"
+    assert proxy_env.fake.received == 0
+    assert await proxy_env.pool.fetchval("SELECT count(*) FROM reservations") == 0
+
+
+async def test_upstream_errors_reach_the_client_unchanged_and_charge_nothing(proxy_env) -> None:
+    before = await proxy_env.balance()
+    proxy_env.fake.set_next(Scenario(status=529))
+    got, body = await error_of(await proxy_env.post("/v1/messages", ANTHROPIC_BODY))
+    assert got == 529 and body["error"]["type"] == "overloaded_error"
+    proxy_env.fake.set_next(Scenario(status=429))
+    resp = await proxy_env.post("/v1/chat/completions", {**CHAT_BODY, "stream": True})
+    assert resp.headers.get("retry-after") == "1"
+    got, body = await error_of(resp)
+    assert got == 429 and body["error"]["code"] == "rate_limit_exceeded"
+    await proxy_env.settled()
+    assert await proxy_env.balance() == before
+    statuses = await proxy_env.pool.fetch("SELECT status FROM reservations")
+    assert [r["status"] for r in statuses] == ["voided", "voided"]
+    assert await usage_rows(proxy_env) == []
+
+
+async def test_models_lists_the_price_table(proxy_env) -> None:
+    resp = await proxy_env.http.get(
+        proxy_env.url + "/v1/models",
+        headers={**proxy_env.instance.headers, "anthropic-version": "2023-06-01"},
+    )
+    ids = [m["id"] for m in orjson.loads(await read_all(resp))["data"]]
+    assert "claude-sonnet-4-6" in ids and "gpt-4o" in ids
+    resp = await proxy_env.http.get(proxy_env.url + "/v1/models")
+    assert resp.status == 401
+
+
+# -- interrupted streams ---------------------------------------------------------------------------
+
+
+async def test_midstream_error_is_relayed_and_billed_on_tokens_seen(proxy_env) -> None:
+    proxy_env.fake.set_next(
+        Scenario(input_tokens=500, output_tokens=40, tokens_per_chunk=5, fail_after_chunks=3)
+    )
+    raw = await read_all(await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "stream": True}))
+    assert (b"event: error" in raw) and (b"overloaded_error" in raw)
+    await proxy_env.settled()
+    (row,) = await usage_rows(proxy_env)
+    assert row["interrupted"] is True
+    assert row["input_tokens"] == 500 and row["output_tokens"] >= 15  # 3 chunks x 5 seen
+    assert row["cost_micros"] > 0
+
+
+async def test_openai_stream_cut_without_usage_is_never_billed_at_zero(proxy_env) -> None:
+    proxy_env.fake.set_next(
+        Scenario(input_tokens=500, output_tokens=40, tokens_per_chunk=5, fail_after_chunks=4)
+    )
+    await read_all(await proxy_env.post("/v1/chat/completions", {**CHAT_BODY, "stream": True}))
+    await proxy_env.settled()
+    (row,) = await usage_rows(proxy_env)
+    assert row["interrupted"] is True
+    assert row["output_tokens"] > 0 and row["input_tokens"] > 0 and row["cost_micros"] > 0
+
+
+async def test_dropped_upstream_connection_is_billed_on_tokens_seen(proxy_env) -> None:
+    proxy_env.fake.set_next(
+        Scenario(
+            input_tokens=100, output_tokens=40, tokens_per_chunk=5, drop_connection_after_chunks=2
+        )
+    )
+    raw = await read_all(await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "stream": True}))
+    assert b"event: error" in raw  # told the client, the way Anthropic would
+    await proxy_env.settled()
+    (row,) = await usage_rows(proxy_env)
+    assert row["interrupted"] is True and row["output_tokens"] >= 10
+
+
+async def test_client_leaving_midstream_is_billed_on_tokens_seen(proxy_env) -> None:
+    proxy_env.fake.set_next(
+        Scenario(input_tokens=100, output_tokens=400, tokens_per_chunk=4, chunk_delay=0.02)
+    )
+    resp = await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "stream": True})
+    seen = 0
+    async for _chunk in resp.content.iter_any():
+        seen += 1
+        if seen >= 3:
+            break
+    resp.close()  # the client hangs up mid-stream
+    await proxy_env.settled(deadline=20)
+    (row,) = await usage_rows(proxy_env)
+    assert row["interrupted"] is True
+    assert 0 < row["output_tokens"] < 400
+
+
+# -- money: admission under concurrency, depletion, resume, limits --------------------------------
+
+
+async def test_concurrent_requests_cannot_overdraw(proxy_env) -> None:
+    """$10.50 balance, $10 minimum, 200 simultaneous requests of ~$0.10 each: exactly 5 pass."""
+    user = await seed.create_user(proxy_env.pool)
+    await seed.credit(proxy_env.pool, user, 10_500_000)
+    inst = await seed.create_instance(proxy_env.pool, user, msgs_per_hour=0)
+    proxy = proxy_env.daemon.supervisor.child("proxy")
+    price = proxy.prices.get("claude-sonnet-4-6")
+    body = {**ANTHROPIC_BODY, "max_tokens": 4400, "stream": True}
+    from blitzclawd.metering.pricing import estimate_input_tokens
+
+    reserve = proxy.prices.reserve_micros(
+        price,
+        input_tokens_estimate=estimate_input_tokens(orjson.dumps(body)),
+        max_output_tokens=4400,
+    )
+    assert 5 * reserve <= 500_000 < 6 * reserve  # each reserves just under $0.10
+    # Slow answers keep the admitted five in flight while the others knock.
+    proxy_env.fake.scenario = Scenario(
+        input_tokens=50, output_tokens=20, tokens_per_chunk=5, chunk_delay=0.3
+    )
+    responses = await asyncio.gather(
+        *(proxy_env.post("/v1/messages", body, instance=inst) for _ in range(200))
+    )
+    bodies = await asyncio.gather(*(read_all(r) for r in responses))
+    statuses = [r.status for r in responses]
+    assert statuses.count(200) == 5 and statuses.count(402) == 195
+    refused = orjson.loads(bodies[statuses.index(402)])
+    assert refused["error"]["type"] == "billing_error"
+    await proxy_env.settled()
+    costs = await proxy_env.pool.fetchval(
+        "SELECT sum(cost_micros) FROM usage_logs WHERE user_id = $1", uuid.UUID(user)
+    )
+    assert await proxy_env.balance(user) == 10_500_000 - costs
+    assert (
+        await proxy_env.pool.fetchval(
+            "SELECT reserved_micros FROM balances WHERE user_id = $1", uuid.UUID(user)
+        )
+        == 0
+    )
+
+
+async def test_depletion_pauses_and_a_credit_resumes(proxy_env) -> None:
+    user = await seed.create_user(proxy_env.pool)
+    await seed.credit(proxy_env.pool, user, 10_050_000)  # $0.05 above the minimum
+    inst = await seed.create_instance(proxy_env.pool, user)
+    # Admission holds the worst case, so only a prompt far larger than estimated can take the
+    # balance under the minimum: 20,000 input tokens cost $0.09 at 1.5x, above the $0.05 margin.
+    proxy_env.fake.set_next(Scenario(input_tokens=20_000, output_tokens=100))
+    body = {**ANTHROPIC_BODY, "max_tokens": 100}
+    resp = await proxy_env.post("/v1/messages", body, instance=inst)
+    assert resp.status == 200, await read_all(resp)
+    await read_all(resp)
+    await proxy_env.settled()
+    assert await proxy_env.balance(user) < 10_000_000
+    status = await proxy_env.pool.fetchval(
+        "SELECT status FROM instances WHERE id = $1", uuid.UUID(inst.id)
+    )
+    assert status == "paused"
+    got, body_ = await error_of(await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst))
+    assert got == 402 and body_["error"]["type"] == "billing_error"
+    # A top-up through the billing actor brings the user back over the minimum: resumed.
+    from blitzclawd.runtime.messages import Credit
+
+    billing = proxy_env.daemon.supervisor.child("billing")
+    result = await billing.credit(Credit(user, 5_000_000, "topup", "test", "topup:test-1"))
+    assert result.outcome == "credited" and result.resumed == 1
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
+    assert resp.status == 200
+    await read_all(resp)
+
+
+async def test_hourly_message_limit_is_429_with_retry_after(proxy_env) -> None:
+    inst = await seed.create_instance(proxy_env.pool, proxy_env.instance.user_id, msgs_per_hour=2)
+    for _ in range(2):
+        await read_all(await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst))
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
+    got, body = await error_of(resp)
+    assert got == 429 and body["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(resp.headers["retry-after"]) <= 3601
+    resp = await proxy_env.post("/v1/chat/completions", CHAT_BODY, instance=inst)
+    got, body = await error_of(resp)
+    assert got == 429 and body["error"]["code"] == "rate_limit_exceeded"
+
+
+async def test_daily_token_limit_is_429(proxy_env) -> None:
+    inst = await seed.create_instance(
+        proxy_env.pool, proxy_env.instance.user_id, tokens_per_day=500
+    )
+    proxy_env.fake.set_next(Scenario(input_tokens=400, output_tokens=200))
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
+    assert resp.status == 200
+    await read_all(resp)
+    await proxy_env.settled()
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
+    got, body = await error_of(resp)
+    assert got == 429 and "token" in body["error"]["message"]
+    assert int(resp.headers["retry-after"]) <= 86401
+
+
+async def test_settlement_is_idempotent_on_the_request_id(proxy_env) -> None:
+    from blitzclawd import ledger
+    from blitzclawd.runtime.messages import Settlement
+
+    await read_all(await proxy_env.post("/v1/messages", ANTHROPIC_BODY))
+    await proxy_env.settled()
+    (row,) = await usage_rows(proxy_env)
+    before = await proxy_env.balance()
+    again = Settlement(
+        str(row["request_id"]),
+        proxy_env.instance.user_id,
+        proxy_env.instance.id,
+        "anthropic-messages",
+        "claude-sonnet-4-6",
+        cost_micros=999_999,
+    )
+    (result,) = await ledger.settle(proxy_env.pool, [again], 10_000_000)
+    assert result.outcome == "duplicate"
+    assert await proxy_env.balance() == before
+    assert len(await usage_rows(proxy_env)) == 1
