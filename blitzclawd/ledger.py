@@ -10,12 +10,13 @@ import dataclasses
 from collections.abc import Sequence
 
 import asyncpg
+import orjson
 
 from blitzclawd.runtime.messages import Credit, CreditResult, Settlement, SettleResult
 
 _SETTLE = (
     "SELECT request_id::text, outcome, user_id::text, balance_micros, paused "
-    "FROM settle_usage($1::jsonb, $2)"
+    "FROM settle_usage($1::text::jsonb, $2)"
 )
 _CREDIT = "SELECT outcome, balance_micros, resumed FROM credit_balance($1, $2, $3, $4, $5, $6)"
 
@@ -24,8 +25,8 @@ async def settle(
     conn: asyncpg.Connection | asyncpg.Pool, items: Sequence[Settlement], minimum_micros: int
 ) -> list[SettleResult]:
     """Settle `items` in one transaction (the caller's, or one of its own)."""
-    # The pool's jsonb codec serialises the list (with orjson).
-    payload = [dataclasses.asdict(item) for item in items]
+    # Sent as text (cast in SQL), so it works on any connection, with or without json codecs.
+    payload = orjson.dumps([dataclasses.asdict(item) for item in items]).decode()
     rows = await conn.fetch(_SETTLE, payload, minimum_micros)
     return [SettleResult(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 

@@ -51,7 +51,9 @@ class HttpListener:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._requested_port, reuse_address=True)
+            site = web.TCPSite(
+                runner, self._host, self._requested_port, reuse_address=True, backlog=4096
+            )
             await site.start()
             self.port = runner.addresses[0][1]
             log.info(
