@@ -102,6 +102,47 @@ class BillingSettings:
     checkpoint_interval: float = field(default=1.0, metadata=_range(0.05, 3600))
     # Most settlements committed in one transaction (group commit).
     settle_batch_max: int = field(default=256, metadata=_range(1, 10000))
+    # Top-up bounds in cents (the spec's minimum is $10).
+    topup_min_cents: int = field(default=1000, metadata=_range(1, 10**9))
+    topup_max_cents: int = field(default=100_000, metadata=_range(1, 10**9))
+    # What a paid month of the subscription credits as included usage (spec: $20 includes ~$10).
+    subscription_included_usd: float = field(default=10.0, metadata=_range(0, 1_000_000))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    # Clerk's keys: https://api.clerk.com/v1/jwks (sent the clerk_secret_key secret) or your
+    # frontend API's /.well-known/jwks.json.
+    clerk_jwks_url: str = "https://api.clerk.com/v1/jwks"
+    # Origins allowed in a session token's `azp` claim (your dashboard's URLs).
+    allowed_origins: tuple[str, ...] = ("http://localhost:3000",)
+    # Expected `iss` of session tokens (your Clerk frontend API URL); empty: not checked.
+    clerk_issuer: str = ""
+    # Clerk user ids with the admin role (operator endpoints), besides users.role = 'admin' and
+    # the admin_api_key secret.
+    admin_user_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CreemSettings:
+    api_url: str = "https://api.creem.io"
+    # The one-time "BlitzClaw Credits" product; a top-up buys amount / unit_cents units of it.
+    product_id: str = ""
+    unit_cents: int = field(default=100, metadata=_range(1, 100000))
+    # Where Creem sends the user after paying (the dashboard).
+    success_url: str = "http://localhost:3000/dashboard?topup=done"
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettings:
+    resend_url: str = "https://api.resend.com"
+    sender: str = "BlitzClaw <hello@blitzclaw.com>"
+    app_url: str = "http://localhost:3000"
+    support_url: str = "mailto:support@blitzclaw.com"
+    # "Balance low" goes out when the balance falls below the minimum plus this (USD).
+    low_balance_margin_usd: float = field(default=5.0, metadata=_range(0, 1_000_000))
+    # Seconds between sweeps for emails due (retries with backoff, weekly digests).
+    sweep_interval: float = field(default=30.0, metadata=_range(0.05, 86400))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +202,9 @@ class Settings:
     billing: BillingSettings = BillingSettings()
     limits: LimitsSettings = LimitsSettings()
     pricing: PricingSettings = field(default_factory=PricingSettings)
+    auth: AuthSettings = AuthSettings()
+    creem: CreemSettings = CreemSettings()
+    notify: NotifySettings = NotifySettings()
 
     def state_path(self) -> Path:
         return resolve_state_dir(self.daemon.state_dir)
@@ -303,10 +347,19 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         problems.append("daemon.dead_after: must be longer than daemon.heartbeat_interval")
     if (s.api.host, s.api.port) == (s.proxy.host, s.proxy.port) and s.api.port != 0:
         problems.append("proxy.port: the api and proxy listeners need different addresses")
-    for name in ("anthropic_url", "openai_url"):
-        url = getattr(s.upstream, name)
+    for where in (
+        "upstream.anthropic_url",
+        "upstream.openai_url",
+        "auth.clerk_jwks_url",
+        "creem.api_url",
+        "notify.resend_url",
+    ):
+        section, name = where.split(".")
+        url = getattr(getattr(s, section), name)
         if not url.startswith(("http://", "https://")):
-            problems.append(f"upstream.{name}: must be an http:// or https:// URL, got {url!r}")
+            problems.append(f"{where}: must be an http:// or https:// URL, got {url!r}")
+    if s.billing.topup_min_cents > s.billing.topup_max_cents:
+        problems.append("billing.topup_min_cents: must not exceed billing.topup_max_cents")
     try:
         billing_minimum_micros(s)
     except ValueError as exc:
@@ -315,10 +368,15 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
 
 
 def billing_minimum_micros(s: Settings) -> int:
+    return usd_to_micros("minimum_balance_usd", s.billing.minimum_balance_usd)
+
+
+def usd_to_micros(field: str, usd: float) -> int:
+    """Exact: 10.5 -> 10_500_000; ValueError for amounts finer than a micro-dollar."""
     from blitzclawd.metering.pricing import usd_per_mtok_to_micros
 
     # USD -> micro-USD is the same exact scaling as USD/Mtok -> micro-USD/Mtok.
-    return usd_per_mtok_to_micros("minimum_balance_usd", s.billing.minimum_balance_usd)
+    return usd_per_mtok_to_micros(field, usd)
 
 
 def _check_prices(p: PricingSettings, problems: list[str]) -> None:

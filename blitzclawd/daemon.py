@@ -15,13 +15,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import aiohttp
 import asyncpg
 
 from blitzclawd import sdnotify
 from blitzclawd.actors.billing import BillingActor
 from blitzclawd.actors.heartbeat import Heartbeat
 from blitzclawd.actors.janitor import Janitor
+from blitzclawd.actors.notifier import NotifierActor
 from blitzclawd.actors.proxy import ProxyActor
+from blitzclawd.auth.clerk import ClerkVerifier
 from blitzclawd.config import Secrets, Settings, billing_minimum_micros
 from blitzclawd.db import pool as db_pool
 from blitzclawd.db.embedded import EmbeddedPostgres
@@ -101,10 +104,16 @@ class Daemon:
         )
         try:
             self.context = DaemonContext(self.settings, self.secrets, pool, self.daemon_id)
+            self.context.http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=30, connect=10)
+            )
+            self.context.clerk = self._clerk(self.context.http)
             self.supervisor = self._build_supervisor(dsn, self.context, admission_pool)
             self.context.supervisor = self.supervisor
             return await self._supervise(self.supervisor)
         finally:
+            if self.context is not None and self.context.http is not None:
+                await self.context.http.close()
             await admission_pool.close()
             await pool.close()
 
@@ -134,6 +143,17 @@ class Daemon:
         log.info("stopped")
         return EXIT_OK
 
+    def _clerk(self, http: aiohttp.ClientSession) -> ClerkVerifier:
+        cfg = self.settings.auth
+        key = self.secrets.get("clerk_secret_key")
+        return ClerkVerifier(
+            http,
+            cfg.clerk_jwks_url,
+            secret_key=key.reveal() if key else None,
+            allowed_azp=cfg.allowed_origins,
+            issuer=cfg.clerk_issuer or None,
+        )
+
     def _build_supervisor(
         self, dsn: str, ctx: DaemonContext, admission_pool: asyncpg.Pool
     ) -> Supervisor:
@@ -143,6 +163,18 @@ class Daemon:
 
         async def recover(pool: asyncpg.Pool, dead_daemon: str) -> None:
             await recover_orphaned_reservations(pool, minimum)
+
+        def tell_notifier(message: object) -> None:
+            notifier = supervisor.child("notifier")
+            if notifier is None:
+                log.warning(
+                    "notifier down: email not queued", extra={"message": type(message).__name__}
+                )
+                return
+            try:
+                notifier.tell(message)
+            except Exception as exc:  # never let email trouble touch the money path
+                log.warning("email not queued", extra={"error": repr(exc)})
 
         def billing() -> BillingActor | None:
             child = supervisor.child("billing")
@@ -168,11 +200,10 @@ class Daemon:
                     poll_interval=s.supervisor.singleton_poll,
                 ),
             ),
+            ChildSpec("notifier", lambda: NotifierActor(ctx.pool, s, self.secrets)),
             ChildSpec(
                 "billing",
-                lambda: BillingActor(
-                    ctx.pool, minimum_micros=minimum, batch_max=s.billing.settle_batch_max
-                ),
+                lambda: BillingActor(ctx.pool, s, notify=tell_notifier),
                 shutdown_timeout=30,
             ),
             ChildSpec(

@@ -195,3 +195,112 @@ async def proxy_env(database: str) -> AsyncIterator[ProxyEnv]:
             daemon.request_stop()
             await asyncio.wait_for(run, 30)
             await pool.close()
+
+
+# -- the user API: a daemon in this process with fake Clerk, Creem, Resend and LLM upstreams ------
+
+
+@dataclass
+class ApiEnv:
+    daemon: Any
+    clerk: Any
+    creem: Any
+    resend: Any
+    llm: Any
+    http: aiohttp.ClientSession
+    pool: asyncpg.Pool
+    api: str  # the API listener's base URL
+    proxy: str
+    admin_key: str
+
+    def session_headers(self, clerk_user_id: str, **mint: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.clerk.mint(clerk_user_id, **mint)}"}
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+    ) -> tuple[int, Any]:
+        async with self.http.request(
+            method, self.api + path, headers=headers, json=json, data=data
+        ) as resp:
+            body = await resp.read()
+            try:
+                import orjson
+
+                return resp.status, orjson.loads(body) if body else None
+            except ValueError:
+                return resp.status, body
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def api_env(database: str) -> AsyncIterator[ApiEnv]:
+    from blitzclawd.config import Secret, Secrets, parse_settings
+    from blitzclawd.daemon import Daemon
+    from blitzclawd.testing.daemon_process import free_port
+    from blitzclawd.testing.fake_clerk import FakeClerk
+    from blitzclawd.testing.fake_creem import FakeCreem
+    from blitzclawd.testing.fake_llm import FakeLLM
+    from blitzclawd.testing.fake_resend import FakeResend
+
+    async with FakeClerk() as clerk, FakeCreem() as creem, FakeResend() as resend, FakeLLM() as llm:
+        product_id = next(iter(creem.products))
+        settings = parse_settings(
+            {
+                "api": {"port": free_port()},
+                "proxy": {"port": free_port()},
+                "upstream": {"anthropic_url": llm.base_url, "openai_url": llm.base_url},
+                "auth": {
+                    "clerk_jwks_url": clerk.jwks_url,
+                    "allowed_origins": ["http://localhost:3000"],
+                },
+                "creem": {
+                    "api_url": creem.base_url,
+                    "product_id": product_id,
+                    "unit_cents": creem.products[product_id],
+                },
+                "notify": {"resend_url": resend.base_url, "sweep_interval": 0.1},
+                "limits": {"messages_per_hour": 0, "tokens_per_day": 0},
+                "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
+            }
+        )
+        admin_key = "blitzclaw-admin-" + uuid.uuid4().hex
+        secrets = Secrets(
+            {
+                "database_url": Secret(database),
+                "anthropic_api_key": Secret(llm.anthropic_key),
+                "openai_api_key": Secret(llm.openai_key),
+                "clerk_secret_key": Secret(clerk.secret_key),
+                "clerk_webhook_secret": Secret(clerk.webhook_secret),
+                "creem_api_key": Secret(creem.api_key),
+                "creem_webhook_secret": Secret(creem.webhook_secret),
+                "resend_api_key": Secret(resend.api_key),
+                "admin_api_key": Secret(admin_key),
+            }
+        )
+        daemon = Daemon(settings, secrets)
+        run = asyncio.create_task(daemon.run())
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        pool = await create_pool(database, min_size=1, max_size=4)
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield ApiEnv(
+                    daemon,
+                    clerk,
+                    creem,
+                    resend,
+                    llm,
+                    http,
+                    pool,
+                    f"http://127.0.0.1:{settings.api.port}",
+                    f"http://127.0.0.1:{settings.proxy.port}",
+                    admin_key,
+                )
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(run, 30)
+            await pool.close()

@@ -17,34 +17,40 @@ from collections.abc import Callable
 import asyncpg
 
 from blitzclawd import ledger
+from blitzclawd.config import Settings, billing_minimum_micros, usd_to_micros
+from blitzclawd.payments.apply import WebhookOutcome, apply_creem_event
+from blitzclawd.payments.creem import CreemEvent
 from blitzclawd.proxy.recovery import recover_orphaned_reservations
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import (
     BalanceDepleted,
     Credit,
     CreditResult,
+    CreemWebhook,
+    LowBalance,
     Settlement,
     SettleResult,
 )
 
 log = logging.getLogger("blitzclawd.billing")
 
-Notify = Callable[[object], None]
+NotifyFn = Callable[[object], None]
 
 
 class BillingActor(Actor):
     def __init__(
-        self,
-        pool: asyncpg.Pool,
-        *,
-        minimum_micros: int,
-        batch_max: int,
-        notify: Notify | None = None,
+        self, pool: asyncpg.Pool, settings: Settings, *, notify: NotifyFn | None = None
     ) -> None:
+        batch_max = settings.billing.settle_batch_max
         # A deep mailbox: every in-flight proxy request may be settling at the same moment.
         super().__init__("billing", mailbox_size=max(10_000, batch_max * 4))
         self._pool = pool
-        self._minimum = minimum_micros
+        self._settings = settings
+        self._minimum = billing_minimum_micros(settings)
+        # "Balance low" line: the minimum plus the configured margin.
+        self._low = self._minimum + usd_to_micros(
+            "low_balance_margin_usd", settings.notify.low_balance_margin_usd
+        )
         self._batch_max = batch_max
         self._notify = notify
         self._batch: list[tuple[Settlement, asyncio.Future[SettleResult]]] = []
@@ -69,6 +75,11 @@ class BillingActor(Actor):
         assert isinstance(result, CreditResult)
         return result
 
+    async def apply_webhook(self, item: CreemWebhook, timeout: float = 30.0) -> WebhookOutcome:  # noqa: ASYNC109
+        result = await self.ask(item, timeout=timeout)
+        assert isinstance(result, WebhookOutcome)
+        return result
+
     # -- the mailbox ---------------------------------------------------------------------------
 
     async def handle(self, message: object) -> object | None:
@@ -80,6 +91,9 @@ class BillingActor(Actor):
             if self.queued == 0 or len(self._batch) >= self._batch_max:
                 await self._flush()
             return future
+        if isinstance(message, CreemWebhook):
+            assert isinstance(message.event, CreemEvent)
+            return await apply_creem_event(self._pool, message.event, self._settings)
         if isinstance(message, Credit):
             result = await ledger.credit(self._pool, message, self._minimum)
             if result.resumed:
@@ -108,9 +122,9 @@ class BillingActor(Actor):
                 if not future.done():
                     future.set_exception(RuntimeError(f"settlement not committed: {exc!r}"))
             raise
-        for (_, future), result in zip(batch, results, strict=True):
+        for (item, future), result in zip(batch, results, strict=True):
             future.set_result(result)
-            self._after(result)
+            self._after(item, result)
 
     async def _settle_each(
         self, batch: list[tuple[Settlement, asyncio.Future[SettleResult]]]
@@ -126,17 +140,24 @@ class BillingActor(Actor):
                 future.set_exception(exc)
                 continue
             future.set_result(result)
-            self._after(result)
+            self._after(item, result)
 
-    def _after(self, result: SettleResult) -> None:
-        if result.paused and result.balance_micros is not None:
+    def _after(self, item: Settlement, result: SettleResult) -> None:
+        balance = result.balance_micros
+        if balance is None:
+            return
+        if result.paused:
             log.warning(
                 "balance below minimum: instances paused",
                 extra={
                     "user_id": result.user_id,
-                    "balance_micros": result.balance_micros,
+                    "balance_micros": balance,
                     "paused": result.paused,
                 },
             )
             if self._notify is not None:
-                self._notify(BalanceDepleted(result.user_id, result.balance_micros, result.paused))
+                self._notify(BalanceDepleted(result.user_id, balance, result.paused))
+        # This very debit crossed the low-balance line: warn (once per top-up cycle, the
+        # notifier's period), not on every request below it.
+        if self._notify is not None and balance < self._low <= balance + item.cost_micros:
+            self._notify(LowBalance(result.user_id, balance))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from blitzclawd.http.auth import require_auth
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.middlewares import request_context
 from blitzclawd.http.proxy_middleware import proxy_errors
@@ -14,7 +15,7 @@ MAX_BODY = 8 * 1024 * 1024
 
 
 def make_api_app(ctx: DaemonContext) -> web.Application:
-    app = web.Application(middlewares=[request_context], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[request_context, require_auth], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
     setup_api_routes(app)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from blitzclawd.http.views import health, proxy
+from blitzclawd.http.views import admin, auth, billing, health, proxy, webhooks
 
 
 def setup_health_routes(app: web.Application) -> None:
@@ -14,6 +14,18 @@ def setup_health_routes(app: web.Application) -> None:
 
 def setup_api_routes(app: web.Application) -> None:
     setup_health_routes(app)
+    r = app.router
+    r.add_get("/api/auth/me", auth.me)
+    r.add_get("/api/auth/api-keys", auth.list_keys)
+    r.add_post("/api/auth/api-keys", auth.create_key)
+    r.add_delete("/api/auth/api-keys/{key_id}", auth.revoke_key)
+    r.add_post("/api/webhooks/clerk", webhooks.clerk)
+    r.add_post("/api/billing/topup", billing.topup)
+    r.add_post("/api/billing/webhook", webhooks.creem_webhook)
+    r.add_get("/api/billing/balance", billing.balance)
+    r.add_get("/api/billing/usage", billing.usage)
+    r.add_patch("/api/billing/auto-topup", billing.auto_topup)
+    r.add_get("/api/admin/daemons", admin.daemons)
 
 
 def setup_proxy_routes(app: web.Application) -> None:

@@ -5,7 +5,7 @@ Messages are frozen, slotted dataclasses: immutable once sent, cheap to create.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +76,28 @@ class BalanceDepleted:
     user_id: str
     balance_micros: int
     paused_instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Email `kind` to the user, at most once per `period` (for the notifier actor)."""
+
+    user_id: str
+    kind: str  # a template of blitzclawd.notify.templates
+    period: str  # what makes this kind due again: "once", "2026-W48", "credit:1234", ...
+    facts: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CreemWebhook:
+    """A verified, parsed Creem event for the billing actor to apply (one transaction)."""
+
+    event: object  # blitzclawd.payments.creem.CreemEvent
+
+
+@dataclass(frozen=True, slots=True)
+class LowBalance:
+    """A settlement took the balance under the minimum plus the warning margin."""
+
+    user_id: str
+    balance_micros: int

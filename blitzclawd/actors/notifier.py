@@ -1,0 +1,226 @@
+"""The notifier actor: transactional email through Resend, each at most once, never on a hot path.
+
+Every email is first a row in `notifications`, unique per (user, kind, period), written before
+anything is sent: a second request for the same email (a replayed webhook, another daemon) finds
+the row and stops. Sending failures are retried with backoff from the table on a timer, so a
+restart loses nothing; Resend's Idempotency-Key (the row id) covers the crash between "sent" and
+"recorded as sent".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from blitzclawd.config import Secrets, Settings
+from blitzclawd.notify.resend import ResendClient, ResendError
+from blitzclawd.notify.templates import render
+from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.messages import BalanceDepleted, LowBalance, Notify, Tick
+
+log = logging.getLogger("blitzclawd.notifier")
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE = 30.0  # s, doubled per attempt, capped at an hour
+SWEEP_BATCH = 100
+
+
+def backoff(attempts: int) -> float:
+    return min(3600.0, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+
+
+class NotifierActor(Actor):
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, secrets: Secrets) -> None:
+        super().__init__("notifier", mailbox_size=10_000)
+        self._pool = pool
+        self._settings = settings
+        self._key = secrets.get("resend_api_key")
+        self._session: aiohttp.ClientSession | None = None
+        self._client: ResendClient | None = None
+
+    async def on_start(self) -> None:
+        if self._key is None:
+            log.warning("no resend_api_key: emails are recorded but not sent")
+        else:
+            self._session = aiohttp.ClientSession()
+            cfg = self._settings.notify
+            self._client = ResendClient(
+                self._session, cfg.resend_url, self._key.reveal(), cfg.sender
+            )
+        self.every(self._settings.notify.sweep_interval, "sweep")
+
+    async def on_stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def handle(self, message: object) -> object | None:
+        if isinstance(message, Notify):
+            return await self.notify(message)
+        if isinstance(message, (BalanceDepleted, LowBalance)):
+            return await self.notify(await self._balance_note(message))
+        if isinstance(message, Tick):
+            await self.sweep()
+        return None
+
+    async def notify(self, n: Notify) -> int | None:
+        """Record the email (once per user, kind, period) and try to send it; returns its id."""
+        notification_id = await self._pool.fetchval(
+            """INSERT INTO notifications (user_id, kind, period, facts)
+               VALUES ($1, $2, $3, $4::text::jsonb)
+               ON CONFLICT (user_id, kind, period) DO NOTHING RETURNING id""",
+            uuid.UUID(n.user_id),
+            n.kind,
+            n.period,
+            orjson.dumps(n.facts).decode(),
+        )
+        if notification_id is not None:
+            await self._send(notification_id)
+        return notification_id
+
+    async def sweep(self) -> None:
+        await self._queue_weekly_digests()
+        due = await self._pool.fetch(
+            "SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() "
+            "ORDER BY next_attempt_at LIMIT $1",
+            SWEEP_BATCH,
+        )
+        for row in due:
+            await self._send(row["id"])
+
+    async def _send(self, notification_id: int) -> None:
+        if self._client is None:
+            return  # stays pending until a key is configured
+        row = await self._pool.fetchrow(
+            """SELECT n.kind, n.facts, n.attempts, n.status, u.email
+               FROM notifications n JOIN users u ON u.id = n.user_id WHERE n.id = $1""",
+            notification_id,
+        )
+        if row is None or row["status"] != "pending":
+            return
+        if not row["email"]:
+            await self._finish(notification_id, "failed", error="the user has no email address")
+            return
+        facts = row["facts"] if isinstance(row["facts"], dict) else orjson.loads(row["facts"])
+        try:
+            email = render(row["kind"], **self._common_facts(), **facts)
+        except (ValueError, TypeError) as exc:
+            await self._finish(notification_id, "failed", error=f"template: {exc}")
+            return
+        try:
+            provider_id = await self._client.send(
+                to=row["email"],
+                subject=email.subject,
+                text=email.text,
+                html=email.html,
+                idempotency_key=f"blitzclaw-notification-{notification_id}",
+                tags={"kind": row["kind"]},
+            )
+        except (ResendError, aiohttp.ClientError, TimeoutError) as exc:
+            attempts = row["attempts"] + 1
+            retryable = getattr(exc, "retryable", True)
+            if retryable and attempts < MAX_ATTEMPTS:
+                await self._pool.execute(
+                    "UPDATE notifications SET attempts = $2, last_error = $3, "
+                    "next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
+                    notification_id,
+                    attempts,
+                    _short(exc),
+                    backoff(attempts),
+                )
+            else:
+                await self._finish(notification_id, "failed", error=_short(exc), attempts=attempts)
+            return
+        await self._finish(
+            notification_id, "sent", provider_id=provider_id, attempts=row["attempts"] + 1
+        )
+
+    async def _finish(
+        self,
+        notification_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+        provider_id: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        await self._pool.execute(
+            "UPDATE notifications SET status = $2, last_error = $3, provider_id = $4, "
+            "attempts = coalesce($5, attempts), "
+            "sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = $1",
+            notification_id,
+            status,
+            error,
+            provider_id,
+            attempts,
+        )
+        if status == "failed":
+            log.warning(
+                "email not sent", extra={"notification_id": notification_id, "error": error}
+            )
+
+    async def _balance_note(self, message: BalanceDepleted | LowBalance) -> Notify:
+        # Once per top-up cycle: the period is the user's latest credit, so the next warning
+        # comes only after they topped up and ran low again.
+        last_credit = await self._pool.fetchval(
+            "SELECT coalesce(max(id), 0) FROM ledger_entries "
+            "WHERE user_id = $1 AND amount_micros > 0",
+            uuid.UUID(message.user_id),
+        )
+        kind = "balance_depleted" if isinstance(message, BalanceDepleted) else "balance_low"
+        return Notify(
+            message.user_id,
+            kind,
+            f"credit:{last_credit}",
+            {"balance_micros": message.balance_micros},
+        )
+
+    def _common_facts(self) -> dict[str, Any]:
+        cfg = self._settings.notify
+        return {"app_url": cfg.app_url, "support_url": cfg.support_url}
+
+    async def _queue_weekly_digests(self) -> None:
+        """One digest per user with usage last ISO week, queued once (the period is the week)."""
+        today = dt.datetime.now(dt.UTC).date()
+        monday = today - dt.timedelta(days=today.weekday())
+        last_monday = monday - dt.timedelta(days=7)
+        year, week, _ = last_monday.isocalendar()
+        period = f"{year}-W{week:02d}"
+        rows = await self._pool.fetch(
+            """SELECT u.user_id::text, sum(u.cost_micros)::bigint AS cost,
+                      sum(u.input_tokens + u.output_tokens)::bigint AS tokens, count(*) AS requests
+               FROM usage_logs u
+               WHERE u.created_at >= $1::date AT TIME ZONE 'UTC'
+                 AND u.created_at < $2::date AT TIME ZONE 'UTC'
+                 AND NOT EXISTS (SELECT FROM notifications n WHERE n.user_id = u.user_id
+                                 AND n.kind = 'weekly_digest' AND n.period = $3)
+               GROUP BY u.user_id LIMIT 1000""",
+            last_monday,
+            monday,
+            period,
+        )
+        for r in rows:
+            await self._pool.execute(
+                """INSERT INTO notifications (user_id, kind, period, facts)
+                   VALUES ($1, 'weekly_digest', $2, $3::text::jsonb)
+                   ON CONFLICT DO NOTHING""",
+                uuid.UUID(r["user_id"]),
+                period,
+                orjson.dumps(
+                    {
+                        "week": period,
+                        "cost_micros": r["cost"],
+                        "tokens": r["tokens"],
+                        "requests": r["requests"],
+                    }
+                ).decode(),
+            )
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,145 @@
+"""Who is calling the user API: a Clerk session, one of the user's API keys, or the admin key.
+
+Every user-facing query is scoped by the Caller this returns; an unauthenticated call is a 401
+before any view runs. The first authenticated call of a Clerk user creates their row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from blitzclawd.auth.clerk import KeysUnavailable, TokenError
+from blitzclawd.http.context import CONTEXT, DaemonContext
+from blitzclawd.http.errors import ApiError
+
+API_KEY_PREFIX = "sk_"
+SESSION_COOKIE = "__session"
+_LAST_USED_EVERY = 60.0  # s: record an API key's last use at most this often (not per request)
+_USER_CACHE_TTL = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: str | None  # None only for the admin key
+    role: str  # "user" | "admin"
+    via: str  # "session" | "api_key" | "admin_key"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+CALLER = web.RequestKey("blitzclaw_caller", Caller)
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def caller_of(request: web.Request) -> Caller:
+    return request[CALLER]
+
+
+async def authenticate(request: web.Request) -> Caller:
+    ctx = request.app[CONTEXT]
+    token = _bearer(request) or request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise ApiError(401, "unauthenticated", "sign in or send an API key (Authorization: Bearer)")
+    admin_key = ctx.secrets.get("admin_api_key")
+    if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.reveal().encode()):
+        caller = Caller(None, "admin", "admin_key")
+    elif token.startswith(API_KEY_PREFIX):
+        caller = await _api_key_caller(ctx, token)
+    else:
+        caller = await _session_caller(ctx, token)
+    request[CALLER] = caller
+    return caller
+
+
+def require_admin(request: web.Request) -> Caller:
+    caller = caller_of(request)
+    if not caller.is_admin:
+        raise ApiError(403, "forbidden", "this endpoint is for operators")
+    return caller
+
+
+def require_user(request: web.Request) -> str:
+    """The calling user's id (the admin key has no user of its own)."""
+    caller = caller_of(request)
+    if caller.user_id is None:
+        raise ApiError(403, "forbidden", "the admin key acts on no user's account")
+    return caller.user_id
+
+
+def _bearer(request: web.Request) -> str | None:
+    value = request.headers.get("Authorization", "")
+    return value[7:].strip() or None if value[:7].lower() == "bearer " else None
+
+
+async def _api_key_caller(ctx: DaemonContext, key: str) -> Caller:
+    row = await ctx.pool.fetchrow(
+        """SELECT k.id, k.user_id::text, u.role, u.clerk_user_id, u.deleted_at,
+                  extract(epoch FROM now() - coalesce(k.last_used_at, '-infinity')) AS idle
+           FROM api_keys k JOIN users u ON u.id = k.user_id
+           WHERE k.key_hash = $1 AND k.revoked_at IS NULL""",
+        hash_key(key),
+    )
+    if row is None or row["deleted_at"] is not None:
+        raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+    if row["idle"] is None or row["idle"] > _LAST_USED_EVERY:
+        await ctx.pool.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", row["id"])
+    return Caller(row["user_id"], _role(ctx, row["role"], row["clerk_user_id"]), "api_key")
+
+
+async def _session_caller(ctx: DaemonContext, token: str) -> Caller:
+    if ctx.clerk is None:
+        raise ApiError(401, "unauthenticated", "session sign-in is not configured")
+    try:
+        session = await ctx.clerk.verify(token)
+    except KeysUnavailable:
+        raise ApiError(503, "auth_unavailable", "sign-in keys are unavailable; retry") from None
+    except TokenError as exc:
+        raise ApiError(401, "unauthenticated", f"invalid session token: {exc.reason}") from None
+    cached = ctx.user_cache.get(session.user_id)
+    if cached is not None and time.monotonic() - cached[2] < _USER_CACHE_TTL:
+        return Caller(cached[0], cached[1], "session")
+    # The first authenticated call creates the user (Clerk's webhook may not have arrived yet).
+    row = await ctx.pool.fetchrow(
+        """INSERT INTO users (clerk_user_id) VALUES ($1)
+           ON CONFLICT (clerk_user_id) DO UPDATE SET clerk_user_id = EXCLUDED.clerk_user_id
+           RETURNING id::text, role, deleted_at""",
+        session.user_id,
+    )
+    if row["deleted_at"] is not None:
+        raise ApiError(401, "unauthenticated", "this account has been deleted")
+    role = _role(ctx, row["role"], session.user_id)
+    ctx.user_cache[session.user_id] = (row["id"], role, time.monotonic())
+    return Caller(row["id"], role, "session")
+
+
+def _role(ctx: DaemonContext, role: str, clerk_user_id: str | None) -> str:
+    if role == "admin" or (clerk_user_id and clerk_user_id in ctx.settings.auth.admin_user_ids):
+        return "admin"
+    return "user"
+
+
+@web.middleware
+async def require_auth(request: web.Request, handler) -> web.StreamResponse:
+    """Authenticate every /api/ route except the public ones (webhooks verify signatures)."""
+    path = request.path
+    if path.startswith("/api/") and not path.startswith(PUBLIC_PREFIXES):
+        await authenticate(request)
+    return await handler(request)
+
+
+PUBLIC_PREFIXES = ("/api/webhooks/", "/api/billing/webhook", "/internal/")

@@ -1,0 +1,263 @@
+"""/api/billing/*: top-ups through Creem, balance, usage, auto-top-up. Every query is scoped by
+the caller's own user id."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+
+from aiohttp import web
+
+from blitzclawd.config import billing_minimum_micros
+from blitzclawd.http import validate
+from blitzclawd.http.auth import require_user
+from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.errors import ApiError
+from blitzclawd.http.jsonutil import json_response
+from blitzclawd.payments.creem import CreemClient, CreemError
+
+log = logging.getLogger("blitzclawd.billing")
+
+MICROS_PER_CENT = 10_000
+MAX_USAGE_DAYS = 366
+
+
+def cents(micros: int) -> int:
+    """Display cents, rounded down: we never show money the user does not have."""
+    return micros // MICROS_PER_CENT
+
+
+async def balance_view(request: web.Request, user_id: str) -> dict:
+    ctx = request.app[CONTEXT]
+    row = await ctx.pool.fetchrow(
+        "SELECT balance_micros, reserved_micros, auto_topup_enabled, topup_threshold_micros, "
+        "topup_amount_micros FROM balances WHERE user_id = $1",
+        uuid.UUID(user_id),
+    )
+    balance = row["balance_micros"] if row else 0
+    reserved = row["reserved_micros"] if row else 0
+    minimum = billing_minimum_micros(ctx.settings)
+    warning = None
+    if balance < minimum:
+        warning = (
+            f"Your balance is below the ${minimum / 1e6:.2f} minimum: top up to continue "
+            "using your assistant."
+        )
+    return {
+        "balance_micros": balance,
+        "balance_cents": cents(balance),
+        "reserved_micros": reserved,
+        "available_micros": balance - reserved,
+        "available_cents": cents(balance - reserved),
+        "minimum_micros": minimum,
+        "minimum_cents": cents(minimum),
+        "below_minimum": balance < minimum,
+        "warning": warning,
+        "auto_topup": {
+            "enabled": bool(row and row["auto_topup_enabled"]),
+            "threshold_cents": cents(row["topup_threshold_micros"])
+            if row and row["topup_threshold_micros"] is not None
+            else None,
+            "amount_cents": cents(row["topup_amount_micros"])
+            if row and row["topup_amount_micros"] is not None
+            else None,
+        },
+    }
+
+
+async def balance(request: web.Request) -> web.Response:
+    return json_response(await balance_view(request, require_user(request)))
+
+
+async def topup(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    user_id = require_user(request)
+    body = await validate.json_object(request)
+    cfg, creem = ctx.settings.billing, ctx.settings.creem
+    amount = validate.integer(
+        body,
+        "amount_cents",
+        minimum=cfg.topup_min_cents,
+        maximum=cfg.topup_max_cents,
+        unit=" cents",
+    )
+    assert amount is not None
+    if amount % creem.unit_cents:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"amount_cents must be a multiple of {creem.unit_cents}",
+            field="amount_cents",
+        )
+    key = ctx.secrets.get("creem_api_key")
+    if key is None or not creem.product_id or ctx.http is None:
+        raise ApiError(503, "payments_unavailable", "payments are not configured")
+    email = await ctx.pool.fetchval("SELECT email FROM users WHERE id = $1", uuid.UUID(user_id))
+    topup_id = uuid.uuid4()
+    client = CreemClient(ctx.http, creem.api_url, key.reveal())
+    try:
+        checkout = await client.create_checkout(
+            product_id=creem.product_id,
+            request_id=str(topup_id),
+            customer_email=email,
+            success_url=creem.success_url,
+            units=amount // creem.unit_cents,
+            metadata={"user_id": user_id, "amount_cents": str(amount), "topup_id": str(topup_id)},
+        )
+    except CreemError as exc:
+        log.error("checkout creation failed", extra={"status": exc.status})
+        raise ApiError(
+            502, "payments_unavailable", "the payment provider did not answer; nothing was charged"
+        ) from None
+    await ctx.pool.execute(
+        "INSERT INTO topups (id, user_id, amount_cents, checkout_id) VALUES ($1, $2, $3, $4)",
+        topup_id,
+        uuid.UUID(user_id),
+        amount,
+        checkout.id,
+    )
+    return json_response(
+        {
+            "checkout_url": checkout.checkout_url,
+            "checkout_id": checkout.id,
+            "topup_id": str(topup_id),
+            "amount_cents": amount,
+        },
+        status=201,
+    )
+
+
+def _date(request: web.Request, name: str, default: dt.date) -> dt.date:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(
+            422, "invalid_field", f"{name} must be a date (YYYY-MM-DD)", field=name
+        ) from None
+
+
+async def usage(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    user_id = uuid.UUID(require_user(request))
+    today = dt.datetime.now(dt.UTC).date()
+    to = _date(request, "to", today)
+    frm = _date(request, "from", to - dt.timedelta(days=30))
+    if frm > to:
+        raise ApiError(422, "invalid_field", "from must not be after to", field="from")
+    if (to - frm).days > MAX_USAGE_DAYS:
+        raise ApiError(422, "invalid_field", f"at most {MAX_USAGE_DAYS} days at once", field="from")
+    rows = await ctx.pool.fetch(
+        """SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model, instance_id::text,
+                  count(*) AS requests, sum(input_tokens) AS input_tokens,
+                  sum(output_tokens) AS output_tokens,
+                  sum(cache_write_5m_tokens + cache_write_1h_tokens) AS cache_write_tokens,
+                  sum(cache_read_tokens) AS cache_read_tokens, sum(cost_micros) AS cost_micros
+           FROM usage_logs
+           WHERE user_id = $1 AND created_at >= $2::date AT TIME ZONE 'UTC'
+             AND created_at < ($3::date + 1) AT TIME ZONE 'UTC'
+           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+        user_id,
+        frm,
+        to,
+    )
+    lines = [
+        {
+            "day": r["day"].isoformat(),
+            "model": r["model"],
+            "instance_id": r["instance_id"],
+            "requests": r["requests"],
+            "input_tokens": r["input_tokens"],
+            "output_tokens": r["output_tokens"],
+            "cache_write_tokens": r["cache_write_tokens"],
+            "cache_read_tokens": r["cache_read_tokens"],
+            "cost_micros": r["cost_micros"],
+            "cost_cents": cents(r["cost_micros"]),
+        }
+        for r in rows
+    ]
+    total = sum(line["cost_micros"] for line in lines)
+    return json_response(
+        {
+            "from": frm.isoformat(),
+            "to": to.isoformat(),
+            "lines": lines,
+            "by_day": _group(lines, "day"),
+            "by_model": _group(lines, "model"),
+            "by_instance": _group(lines, "instance_id"),
+            "total": {
+                "cost_micros": total,
+                "cost_cents": cents(total),
+                "requests": sum(line["requests"] for line in lines),
+            },
+        }
+    )
+
+
+def _group(lines: list[dict], key: str) -> list[dict]:
+    out: dict[str, dict] = {}
+    for line in lines:
+        g = out.setdefault(
+            line[key],
+            {
+                key: line[key],
+                "requests": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost_micros": 0,
+            },
+        )
+        for f in ("requests", "input_tokens", "output_tokens", "cost_micros"):
+            g[f] += line[f]
+    for g in out.values():
+        g["cost_cents"] = cents(g["cost_micros"])
+    return list(out.values())
+
+
+async def auto_topup(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    user_id = require_user(request)
+    body = await validate.json_object(request)
+    enabled = validate.boolean(body, "enabled")
+    cfg = ctx.settings.billing
+    threshold = validate.integer(
+        body,
+        "threshold_cents",
+        minimum=0,
+        maximum=cfg.topup_max_cents,
+        required=enabled,
+        unit=" cents",
+    )
+    amount = validate.integer(
+        body,
+        "amount_cents",
+        minimum=cfg.topup_min_cents,
+        maximum=cfg.topup_max_cents,
+        required=enabled,
+        unit=" cents",
+    )
+    minimum_cents = cents(billing_minimum_micros(ctx.settings))
+    if enabled and threshold is not None and threshold < minimum_cents:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"threshold_cents must be at least the {minimum_cents}-cent minimum "
+            "balance (below it your assistant is already paused)",
+            field="threshold_cents",
+        )
+    await ctx.pool.execute(
+        """INSERT INTO balances (user_id, auto_topup_enabled, topup_threshold_micros,
+                                 topup_amount_micros)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (user_id) DO UPDATE SET auto_topup_enabled = EXCLUDED.auto_topup_enabled,
+               topup_threshold_micros = EXCLUDED.topup_threshold_micros,
+               topup_amount_micros = EXCLUDED.topup_amount_micros""",
+        uuid.UUID(user_id),
+        enabled,
+        None if threshold is None else threshold * MICROS_PER_CENT,
+        None if amount is None else amount * MICROS_PER_CENT,
+    )
+    return json_response((await balance_view(request, user_id))["auto_topup"])

@@ -1,0 +1,85 @@
+"""Webhooks from Clerk (Svix-signed) and Creem (HMAC-signed): verified over the raw body before
+anything is parsed; a forged or missing signature is 401 and changes nothing."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+
+from blitzclawd.accounts import apply_clerk_event
+from blitzclawd.auth.svix import WebhookSignatureError as SvixSignatureError
+from blitzclawd.auth.svix import verify_svix
+from blitzclawd.http.context import CONTEXT, DaemonContext
+from blitzclawd.http.errors import ApiError
+from blitzclawd.http.jsonutil import json_response
+from blitzclawd.payments import creem
+from blitzclawd.payments.apply import apply_creem_event
+from blitzclawd.runtime.messages import CreemWebhook, Notify
+
+log = logging.getLogger("blitzclawd.webhooks")
+
+
+def _secret(ctx: DaemonContext, name: str) -> str:
+    secret = ctx.secrets.get(name)
+    if secret is None:
+        # 503: the sender retries later, once the operator has configured the secret.
+        raise ApiError(503, "webhook_unconfigured", "this webhook is not configured")
+    return secret.reveal()
+
+
+def tell_notifier(ctx: DaemonContext, notes: list[Notify]) -> None:
+    notifier = ctx.actor("notifier")
+    for note in notes:
+        if notifier is None:
+            log.warning("notifier down: email not queued", extra={"kind": note.kind})
+            continue
+        try:
+            notifier.tell(note)
+        except Exception as exc:  # a full mailbox must not fail the webhook that is committed
+            log.warning("email not queued", extra={"kind": note.kind, "error": repr(exc)})
+
+
+async def clerk(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    secret = _secret(ctx, "clerk_webhook_secret")
+    raw = await request.read()
+    try:
+        verify_svix(request.headers, raw, secret)
+    except SvixSignatureError as exc:
+        raise ApiError(401, "bad_signature", f"webhook signature refused: {exc.reason}") from None
+    try:
+        envelope = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "the webhook body is not valid JSON") from None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("type"), str):
+        raise ApiError(400, "invalid_event", "type is required", field="type")
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_event", "data must be an object", field="data")
+    outcome = await apply_clerk_event(ctx.pool, request.headers["svix-id"], envelope["type"], data)
+    if outcome.notify is not None:
+        tell_notifier(ctx, [outcome.notify])
+    return json_response({"status": outcome.status})
+
+
+async def creem_webhook(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    secret = _secret(ctx, "creem_webhook_secret")
+    raw = await request.read()
+    try:
+        creem.verify_signature(raw, request.headers.get("creem-signature"), secret)
+    except creem.WebhookSignatureError:
+        raise ApiError(401, "bad_signature", "creem-signature does not match the body") from None
+    try:
+        event = creem.parse_event(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_event", str(exc)) from None
+    billing = ctx.actor("billing")
+    if billing is not None and billing.running:
+        outcome = await billing.apply_webhook(CreemWebhook(event))
+    else:  # the same single transaction, without the actor
+        outcome = await apply_creem_event(ctx.pool, event, ctx.settings)
+    tell_notifier(ctx, outcome.notifications)
+    return json_response({"status": outcome.status})

@@ -1,0 +1,1 @@
+"""Money and fleet news out: the Resend client and every email's wording."""
