@@ -340,6 +340,19 @@ def _postgres_cpu(postmaster: int) -> float:
     return total
 
 
+def _machine_busy() -> float:
+    with open("/proc/stat") as fh:
+        ticks = [int(v) for v in fh.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICK  # all but idle and iowait
+
+
+async def machine_busy_cores(seconds: float) -> float:
+    """How many cores something else keeps busy, averaged over `seconds`."""
+    before, t0 = _machine_busy(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return round((_machine_busy() - before) / (time.monotonic() - t0), 2)
+
+
 @dataclass
 class CpuProbe:
     """CPU seconds used so far by each process of the benchmark."""
@@ -352,6 +365,9 @@ class CpuProbe:
         for name, pid in self.pids.items():
             if pid is not None:
                 out[name] = _postgres_cpu(pid) if name == "postgres" else _cpu_of(pid)
+        # Busy time of the whole machine: what is not ours above is kernel work (loopback
+        # networking, softirqs) or a process that is not part of the benchmark.
+        out["machine_busy"] = _machine_busy()
         return out
 
 
@@ -412,7 +428,14 @@ class PhaseResult:
             "cpu_utilisation_cores": {
                 k: round(v / self.wall_s, 2) if self.wall_s else None for k, v in self.cpu_s.items()
             },
+            "cpu_other_cores": round(self.other_cpu_s / self.wall_s, 2) if self.wall_s else None,
         }
+
+    @property
+    def other_cpu_s(self) -> float:
+        """Machine busy time not used by the benchmark's own processes."""
+        ours = sum(v for k, v in self.cpu_s.items() if k != "machine_busy")
+        return max(0.0, self.cpu_s.get("machine_busy", 0.0) - ours)
 
 
 def quantiles_ms(samples: list[float]) -> dict[str, float] | None:
@@ -524,10 +547,16 @@ async def run_phase(
     tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
     try:
         # Every request has its own timeout; this bounds the phase as a whole as well.
-        await asyncio.wait_for(asyncio.gather(*tasks), limit_s + REQUEST_TIMEOUT + 30)
-    except TimeoutError:
-        errors["phase_timeout"] += result.started - result.completed - result.error_count
-        result.truncated = True
+        done, pending = await asyncio.wait(tasks, timeout=limit_s + REQUEST_TIMEOUT + 30)
+        if pending:
+            errors["phase_timeout"] += result.started - result.completed - result.error_count
+            result.truncated = True
+        for task in done:
+            task.result()  # a bug in the load generator must not pass unnoticed
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     result.wall_s = time.perf_counter() - t0
     after = probe.sample()
     result.cpu_s = {k: after[k] - before.get(k, 0.0) for k in after}
@@ -736,6 +765,7 @@ async def measure(
                         f"{phase.rps:8.0f} req/s  p50 {lat.get('p50', float('nan')):7.2f} ms  "
                         f"p99 {lat.get('p99', float('nan')):7.2f} ms  errors {phase.error_count}"
                         f"  (warm-up errors {warm.error_count})"
+                        f"  other load {phase.summary()['cpu_other_cores']} cores"
                     )
         held = None
         if plan.held_streams:
@@ -871,6 +901,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.chmod(workdir, 0o755)  # as root, the embedded cluster runs as an unprivileged user
     status: dict[str, Any] = {}
     started = time.monotonic()
+    busy_at_start = await machine_busy_cores(1.0)
+    if busy_at_start > 0.2:
+        log(f"note: {busy_at_start} cores busy before starting: other work shares the CPUs")
     try:
         async with postgres(workdir) as (dsn, postmaster):
             conn = await asyncpg.connect(dsn, timeout=30)
@@ -979,6 +1012,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if os.environ.get(DATABASE_URL_ENV)
             else "embedded (blitzclawd.db.embedded, fsync=on)",
             "daemon_exit": status.get("daemon_exit"),
+            "cores_busy_before_start": busy_at_start,
         },
         "phases": [p.summary() for p in phases],
         "warmups": [p.summary() for p in warmups],
@@ -992,6 +1026,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "the same concurrency (warm-up opens the keep-alive connections). A streamed "
             "request is complete when the whole SSE stream through message_stop was read; an "
             "error is a non-200, a broken stream or a client exception.",
+            "phases[].cpu_other_cores: machine busy time not used by the client, fake, daemon "
+            "or PostgreSQL (kernel networking work, or unrelated processes disturbing the run).",
             "Added latency = proxy quantile minus direct quantile at concurrency 1, both from "
             "the client's side (send to last byte).",
             "Proxied requests go round-robin over the instances (one per user), so concurrent "

@@ -89,14 +89,16 @@ def _bearer(request: web.Request) -> str | None:
 async def _api_key_caller(ctx: DaemonContext, key: str) -> Caller:
     row = await ctx.pool.fetchrow(
         """SELECT k.id, k.user_id::text, u.role, u.clerk_user_id, u.deleted_at,
-                  extract(epoch FROM now() - coalesce(k.last_used_at, '-infinity')) AS idle
+                  (k.last_used_at IS NULL
+                   OR k.last_used_at < now() - make_interval(secs => $2)) AS stale
            FROM api_keys k JOIN users u ON u.id = k.user_id
            WHERE k.key_hash = $1 AND k.revoked_at IS NULL""",
         hash_key(key),
+        _LAST_USED_EVERY,
     )
     if row is None or row["deleted_at"] is not None:
         raise ApiError(401, "unauthenticated", "unknown or revoked API key")
-    if row["idle"] is None or row["idle"] > _LAST_USED_EVERY:
+    if row["stale"]:
         await ctx.pool.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", row["id"])
     return Caller(row["user_id"], _role(ctx, row["role"], row["clerk_user_id"]), "api_key")
 

@@ -44,6 +44,9 @@ _ACCEPTING = frozenset({"starting", "running"})
 class Actor:
     """Subclass and override `handle` (and optionally `on_start` / `on_stop`).
 
+    The base class's own state and helpers are name-mangled (double underscore), so a subclass
+    can use any private name of its own without breaking the run loop.
+
     An instance runs once: a supervisor builds a fresh one for every (re)start.
     """
 
@@ -56,12 +59,12 @@ class Actor:
         if mailbox_size is not None:
             self.mailbox_size = mailbox_size
         self.started = asyncio.Event()
-        self._mailbox: asyncio.Queue[_Envelope] = asyncio.Queue(maxsize=self.mailbox_size)
-        self._state = "starting"
-        self._entered = False  # run() was called; messages sent before that have no consumer
-        self._stop_requested = False
-        self._timers: dict[str, asyncio.Task[None]] = {}
-        self._tick_pending: set[str] = set()
+        self.__mailbox: asyncio.Queue[_Envelope] = asyncio.Queue(maxsize=self.mailbox_size)
+        self.__state = "starting"
+        self.__entered = False  # run() was called; messages sent before that have no consumer
+        self.__stop_requested = False
+        self.__timers: dict[str, asyncio.Task[None]] = {}
+        self.__tick_pending: set[str] = set()
 
     # -- lifecycle hooks -------------------------------------------------------------------------
 
@@ -80,21 +83,21 @@ class Actor:
     @property
     def state(self) -> str:
         """One of "starting", "running", "stopping", "stopped", "crashed"."""
-        return self._state
+        return self.__state
 
     @property
     def running(self) -> bool:
         """True while on_start has completed and no stop or crash has happened."""
-        return self._state == "running"
+        return self.__state == "running"
 
     @property
     def queued(self) -> int:
         """Messages waiting in the mailbox (not counting the one being handled)."""
-        return self._mailbox.qsize()
+        return self.__mailbox.qsize()
 
     def tell(self, message: object) -> None:
         """Queue `message` without waiting; raises MailboxFull or ActorNotRunning."""
-        self._enqueue(_Envelope(message))
+        self.__enqueue(_Envelope(message))
 
     # The timeout parameter is the agreed interface: every ask must carry a deadline.
     async def ask(self, message: object, timeout: float = 5.0) -> object:  # noqa: ASYNC109
@@ -103,7 +106,7 @@ class Actor:
         If handle() raises, that exception is re-raised here (and the actor crashes).
         """
         reply: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Envelope(message, reply))
+        self.__enqueue(_Envelope(message, reply))
         try:
             # asyncio.wait never raises on timeout and never cancels `reply` itself, so an
             # exception the handler raised (even a TimeoutError) reaches the caller unchanged.
@@ -125,25 +128,25 @@ class Actor:
         """
         if interval <= 0:
             raise ValueError(f"timer interval must be positive, got {interval}")
-        if timer in self._timers:
+        if timer in self.__timers:
             raise ValueError(f"{self.name} already has a timer named {timer!r}")
-        if self._state not in _ACCEPTING:
-            raise ActorNotRunning(f"{self.name} is {self._state}")
-        self._timers[timer] = asyncio.get_running_loop().create_task(
-            self._tick(interval, timer), name=f"{self.name}:timer:{timer}"
+        if self.__state not in _ACCEPTING:
+            raise ActorNotRunning(f"{self.name} is {self.__state}")
+        self.__timers[timer] = asyncio.get_running_loop().create_task(
+            self.__tick(interval, timer), name=f"{self.name}:timer:{timer}"
         )
 
     def stop(self) -> None:
         """Finish the current message, run on_stop, then let run() return. Idempotent."""
-        if self._stop_requested or self._state in ("stopped", "crashed"):
+        if self.__stop_requested or self.__state in ("stopped", "crashed"):
             return
-        self._stop_requested = True
-        if not self._entered:
-            self._state = "stopped"
+        self.__stop_requested = True
+        if not self.__entered:
+            self.__state = "stopped"
             return
-        self._state = "stopping"
+        self.__state = "stopping"
         try:
-            self._mailbox.put_nowait(_STOP)
+            self.__mailbox.put_nowait(_STOP)
         except asyncio.QueueFull:
             pass  # a full mailbox means the loop is busy, and it checks the flag per message
 
@@ -151,41 +154,41 @@ class Actor:
 
     async def run(self) -> None:
         """on_start, then handle messages one by one until stop(); raises if the actor crashes."""
-        if self._entered:
+        if self.__entered:
             raise RuntimeError(f"{self.name}: an actor instance runs only once")
-        self._entered = True
-        if self._stop_requested:
+        self.__entered = True
+        if self.__stop_requested:
             return  # stopped before it ever ran: nothing was acquired, nothing to release
         try:
             await self.on_start()
         except BaseException as exc:
-            self._state = "stopped" if isinstance(exc, asyncio.CancelledError) else "crashed"
-            self._finish()
+            self.__state = "stopped" if isinstance(exc, asyncio.CancelledError) else "crashed"
+            self.__finish()
             raise
-        if not self._stop_requested:
-            self._state = "running"
+        if not self.__stop_requested:
+            self.__state = "running"
         self.started.set()
         try:
-            await self._loop()
+            await self.__loop()
         except asyncio.CancelledError:
             # Being cancelled is the hard kill after a graceful stop took too long (Erlang's
             # brutal_kill): on_stop is skipped because it could hang the same way.
-            self._state = "stopped"
-            self._finish()
+            self.__state = "stopped"
+            self.__finish()
             raise
         except BaseException:
-            self._state = "crashed"
-            self._finish()
-            await self._call_on_stop()
+            self.__state = "crashed"
+            self.__finish()
+            await self.__call_on_stop()
             raise
-        self._finish()
-        await self._call_on_stop()
-        self._state = "stopped"
+        self.__finish()
+        await self.__call_on_stop()
+        self.__state = "stopped"
 
-    async def _loop(self) -> None:
+    async def __loop(self) -> None:
         # Ends when stop() is requested (checked before every message) or a handler raises.
-        while not self._stop_requested:
-            envelope = await self._mailbox.get()
+        while not self.__stop_requested:
+            envelope = await self.__mailbox.get()
             if envelope is _STOP:
                 continue
             try:
@@ -198,30 +201,30 @@ class Actor:
                 raise
             finally:
                 if envelope.timer is not None:
-                    self._tick_pending.discard(envelope.timer)
+                    self.__tick_pending.discard(envelope.timer)
             if envelope.reply is not None and not envelope.reply.done():
                 envelope.reply.set_result(reply)
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _enqueue(self, envelope: _Envelope) -> None:
-        if not self._entered or self._state not in _ACCEPTING:
+    def __enqueue(self, envelope: _Envelope) -> None:
+        if not self.__entered or self.__state not in _ACCEPTING:
             raise ActorNotRunning(
-                f"{self.name} is {self._state if self._entered else 'not started'}"
+                f"{self.name} is {self.__state if self.__entered else 'not started'}"
             )
         try:
-            self._mailbox.put_nowait(envelope)
+            self.__mailbox.put_nowait(envelope)
         except asyncio.QueueFull:
             raise MailboxFull(f"{self.name}: mailbox full ({self.mailbox_size})") from None
 
-    async def _tick(self, interval: float, timer: str) -> None:
+    async def __tick(self, interval: float, timer: str) -> None:
         # Ends when cancelled by _finish() or when the actor stops accepting messages.
-        while self._state in _ACCEPTING:
+        while self.__state in _ACCEPTING:
             await asyncio.sleep(interval)
-            if timer in self._tick_pending:
+            if timer in self.__tick_pending:
                 continue
             try:
-                self._enqueue(_Envelope(Tick(timer), timer=timer))
+                self.__enqueue(_Envelope(Tick(timer), timer=timer))
             except MailboxFull:
                 log.warning(
                     "%s: mailbox full, tick %r skipped",
@@ -232,20 +235,20 @@ class Actor:
                 continue
             except ActorNotRunning:
                 return
-            self._tick_pending.add(timer)
+            self.__tick_pending.add(timer)
 
-    def _finish(self) -> None:
+    def __finish(self) -> None:
         """Cancel timers and fail every ask still waiting in the mailbox."""
-        for task in self._timers.values():
+        for task in self.__timers.values():
             task.cancel()
-        self._timers.clear()
+        self.__timers.clear()
         # Bounded: nothing can enqueue any more (state no longer accepts).
-        while not self._mailbox.empty():
-            envelope = self._mailbox.get_nowait()
+        while not self.__mailbox.empty():
+            envelope = self.__mailbox.get_nowait()
             if envelope.reply is not None and not envelope.reply.done():
-                envelope.reply.set_exception(ActorNotRunning(f"{self.name} is {self._state}"))
+                envelope.reply.set_exception(ActorNotRunning(f"{self.name} is {self.__state}"))
 
-    async def _call_on_stop(self) -> None:
+    async def __call_on_stop(self) -> None:
         try:
             await self.on_stop()
         except Exception:

@@ -152,10 +152,11 @@ async def usage(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_field", f"at most {MAX_USAGE_DAYS} days at once", field="from")
     rows = await ctx.pool.fetch(
         """SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model, instance_id::text,
-                  count(*) AS requests, sum(input_tokens) AS input_tokens,
-                  sum(output_tokens) AS output_tokens,
-                  sum(cache_write_5m_tokens + cache_write_1h_tokens) AS cache_write_tokens,
-                  sum(cache_read_tokens) AS cache_read_tokens, sum(cost_micros) AS cost_micros
+                  count(*) AS requests, sum(input_tokens)::bigint AS input_tokens,
+                  sum(output_tokens)::bigint AS output_tokens,
+                  sum(cache_write_5m_tokens + cache_write_1h_tokens)::bigint AS cache_write_tokens,
+                  sum(cache_read_tokens)::bigint AS cache_read_tokens,
+                  sum(cost_micros)::bigint AS cost_micros
            FROM usage_logs
            WHERE user_id = $1 AND created_at >= $2::date AT TIME ZONE 'UTC'
              AND created_at < ($3::date + 1) AT TIME ZONE 'UTC'

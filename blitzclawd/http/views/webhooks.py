@@ -59,6 +59,8 @@ async def clerk(request: web.Request) -> web.Response:
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_event", "data must be an object", field="data")
     outcome = await apply_clerk_event(ctx.pool, request.headers["svix-id"], envelope["type"], data)
+    if envelope["type"] == "user.deleted" and isinstance(data.get("id"), str):
+        ctx.user_cache.pop(data["id"], None)  # this daemon stops honouring its sessions at once
     if outcome.notify is not None:
         tell_notifier(ctx, [outcome.notify])
     return json_response({"status": outcome.status})
