@@ -15,7 +15,7 @@ import orjson
 from blitzclawd.runtime.messages import Credit, CreditResult, Settlement, SettleResult
 
 _SETTLE = (
-    "SELECT request_id::text, outcome, user_id::text, balance_micros, paused "
+    "SELECT request_id::text, outcome, user_id::text, balance_micros, paused, auto_topup_micros "
     "FROM settle_usage($1::text::jsonb, $2)"
 )
 _CREDIT = "SELECT outcome, balance_micros, resumed FROM credit_balance($1, $2, $3, $4, $5, $6)"
@@ -28,7 +28,7 @@ async def settle(
     # Sent as text (cast in SQL), so it works on any connection, with or without json codecs.
     payload = orjson.dumps([dataclasses.asdict(item) for item in items]).decode()
     rows = await conn.fetch(_SETTLE, payload, minimum_micros)
-    return [SettleResult(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return [SettleResult(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
 async def credit(

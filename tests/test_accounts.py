@@ -529,3 +529,47 @@ async def test_clerk_webhook_signature_is_required(api_env) -> None:
         ) as resp:
             assert resp.status == 200
     assert await api_env.pool.fetchval("SELECT count(*) FROM users") == 1
+
+
+async def test_crossing_the_auto_topup_threshold_emails_a_prepared_checkout(api_env) -> None:
+    user = await signed_up(api_env, "user_autotop", "auto@example.test")
+    session = api_env.session_headers("user_autotop")
+    _, raw = await completed_topup(api_env, "user_autotop", 2000)
+    assert await api_env.creem.deliver(api_env.api + "/api/billing/webhook", raw) == [200]
+    status, _ = await api_env.call(
+        "PATCH",
+        "/api/billing/auto-topup",
+        headers=session,
+        json={"enabled": True, "threshold_cents": 1990, "amount_cents": 3000},
+    )
+    assert status == 200
+    inst = await seed.create_instance(api_env.pool, user)
+    for _ in range(2):  # ~$0.45 each: the first crosses $19.90, the second must not email again
+        api_env.llm.set_next(Scenario(input_tokens=100_000, output_tokens=10))
+        async with api_env.http.post(
+            api_env.proxy + "/v1/messages",
+            json={
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            headers={**inst.headers, "anthropic-version": "2023-06-01"},
+        ) as resp:
+            assert resp.status == 200
+            await resp.read()
+
+    async def offered() -> list:
+        urls = [c["checkout_url"] for c in api_env.creem.checkouts.values()][1:]
+        return [
+            m
+            for m in api_env.resend.sent
+            if "auto@example.test" in m["to"] and any(u in m["text"] for u in urls)
+        ]
+
+    (mail,) = await until(offered)
+    topup = await api_env.pool.fetchrow(
+        "SELECT amount_cents, checkout_id FROM topups WHERE user_id = $1 AND status = 'pending'",
+        uuid.UUID(user),
+    )
+    assert topup["amount_cents"] == 3000
+    assert api_env.creem.checkouts[topup["checkout_id"]]["checkout_url"] in mail["text"]

@@ -23,6 +23,7 @@ from blitzclawd.payments.creem import CreemEvent
 from blitzclawd.proxy.recovery import recover_orphaned_reservations
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import (
+    AutoTopupDue,
     BalanceDepleted,
     Credit,
     CreditResult,
@@ -161,3 +162,5 @@ class BillingActor(Actor):
         # notifier's period), not on every request below it.
         if self._notify is not None and balance < self._low <= balance + item.cost_micros:
             self._notify(LowBalance(result.user_id, balance))
+        if self._notify is not None and result.auto_topup_micros:
+            self._notify(AutoTopupDue(result.user_id, balance, result.auto_topup_micros))

@@ -21,8 +21,10 @@ import orjson
 from blitzclawd.config import Secrets, Settings
 from blitzclawd.notify.resend import ResendClient, ResendError
 from blitzclawd.notify.templates import render
+from blitzclawd.payments.creem import CreemError
+from blitzclawd.payments.topups import PaymentsUnconfigured, create_topup
 from blitzclawd.runtime.actor import Actor
-from blitzclawd.runtime.messages import BalanceDepleted, LowBalance, Notify, Tick
+from blitzclawd.runtime.messages import AutoTopupDue, BalanceDepleted, LowBalance, Notify, Tick
 
 log = logging.getLogger("blitzclawd.notifier")
 
@@ -40,15 +42,16 @@ class NotifierActor(Actor):
         super().__init__("notifier", mailbox_size=10_000)
         self._pool = pool
         self._settings = settings
+        self._secrets = secrets
         self._key = secrets.get("resend_api_key")
         self._session: aiohttp.ClientSession | None = None
         self._client: ResendClient | None = None
 
     async def on_start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         if self._key is None:
             log.warning("no resend_api_key: emails are recorded but not sent")
         else:
-            self._session = aiohttp.ClientSession()
             cfg = self._settings.notify
             self._client = ResendClient(
                 self._session, cfg.resend_url, self._key.reveal(), cfg.sender
@@ -64,6 +67,8 @@ class NotifierActor(Actor):
             return await self.notify(message)
         if isinstance(message, (BalanceDepleted, LowBalance)):
             return await self.notify(await self._balance_note(message))
+        if isinstance(message, AutoTopupDue):
+            return await self._auto_topup(message)
         if isinstance(message, Tick):
             await self.sweep()
         return None
@@ -179,6 +184,40 @@ class NotifierActor(Actor):
             f"credit:{last_credit}",
             {"balance_micros": message.balance_micros},
         )
+
+    async def _auto_topup(self, message: AutoTopupDue) -> int | None:
+        """Email a checkout prepared for the user's auto-top-up amount, once per top-up cycle."""
+        note = await self._balance_note(message)
+        notification_id = await self._pool.fetchval(
+            """INSERT INTO notifications (user_id, kind, period, facts)
+               VALUES ($1, 'balance_low', $2, $3::text::jsonb)
+               ON CONFLICT (user_id, kind, period) DO NOTHING RETURNING id""",
+            uuid.UUID(message.user_id),
+            "auto-" + note.period,
+            orjson.dumps(note.facts).decode(),
+        )
+        if notification_id is None:
+            return None
+        assert self._session is not None
+        try:
+            topup = await create_topup(
+                self._pool,
+                self._session,
+                self._settings,
+                self._secrets,
+                message.user_id,
+                message.amount_micros // 10_000,
+            )
+        except (PaymentsUnconfigured, CreemError) as exc:
+            log.warning("auto top-up checkout not created", extra={"error": repr(exc)})
+        else:
+            await self._pool.execute(
+                "UPDATE notifications SET facts = facts || $2::text::jsonb WHERE id = $1",
+                notification_id,
+                orjson.dumps({"topup_url": topup.checkout.checkout_url}).decode(),
+            )
+        await self._send(notification_id)
+        return notification_id
 
     def _common_facts(self) -> dict[str, Any]:
         cfg = self._settings.notify

@@ -402,9 +402,11 @@ CREATE TRIGGER reservations_no_open_delete BEFORE DELETE ON reservations
 -- item, idempotent on request_id: close the reservation, debit the cost, write the usage row;
 -- when the debit leaves the balance below the minimum, pause the user's active instances.
 -- Outcomes: settled | recovered | voided (nothing used: the hold is released, nothing charged)
--- | duplicate (settled before: nothing changes).
+-- | duplicate (settled before: nothing changes). auto_topup_micros: set when this very debit took
+-- the balance across the user's auto-top-up threshold (the amount to offer them).
 CREATE FUNCTION settle_usage(items jsonb, minimum_micros bigint)
-RETURNS TABLE (request_id uuid, outcome text, user_id uuid, balance_micros bigint, paused integer)
+RETURNS TABLE (request_id uuid, outcome text, user_id uuid, balance_micros bigint, paused integer,
+               auto_topup_micros bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     it jsonb;
@@ -418,6 +420,7 @@ BEGIN
         cost := (it->>'cost_micros')::bigint;
         balance_micros := NULL;
         paused := 0;
+        auto_topup_micros := NULL;
         tokens := (it->>'input_tokens')::bigint + (it->>'output_tokens')::bigint
             + (it->>'cache_write_5m_tokens')::bigint + (it->>'cache_write_1h_tokens')::bigint
             + (it->>'cache_read_tokens')::bigint;
@@ -464,6 +467,12 @@ BEGIN
                 (it->>'reasoning_tokens')::bigint, cost, it->>'upstream_request_id',
                 (it->>'status_code')::integer, (it->>'duration_ms')::integer,
                 (it->>'interrupted')::boolean, (it->>'recovered')::boolean);
+            IF balance_micros IS NOT NULL THEN
+                SELECT b.topup_amount_micros INTO auto_topup_micros FROM balances b
+                WHERE b.user_id = settle_usage.user_id AND b.auto_topup_enabled
+                  AND settle_usage.balance_micros < b.topup_threshold_micros
+                  AND settle_usage.balance_micros + cost >= b.topup_threshold_micros;
+            END IF;
             IF balance_micros IS NOT NULL AND balance_micros < minimum_micros THEN
                 UPDATE instances i SET status = 'paused', status_reason = 'balance_depleted'
                 WHERE i.user_id = settle_usage.user_id AND i.status = 'active';

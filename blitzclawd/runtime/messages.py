@@ -49,6 +49,7 @@ class SettleResult:
     user_id: str
     balance_micros: int | None  # after the debit; None when nothing was debited
     paused: int  # instances this settlement paused (the user fell below the minimum)
+    auto_topup_micros: int | None = None  # this debit crossed the auto-top-up threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +102,12 @@ class LowBalance:
 
     user_id: str
     balance_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class AutoTopupDue:
+    """The balance crossed the user's auto-top-up threshold: email them a prepared checkout."""
+
+    user_id: str
+    balance_micros: int
+    amount_micros: int

@@ -15,7 +15,8 @@ from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.payments.creem import CreemClient, CreemError
+from blitzclawd.payments.creem import CreemError
+from blitzclawd.payments.topups import PaymentsUnconfigured, create_topup
 
 log = logging.getLogger("blitzclawd.billing")
 
@@ -90,38 +91,22 @@ async def topup(request: web.Request) -> web.Response:
             f"amount_cents must be a multiple of {creem.unit_cents}",
             field="amount_cents",
         )
-    key = ctx.secrets.get("creem_api_key")
-    if key is None or not creem.product_id or ctx.http is None:
+    if ctx.http is None:
         raise ApiError(503, "payments_unavailable", "payments are not configured")
-    email = await ctx.pool.fetchval("SELECT email FROM users WHERE id = $1", uuid.UUID(user_id))
-    topup_id = uuid.uuid4()
-    client = CreemClient(ctx.http, creem.api_url, key.reveal())
     try:
-        checkout = await client.create_checkout(
-            product_id=creem.product_id,
-            request_id=str(topup_id),
-            customer_email=email,
-            success_url=creem.success_url,
-            units=amount // creem.unit_cents,
-            metadata={"user_id": user_id, "amount_cents": str(amount), "topup_id": str(topup_id)},
-        )
+        made = await create_topup(ctx.pool, ctx.http, ctx.settings, ctx.secrets, user_id, amount)
+    except PaymentsUnconfigured:
+        raise ApiError(503, "payments_unavailable", "payments are not configured") from None
     except CreemError as exc:
         log.error("checkout creation failed", extra={"status": exc.status})
         raise ApiError(
             502, "payments_unavailable", "the payment provider did not answer; nothing was charged"
         ) from None
-    await ctx.pool.execute(
-        "INSERT INTO topups (id, user_id, amount_cents, checkout_id) VALUES ($1, $2, $3, $4)",
-        topup_id,
-        uuid.UUID(user_id),
-        amount,
-        checkout.id,
-    )
     return json_response(
         {
-            "checkout_url": checkout.checkout_url,
-            "checkout_id": checkout.id,
-            "topup_id": str(topup_id),
+            "checkout_url": made.checkout.checkout_url,
+            "checkout_id": made.checkout.id,
+            "topup_id": made.id,
             "amount_cents": amount,
         },
         status=201,
