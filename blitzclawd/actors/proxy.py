@@ -153,6 +153,7 @@ class ProxyActor(Actor):
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
         self._unsettled: list[Settlement] = []
+        self._settling: set[asyncio.Future[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -173,6 +174,8 @@ class ProxyActor(Actor):
 
     async def on_stop(self) -> None:
         try:
+            if self._settling:  # the listeners have drained: let their settlements commit
+                await asyncio.wait(set(self._settling), timeout=30)
             await self._checkpoint()
             await self._retry_unsettled()
         finally:
@@ -229,8 +232,14 @@ class ProxyActor(Actor):
                 request, api, raw, key, meter, strip_usage, request_id, outcome
             )
         finally:
-            # Shielded: a handler cancelled at shutdown still settles what it used.
-            await asyncio.shield(self._settle_request(flight, inst, api, model, outcome, started))
+            # Settled in the background: the client already has its whole answer, and its next
+            # request on this keep-alive connection must not wait for our commit. Tracked, so a
+            # stop waits for every settlement (and a cancelled handler still settles).
+            task = asyncio.ensure_future(
+                self._settle_request(flight, inst, api, model, outcome, started)
+            )
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
 
     async def _authenticate(self, request: web.Request) -> InstanceAuth:
         found = credentials.from_headers(request.headers)

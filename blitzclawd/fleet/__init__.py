@@ -1,0 +1,1 @@
+"""The fleet: pool servers (cloud-init), OpenClaw instance configuration, personas."""
