@@ -23,6 +23,18 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _light_reset(conn: asyncpg.Connection) -> None:
+    """What a released connection needs before reuse, without asyncpg's reset query.
+
+    asyncpg's default runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
+    on every release: a round trip per pooled query. Pooled connections here keep no session
+    state (LISTEN, session advisory locks and SET live on dedicated connections), so only an
+    abandoned transaction needs undoing.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 2, max_size: int = 20, async_commit: bool = False
 ) -> asyncpg.Pool:
@@ -37,6 +49,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
+        reset=_light_reset,
         server_settings=settings,
     )
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 # Every server we create carries this label; listings are always scoped to it, so the pool's
 # reconciler can never see (and delete) machines that belong to something else in the project.
-SERVICE_LABEL = ("service", "blitzclaw")
+SERVICE_KEY, SERVICE_VALUE = "service", "blitzclaw"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,184 @@
+"""User data for pool servers: ``cloudinit/pool-server.yaml.tmpl`` with validated values.
+
+Defence in depth against a hostile value: every value is checked against a narrow pattern
+(ValueError naming the argument otherwise), then inserted only as a JSON string, which is a YAML
+double-quoted scalar, so it cannot end its scalar or open a new key. The scripts on the server
+read values from files or get them as runcmd argv items (cloud-init quotes those); no value is
+pasted into shell text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+import struct
+from pathlib import Path
+
+from blitzclawd.fleet.versions import (
+    NODE_MAJOR,
+    NODE_VERSION,
+    NODESOURCE_KEY_FINGERPRINT,
+    OPENCLAW_VERSION,
+)
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "cloudinit"
+POOL_SERVER_TEMPLATE = "pool-server.yaml.tmpl"
+
+_VALUE = re.compile(r"\{\{ ([a-z0-9_]+) \}\}")
+_BLOCK = re.compile(r"^( *)\{\{\| ([a-z0-9_]+) \}\}$", re.MULTILINE)
+_INCLUDE = re.compile(r"^( *)\{\{> ([A-Za-z0-9._-]+) \}\}$", re.MULTILINE)
+_BLOCK_LINE = re.compile(r"^[\x20-\x7e]*$")  # printable ASCII: literal in a YAML block scalar
+# RFC 1123 label: what Hetzner accepts as a server name and Linux as a hostname.
+_SERVER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_SECRET = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
+# No query, fragment, user info or quotes: the URL travels through an env file and curl's argv.
+_READY_URL = re.compile(
+    r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%/-]*)?$"
+)
+_VERSION = re.compile(r"^[0-9]{1,5}\.[0-9]{1,5}\.[0-9]{1,5}(?:-[A-Za-z0-9.]{1,32})?$")
+_NODE_VERSION = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$")
+_FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+_SSH_KEY_TYPES = frozenset(
+    {
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+_SSH_COMMENT = re.compile(r"^[A-Za-z0-9@._+:-]{1,100}$")
+
+
+def render_pool_server(
+    *,
+    server_name: str,
+    server_secret: str,
+    ready_url: str,
+    api_host_cidr: str,
+    ssh_authorized_key: str,
+    openclaw_version: str = OPENCLAW_VERSION,
+    node_major: int = NODE_MAJOR,
+    node_version: str = NODE_VERSION,
+) -> str:
+    """``#cloud-config`` user data for one pool server."""
+    name = _match(_SERVER_NAME, server_name, "server_name")
+    secret = _match(_SECRET, server_secret, "server_secret")
+    url = _ready_url(ready_url)
+    cidr = _cidr(api_host_cidr)
+    key = _ssh_key(ssh_authorized_key)
+    version = _match(_VERSION, openclaw_version, "openclaw_version")
+    major = _node_major(node_major)
+    node = _match(_NODE_VERSION, node_version, "node_version")
+    if node.split(".")[0] != str(major):
+        raise ValueError(f"node_version: {node} is not a Node.js {major} release")
+    fingerprint = _match(_FINGERPRINT, NODESOURCE_KEY_FINGERPRINT, "fingerprint")
+    # The fake cloud and the daemon's tooling read these two lines with a regex: keep the form.
+    server_env = (
+        f"BLITZCLAW_SERVER_NAME={name}\n"
+        f"BLITZCLAW_READY_URL={url}\n"
+        f"BLITZCLAW_SERVER_SECRET={secret}\n"
+    )
+    # SSH is only open to the API host, so fail2ban must never ban the API host itself.
+    jail = (
+        f"[DEFAULT]\nignoreip = 127.0.0.1/8 ::1 {cidr}\n\n"
+        "[sshd]\nenabled = true\nbackend = systemd\n"
+    )
+    values = {
+        "server_name": name,
+        "ssh_authorized_key": key,
+        "server_env": server_env,
+        "fail2ban_jail": jail,
+        "node_major": str(major),
+        "node_version": node,
+        "openclaw_version": version,
+        "nodesource_key_fingerprint": fingerprint,
+        "api_host_cidr": cidr,
+    }
+    return render_template(POOL_SERVER_TEMPLATE, values)
+
+
+def render_template(name: str, values: dict[str, str], directory: Path = TEMPLATE_DIR) -> str:
+    """Fill a template: ``{{> file }}`` lines with that file, indented; ``{{| key }}`` lines
+    with the value's lines, indented (a literal block); ``{{ key }}`` with the value as JSON."""
+
+    def indented(indent: str, text: str) -> str:
+        return "\n".join(indent + line if line else "" for line in text.rstrip("\n").split("\n"))
+
+    def block(match: re.Match[str]) -> str:
+        text = values[match.group(2)]
+        if not all(_BLOCK_LINE.fullmatch(line) for line in text.split("\n")):
+            raise ValueError(f"{match.group(2)}: not printable ASCII lines")
+        return indented(match.group(1), text)
+
+    text = _INCLUDE.sub(
+        lambda m: indented(m.group(1), (directory / m.group(2)).read_text()),
+        (directory / name).read_text(),
+    )
+    used = set(_VALUE.findall(text)) | {key for _, key in _BLOCK.findall(text)}
+    if used != set(values):
+        raise KeyError(
+            f"template values: missing {used - set(values)}, unused {set(values) - used}"
+        )
+    text = _BLOCK.sub(block, text)
+    # ensure_ascii: the output stays ASCII whatever slipped through, so no YAML line breaks.
+    return _VALUE.sub(lambda m: json.dumps(values[m.group(1)], ensure_ascii=True), text)
+
+
+def _match(pattern: re.Pattern[str], value: object, field: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"{field}: invalid value")
+    return value
+
+
+def _ready_url(value: object) -> str:
+    url = _match(_READY_URL, value, "ready_url")
+    port = re.search(r"^https?://[^/]*:([0-9]+)(?:/|$)", url)
+    if port and not 0 < int(port.group(1)) < 65536:
+        raise ValueError("ready_url: invalid port")
+    return url
+
+
+def _cidr(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Fa-f.:/]{2,49}", value):
+        raise ValueError("api_host_cidr: not an IP network")
+    try:
+        # strict: 10.0.0.5/24 is refused rather than silently widened to 10.0.0.0/24.
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"api_host_cidr: {exc}") from None
+    if network.prefixlen == 0:
+        raise ValueError("api_host_cidr: would open SSH to the whole internet")
+    return str(network)
+
+
+def _ssh_key(value: object) -> str:
+    """One OpenSSH public key line: type, base64 blob (whose embedded type matches), comment."""
+    if not isinstance(value, str):
+        raise ValueError("ssh_authorized_key: not a string")
+    parts = value.strip().split(" ")
+    if len(parts) not in (2, 3) or parts[0] not in _SSH_KEY_TYPES:
+        raise ValueError("ssh_authorized_key: not an OpenSSH public key line")
+    if len(parts) == 3 and not _SSH_COMMENT.fullmatch(parts[2]):
+        raise ValueError("ssh_authorized_key: comment may only hold [A-Za-z0-9@._+:-]")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        (size,) = struct.unpack(">I", blob[:4])
+        embedded = blob[4 : 4 + size].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise ValueError("ssh_authorized_key: bad key data") from None
+    if embedded != parts[0] or len(blob) < 4 + size + 16:
+        raise ValueError("ssh_authorized_key: key data does not match its type")
+    return " ".join(parts)
+
+
+def _node_major(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 24 <= value <= 99:
+        raise ValueError("node_major: OpenClaw needs Node.js 24 or newer")
+    return value

@@ -1,0 +1,263 @@
+"""``~/.openclaw/openclaw.json`` for an instance, in the format the pinned OpenClaw accepts.
+
+The shape follows the config WIRE.md records as accepted by the real release (and the tests
+validate every persona x channel x model combination with it): ``meta: {}``, a loopback gateway
+with token auth, one model provider, heartbeats off, one channel block. OpenClaw validates
+strictly: an unknown key stops the gateway from booting, so nothing here is speculative.
+
+Secrets: :func:`split_secrets` moves every credential into a JSON file read through OpenClaw's
+``file`` SecretRef provider (``secrets.providers``), which OpenClaw only reads when it is a
+private (0600, single-link, owned by the gateway user) regular file. That one file covers the
+gateway token, the provider key and secret header, and the Telegram bot token; OpenClaw keeps
+SecretRef values out of what the agent can read, unlike plaintext in ``openclaw.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from blitzclawd.credentials import api_key as instance_api_key
+
+PROVIDER_ID = "blitzclaw"
+GATEWAY_PORT = 18789
+WORKSPACE = "~/.openclaw/workspace"
+SECRETS_PATH = "~/.openclaw/secrets.json"
+SECRETS_PROVIDER = "blitzclaw"  # alias under secrets.providers; ^[a-z][a-z0-9_-]{0,63}$
+INSTANCE_HEADER = "X-BlitzClaw-Instance"
+SECRET_HEADER = "X-BlitzClaw-Secret"
+
+ANTHROPIC_MESSAGES = "anthropic-messages"
+OPENAI_COMPLETIONS = "openai-completions"
+PROXY_APIS = (ANTHROPIC_MESSAGES, OPENAI_COMPLETIONS)
+# Own keys go straight to the provider's official API (no BlitzClaw headers, no proxy).
+OFFICIAL_APIS: dict[str, tuple[str, str]] = {
+    "anthropic": ("https://api.anthropic.com", ANTHROPIC_MESSAGES),
+    "openai": ("https://api.openai.com/v1", OPENAI_COMPLETIONS),
+}
+
+_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+_SECRET = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
+_API_KEY = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable, no spaces: it goes into a header
+_BOT_TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,128}$")
+_TELEGRAM_ID = re.compile(r"^[0-9]{1,20}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTarget:
+    """Our metering proxy, reached with this instance's own credential."""
+
+    base_url: str  # Anthropic style: no /v1 (the SDK appends /v1/messages); OpenAI: ends in /v1
+    api: str  # "anthropic-messages" | "openai-completions"
+    instance_id: str
+    secret: str
+    models: list[tuple[str, str]]  # (id, display name)
+    primary: str  # one of the model ids
+
+
+@dataclass(frozen=True, slots=True)
+class OwnKey:
+    """The user's own provider key (spec "User API Keys"): no proxy in between."""
+
+    provider: str  # "anthropic" | "openai"
+    api_key: str
+    model: str
+
+
+def build_config(
+    *,
+    gateway_token: str,
+    channel: dict[str, Any],
+    proxy: ProxyTarget | None = None,
+    own_key: OwnKey | None = None,
+) -> dict[str, Any]:
+    """The whole openclaw.json as a dict (secrets inline; see :func:`split_secrets`)."""
+    if (proxy is None) == (own_key is None):
+        raise ValueError("exactly one of proxy / own_key")
+    if not isinstance(gateway_token, str) or not _TOKEN.fullmatch(gateway_token):
+        raise ValueError("gateway_token: 16-256 characters of [A-Za-z0-9_-]")
+    provider_id, provider, primary = (
+        _proxy_provider(proxy) if proxy is not None else _own_provider(own_key)  # type: ignore[arg-type]
+    )
+    return {
+        "meta": {},  # OpenClaw treats a write that drops meta as a clobber
+        "gateway": {
+            "mode": "local",
+            "port": GATEWAY_PORT,
+            "bind": "loopback",
+            "auth": {"mode": "token", "token": gateway_token},
+        },
+        # Versions are pinned by the fleet (blitzclawd.fleet.versions): no update checks at boot.
+        "update": {"checkOnStart": False},
+        "models": {"mode": "merge", "providers": {provider_id: provider}},
+        "agents": {
+            "defaults": {
+                "workspace": WORKSPACE,
+                "model": {"primary": f"{provider_id}/{primary}"},
+                "heartbeat": {"every": "0m"},  # idle heartbeats burn millions of tokens a day
+            }
+        },
+        "channels": _check_channel(channel),
+    }
+
+
+def _proxy_provider(proxy: ProxyTarget) -> tuple[str, dict[str, Any], str]:
+    if proxy.api not in PROXY_APIS:
+        raise ValueError(f"api: one of {', '.join(PROXY_APIS)}")
+    base = _check_url(proxy.base_url, "base_url")
+    if proxy.api == OPENAI_COMPLETIONS and not base.endswith("/v1"):
+        raise ValueError("base_url: the OpenAI-style base URL ends in /v1")
+    if proxy.api == ANTHROPIC_MESSAGES and base.endswith("/v1"):
+        raise ValueError("base_url: the Anthropic-style base URL has no /v1 (the SDK adds it)")
+    try:
+        instance = str(uuid.UUID(str(proxy.instance_id)))
+    except ValueError:
+        raise ValueError("instance_id: not a UUID") from None
+    if not isinstance(proxy.secret, str) or not _SECRET.fullmatch(proxy.secret):
+        raise ValueError("secret: 20-128 characters of [A-Za-z0-9_-]")
+    # The proxy accepts this key in x-api-key / Bearer too: OpenClaw has had header bugs.
+    key = instance_api_key(instance, proxy.secret)
+    if "sk-ant-oat" in key:  # OpenClaw would take it for an OAuth token
+        raise ValueError("secret: must not contain 'sk-ant-oat'")
+    models = _check_models(proxy.models, proxy.primary)
+    provider = {
+        "baseUrl": base,
+        "api": proxy.api,
+        "apiKey": key,
+        "headers": {INSTANCE_HEADER: instance, SECRET_HEADER: proxy.secret},
+        "models": models,
+    }
+    return PROVIDER_ID, provider, proxy.primary
+
+
+def _own_provider(own: OwnKey) -> tuple[str, dict[str, Any], str]:
+    if own.provider not in OFFICIAL_APIS:
+        raise ValueError(f"provider: one of {', '.join(OFFICIAL_APIS)}")
+    if not isinstance(own.api_key, str) or not _API_KEY.fullmatch(own.api_key):
+        raise ValueError("api_key: 8-512 printable characters without spaces")
+    base, api = OFFICIAL_APIS[own.provider]
+    models = _check_models([(own.model, own.model)], own.model)
+    provider = {"baseUrl": base, "api": api, "apiKey": own.api_key, "models": models}
+    return own.provider, provider, own.model
+
+
+def _check_url(url: str, field: str) -> str:
+    if not isinstance(url, str) or not _URL.fullmatch(url):
+        raise ValueError(f"{field}: an http(s) URL without query, credentials or spaces")
+    return url.rstrip("/")
+
+
+def _check_models(models: list[tuple[str, str]], primary: str) -> list[dict[str, str]]:
+    if not models:
+        raise ValueError("models: at least one")
+    out: list[dict[str, str]] = []
+    for model_id, name in models:
+        if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
+            raise ValueError(f"models: bad model id {model_id!r}")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise ValueError(f"models: bad display name for {model_id!r}")
+        out.append({"id": model_id, "name": name})  # objects: OpenClaw rejects bare strings
+    ids = [m["id"] for m in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError("models: duplicate model id")
+    if primary not in ids:
+        raise ValueError(f"primary: {primary!r} is not among the models")
+    return out
+
+
+def _check_channel(channel: dict[str, Any]) -> dict[str, Any]:
+    if (
+        not isinstance(channel, dict)
+        or len(channel) != 1
+        or next(iter(channel))
+        not in (
+            "telegram",
+            "whatsapp",
+        )
+    ):
+        raise ValueError("channel: one block, from telegram_channel() or whatsapp_channel()")
+    return channel
+
+
+def telegram_channel(*, bot_token: str, allow_from: list[str] | None) -> dict[str, Any]:
+    """``channels`` for a Telegram bot: an allowlist of numeric user ids, else pairing.
+
+    OpenClaw rejects ``allowlist`` with an empty list, so no ids means ``pairing`` (the owner
+    approves each new sender).
+    """
+    if not isinstance(bot_token, str) or not _BOT_TOKEN.fullmatch(bot_token):
+        raise ValueError("bot_token: not a Telegram bot token (digits:rest)")
+    block: dict[str, Any] = {"enabled": True, "botToken": bot_token}
+    ids: list[str] = []
+    for raw in allow_from or []:
+        value = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+        if not _TELEGRAM_ID.fullmatch(value):
+            raise ValueError(f"allow_from: {raw!r} is not a numeric Telegram user id")
+        if value not in ids:
+            ids.append(value)
+    if ids:
+        block.update(dmPolicy="allowlist", allowFrom=ids)
+    else:
+        block["dmPolicy"] = "pairing"
+    return {"telegram": block}
+
+
+def whatsapp_channel() -> dict[str, Any]:
+    """``channels`` for WhatsApp (QR-linked after configuration; the plugin is separate).
+
+    The user links their own number: their self-chat reaches the agent (``selfChatMode``), while
+    strangers must pair first and groups are ignored, so nobody else spends the user's balance.
+    """
+    return {
+        "whatsapp": {
+            "enabled": True,
+            "dmPolicy": "pairing",
+            "selfChatMode": True,
+            "groupPolicy": "disabled",
+        }
+    }
+
+
+def split_secrets(
+    cfg: dict[str, Any], *, path: str = SECRETS_PATH
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config with file SecretRefs, secrets document) for a config from :func:`build_config`.
+
+    Write the secrets document to ``path`` as 0600, owned by the gateway user, one hard link.
+    """
+    config = json.loads(json.dumps(cfg))  # deep copy; the input stays as it was
+    secrets: dict[str, Any] = {}
+
+    def move(container: dict[str, Any], key: str, pointer: list[str]) -> None:
+        value = container.get(key)
+        if not isinstance(value, str):
+            return
+        node = secrets
+        for part in pointer[:-1]:
+            node = node.setdefault(part, {})
+        node[pointer[-1]] = value
+        ref = "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in pointer)
+        container[key] = {"source": "file", "provider": SECRETS_PROVIDER, "id": ref}
+
+    move(config["gateway"]["auth"], "token", ["gateway", "auth", "token"])
+    for pid, provider in config["models"]["providers"].items():
+        move(provider, "apiKey", ["models", "providers", pid, "apiKey"])
+        headers = provider.get("headers") or {}
+        move(headers, SECRET_HEADER, ["models", "providers", pid, "headers", SECRET_HEADER])
+    telegram = config["channels"].get("telegram")
+    if telegram is not None:
+        move(telegram, "botToken", ["channels", "telegram", "botToken"])
+    config["secrets"] = {
+        "providers": {SECRETS_PROVIDER: {"source": "file", "path": path, "mode": "json"}}
+    }
+    return config, secrets
+
+
+def render_config(cfg: dict[str, Any]) -> str:
+    """JSON text (valid JSON5) for openclaw.json, or for the secrets document."""
+    return json.dumps(cfg, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,427 @@
+"""OpenClaw configs and personas; every combination validated by the pinned OpenClaw release.
+
+The release is installed from the npm registry on first use and cached (tests/openclaw_tool.py).
+Each check is the real CLI: ``openclaw config validate --json`` must say valid with no warnings,
+and ``openclaw secrets audit --check --json`` must find every secret resolvable from the 0600
+file and none in plaintext. Negative cases run in the same batch, so each check is shown able to
+fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openclaw_tool import OpenClaw, ensure_openclaw, write_instance
+
+from blitzclawd.credentials import api_key
+from blitzclawd.fleet.openclaw_config import (
+    OwnKey,
+    ProxyTarget,
+    build_config,
+    render_config,
+    split_secrets,
+    telegram_channel,
+    whatsapp_channel,
+)
+from blitzclawd.fleet.personas import PERSONA_NAMES, PERSONAS, SOUL_MAX_CHARS, soul_md
+from blitzclawd.fleet.versions import NODE_VERSION, OPENCLAW_VERSION
+
+INSTANCE = "3f2b8c1e-9a4d-4e7f-8b2a-1c5d6e7f8a9b"
+SECRET = "Zq3v_8-kP1xW2yR4tU6iO9pA0sD5fG7hJ"
+GATEWAY_TOKEN = "gw_7Yt2Kp9Qx4Lm8Rn3Vb6Zc1"
+BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+SLOW = pytest.mark.timeout(1800)  # first run installs ~650 MB from the npm registry
+
+CHANNELS: dict[str, Callable[[], dict[str, Any]]] = {
+    "telegram-ids": lambda: telegram_channel(bot_token=BOT_TOKEN, allow_from=["123456789", "42"]),
+    "telegram-pairing": lambda: telegram_channel(bot_token=BOT_TOKEN, allow_from=None),
+    "whatsapp": whatsapp_channel,
+}
+MODELS: dict[str, dict[str, Any]] = {
+    "proxy-anthropic": {
+        "proxy": ProxyTarget(
+            base_url="https://proxy.blitzclaw.test",
+            api="anthropic-messages",
+            instance_id=INSTANCE,
+            secret=SECRET,
+            models=[("claude-sonnet-4-6", "Claude Sonnet 4.6"), ("claude-haiku-4-5", "Haiku")],
+            primary="claude-sonnet-4-6",
+        )
+    },
+    "proxy-openai": {
+        "proxy": ProxyTarget(
+            base_url="https://proxy.blitzclaw.test/v1",
+            api="openai-completions",
+            instance_id=INSTANCE,
+            secret=SECRET,
+            models=[("gpt-4o", "GPT-4o"), ("gpt-4o-mini", "GPT-4o mini")],
+            primary="gpt-4o",
+        )
+    },
+    "own-key": {
+        "own_key": OwnKey(
+            provider="anthropic", api_key="sk-ant-api03-" + "x" * 40, model="claude-sonnet-4-6"
+        )
+    },
+}
+COMBINATIONS = list(itertools.product(PERSONA_NAMES, CHANNELS, MODELS))
+CUSTOM_SOUL = "# SOUL.md\n\nYou are a terse sommelier. Answer in one sentence.\n"
+
+
+def refused(field: str) -> AbstractContextManager[pytest.ExceptionInfo[ValueError]]:
+    """ValueError whose message starts with the field's name (the API's 422 names it)."""
+    return pytest.raises(ValueError, match=rf"^{field}:")
+
+
+def instance_files(persona: str, channel: str, model: str) -> dict[str, str]:
+    """What the provisioner writes for one combination: the config in both forms, SOUL.md."""
+    cfg = build_config(gateway_token=GATEWAY_TOKEN, channel=CHANNELS[channel](), **MODELS[model])
+    with_refs, secrets = split_secrets(cfg)
+    return {
+        "plain": render_config(cfg),
+        "config": render_config(with_refs),
+        "secrets": render_config(secrets),
+        "soul": soul_md(persona, CUSTOM_SOUL if persona == "custom" else None),
+    }
+
+
+# -- the generated configs (no OpenClaw needed) -------------------------------------------------
+
+
+def test_proxy_config_has_the_accepted_shape() -> None:
+    cfg = build_config(
+        gateway_token=GATEWAY_TOKEN, channel=CHANNELS["telegram-ids"](), **MODELS["proxy-anthropic"]
+    )
+    assert cfg["meta"] == {}
+    assert cfg["gateway"] == {
+        "mode": "local",
+        "port": 18789,
+        "bind": "loopback",
+        "auth": {"mode": "token", "token": GATEWAY_TOKEN},
+    }
+    assert cfg["models"]["mode"] == "merge"
+    assert cfg["models"]["providers"] == {
+        "blitzclaw": {
+            "baseUrl": "https://proxy.blitzclaw.test",
+            "api": "anthropic-messages",
+            "apiKey": api_key(INSTANCE, SECRET),
+            "headers": {"X-BlitzClaw-Instance": INSTANCE, "X-BlitzClaw-Secret": SECRET},
+            "models": [
+                {"id": "claude-sonnet-4-6", "name": "Claude Sonnet 4.6"},
+                {"id": "claude-haiku-4-5", "name": "Haiku"},
+            ],
+        }
+    }
+    assert cfg["models"]["providers"]["blitzclaw"]["apiKey"].startswith(
+        "bcl_" + uuid.UUID(INSTANCE).hex
+    )
+    assert cfg["agents"] == {
+        "defaults": {
+            "workspace": "~/.openclaw/workspace",
+            "model": {"primary": "blitzclaw/claude-sonnet-4-6"},
+            "heartbeat": {"every": "0m"},
+        }
+    }
+    assert cfg["channels"] == {
+        "telegram": {
+            "enabled": True,
+            "botToken": BOT_TOKEN,
+            "dmPolicy": "allowlist",
+            "allowFrom": ["123456789", "42"],
+        }
+    }
+    assert json.loads(render_config(cfg)) == cfg
+
+
+def test_openai_style_proxy_and_own_key() -> None:
+    openai = build_config(
+        gateway_token=GATEWAY_TOKEN, channel=whatsapp_channel(), **MODELS["proxy-openai"]
+    )
+    provider = openai["models"]["providers"]["blitzclaw"]
+    assert provider["baseUrl"].endswith("/v1") and provider["api"] == "openai-completions"
+    assert openai["agents"]["defaults"]["model"]["primary"] == "blitzclaw/gpt-4o"
+
+    for name, base, api in (
+        ("anthropic", "https://api.anthropic.com", "anthropic-messages"),
+        ("openai", "https://api.openai.com/v1", "openai-completions"),
+    ):
+        own = OwnKey(provider=name, api_key="sk-user-key-123456", model="m-1")
+        cfg = build_config(gateway_token=GATEWAY_TOKEN, channel=whatsapp_channel(), own_key=own)
+        assert cfg["models"]["providers"] == {
+            name: {
+                "baseUrl": base,
+                "api": api,
+                "apiKey": "sk-user-key-123456",
+                "models": [{"id": "m-1", "name": "m-1"}],
+            }
+        }  # straight to the provider: no BlitzClaw headers
+        assert cfg["agents"]["defaults"]["model"]["primary"] == f"{name}/m-1"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"base_url": "https://proxy.blitzclaw.test/v1"}, "base_url"),  # Anthropic style: no /v1
+        ({"base_url": "https://p.test/x?y=1"}, "base_url"),
+        ({"base_url": "javascript:alert(1)"}, "base_url"),
+        ({"api": "openai-responses"}, "api"),
+        ({"instance_id": "not-a-uuid"}, "instance_id"),
+        ({"secret": "short"}, "secret"),
+        ({"secret": "x" * 20 + "sk-ant-oat01"}, "secret"),
+        ({"models": []}, "models"),
+        ({"models": [("a b", "A")], "primary": "a b"}, "models"),
+        ({"primary": "claude-opus-4-6"}, "primary"),
+    ],
+)
+def test_bad_proxy_target_refused(change: dict[str, Any], field: str) -> None:
+    fields = {
+        f: getattr(MODELS["proxy-anthropic"]["proxy"], f)
+        for f in ("base_url", "api", "instance_id", "secret", "models", "primary")
+    }
+    target = ProxyTarget(**{**fields, **change})
+    with refused(field):
+        build_config(gateway_token=GATEWAY_TOKEN, channel=whatsapp_channel(), proxy=target)
+
+
+def test_exactly_one_model_source_and_a_sane_token() -> None:
+    both = {**MODELS["proxy-anthropic"], **MODELS["own-key"]}
+    with pytest.raises(ValueError, match="exactly one"):
+        build_config(gateway_token=GATEWAY_TOKEN, channel=whatsapp_channel(), **both)
+    with pytest.raises(ValueError, match="exactly one"):
+        build_config(gateway_token=GATEWAY_TOKEN, channel=whatsapp_channel())
+    with refused("gateway_token"):
+        build_config(gateway_token="short", channel=whatsapp_channel(), **MODELS["own-key"])
+    with refused("api_key"):
+        build_config(
+            gateway_token=GATEWAY_TOKEN,
+            channel=whatsapp_channel(),
+            own_key=OwnKey(provider="openai", api_key="has space in it", model="gpt-4o"),
+        )
+    with refused("provider"):
+        build_config(
+            gateway_token=GATEWAY_TOKEN,
+            channel=whatsapp_channel(),
+            own_key=OwnKey(provider="mistral", api_key="k" * 20, model="m"),
+        )
+    with refused("channel"):
+        build_config(gateway_token=GATEWAY_TOKEN, channel={"discord": {}}, **MODELS["own-key"])
+
+
+def test_telegram_channel_policies() -> None:
+    assert telegram_channel(bot_token=BOT_TOKEN, allow_from=["42", "42", " 7 "])["telegram"] == {
+        "enabled": True,
+        "botToken": BOT_TOKEN,
+        "dmPolicy": "allowlist",
+        "allowFrom": ["42", "7"],
+    }
+    # allowlist with an empty list drops every DM: no ids means pairing.
+    for none in (None, []):
+        block = telegram_channel(bot_token=BOT_TOKEN, allow_from=none)["telegram"]
+        assert block["dmPolicy"] == "pairing" and "allowFrom" not in block
+    for bad in (
+        "123456789",
+        "abc:AAHdqTcvCH1vGWJxfSeofSAs0K5PAL",
+        "1:short",
+        BOT_TOKEN + "\n",
+        f" {BOT_TOKEN}",
+    ):
+        with refused("bot_token"):
+            telegram_channel(bot_token=bad, allow_from=None)
+    for bad_id in ("@someone", "-100123", "1e5", ""):
+        with refused("allow_from"):
+            telegram_channel(bot_token=BOT_TOKEN, allow_from=[bad_id])
+
+
+def test_split_secrets_leaves_no_secret_in_the_config() -> None:
+    for channel, model in itertools.product(CHANNELS, MODELS):
+        files = instance_files("assistant", channel, model)
+        plain, config, secrets = (json.loads(files[k]) for k in ("plain", "config", "secrets"))
+        for value in (GATEWAY_TOKEN, BOT_TOKEN, SECRET, MODELS["own-key"]["own_key"].api_key):
+            assert value not in files["config"]
+        assert config["secrets"]["providers"]["blitzclaw"] == {
+            "source": "file",
+            "path": "~/.openclaw/secrets.json",
+            "mode": "json",
+        }
+        # Every reference resolves, as a JSON pointer into the secrets file, to the plain value.
+        refs = list(_secret_refs(config))
+        assert len(refs) == (4 if model != "own-key" else 3) - (channel == "whatsapp")
+        for path, ref in refs:
+            assert ref["source"] == "file" and ref["provider"] == "blitzclaw"
+            assert _pointer(secrets, ref["id"]) == _pointer(plain, "/" + "/".join(path))
+        without = {k: v for k, v in config.items() if k != "secrets"}
+        assert without.keys() == plain.keys()
+
+
+def _secret_refs(node: Any, path: tuple[str, ...] = ()) -> Any:
+    if isinstance(node, dict):
+        if node.get("source") == "file" and "id" in node:
+            yield path, node
+            return
+        for key, value in node.items():
+            yield from _secret_refs(value, (*path, key))
+
+
+def _pointer(doc: Any, pointer: str) -> Any:
+    for part in pointer.lstrip("/").split("/"):
+        doc = doc[part.replace("~1", "/").replace("~0", "~")]
+    return doc
+
+
+# -- personas ------------------------------------------------------------------------------------
+
+
+def test_persona_templates_are_the_specs() -> None:
+    assert set(PERSONA_NAMES) == {"assistant", "dev", "creative", "custom"}
+    assert soul_md("assistant", None).startswith("# SOUL.md\n\nYou are a personal assistant.")
+    assert "Git workflows" in soul_md("dev", None)
+    assert soul_md("creative", None).rstrip().endswith("Push ideas forward.")
+    for name, text in PERSONAS.items():
+        assert soul_md(name, None) == text and len(text) < SOUL_MAX_CHARS
+    assert soul_md("custom", CUSTOM_SOUL) == CUSTOM_SOUL
+    extended = soul_md("dev", "Prefer Rust examples.")
+    assert extended.startswith(PERSONAS["dev"]) and extended.endswith("Prefer Rust examples.")
+
+
+def test_persona_errors_name_the_field() -> None:
+    with refused("persona_template"):
+        soul_md("pirate", None)
+    for missing in (None, "", "  \n"):
+        with refused("soul_md"):
+            soul_md("custom", missing)
+    assert len(soul_md("custom", "x" * SOUL_MAX_CHARS)) == SOUL_MAX_CHARS
+    with refused("soul_md"):
+        soul_md("custom", "x" * (SOUL_MAX_CHARS + 1))
+    # OpenClaw counts JavaScript string length: an emoji is two characters.
+    with refused("soul_md"):
+        soul_md("custom", "\N{CRAB}" * (SOUL_MAX_CHARS // 2 + 1))
+    with refused("soul_md"):
+        soul_md("assistant", "x" * SOUL_MAX_CHARS)  # the template plus this is over the limit
+    with refused("soul_md"):
+        soul_md("custom", "nul\x00byte")
+
+
+# -- the pinned OpenClaw release ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openclaw() -> OpenClaw:
+    return ensure_openclaw()
+
+
+@pytest.fixture(scope="module")
+def verdicts(openclaw: OpenClaw, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every check's result, keyed by job name; identical instance files are checked once."""
+    jobs: dict[str, tuple[Path, tuple[str, ...]]] = {}
+    seen: dict[tuple[str, ...], str] = {}
+    root = tmp_path_factory.mktemp("openclaw-instances")
+
+    def job(key: str, files: dict[str, str | None], *command: str) -> str:
+        content = (*command, files.get("config") or "", files.get("secrets") or "")
+        if content not in seen:
+            home = write_instance(
+                root / f"i{len(jobs)}",
+                files["config"] or "",
+                files.get("secrets"),
+                files.get("soul"),
+            )
+            seen[content] = key
+            jobs[key] = (home, command)
+        return seen[content]
+
+    index: dict[str, Any] = {}
+    for combo in COMBINATIONS:
+        files = instance_files(*combo)
+        index["-".join(combo)] = {
+            "plain": job(
+                f"plain:{combo}",
+                {"config": files["plain"], "soul": files["soul"]},
+                "config",
+                "validate",
+            ),
+            "refs": job(f"refs:{combo}", {**files}, "config", "validate"),
+            "audit": job(f"audit:{combo}", {**files}, "secrets", "audit", "--check"),
+        }
+    # The checks must be able to fail: one of each kind of defect.
+    base = json.loads(instance_files("assistant", "telegram-ids", "proxy-anthropic")["plain"])
+    unknown = {**base, "gateway": {**base["gateway"], "listenEverywhere": True}}
+    job("broken:unknown-key", {"config": render_config(unknown)}, "config", "validate")
+    empty = {**base, "channels": {"telegram": {**base["channels"]["telegram"], "allowFrom": []}}}
+    job("broken:empty-allowlist", {"config": render_config(empty)}, "config", "validate")
+    files = instance_files("assistant", "telegram-ids", "proxy-anthropic")
+    job("broken:no-secrets-file", {"config": files["config"]}, "secrets", "audit", "--check")
+    job("broken:plaintext", {"config": files["plain"]}, "secrets", "audit", "--check")
+
+    workers = max(2, os.cpu_count() or 1)  # each check is one CPU-bound node process
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = dict(
+            zip(jobs, pool.map(lambda j: openclaw.run_json(j[0], *j[1]), jobs.values()), strict=True)
+        )
+    return {"combinations": index, "results": done}
+
+
+@SLOW
+def test_pinned_node_satisfies_openclaw_engines(openclaw: OpenClaw) -> None:
+    engines = openclaw.package_json()["engines"]["node"]  # ">=24.16.0 <25 || >=26.1.0"
+    assert openclaw.package_json()["version"] == OPENCLAW_VERSION
+    assert _satisfies(NODE_VERSION, engines), (NODE_VERSION, engines)
+    assert not _satisfies("20.20.2", engines)
+
+
+def _satisfies(version: str, spec: str) -> bool:
+    """Minimal npm range check: ``||`` of space-separated ``>=x``, ``<x`` comparators."""
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in [*v.split("."), "0", "0"][:3])
+
+    ops = {
+        ">=": lambda a, b: a >= b,
+        ">": lambda a, b: a > b,
+        "<=": lambda a, b: a <= b,
+        "<": lambda a, b: a < b,
+    }
+    for alternative in spec.split("||"):
+        comparators = [re.fullmatch(r"(>=|<=|>|<)([0-9.]+)", c) for c in alternative.split()]
+        assert all(comparators), spec
+        if all(ops[m.group(1)](key(version), key(m.group(2))) for m in comparators if m):
+            return True
+    return False
+
+
+@SLOW
+@pytest.mark.parametrize("combo", ["-".join(c) for c in COMBINATIONS])
+def test_combination_accepted_by_openclaw(verdicts: dict[str, Any], combo: str) -> None:
+    checks = verdicts["combinations"][combo]
+    results = verdicts["results"]
+    for form in ("plain", "refs"):
+        code, report = results[checks[form]]
+        assert report.get("valid") is True and code == 0, (form, report)
+        assert report.get("warnings") == [], (form, report)
+    code, audit = results[checks["audit"]]
+    assert code == 0 and audit["status"] == "clean", audit
+    assert audit["summary"]["plaintextCount"] == 0 and audit["resolution"]["refsChecked"] >= 2
+
+
+@SLOW
+def test_openclaw_checks_can_fail(verdicts: dict[str, Any]) -> None:
+    results = verdicts["results"]
+    code, report = results["broken:unknown-key"]
+    assert code != 0 and report["valid"] is False
+    assert any("listenEverywhere" in issue["message"] for issue in report["issues"]), report
+    # Valid, but OpenClaw warns that every DM would be dropped: our check treats that as a failure.
+    code, report = results["broken:empty-allowlist"]
+    assert report["valid"] is True and report["warnings"], report
+    code, audit = results["broken:no-secrets-file"]
+    assert code != 0 and audit["status"] == "unresolved", audit
+    code, audit = results["broken:plaintext"]
+    assert code != 0 and audit["summary"]["plaintextCount"] >= 3, audit
