@@ -101,7 +101,7 @@ def ensure_openclaw(
     if found:
         return found
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / f"openclaw-{version}.lock"):
+    with cache_lock(cache / f"openclaw-{version}.lock"):
         found = _installed(final, version, node_version)  # another process may have finished
         if found:
             return found
@@ -130,9 +130,10 @@ def _installed(root: Path, version: str, node_version: str) -> OpenClaw | None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def cache_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Exclusive across processes (flock), so concurrent test runs install a cache once."""
     with open(path, "a") as lock:
-        deadline = time.monotonic() + LOCK_TIMEOUT
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

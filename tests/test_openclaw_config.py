@@ -1,14 +1,18 @@
 """OpenClaw configs and personas; every combination validated by the pinned OpenClaw release.
 
 The release is installed from the npm registry on first use and cached (tests/openclaw_tool.py).
-Each check is the real CLI: ``openclaw config validate --json`` must say valid with no warnings,
-and ``openclaw secrets audit --check --json`` must find every secret resolvable from the 0600
-file and none in plaintext. Negative cases run in the same batch, so each check is shown able to
-fail.
+Each check is the real CLI: ``openclaw config validate --json`` must say valid with no warnings
+(for the plain config and for the one whose secrets are SecretRefs), and ``openclaw secrets audit
+--check --json`` must find every secret resolvable from the 0600 file and none in plaintext.
+All persona x channel x model combinations are laid out as instance files; the persona only
+changes SOUL.md, so identical config files are checked once (one node process each, run in
+parallel). Negative cases run in the same batch, so each check is shown able to fail. Finally a
+real agent turn runs through the daemon's proxy with the generated files.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -362,10 +366,12 @@ def verdicts(openclaw: OpenClaw, tmp_path_factory: pytest.TempPathFactory) -> di
     job("broken:no-secrets-file", {"config": files["config"]}, "secrets", "audit", "--check")
     job("broken:plaintext", {"config": files["plain"]}, "secrets", "audit", "--check")
 
-    workers = max(2, os.cpu_count() or 1)  # each check is one CPU-bound node process
+    workers = min(4, max(2, os.cpu_count() or 1))  # each check is one CPU-bound node process
     with ThreadPoolExecutor(max_workers=workers) as pool:
         done = dict(
-            zip(jobs, pool.map(lambda j: openclaw.run_json(j[0], *j[1]), jobs.values()), strict=True)
+            zip(
+                jobs, pool.map(lambda j: openclaw.run_json(j[0], *j[1]), jobs.values()), strict=True
+            )
         )
     return {"combinations": index, "results": done}
 
@@ -425,3 +431,45 @@ def test_openclaw_checks_can_fail(verdicts: dict[str, Any]) -> None:
     assert code != 0 and audit["status"] == "unresolved", audit
     code, audit = results["broken:plaintext"]
     assert code != 0 and audit["summary"]["plaintextCount"] >= 3, audit
+
+
+@SLOW
+@pytest.mark.parametrize(
+    ("api", "base", "model"),
+    [("anthropic-messages", "", "claude-sonnet-4-6"), ("openai-completions", "/v1", "gpt-4o")],
+    ids=["anthropic", "openai"],
+)
+async def test_real_agent_turn_through_the_proxy(
+    openclaw: OpenClaw, proxy_env: Any, tmp_path: Path, api: str, base: str, model: str
+) -> None:
+    """The generated files drive a real OpenClaw agent turn through our metering proxy: the
+    SecretRefs resolve from the 0600 file, the proxy accepts the instance credential and
+    charges it, and the persona reaches the model as part of the system prompt."""
+    inst = proxy_env.instance
+    target = ProxyTarget(
+        base_url=proxy_env.url + base,
+        api=api,
+        instance_id=inst.id,
+        secret=inst.secret,
+        models=[(model, model)],
+        primary=model,
+    )
+    channel = telegram_channel(bot_token=BOT_TOKEN, allow_from=None)
+    config, secrets = split_secrets(
+        build_config(gateway_token=GATEWAY_TOKEN, channel=channel, proxy=target)
+    )
+    home = write_instance(tmp_path, render_config(config), render_config(secrets), PERSONAS["dev"])
+    before = await proxy_env.balance()
+
+    done = await asyncio.to_thread(
+        openclaw.run, home, "agent", "--local", "-m", "Say hi", "--json", timeout=240
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    start = done.stdout.find("{")
+    report, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
+    assert report["meta"]["executionTrace"]["winnerProvider"] == "blitzclaw", report
+    (upstream,) = [r for r in proxy_env.fake.requests if r.json and r.json.get("model") == model]
+    assert "You are a technical assistant for developers." in json.dumps(upstream.json)
+    await proxy_env.settled()
+    assert await proxy_env.balance() < before  # metered against this instance

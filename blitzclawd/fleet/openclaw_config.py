@@ -77,13 +77,14 @@ def build_config(
     own_key: OwnKey | None = None,
 ) -> dict[str, Any]:
     """The whole openclaw.json as a dict (secrets inline; see :func:`split_secrets`)."""
-    if (proxy is None) == (own_key is None):
+    if proxy is not None and own_key is None:
+        provider_id, provider, primary = _proxy_provider(proxy)
+    elif own_key is not None and proxy is None:
+        provider_id, provider, primary = _own_provider(own_key)
+    else:
         raise ValueError("exactly one of proxy / own_key")
     if not isinstance(gateway_token, str) or not _TOKEN.fullmatch(gateway_token):
         raise ValueError("gateway_token: 16-256 characters of [A-Za-z0-9_-]")
-    provider_id, provider, primary = (
-        _proxy_provider(proxy) if proxy is not None else _own_provider(own_key)  # type: ignore[arg-type]
-    )
     return {
         "meta": {},  # OpenClaw treats a write that drops meta as a clobber
         "gateway": {
