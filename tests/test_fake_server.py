@@ -25,13 +25,16 @@ def public(key: asyncssh.SSHKey) -> str:
 
 
 async def connect(
-    server: FakeServer, key: asyncssh.SSHKey = CLIENT_KEY, host_key: str | None = None
+    server: FakeServer,
+    key: asyncssh.SSHKey = CLIENT_KEY,
+    host_key: str | None = None,
+    username: str = "root",
 ) -> asyncssh.SSHClientConnection:
     line = host_key or server.host_key_line
     return await asyncssh.connect(
         server.host,
         server.port,
-        username="root",
+        username=username,
         client_keys=[key],
         known_hosts=asyncssh.import_known_hosts(f"[{server.host}]:{server.port} {line}"),
         agent_path=None,
@@ -156,11 +159,14 @@ async def test_unknown_commands_and_shell_syntax(tmp_path: Path) -> None:
 async def test_gateway_refuses_bad_configs(tmp_path: Path) -> None:
     async with running(tmp_path / "home") as (server, conn):
         assert await sh(conn, "systemctl is-active openclaw-gateway") == (3, "inactive\n", "")
-        for text in (None, "{not json", json.dumps({"gateway": {"mode": "remote"}}), "[]"):
-            if text is not None:
-                await write_config(conn, text)
-            code, _, err = await sh(conn, "systemctl restart openclaw-gateway")
-            assert code == 1 and "failed" in err, text
+        # No config yet (a pool server): the unit's condition keeps it down, and that is no error.
+        assert await sh(conn, "systemctl restart openclaw-gateway") == (0, "", "")
+        assert await sh(conn, "systemctl is-active openclaw-gateway") == (3, "inactive\n", "")
+        assert "unmet condition check" in server.journal[-1]
+        for text in ("{not json", json.dumps({"gateway": {"mode": "remote"}}), "[]"):
+            await write_config(conn, text)
+            # Type=simple: the restart job succeeds; the gateway then exits 78
+            assert await sh(conn, "systemctl restart openclaw-gateway") == (0, "", "")
             assert await sh(conn, "systemctl is-active openclaw-gateway") == (3, "failed\n", "")
             assert "status=78/CONFIG" in server.journal[-2]
             code, _, err = await sh(conn, READYZ)
@@ -181,7 +187,7 @@ async def test_gateway_lifecycle_and_health(tmp_path: Path) -> None:
         code, out, _ = await sh(conn, "openclaw health --json")
         assert code == 0
         assert json.loads(out)["channels"] == {"telegram": {"configured": True, "ok": True}}
-        assert await sh(conn, "openclaw --version") == (0, "2026.9.6\n", "")
+        assert await sh(conn, "openclaw --version") == (0, "OpenClaw 2026.9.6 (fake)\n", "")
 
         server.channels_ok = False  # a broken channel: alive but not ready
         code, _, err = await sh(conn, READYZ)
@@ -196,6 +202,8 @@ async def test_gateway_lifecycle_and_health(tmp_path: Path) -> None:
         assert await sh(conn, "systemctl stop openclaw-gateway") == (0, "", "")
         assert server.gateway_state == "inactive"
         assert (await sh(conn, READYZ))[0] == 7
+        assert await sh(conn, "systemctl try-restart openclaw-gateway") == (0, "", "")
+        assert server.gateway_state == "inactive"  # try-restart leaves a stopped unit alone
         code, _, err = await sh(conn, "systemctl restart nginx")
         assert code == 5 and "not found" in err
 
@@ -274,3 +282,39 @@ async def test_only_authorized_keys_and_the_pinned_host_key(tmp_path: Path) -> N
         assert server.logins == 2  # one per connection, however many commands
         assert server.host_key_line.startswith("ssh-ed25519 AAAA")
         assert len(server.host_key_line.split()) == 2
+
+
+async def test_an_unprivileged_user_needs_the_exact_sudo_rule(tmp_path: Path) -> None:
+    rules = [f"/usr/bin/systemctl {verb} openclaw-gateway.service" for verb in ("start", "restart")]
+    home = tmp_path / "home"
+    async with FakeServer(
+        "bc-test",
+        "127.0.0.1",
+        0,
+        home=home,
+        user_keys={"openclaw": [public(CLIENT_KEY)]},
+        sudo_rules=rules,
+    ) as server:
+        with pytest.raises(asyncssh.PermissionDenied):  # the key is openclaw's, not root's
+            await connect(server)
+        async with await connect(server, username="openclaw") as conn:
+            async with conn.start_sftp_client() as sftp:
+                assert await sftp.realpath(".") == "/home/openclaw"
+                await sftp.makedirs("/home/openclaw/.openclaw")
+                async with sftp.open("/home/openclaw/.openclaw/openclaw.json", "w") as f:
+                    await f.write(json.dumps(CONFIG))
+                with pytest.raises(asyncssh.SFTPPermissionDenied):
+                    await sftp.open("/root/.bashrc")
+            code, _, err = await sh(conn, "systemctl restart openclaw-gateway.service")
+            assert code == 1 and "Access denied" in err
+            code, _, err = await sh(conn, "sudo systemctl restart openclaw-gateway")  # no .service
+            assert code == 1 and "is not allowed to execute" in err
+            code, _, err = await sh(conn, "sudo -n systemctl stop openclaw-gateway.service")
+            assert code == 1 and "/usr/bin/systemctl stop" in err  # not among the rules
+            assert server.gateway_state == "inactive"
+            restart = "sudo -n systemctl restart openclaw-gateway.service"
+            assert await sh(conn, restart) == (0, "", "")
+            assert await sh(conn, "systemctl is-active openclaw-gateway") == (0, "active\n", "")
+            assert (await sh(conn, "cat ~/.openclaw/openclaw.json"))[0] == 0
+            assert (await sh(conn, "journalctl -u openclaw-gateway -n 1 --no-pager"))[0] == 0
+    assert json.loads((home / ".openclaw/openclaw.json").read_text()) == CONFIG

@@ -87,13 +87,15 @@ async def ready_endpoint() -> AsyncIterator[ReadyEndpoint]:
         await runner.cleanup()
 
 
-async def ssh(info: ServerInfo, port: int, host_key: str) -> asyncssh.SSHClientConnection:
+async def ssh(
+    info: ServerInfo, port: int, host_key: str, username: str = "root"
+) -> asyncssh.SSHClientConnection:
     """A connection that trusts exactly `host_key` for this server."""
     known = asyncssh.import_known_hosts(f"[{info.ipv4}]:{port} {host_key}")
     return await asyncssh.connect(
         info.ipv4,
         port,
-        username="root",
+        username=username,
         client_keys=[CLIENT_KEY],
         known_hosts=known,
         agent_path=None,
@@ -291,8 +293,8 @@ async def test_ready_callback_reports_the_host_key_ssh_presents(fake: FakeHetzne
         assert first["authorization"] == f"Bearer {SECRET}"
         assert first["server_name"] == "bc-1"
         assert [c.status for c in fake.ready_calls] == [503, 200]
-        host_key = first["host_key"]
-        assert host_key.startswith("ssh-ed25519 AAAA")
+        host_key = first["host_key"]  # the .pub file's line: type, key, comment
+        assert host_key.startswith("ssh-ed25519 AAAA") and host_key.endswith(" root@bc-1")
         async with await ssh(info, fake.ssh_port, host_key) as conn:
             assert (await conn.run("echo pinned", check=True)).stdout == "pinned\n"
         impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
@@ -366,3 +368,26 @@ async def test_the_fake_speaks_hcloud_unchanged(fake: FakeHetzner) -> None:
             raise AssertionError("an invalid selector must be refused")
 
     await asyncio.to_thread(exercise)
+
+
+async def test_logins_and_sudo_follow_the_user_data(fake: FakeHetzner) -> None:
+    user_data = (
+        "#cloud-config\n"
+        "users:\n"
+        "  - default\n"
+        "  - name: openclaw\n"
+        "    shell: /bin/bash\n"
+        "    ssh_authorized_keys:\n"
+        f'      - "{CLIENT_KEY.export_public_key().decode().strip()}"\n'
+        '    sudo: "ALL=(root) NOPASSWD: /usr/bin/systemctl restart openclaw-gateway.service,\n'
+        '      /usr/bin/systemctl stop openclaw-gateway.service"\n'
+    )
+    hetzner = provider(fake, ssh_keys=())  # no project key: root has none
+    info = await hetzner.create(name="bc-1", user_data=user_data, labels={})
+    host_key = (await asyncio.wait_for(fake.wait_booted("bc-1"), 10)).ssh.host_key_line
+    with pytest.raises(asyncssh.PermissionDenied):
+        await ssh(info, fake.ssh_port, host_key)
+    async with await ssh(info, fake.ssh_port, host_key, username="openclaw") as conn:
+        allowed = await conn.run("sudo -n systemctl restart openclaw-gateway.service")
+        refused = await conn.run("sudo -n systemctl start openclaw-gateway.service")
+        assert (allowed.exit_status, refused.exit_status) == (0, 1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ class HetznerProvider:
         )
         self._slots = asyncio.Semaphore(max_concurrency)
         self._rate: RateLimit | None = None
+        self._pause_logged = -math.inf
         self._type_cache: tuple[float, BoundServerType | None] | None = None
         self._observe_rate_limit()
 
@@ -276,7 +278,9 @@ class HetznerProvider:
             if self._rate is not None:
                 pause = self._rate.pause(time.monotonic())
                 if pause > 0:
-                    log.warning("hetzner: rate limit nearly spent, waiting %.1f s", pause)
+                    if time.monotonic() - self._pause_logged > 60:  # once a minute, not per call
+                        self._pause_logged = time.monotonic()
+                        log.warning("hetzner: rate limit nearly spent, waiting %.1f s", pause)
                     await asyncio.sleep(pause)
             return await asyncio.to_thread(self._guarded, what, fn, *args)
 

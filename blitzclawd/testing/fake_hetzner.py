@@ -8,9 +8,11 @@
 Each created server gets the next loopback address (127.0.1.1, 127.0.1.2, ...) as its
 `public_net.ipv4.ip` and a FakeServer (fake_server.py) listening there on `fake.ssh_port`, one
 port for all of them, so a client connects to `<ipv4>:<ssh_port>`. Boot: once the server is
-running (and `boot_delay` later) the fake "runs cloud-init": SSH comes up, then it POSTs
-`{"server_name", "host_key"}` to the `BLITZCLAW_READY_URL=` line of the user data with
-`Authorization: Bearer <BLITZCLAW_SERVER_SECRET=>`, retrying non-2xx answers a few times.
+running (and `boot_delay` later) the fake "runs cloud-init": SSH comes up (sudo allowing what
+the user data's `sudo:` line allows), then it POSTs `{"server_name", "host_key"}` to the
+`BLITZCLAW_READY_URL=` line of the user data with `Authorization: Bearer
+<BLITZCLAW_SERVER_SECRET=>`, retrying non-2xx answers a few times. `host_key` is the .pub file's
+line, comment included: `ssh-ed25519 AAAA... root@<name>`.
 Rebuild wipes the home, generates a new host key and boots again (a second ready call). Names in
 `silent_names` boot without calling back (a server stuck in cloud-init).
 
@@ -49,6 +51,10 @@ MAX_USER_DATA = 32 * 1024
 MAX_PER_PAGE = 50
 _READY_URL = re.compile(r"^\s*BLITZCLAW_READY_URL=(\S+)\s*$", re.MULTILINE)
 _SERVER_SECRET = re.compile(r"^\s*BLITZCLAW_SERVER_SECRET=(\S+)\s*$", re.MULTILINE)
+_SUDO = re.compile(r"^\s*sudo:\s*\[?\s*([\"'])(.*?)\1", re.MULTILINE | re.DOTALL)
+_SUDO_SPEC = re.compile(r"^\S+\s*=\s*\([^)]*\)\s*(?:NOPASSWD:)?\s*")
+_USER_NAME = re.compile(r"^\s*(?:-\s*)?name:\s*[\"']?([a-z_][a-z0-9_-]*)")
+_KEY_ITEM = re.compile(r"^\s*-\s*[\"']?((?:ssh-|ecdsa-|sk-)\S+\s+[A-Za-z0-9+/=]+[^\"']*)[\"']?\s*$")
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _LABEL_NAME = re.compile(r"[A-Za-z0-9](?:[-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?")
@@ -403,7 +409,8 @@ class FakeHetzner:
                 ip,
                 self.ssh_port,
                 home=self._root / str(server_id) / "home",
-                authorized_keys=[self._ssh_keys[k]["public_key"] for k in key_names],
+                user_keys=self._login_keys(key_names, user_data),
+                sudo_rules=_sudo_rules(user_data),
                 gateway_start_delay=self.gateway_start_delay,
             ),
         )
@@ -456,6 +463,8 @@ class FakeHetzner:
             if not isinstance(user_data, str) or len(user_data.encode()) > MAX_USER_DATA:
                 raise _invalid("user_data", f"must be a string of at most {MAX_USER_DATA} bytes")
             server.user_data = user_data
+        server.ssh.user_keys = self._login_keys(server.ssh_key_names, server.user_data)
+        server.ssh.sudo_rules = _sudo_rules(server.user_data)
         server.status, server.generation = "rebuilding", server.generation + 1
         server.booted = asyncio.Event()
         self.rebuilt += 1
@@ -473,6 +482,13 @@ class FakeHetzner:
         if server is None:
             raise _ApiError(404, "not_found", "server not found")
         return server
+
+    def _login_keys(self, key_names: list[str], user_data: str) -> dict[str, list[str]]:
+        """Who may log in with what: Hetzner puts the project keys on root, cloud-init adds the
+        user data's `ssh_authorized_keys`."""
+        keys = _user_keys(user_data)
+        keys.setdefault("root", []).extend(self._ssh_keys[k]["public_key"] for k in key_names)
+        return keys
 
     def _unlocked(self, server: HetznerServer) -> HetznerServer:
         """Hetzner refuses a second action while one is running on the server."""
@@ -575,7 +591,9 @@ class FakeHetzner:
         secret = _env_line(_SERVER_SECRET, server.user_data)
         if url is None or self._http is None:
             return  # user data without the ready lines: nobody to call
-        payload = {"server_name": server.name, "host_key": server.ssh.host_key_line}
+        # ready.sh sends /etc/ssh/ssh_host_ed25519_key.pub as it is: with its comment.
+        host_key = f"{server.ssh.host_key_line} root@{server.name}"
+        payload = {"server_name": server.name, "host_key": host_key}
         headers = {"Authorization": f"Bearer {secret or ''}"}
         for attempt in range(self.ready_attempts):  # like curl --retry N --retry-all-errors
             if server.generation != generation:
@@ -890,6 +908,43 @@ def _valid_key(key: object) -> bool:
 
 def _valid_value(value: object) -> bool:
     return isinstance(value, str) and (not value or bool(_LABEL_NAME.fullmatch(value)))
+
+
+def _user_keys(user_data: str) -> dict[str, list[str]]:
+    """`ssh_authorized_keys` of the user data, per user (a line scan, not a YAML parser: it reads
+    the shapes cloud-config writes). Top-level keys go to root, Hetzner images' login (UNVERIFIED).
+    """
+    keys: dict[str, list[str]] = {}
+    user, in_users, collecting = "root", False, False
+    for line in user_data.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not line[0].isspace():  # a top-level key
+            in_users, user, collecting = stripped.startswith("users:"), "root", False
+        named = _USER_NAME.match(line) if in_users else None
+        item = _KEY_ITEM.match(line) if collecting else None
+        if named:
+            user, collecting = named.group(1), False
+        elif stripped.startswith("ssh_authorized_keys:"):
+            collecting = True
+        elif item:
+            keys.setdefault(user, []).append(item.group(1).strip())
+        else:
+            collecting = False
+    return keys
+
+
+def _sudo_rules(user_data: str) -> list[str] | None:
+    """The commands the user data's `sudo:` entries allow (None: it has none, allow all)."""
+    matches = list(_SUDO.finditer(user_data))
+    if not matches:
+        return None
+    rules: list[str] = []
+    for match in matches:
+        spec = _SUDO_SPEC.sub("", " ".join(match.group(2).split()))  # YAML folds line breaks
+        rules.extend(" ".join(rule.split()) for rule in spec.split(",") if rule.strip())
+    return rules
 
 
 def _env_line(pattern: re.Pattern[str], user_data: str) -> str | None:

@@ -2,26 +2,35 @@
 
     async with FakeServer("bc-1", "127.0.0.1", 0, home=tmp_path, authorized_keys=[pub]) as srv:
         known = asyncssh.import_known_hosts(f"[127.0.0.1]:{srv.port} {srv.host_key_line}")
-        async with asyncssh.connect("127.0.0.1", srv.port, username="root", known_hosts=known,
-                                    client_keys=[key]) as conn:
-            await conn.run("systemctl restart openclaw-gateway")
+        async with asyncssh.connect("127.0.0.1", srv.port, username="openclaw",
+                                    known_hosts=known, client_keys=[key]) as conn:
+            await conn.run("sudo systemctl restart openclaw-gateway.service")
 
-The login directory is `remote_home` (default /root, Hetzner's root login); on the host it is
-`home`. Shell paths `~`, `~/x`, relative paths and `/root/...` map into `home`; anything else,
-including `..` or a symlink leading out, is refused. SFTP maps the same way (SFTP does not
-expand `~`: like OpenSSH, a literal `~` is a directory name). Commands, one per exec request,
-optionally joined by `&&` (no pipes, redirections or variables):
+A user logs in with one of `authorized_keys` (any user name) or of `user_keys[user]`; its
+login directory is /root for root and
+/home/<user> otherwise, and every one of them is `home` on the host (one sandbox). Shell paths
+`~`, `~/x`, relative ones and those under the login directory map into `home`; anything else,
+including `..` or a symlink leading out, is refused. SFTP maps the same way (it does not expand
+`~`: like OpenSSH's, a literal `~` is a directory name). Commands, one per exec request, may be
+joined by `&&` (no pipes, redirections or variables):
 
     mkdir [-p] [-m MODE] P... | chmod [-R] OCTAL P... | rm [-rf] P... | cat P... | echo | true
-    systemctl restart|start|stop|is-active|status openclaw-gateway
+    [sudo [-n]] systemctl restart|try-restart|start|stop|is-active|status openclaw-gateway
     journalctl -u openclaw-gateway [-n N] [--no-pager] [-f]
     curl -fsS http://127.0.0.1:18789/readyz (or /healthz)
     openclaw health --json | openclaw --version
 
-The gateway reads `~/.openclaw/openclaw.json` on (re)start: strict JSON only (the real file is
-JSON5), an object with `gateway.mode == "local"`, else it fails like the real one (exit 78).
-`/readyz` and `openclaw health --json` answer only while it is active; the real gateway's
-health JSON shape is UNVERIFIED here.
+Privileges: root may do anything. Anyone else needs `sudo` to start, stop or restart the unit,
+and sudo allows exactly the `sudo_rules` (from the user data's `sudo:` line when FakeHetzner
+boots it, as in /etc/sudoers: `/usr/bin/systemctl restart openclaw-gateway.service` does not
+match `systemctl restart openclaw-gateway`); `sudo_rules=None` allows everything.
+
+The unit is the one cloud-init installs (Type=simple, ConditionPathExists on the config):
+`systemctl restart` succeeds whatever the config; with no `~/.openclaw/openclaw.json` the unit
+stays inactive (unmet condition), with a bad one the gateway exits 78 and the unit is failed.
+The gateway accepts strict JSON only (the real file is JSON5), an object with
+`gateway.mode == "local"`. `/readyz` and `openclaw health --json` answer only while it is
+active; the real health JSON shape is UNVERIFIED here.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import asyncssh
 import orjson
 
 GATEWAY_UNIT = "openclaw-gateway"
+GATEWAY_USER = "openclaw"  # the unit's User=: its home holds the config
 GATEWAY_PORT = 18789
 CONFIG_PATH = ".openclaw/openclaw.json"  # relative to the home
 OPENCLAW_VERSION = "2026.9.6"
@@ -69,13 +79,17 @@ class FakeServer:
         *,
         home: Path,
         authorized_keys: Sequence[str] = (),
-        remote_home: str = "/root",
+        user_keys: dict[str, list[str]] | None = None,
+        sudo_rules: Sequence[str] | None = None,
         gateway_start_delay: float = 0.0,
     ) -> None:
         self.name, self.host, self.port = name, host, port
         self.home = Path(home)
-        self.remote_home = posixpath.normpath(remote_home)
-        self.authorized_keys: list[str] = list(authorized_keys)  # checked at every login
+        # Public key lines, checked at every login: for any user, and per user.
+        self.authorized_keys: list[str] = list(authorized_keys)
+        self.user_keys: dict[str, list[str]] = dict(user_keys or {})
+        # Full command lines sudo allows non-root users, as in sudoers; None: anything.
+        self.sudo_rules: list[str] | None = None if sudo_rules is None else list(sudo_rules)
         self.gateway_start_delay = gateway_start_delay
         self.gateway_state = "inactive"  # inactive | activating | active | failed
         self.gateway_port = GATEWAY_PORT
@@ -177,14 +191,19 @@ class FakeServer:
         while self.gateway_state != state:  # each pass waits for a change; the caller bounds it
             await self._state_changed.wait()
 
-    def resolve(self, raw: str, *, expand_tilde: bool = True) -> Path:
-        """The host path for a path as the server's user writes it; SandboxEscape if outside."""
+    @staticmethod
+    def login_dir(user: str) -> str:
+        return "/root" if user == "root" else f"/home/{user}"
+
+    def resolve(self, raw: str, *, user: str = "root", expand_tilde: bool = True) -> Path:
+        """The host path for a path as `user` writes it on the server; SandboxEscape if outside."""
+        login = self.login_dir(user)
         if expand_tilde and (raw == "~" or raw.startswith("~/")):
-            raw = self.remote_home + raw[1:]
-        virtual = posixpath.normpath(posixpath.join(self.remote_home, raw))
-        if virtual != self.remote_home and not virtual.startswith(self.remote_home + "/"):
+            raw = login + raw[1:]
+        virtual = posixpath.normpath(posixpath.join(login, raw))
+        if virtual != login and not virtual.startswith(login + "/"):
             raise SandboxEscape(raw)
-        local = self.home.joinpath(posixpath.relpath(virtual, self.remote_home))
+        local = self.home.joinpath(posixpath.relpath(virtual, login))
         root = os.path.realpath(self.home)
         real = os.path.realpath(local)
         if real != root and not real.startswith(root + os.sep):
@@ -203,11 +222,11 @@ class FakeServer:
             self._activation = None
 
     def _load_config(self) -> tuple[dict[str, Any] | None, str]:
-        where = f"{self.remote_home}/{CONFIG_PATH}"
+        where = f"{self.login_dir(GATEWAY_USER)}/{CONFIG_PATH}"
         try:
             text = (self.home / CONFIG_PATH).read_bytes()
         except OSError:
-            return None, f"Missing config at {where}. Run `openclaw setup`."
+            return None, f"Missing config at {where}."
         try:
             config = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
@@ -217,10 +236,18 @@ class FakeServer:
             return None, "Gateway start blocked: set gateway.mode=local (current: unset)."
         return config, ""
 
-    def _start_gateway(self) -> bool:
+    def _start_gateway(self) -> None:
         self._cancel_activation()
         if self.gateway_state in ("active", "activating"):
             self._stop_gateway()
+        if not (self.home / CONFIG_PATH).exists():
+            where = f"{self.login_dir(GATEWAY_USER)}/{CONFIG_PATH}"
+            self.log(
+                "openclaw-gateway.service - OpenClaw Gateway was skipped because of an unmet "
+                f"condition check (ConditionPathExists={where})."
+            )
+            self._set_state("inactive")
+            return
         config, problem = self._load_config()
         self.log("Started openclaw-gateway.service - OpenClaw Gateway.")
         ident = f"openclaw[{next(_pids)}]"
@@ -229,7 +256,7 @@ class FakeServer:
             self.log("openclaw-gateway.service: Main process exited, code=exited, status=78/CONFIG")
             self.log("openclaw-gateway.service: Failed with result 'exit-code'.")
             self._set_state("failed")
-            return False
+            return
         self.gateway_config = config
         self.gateway_port = int(config["gateway"].get("port", GATEWAY_PORT))
         self.log(f"[gateway] config loaded from ~/{CONFIG_PATH}", ident)
@@ -238,7 +265,6 @@ class FakeServer:
         else:
             self._set_state("activating")
             self._activation = asyncio.get_running_loop().create_task(self._activate_later(ident))
-        return True
 
     async def _activate_later(self, ident: str) -> None:
         await asyncio.sleep(self.gateway_start_delay)  # the simulated start-up time
@@ -262,7 +288,7 @@ class FakeServer:
     async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         command = process.command or ""
         self.commands.append(command)
-        io = _IO(process)
+        io = _IO(process, str(process.get_extra_info("username") or "root"))
         if not command:
             io.err("fake server: no interactive shell; run one command per exec request\n")
             code = 1
@@ -290,17 +316,41 @@ class FakeServer:
                 simple[-1].append(token)
         code = 0
         for argv in simple:
-            if argv[:2] == ["sudo", "-n"]:
-                argv = argv[2:]
-            elif argv[:1] == ["sudo"]:
-                argv = argv[1:]
             if not argv:
                 io.err("bash: syntax error near unexpected token `&&'\n")
                 return 2
-            code = await self._one(argv, process, io)
+            code = await self._sudo(argv, process, io) if argv[0] == "sudo" else None
+            if code is None:
+                code = await self._one(argv, process, io)
             if code != 0:
                 break
         return code
+
+    async def _sudo(
+        self, argv: list[str], process: asyncssh.SSHServerProcess[bytes], io: _IO
+    ) -> int:
+        argv = argv[1:]
+        while argv and argv[0] in ("-n", "--non-interactive"):
+            argv = argv[1:]
+        if not argv:
+            io.err("usage: sudo [-n] command\n")
+            return 1
+        if io.user != "root" and not self._sudo_allows(argv):
+            program = argv[0] if argv[0].startswith("/") else f"/usr/bin/{argv[0]}"
+            shown = " ".join([program, *argv[1:]])
+            io.err(
+                f"Sorry, user {io.user} is not allowed to execute '{shown}' as root on "
+                f"{self.name}.\n"
+            )
+            return 1
+        return await self._one(argv, process, _IO(io.process, io.user, root=True))
+
+    def _sudo_allows(self, argv: list[str]) -> bool:
+        if self.sudo_rules is None:
+            return True
+        program = argv[0] if argv[0].startswith("/") else f"/usr/bin/{argv[0]}"
+        line = " ".join([program, *argv[1:]])
+        return any(rule == "ALL" or rule == line for rule in self.sudo_rules)
 
     async def _one(
         self, argv: list[str], process: asyncssh.SSHServerProcess[bytes], io: _IO
@@ -346,7 +396,7 @@ class FakeServer:
             return 1
         code = 0
         for raw in paths:
-            path = self.resolve(raw)
+            path = self.resolve(raw, user=io.user)
             try:
                 path.mkdir(parents=parents, exist_ok=parents and path.is_dir())
                 if mode is not None:
@@ -364,7 +414,7 @@ class FakeServer:
             return 1
         mode, code = int(args[0], 8), 0
         for raw in args[1:]:
-            path = self.resolve(raw)
+            path = self.resolve(raw, user=io.user)
             try:
                 targets = [path, *path.rglob("*")] if recursive and path.is_dir() else [path]
                 for target in targets:
@@ -382,7 +432,7 @@ class FakeServer:
             return 1
         code = 0
         for raw in (a for a in args if not a.startswith("-")):
-            path = self.resolve(raw)
+            path = self.resolve(raw, user=io.user)
             if not path.exists() and not path.is_symlink():
                 if not force:
                     io.err(f"rm: cannot remove '{raw}': No such file or directory\n")
@@ -403,7 +453,7 @@ class FakeServer:
     def _cat(self, args: list[str], io: _IO) -> int:
         code = 0
         for raw in args:
-            path = self.resolve(raw)
+            path = self.resolve(raw, user=io.user)
             try:
                 io.out(path.read_bytes())
             except IsADirectoryError:
@@ -427,17 +477,16 @@ class FakeServer:
                 return 3
             io.err(f"Failed to {verb} {unit}: Unit {unit} not found.\n")
             return 5
-        if verb in ("restart", "start", "reload-or-restart"):
-            if verb == "start" and self.gateway_state in ("active", "activating"):
-                return 0
-            if self._start_gateway():
-                return 0
-            io.err(
-                f"Job for {GATEWAY_UNIT}.service failed because the control process exited with "
-                f'error code.\nSee "systemctl status {GATEWAY_UNIT}.service" and '
-                f'"journalctl -xeu {GATEWAY_UNIT}.service" for details.\n'
-            )
+        if verb in ("restart", "try-restart", "start", "stop") and not io.root:
+            io.err(f"Failed to {verb} {unit}: Access denied\n")
             return 1
+        running = self.gateway_state in ("active", "activating")
+        if verb in ("restart", "start", "try-restart"):
+            # Type=simple: the job succeeds once the process is forked, whatever happens next.
+            wanted = {"restart": True, "start": not running, "try-restart": running}[verb]
+            if wanted:
+                self._start_gateway()
+            return 0
         if verb == "stop":
             self._stop_gateway()
             return 0
@@ -446,11 +495,11 @@ class FakeServer:
                 io.out(f"{self.gateway_state}\n")
             return 0 if self.gateway_state == "active" else 3
         if verb == "status":
-            running = {"active": "active (running)", "activating": "activating (start)"}
+            shown = {"active": "active (running)", "activating": "activating (start)"}
             io.out(
                 f"● {GATEWAY_UNIT}.service - OpenClaw Gateway\n"
                 f"     Loaded: loaded (/etc/systemd/system/{GATEWAY_UNIT}.service; enabled)\n"
-                f"     Active: {running.get(self.gateway_state, self.gateway_state)}\n"
+                f"     Active: {shown.get(self.gateway_state, self.gateway_state)}\n"
             )
             return 0 if self.gateway_state == "active" else 3
         io.err(f"Unknown command verb '{verb}'.\n")
@@ -508,7 +557,7 @@ class FakeServer:
 
     def _openclaw(self, args: list[str], io: _IO) -> int:
         if args in (["--version"], ["-V"]):
-            io.out(f"{OPENCLAW_VERSION}\n")
+            io.out(f"OpenClaw {OPENCLAW_VERSION} (fake)\n")
             return 0
         if not args or args[0] != "health":
             io.err(f"fake openclaw: unsupported command {' '.join(args)!r}\n")
@@ -588,16 +637,20 @@ class FakeServer:
 
 
 class _IO:
-    """stdout/stderr of one exec request; writes after the client left are dropped."""
+    """One exec request: who runs it, and its stdout/stderr (writes after the client left are
+    dropped)."""
 
-    def __init__(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
-        self._process = process
+    def __init__(
+        self, process: asyncssh.SSHServerProcess[bytes], user: str, *, root: bool = False
+    ) -> None:
+        self.process, self.user = process, user
+        self.root = root or user == "root"
 
     def out(self, data: str | bytes) -> bool:
-        return self._write(self._process.stdout, data)
+        return self._write(self.process.stdout, data)
 
     def err(self, data: str | bytes) -> bool:
-        return self._write(self._process.stderr, data)
+        return self._write(self.process.stderr, data)
 
     @staticmethod
     def _write(stream: asyncssh.SSHWriter[bytes], data: str | bytes) -> bool:
@@ -630,7 +683,8 @@ class _Session(asyncssh.SSHServer):
         return True
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        for line in self._owner.authorized_keys:
+        owner = self._owner
+        for line in [*owner.authorized_keys, *owner.user_keys.get(username, [])]:
             with contextlib.suppress(asyncssh.KeyImportError):
                 if asyncssh.import_public_key(line).public_data == key.public_data:
                     return True
@@ -646,17 +700,19 @@ class _SandboxSFTP(asyncssh.SFTPServer):
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes], owner: FakeServer) -> None:
         super().__init__(chan)
         self._owner = owner
+        self._user = str(chan.get_extra_info("username") or "root")
 
     def map_path(self, path: bytes) -> bytes:
+        raw = os.fsdecode(path) or "."
         try:
-            local = self._owner.resolve(os.fsdecode(path) or ".", expand_tilde=False)
+            local = self._owner.resolve(raw, user=self._user, expand_tilde=False)
         except SandboxEscape:
             raise asyncssh.SFTPPermissionDenied("outside the sandbox") from None
         return os.fsencode(local)
 
     def reverse_map_path(self, path: bytes) -> bytes:
         root = os.fsencode(os.path.realpath(self._owner.home))
-        remote = os.fsencode(self._owner.remote_home)
+        remote = os.fsencode(self._owner.login_dir(self._user))
         if path == root:
             return remote
         if path.startswith(root + b"/"):
