@@ -175,10 +175,21 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER balances_guard BEFORE INSERT OR UPDATE ON balances
+-- PL/pgSQL runs only when there is something to check (holds change reserved_micros only).
+CREATE TRIGGER balances_guard_insert BEFORE INSERT ON balances
     FOR EACH ROW EXECUTE FUNCTION balances_guard();
+CREATE TRIGGER balances_guard_update BEFORE UPDATE ON balances
+    FOR EACH ROW
+    WHEN (NEW.balance_micros IS DISTINCT FROM OLD.balance_micros
+          OR NEW.user_id IS DISTINCT FROM OLD.user_id)
+    EXECUTE FUNCTION balances_guard();
 CREATE TRIGGER balances_set_updated_at BEFORE UPDATE ON balances
-    FOR EACH ROW EXECUTE FUNCTION set_updated_at();
+    FOR EACH ROW
+    WHEN (NEW.balance_micros IS DISTINCT FROM OLD.balance_micros
+          OR NEW.auto_topup_enabled IS DISTINCT FROM OLD.auto_topup_enabled
+          OR NEW.topup_threshold_micros IS DISTINCT FROM OLD.topup_threshold_micros
+          OR NEW.topup_amount_micros IS DISTINCT FROM OLD.topup_amount_micros)
+    EXECUTE FUNCTION set_updated_at();
 -- A deleted row would restart at zero and break balance = sum(entries).
 CREATE TRIGGER balances_no_delete BEFORE DELETE ON balances
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
@@ -300,7 +311,6 @@ CREATE TABLE reservations (
     model text,
     CHECK ((status = 'open') = (closed_at IS NULL))
 );
-CREATE INDEX reservations_open_user_id_idx ON reservations (user_id) WHERE status = 'open';
 CREATE INDEX reservations_open_daemon_id_idx ON reservations (daemon_id) WHERE status = 'open';
 
 CREATE TABLE usage_logs (
