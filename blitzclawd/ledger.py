@@ -6,7 +6,6 @@ sum of open reservations, idempotency); these functions only pass the facts in.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import asyncpg
@@ -26,7 +25,8 @@ async def settle(
 ) -> list[SettleResult]:
     """Settle `items` in one transaction (the caller's, or one of its own)."""
     # Sent as text (cast in SQL), so it works on any connection, with or without json codecs.
-    payload = orjson.dumps([dataclasses.asdict(item) for item in items]).decode()
+    # orjson serialises (slotted) dataclasses natively, far faster than dataclasses.asdict.
+    payload = orjson.dumps(list(items)).decode()
     rows = await conn.fetch(_SETTLE, payload, minimum_micros)
     return [SettleResult(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
