@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from blitzclawd.auth.svix import sign_svix
+from blitzclawd.testing.local_server import LocalHTTPServer
 
 # RSA-2048 generation takes ~50 ms; keys are shared by every FakeClerk in the process (each
 # publishes them under its own kids), so a test suite generates a handful, not one per test.
@@ -71,7 +72,7 @@ class _SigningKey:
         }
 
 
-class FakeClerk:
+class FakeClerk(LocalHTTPServer):
     secret_key = "sk_test_fake"
 
     def __init__(self, *, issuer: str | None = None) -> None:
@@ -94,25 +95,6 @@ class FakeClerk:
         app.router.add_get("/v1/jwks", self._backend_jwks)
         app.router.add_get("/.well-known/jwks.json", self._frontend_jwks)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.base_url = "http://{}:{}".format(*self._runner.addresses[0][:2])
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeClerk:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def jwks_url(self) -> str:

@@ -30,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from blitzclawd.payments.creem import API_KEY_HEADER, SIGNATURE_HEADER, sign
+from blitzclawd.testing.local_server import LocalHTTPServer
 
 DEFAULT_PRODUCT = "prod_blitzclaw_credits"
 CHECKOUT_HOST = "https://checkout.creem.io"
@@ -59,7 +60,7 @@ class _Refusal(Exception):
         self.status, self.messages = status, list(messages)
 
 
-class FakeCreem:
+class FakeCreem(LocalHTTPServer):
     """Checkouts, customers and signed webhook deliveries, recorded for assertions."""
 
     def __init__(
@@ -97,25 +98,6 @@ class FakeCreem:
         app.router.add_get("/v1/customers", self._get_customer)
         app.router.add_get("/checkout/{checkout_id}", self._checkout_page)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.base_url = "http://{}:{}".format(*self._runner.addresses[0][:2])
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeCreem:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         """The next `count` authenticated API calls answer `status` with Creem's error body."""

@@ -30,6 +30,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from blitzclawd.testing.local_server import LocalHTTPServer
+
 ANTHROPIC_VERSION_HEADER = "anthropic-version"
 SCENARIO_HEADER = "x-fake-scenario"
 MODELS = ("claude-sonnet-4-6", "claude-opus-4-6", "claude-haiku-4-5", "gpt-4o", "gpt-4o-mini")
@@ -165,9 +167,10 @@ _ANTHROPIC_PING = _sse("ping", {"type": "ping"})
 _OPENAI_DONE = b"data: [DONE]\n\n"
 
 
-class FakeLLM:
+class FakeLLM(LocalHTTPServer):
     """An aiohttp server answering like api.anthropic.com and api.openai.com on one port."""
 
+    backlog = 2048  # benchmarks open 1000 streams at once
     anthropic_key: str = "sk-ant-fake-master"
     openai_key: str = "sk-fake-master"
 
@@ -221,26 +224,6 @@ class FakeLLM:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_fake/stats", self._stats)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        # No access log and a deep backlog: benchmarks open 1000 streams at once.
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, backlog=2048).start()
-        self.base_url = "http://{}:{}".format(*self._runner.addresses[0][:2])
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeLLM:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # -- shared plumbing ---------------------------------------------------------------------
 

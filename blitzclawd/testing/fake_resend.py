@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from blitzclawd.notify.resend import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
+from blitzclawd.testing.local_server import LocalHTTPServer
 
 _ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
 _FROM = re.compile(r"(?:[^<>]*<\s*(?P<inner>[^<>]+?)\s*>|(?P<bare>[^<>]+))")
@@ -40,7 +41,7 @@ class _Refusal(Exception):
         self.headers = headers or {}
 
 
-class FakeResend:
+class FakeResend(LocalHTTPServer):
     """`POST /emails` with Resend's auth, validation, idempotency and rate limit."""
 
     def __init__(
@@ -76,25 +77,6 @@ class FakeResend:
         app = web.Application()
         app.router.add_post("/emails", self._emails)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.base_url = "http://{}:{}".format(*self._runner.addresses[0][:2])
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeResend:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # -- the endpoint ----------------------------------------------------------------------------
 
