@@ -1019,8 +1019,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "notes": [
             f"Client (this process, uvloop + aiohttp), fake upstream (own process, uvloop), "
             f"daemon (own process) and PostgreSQL all share the same {os.cpu_count()} cores: "
-            "every requests/s figure is for the whole system, and through-the-proxy numbers "
-            "pay for two extra HTTP hops' worth of client+fake work on the same cores. See "
+            "every requests/s figure is for the whole system, and the load generator and "
+            "the fake (together ~0.4-0.5 ms of CPU per request) take CPU from the proxy. See "
             "phases[].cpu_ms_per_request for where the CPU went in each phase.",
             "rps = completed requests / wall time of a fixed-count phase, after a warm-up at "
             "the same concurrency (warm-up opens the keep-alive connections). A streamed "

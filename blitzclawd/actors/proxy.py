@@ -432,9 +432,13 @@ class ProxyActor(Actor):
         """Relay chunk by chunk as they arrive, metering every event on the way."""
         response = web.StreamResponse(status=200, headers=headers)
         parser = SSEParser()
-        client_gone = False
         try:
             await response.prepare(request)
+        except ConnectionResetError:  # the client left before the first byte
+            outcome.interrupted = True
+            return response
+        client_gone = False
+        try:
             async for chunk in upstream.content.iter_any():
                 events = parser.feed(chunk)
                 for event, data in events:
