@@ -573,3 +573,37 @@ async def test_crossing_the_auto_topup_threshold_emails_a_prepared_checkout(api_
     )
     assert topup["amount_cents"] == 3000
     assert api_env.creem.checkouts[topup["checkout_id"]]["checkout_url"] in mail["text"]
+
+
+async def test_failed_emails_are_retried_with_backoff_and_sent_once(api_env) -> None:
+    api_env.resend.fail_next(1, status=500)
+    user = await signed_up(api_env, "user_retry_mail", "retry@example.test")
+
+    async def failed_once():
+        row = await api_env.pool.fetchrow(
+            "SELECT status, attempts, last_error, next_attempt_at > now() AS later "
+            "FROM notifications WHERE user_id = $1 AND kind = 'welcome'",
+            uuid.UUID(user),
+        )
+        return row if row and row["attempts"] == 1 else None
+
+    row = await until(failed_once)
+    assert row["status"] == "pending" and row["later"] and "500" in row["last_error"]
+    assert not [m for m in api_env.resend.sent if "retry@example.test" in m["to"]]
+    # Fast-forward the backoff instead of waiting it out; the next sweep sends it.
+    await api_env.pool.execute(
+        "UPDATE notifications SET next_attempt_at = now() WHERE user_id = $1", uuid.UUID(user)
+    )
+
+    async def sent():
+        return [m for m in api_env.resend.sent if "retry@example.test" in m["to"]]
+
+    assert len(await until(sent)) == 1
+    await asyncio.sleep(0.3)  # several sweeps later: still once
+    assert len(await sent()) == 1
+    assert (
+        await api_env.pool.fetchval(
+            "SELECT status FROM notifications WHERE user_id = $1", uuid.UUID(user)
+        )
+        == "sent"
+    )
