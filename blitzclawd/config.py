@@ -192,6 +192,49 @@ class PricingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetSettings:
+    # Where servers come from; the pool manager runs only when the hetzner_api_token secret is set.
+    provider: str = field(default="hetzner", metadata=_choices("hetzner"))
+    hetzner_api_endpoint: str = "https://api.hetzner.cloud/v1"
+    # Seconds between polls of a Hetzner action (create, rebuild, delete).
+    hetzner_poll_interval: float = field(default=1.0, metadata=_range(0.001, 60))
+    server_type: str = "cx23"
+    image: str = "debian-12"
+    # Tried in order; the next one when a location is out of capacity.
+    locations: tuple[str, ...] = ("fsn1", "nbg1")
+    # The Hetzner project SSH key (root's); empty: none. The provisioner's own key (secret
+    # ssh_private_key, else generated in the state directory) logs in as the `openclaw` user.
+    ssh_key_name: str = "blitzclaw-provisioner"
+    ssh_port: int = field(default=22, metadata=_range(1, 65535))
+    # The pool keeps at least min_available servers available or provisioning, at most max_size.
+    min_available: int = field(default=5, metadata=_range(0, 10000))
+    max_size: int = field(default=20, metadata=_range(0, 10000))
+    # Seconds between pool manager passes (and on demand when the pool runs dry).
+    pool_interval: float = field(default=300.0, metadata=_range(0.01, 86400))
+    # A server that has not called back this many seconds after creation is deleted.
+    stuck_after: float = field(default=600.0, metadata=_range(0.01, 86400))
+    # Most servers one pool pass creates or deletes (bounded work per tick).
+    max_actions_per_pass: int = field(default=5, metadata=_range(1, 1000))
+    max_instances_per_user: int = field(default=3, metadata=_range(0, 1000))
+    # The model instances use by default (one of pricing.models).
+    model: str = "claude-sonnet-4-6"
+    # What instances call: our proxy listener as they reach it (Anthropic style: no /v1).
+    proxy_url: str = "http://127.0.0.1:8787"
+    # The public URL of POST /internal/instance-ready on the API listener (cloud-init calls it).
+    ready_url: str = "http://127.0.0.1:8080/internal/instance-ready"
+    # The API host's address: the only source a pool server's firewall lets in on SSH.
+    api_host_cidr: str = "127.0.0.1/32"
+    # Seconds between provisioner polls for queued jobs (it is also woken when one is queued).
+    job_poll: float = field(default=2.0, metadata=_range(0.01, 3600))
+    # Jobs one daemon runs at once; a failed job is retried up to job_max_attempts times.
+    job_concurrency: int = field(default=8, metadata=_range(1, 1000))
+    job_max_attempts: int = field(default=5, metadata=_range(1, 100))
+    # Seconds a deploy waits for the gateway's /readyz after restarting it.
+    ready_timeout: float = field(default=120.0, metadata=_range(0.1, 3600))
+    ssh_connect_timeout: float = field(default=15.0, metadata=_range(0.1, 600))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     daemon: DaemonSettings = DaemonSettings()
     api: ListenerSettings = ListenerSettings(port=8080)
@@ -205,6 +248,7 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     creem: CreemSettings = CreemSettings()
     notify: NotifySettings = NotifySettings()
+    fleet: FleetSettings = FleetSettings()
 
     def state_path(self) -> Path:
         return resolve_state_dir(self.daemon.state_dir)
@@ -246,6 +290,7 @@ SECRET_NAMES = (
     "resend_api_key",
     "encryption_keys",
     "admin_api_key",
+    "ssh_private_key",
 )
 
 
@@ -353,6 +398,9 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         "auth.clerk_jwks_url",
         "creem.api_url",
         "notify.resend_url",
+        "fleet.hetzner_api_endpoint",
+        "fleet.proxy_url",
+        "fleet.ready_url",
     ):
         section, name = where.split(".")
         url = getattr(getattr(s, section), name)
@@ -360,6 +408,12 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
             problems.append(f"{where}: must be an http:// or https:// URL, got {url!r}")
     if s.billing.topup_min_cents > s.billing.topup_max_cents:
         problems.append("billing.topup_min_cents: must not exceed billing.topup_max_cents")
+    if s.fleet.min_available > s.fleet.max_size:
+        problems.append("fleet.min_available: must not exceed fleet.max_size")
+    if not s.fleet.locations:
+        problems.append("fleet.locations: at least one location")
+    if s.fleet.model not in {m.id for m in s.pricing.models}:
+        problems.append(f"fleet.model: {s.fleet.model!r} is not one of pricing.models")
     try:
         billing_minimum_micros(s)
     except ValueError as exc:

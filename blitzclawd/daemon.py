@@ -23,16 +23,22 @@ from blitzclawd.actors.billing import BillingActor
 from blitzclawd.actors.heartbeat import Heartbeat
 from blitzclawd.actors.janitor import Janitor
 from blitzclawd.actors.notifier import NotifierActor
+from blitzclawd.actors.pool_manager import PoolManager
+from blitzclawd.actors.provisioner import Provisioner
 from blitzclawd.actors.proxy import ProxyActor
 from blitzclawd.auth.clerk import ClerkVerifier
 from blitzclawd.config import Secrets, Settings, billing_minimum_micros
 from blitzclawd.db import pool as db_pool
 from blitzclawd.db.embedded import EmbeddedPostgres
 from blitzclawd.db.migrate import migrate
+from blitzclawd.fleet.keys import public_key_line
 from blitzclawd.http.app import make_api_app, make_proxy_app
 from blitzclawd.http.context import DaemonContext
 from blitzclawd.http.listener import HttpListener
+from blitzclawd.providers.base import ServerProvider
+from blitzclawd.providers.hetzner import HetznerProvider
 from blitzclawd.proxy.recovery import recover_orphaned_reservations
+from blitzclawd.runtime.messages import JobsQueued
 from blitzclawd.runtime.singleton import SingletonChild
 from blitzclawd.runtime.supervisor import ChildSpec, StartFailed, Supervisor
 
@@ -108,6 +114,7 @@ class Daemon:
                 timeout=aiohttp.ClientTimeout(total=30, connect=10)
             )
             self.context.clerk = self._clerk(self.context.http)
+            self.context.provider = self._provider()
             self.supervisor = self._build_supervisor(dsn, self.context, admission_pool)
             self.context.supervisor = self.supervisor
             return await self._supervise(self.supervisor)
@@ -154,6 +161,21 @@ class Daemon:
             issuer=cfg.clerk_issuer or None,
         )
 
+    def _provider(self) -> ServerProvider | None:
+        token = self.secrets.get("hetzner_api_token")
+        if token is None:
+            return None
+        f = self.settings.fleet
+        return HetznerProvider(
+            token.reveal(),
+            api_endpoint=f.hetzner_api_endpoint,
+            server_type=f.server_type,
+            image=f.image,
+            locations=f.locations,
+            ssh_keys=[f.ssh_key_name] if f.ssh_key_name else [],
+            poll_interval=f.hetzner_poll_interval,
+        )
+
     def _build_supervisor(
         self, dsn: str, ctx: DaemonContext, admission_pool: asyncpg.Pool
     ) -> Supervisor:
@@ -179,6 +201,52 @@ class Daemon:
         def billing() -> BillingActor | None:
             child = supervisor.child("billing")
             return child if isinstance(child, BillingActor) else None
+
+        def wake_provisioner() -> None:
+            provisioner = supervisor.child("provisioner")
+            if provisioner is not None:
+                try:
+                    provisioner.tell(JobsQueued())
+                except Exception:  # its poll picks the job up
+                    pass
+
+        def ssh_public_key() -> str:
+            return public_key_line(ctx.ssh_key())
+
+        fleet: list[ChildSpec] = [
+            ChildSpec(
+                "provisioner",
+                lambda: Provisioner(
+                    ctx.pool,
+                    s,
+                    self.daemon_id,
+                    keyring=ctx.keyring,
+                    ssh_key=ctx.ssh_key,
+                    ssh_public_key=ssh_public_key,
+                    provider=ctx.provider,
+                ),
+                shutdown_timeout=grace + 5,
+            )
+        ]
+        provider = ctx.provider
+        if provider is not None:
+            fleet.append(
+                ChildSpec(
+                    "pool-manager",
+                    lambda: SingletonChild(
+                        "pool-manager",
+                        lambda: PoolManager(
+                            ctx.pool,
+                            s.fleet,
+                            provider,
+                            ssh_public_key(),
+                            on_deploy=wake_provisioner,
+                        ),
+                        lambda: db_pool.connect(dsn),
+                        poll_interval=s.supervisor.singleton_poll,
+                    ),
+                )
+            )
 
         # Listeners last: they open only once the actors they serve are up, and close first.
         specs: list[ChildSpec] = [
@@ -217,6 +285,7 @@ class Daemon:
                     billing=billing,
                 ),
             ),
+            *fleet,
             *self._extra_children,
             ChildSpec(
                 "proxy-listener",

@@ -440,8 +440,17 @@ async def test_signup_topup_usage_and_emails_end_to_end(api_env) -> None:
             await resp.read()
             return resp.status
 
-    # ~$0.45 a request (100k prompt tokens): a few take the balance under $15, then under $10.
-    statuses = [await ask(100_000) for _ in range(16)]
+    async def settled() -> bool:
+        return not await api_env.pool.fetchval(
+            "SELECT count(*) FROM reservations WHERE status = 'open'"
+        )
+
+    # ~$0.45 a request (100k prompt tokens, far more than the tiny body lets admission foresee):
+    # one after the other, each settled before the next, so the balance crosses $15, then $10.
+    statuses = []
+    for _ in range(16):
+        statuses.append(await ask(100_000))
+        await until(settled)
     assert statuses[0] == 200 and 402 in statuses  # paused once depleted
     _, usage = await api_env.call("GET", "/api/billing/usage", headers=session)
     assert usage["total"]["requests"] == statuses.count(200)

@@ -261,6 +261,8 @@ CREATE TABLE instances (
     CHECK (NOT use_own_api_key OR (own_api_provider IS NOT NULL AND own_api_key_enc IS NOT NULL))
 );
 CREATE INDEX instances_user_id_idx ON instances (user_id);
+CREATE INDEX instances_waiting_idx ON instances (created_at)
+    WHERE status = 'pending' AND server_id IS NULL;
 
 CREATE TRIGGER instances_set_updated_at BEFORE UPDATE ON instances
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
@@ -286,6 +288,7 @@ CREATE TABLE instance_jobs (
 );
 CREATE INDEX instance_jobs_queued_idx ON instance_jobs (run_after) WHERE status = 'queued';
 CREATE INDEX instance_jobs_instance_id_idx ON instance_jobs (instance_id);
+CREATE INDEX instance_jobs_running_idx ON instance_jobs (locked_by) WHERE status = 'running';
 
 -- Metering -------------------------------------------------------------------------------------
 

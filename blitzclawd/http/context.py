@@ -13,6 +13,8 @@ from blitzclawd.config import Secrets, Settings
 
 if TYPE_CHECKING:
     from blitzclawd.auth.clerk import ClerkVerifier
+    from blitzclawd.crypto import Keyring
+    from blitzclawd.providers.base import ServerProvider
     from blitzclawd.runtime.supervisor import Supervisor
 
 
@@ -29,6 +31,26 @@ class DaemonContext:
     clerk: ClerkVerifier | None = None
     # clerk user id -> (our user id, role, fetched at): spares a write per authenticated call.
     user_cache: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    # Where servers come from (None without the hetzner_api_token secret).
+    provider: ServerProvider | None = None
+    # Loaded on first use (blitzclawd.fleet.keys): at-rest encryption and the provisioner's key.
+    _keyring: Keyring | None = None
+    _ssh_key: Any = None
+
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            from blitzclawd.fleet.keys import load_keyring
+
+            self._keyring = load_keyring(self.settings, self.secrets)
+        return self._keyring
+
+    def ssh_key(self) -> Any:
+        """The provisioner's asyncssh private key."""
+        if self._ssh_key is None:
+            from blitzclawd.fleet.keys import load_ssh_key
+
+            self._ssh_key = load_ssh_key(self.settings, self.secrets)
+        return self._ssh_key
 
     def actor(self, name: str) -> Any:
         """The running actor `name`, or None while it (re)starts."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from blitzclawd.http.views import admin, auth, billing, health, proxy, webhooks
+from blitzclawd.http.views import admin, auth, billing, health, instances, internal, proxy, webhooks
 
 
 def setup_health_routes(app: web.Application) -> None:
@@ -26,6 +26,14 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_get("/api/billing/usage", billing.usage)
     r.add_patch("/api/billing/auto-topup", billing.auto_topup)
     r.add_get("/api/admin/daemons", admin.daemons)
+    r.add_post("/api/instances", instances.create)
+    r.add_get("/api/instances", instances.list_instances)
+    r.add_get("/api/instances/{instance_id}", instances.get)
+    r.add_delete("/api/instances/{instance_id}", instances.delete)
+    r.add_post("/api/instances/{instance_id}/restart", instances.restart)
+    r.add_post("/api/instances/{instance_id}/configure", instances.configure)
+    r.add_get("/api/instances/{instance_id}/logs", instances.logs)
+    r.add_post("/internal/instance-ready", internal.instance_ready)
 
 
 def setup_proxy_routes(app: web.Application) -> None:

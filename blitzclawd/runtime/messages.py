@@ -111,3 +111,15 @@ class AutoTopupDue:
     user_id: str
     balance_micros: int
     amount_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCheck:
+    """Run a pool pass now (the instances API found no available server)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobsQueued:
+    """Instance jobs were queued: the provisioner claims what it can now instead of next poll."""

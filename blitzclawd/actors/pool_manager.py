@@ -1,0 +1,247 @@
+"""Singleton: keeps the server pool filled and the table in step with the provider.
+
+Every `pool_interval` seconds, and on demand (PoolCheck from the instances API), one pass:
+
+1. reconcile with the provider's list of our servers (label service=blitzclaw): a server the table
+   does not know is deleted; a row whose server vanished is marked gone (its instance, if any,
+   goes to error with the reason); a row still provisioning after `stuck_after` is deleted;
+2. top up: at least `min_available` servers available or provisioning (plus one per instance
+   waiting for a server), at most `max_size` in all, each created with rendered cloud-init (a
+   unique name, a fresh server secret stored hashed, labels naming the row).
+
+Work per pass is bounded by `max_actions_per_pass` creates and as many deletes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from blitzclawd import credentials
+from blitzclawd.config import FleetSettings
+from blitzclawd.fleet import pool as fleet_pool
+from blitzclawd.fleet.cloudinit import render_pool_server
+from blitzclawd.providers.base import ProviderError, ServerInfo, ServerProvider
+from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.messages import PoolCheck, Tick
+
+log = logging.getLogger("blitzclawd.pool")
+
+POOL_LABEL = "pool_id"  # the server_pool row id, so a server always names its row
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    created: int = 0
+    deleted_unknown: int = 0
+    deleted_stuck: int = 0
+    gone: int = 0
+    failed: bool = False
+
+
+def user_data_for(cfg: FleetSettings, *, name: str, secret: str, ssh_public_key: str) -> str:
+    return render_pool_server(
+        server_name=name,
+        server_secret=secret,
+        ready_url=cfg.ready_url,
+        api_host_cidr=cfg.api_host_cidr,
+        ssh_authorized_key=ssh_public_key,
+    )
+
+
+class PoolManager(Actor):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        cfg: FleetSettings,
+        provider: ServerProvider,
+        ssh_public_key: str,
+        *,
+        on_deploy: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__("pool-manager")
+        self._pool = pool
+        self._cfg = cfg
+        self._provider = provider
+        self._ssh_public_key = ssh_public_key
+        self._on_deploy = on_deploy
+
+    async def on_start(self) -> None:
+        self.every(self._cfg.pool_interval, "pool")
+        self.tell(PoolCheck("start"))
+
+    async def handle(self, message: object) -> PassReport | None:
+        if isinstance(message, (Tick, PoolCheck)):
+            return await self.run_pass()
+        return None
+
+    async def run_pass(self) -> PassReport:
+        try:
+            listed = await self._provider.list({})
+        except ProviderError as exc:
+            log.warning("pool pass skipped: cannot list servers", extra={"error": str(exc)})
+            return PassReport(failed=True)
+        budget = self._cfg.max_actions_per_pass
+        unknown, gone, stuck = await self._reconcile(listed, budget)
+        created = await self._top_up(budget)
+        report = PassReport(created, unknown, stuck, gone)
+        if report != PassReport():
+            log.info("pool pass", extra={"report": str(report)})
+        return report
+
+    # -- reconcile -------------------------------------------------------------------------------
+
+    async def _reconcile(self, listed: list[ServerInfo], budget: int) -> tuple[int, int, int]:
+        rows = await self._pool.fetch(
+            """SELECT id, name, hetzner_server_id, status, assigned_to, ssh_host_key,
+                      status_changed_at < now() - make_interval(secs => $1) AS stuck
+               FROM server_pool WHERE status <> 'gone'""",
+            self._cfg.stuck_after,
+        )
+        by_provider_id = {r["hetzner_server_id"]: r for r in rows if r["hetzner_server_id"]}
+        by_name = {r["name"]: r for r in rows}
+        deleted = 0
+        for server in listed:
+            if server.provider_id in by_provider_id:
+                continue
+            row = by_name.get(server.name)
+            if row is not None and row["hetzner_server_id"] is None:
+                await self._adopt(row["id"], server)  # our create returned, its update did not
+                continue
+            if deleted >= budget:
+                break
+            log.warning(
+                "deleting a server the pool does not know", extra={"server_name": server.name}
+            )
+            if await self._delete(server.provider_id):
+                deleted += 1
+        present = {s.provider_id for s in listed}
+        gone = 0
+        for row in rows:
+            hid = row["hetzner_server_id"]
+            if hid is not None and hid not in present:
+                await self._mark_gone(row, "the server no longer exists at the provider")
+                gone += 1
+        stuck = 0
+        for row in rows:
+            if stuck >= budget:
+                break
+            if row["status"] != "provisioning" or not row["stuck"]:
+                continue
+            hid = row["hetzner_server_id"]
+            if hid is not None and hid not in present:
+                continue  # already marked gone above
+            log.warning(
+                "deleting a server that never called back", extra={"server_name": row["name"]}
+            )
+            await self._pool.execute(
+                "UPDATE server_pool SET status = 'deleting' WHERE id = $1", row["id"]
+            )
+            if hid is None or await self._delete(hid):
+                await self._mark_gone(row, "the server never became ready")
+                stuck += 1
+        return deleted, gone, stuck
+
+    async def _adopt(self, row_id: uuid.UUID, server: ServerInfo) -> None:
+        await self._pool.execute(
+            """UPDATE server_pool SET hetzner_server_id = $2, ip_address = $3::inet,
+                      location = $4, server_type = $5 WHERE id = $1""",
+            row_id,
+            server.provider_id,
+            server.ipv4,
+            server.location,
+            server.server_type,
+        )
+
+    async def _delete(self, provider_id: int) -> bool:
+        try:
+            await self._provider.delete(provider_id)
+        except ProviderError as exc:
+            log.warning("server delete failed", extra={"error": str(exc)})
+            return False
+        return True
+
+    async def _mark_gone(self, row: asyncpg.Record, reason: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE server_pool SET status = 'gone', assigned_to = NULL WHERE id = $1",
+                row["id"],
+            )
+            if row["assigned_to"] is not None:
+                await conn.execute(
+                    """UPDATE instances SET status = 'error', status_reason = $2, server_id = NULL
+                       WHERE id = $1 AND status <> 'deleted'""",
+                    row["assigned_to"],
+                    reason,
+                )
+
+    # -- top up ----------------------------------------------------------------------------------
+
+    async def _top_up(self, budget: int) -> int:
+        counts = await self._pool.fetchrow(
+            """SELECT
+                 count(*) FILTER (WHERE status IN ('provisioning', 'available')
+                                  AND assigned_to IS NULL) AS spare,
+                 count(*) FILTER (WHERE status <> 'gone') AS total,
+                 (SELECT count(*) FROM instances WHERE status = 'pending' AND server_id IS NULL
+                    AND deleted_at IS NULL) AS waiting
+               FROM server_pool"""
+        )
+        want = self._cfg.min_available + counts["waiting"] - counts["spare"]
+        room = self._cfg.max_size - counts["total"]
+        n = max(0, min(want, room, budget))
+        made = 0
+        for _ in range(n):
+            if not await self._create_one():
+                break  # capacity or quota: try again next pass
+            made += 1
+        return made
+
+    async def _create_one(self) -> bool:
+        row_id = uuid.uuid4()
+        name = f"bc-{row_id.hex[:12]}"
+        secret = credentials.new_secret()
+        user_data = user_data_for(
+            self._cfg, name=name, secret=secret, ssh_public_key=self._ssh_public_key
+        )
+        await self._pool.execute(
+            """INSERT INTO server_pool (id, name, secret_hash, server_type, status)
+               VALUES ($1, $2, $3, $4, 'provisioning')""",
+            row_id,
+            name,
+            credentials.hash_secret(secret),
+            self._cfg.server_type,
+        )
+        try:
+            info = await self._provider.create(
+                name=name, user_data=user_data, labels={POOL_LABEL: str(row_id)}
+            )
+        except ProviderError as exc:
+            log.warning("server create failed", extra={"server_name": name, "error": str(exc)})
+            await self._pool.execute("UPDATE server_pool SET status = 'gone' WHERE id = $1", row_id)
+            return False
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """UPDATE server_pool SET hetzner_server_id = $2, ip_address = $3::inet,
+                          location = $4, server_type = $5 WHERE id = $1""",
+                row_id,
+                info.provider_id,
+                info.ipv4,
+                info.location,
+                info.server_type,
+            )
+            # The ready call may have come in before we knew the address: finish it now.
+            ready = await conn.fetchval(
+                "SELECT ssh_host_key IS NOT NULL AND status = 'provisioning' "
+                "FROM server_pool WHERE id = $1",
+                row_id,
+            )
+            outcome = await fleet_pool.server_ready(conn, row_id) if ready else None
+        if outcome == "deploy":
+            self._on_deploy()
+        log.info("server created", extra={"server_name": name, "location": info.location})
+        return True

@@ -1,0 +1,327 @@
+"""The provisioner: runs durable instance jobs (deploy, configure, restart, teardown).
+
+Jobs live in `instance_jobs`, claimed with FOR UPDATE SKIP LOCKED (locked_by = this daemon), one
+job per instance at a time, in order. A job still `running` under a daemon that stopped (or
+whose row is gone) is claimed again, so a killed daemon's work resumes elsewhere or after a
+restart. Each job runs in its own task; the actor only claims and counts.
+
+deploy / configure: rotate the instance's proxy secret (the new hash is stored before the config
+that carries it is written), build openclaw.json (secrets split into a 0600 secrets.json), write
+it and the workspace SOUL.md over SFTP with the server's pinned host key, restart the gateway and
+wait for its /readyz -> active. restart: the same without the files. teardown: the server is
+rebuilt from the image with a fresh server secret (its row back to provisioning, no pinned key,
+until its new ready call), or deleted when no provider is configured for rebuilds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets as pysecrets
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from blitzclawd import credentials
+from blitzclawd.actors.pool_manager import user_data_for
+from blitzclawd.config import Settings
+from blitzclawd.crypto import Keyring
+from blitzclawd.fleet import remote
+from blitzclawd.fleet.openclaw_config import (
+    ANTHROPIC_MESSAGES,
+    ProxyTarget,
+    build_config,
+    render_config,
+    split_secrets,
+    telegram_channel,
+    whatsapp_channel,
+)
+from blitzclawd.fleet.personas import soul_md
+from blitzclawd.providers.base import ProviderError, ServerProvider
+from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.messages import JobsQueued, Tick
+
+log = logging.getLogger("blitzclawd.provisioner")
+
+CLAIM = """
+WITH next AS (
+    SELECT j.id FROM instance_jobs j
+    LEFT JOIN daemons d ON d.id = j.locked_by
+    WHERE ((j.status = 'queued' AND j.run_after <= now())
+           OR (j.status = 'running' AND (j.locked_by IS NULL OR d.stopped_at IS NOT NULL)))
+      AND NOT EXISTS (
+          SELECT 1 FROM instance_jobs e
+          WHERE e.instance_id = j.instance_id AND e.id < j.id
+            AND e.status IN ('queued', 'running'))
+      AND NOT (j.instance_id = ANY($3::uuid[]))
+    ORDER BY j.id
+    LIMIT $2
+    FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE instance_jobs j
+SET status = 'running', locked_by = $1, locked_at = now(), attempts = j.attempts + 1
+FROM next WHERE j.id = next.id
+RETURNING j.id, j.instance_id, j.kind, j.attempts
+"""
+
+
+def channel_secret_context(instance_id: uuid.UUID | str) -> str:
+    return f"instances.channel_secret_enc:{instance_id}"
+
+
+class JobFailed(Exception):
+    """A job that must not be retried (the instance goes to error with this reason)."""
+
+
+class Provisioner(Actor):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        daemon_id: str,
+        *,
+        keyring: Callable[[], Keyring],
+        ssh_key: Callable[[], Any],
+        ssh_public_key: Callable[[], str],
+        provider: ServerProvider | None,
+    ) -> None:
+        super().__init__("provisioner")
+        self._pool = pool
+        self._settings = settings
+        self._cfg = settings.fleet
+        self._daemon_id = uuid.UUID(daemon_id)
+        self._keyring = keyring
+        self._ssh_key = ssh_key
+        self._ssh_public_key = ssh_public_key
+        self._provider = provider
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    async def on_start(self) -> None:
+        self.every(self._cfg.job_poll, "jobs")
+        self.tell(JobsQueued())
+
+    async def on_stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # What we were running goes back to the queue for whoever runs next.
+        await self._pool.execute(
+            """UPDATE instance_jobs SET status = 'queued', locked_by = NULL, locked_at = NULL
+               WHERE status = 'running' AND locked_by = $1""",
+            self._daemon_id,
+        )
+
+    async def handle(self, message: object) -> int | None:
+        if isinstance(message, (Tick, JobsQueued)):
+            return await self.claim()
+        return None
+
+    async def claim(self) -> int:
+        free = self._cfg.job_concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        jobs = await self._pool.fetch(CLAIM, self._daemon_id, free, list(self._tasks))
+        for job in jobs:
+            instance_id = job["instance_id"]
+            task = asyncio.get_running_loop().create_task(
+                self._run_job(dict(job)), name=f"job:{job['kind']}:{job['id']}"
+            )
+            self._tasks[instance_id] = task
+            task.add_done_callback(lambda _t, i=instance_id: self._finished(i))
+        return len(jobs)
+
+    def _finished(self, instance_id: uuid.UUID) -> None:
+        self._tasks.pop(instance_id, None)
+        try:
+            self.tell(JobsQueued())  # the next job of this instance may be waiting
+        except Exception:  # stopping: the next daemon picks it up
+            pass
+
+    async def _run_job(self, job: dict[str, Any]) -> None:
+        kind, instance_id = job["kind"], job["instance_id"]
+        try:
+            await getattr(self, f"_do_{kind}")(instance_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            final = isinstance(exc, JobFailed) or job["attempts"] >= self._cfg.job_max_attempts
+            reason = (
+                str(exc)
+                if isinstance(exc, (JobFailed, remote.RemoteError))
+                else (f"{kind} failed: {type(exc).__name__}")
+            )
+            if not isinstance(exc, (JobFailed, remote.RemoteError, ProviderError)):
+                log.exception("job crashed", extra={"job": job["id"], "kind": kind})
+            else:
+                log.warning("job failed", extra={"job": job["id"], "kind": kind, "error": reason})
+            await self._fail(job, reason, final)
+            return
+        await self._pool.execute(
+            """UPDATE instance_jobs SET status = 'done', finished_at = now(), locked_by = NULL
+               WHERE id = $1""",
+            job["id"],
+        )
+
+    async def _fail(self, job: dict[str, Any], reason: str, final: bool) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if final:
+                await conn.execute(
+                    """UPDATE instance_jobs SET status = 'failed', finished_at = now(),
+                              locked_by = NULL, last_error = $2 WHERE id = $1""",
+                    job["id"],
+                    reason,
+                )
+                if job["kind"] != "teardown":
+                    await conn.execute(
+                        """UPDATE instances SET status = 'error', status_reason = $2
+                           WHERE id = $1 AND status <> 'deleted'""",
+                        job["instance_id"],
+                        reason,
+                    )
+            else:
+                backoff = min(2.0 ** job["attempts"], 300.0) * 0.5
+                await conn.execute(
+                    """UPDATE instance_jobs SET status = 'queued', locked_by = NULL,
+                              locked_at = NULL, last_error = $2,
+                              run_after = now() + make_interval(secs => $3)
+                       WHERE id = $1""",
+                    job["id"],
+                    reason,
+                    backoff,
+                )
+
+    # -- the jobs --------------------------------------------------------------------------------
+
+    async def _instance(self, instance_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self._pool.fetchrow(
+            """SELECT i.*, s.ssh_host_key, host(s.ip_address) AS server_ip,
+                      s.status AS server_status
+               FROM instances i LEFT JOIN server_pool s ON s.id = i.server_id
+               WHERE i.id = $1""",
+            instance_id,
+        )
+
+    def _target(self, inst: asyncpg.Record) -> remote.Target:
+        if inst["server_ip"] is None or not inst["ssh_host_key"]:
+            raise remote.RemoteError("the instance's server is not ready")
+        return remote.Target(inst["server_ip"], self._cfg.ssh_port, inst["ssh_host_key"])
+
+    async def _do_deploy(self, instance_id: uuid.UUID) -> None:
+        inst = await self._instance(instance_id)
+        if inst is None or inst["status"] == "deleted" or inst["server_id"] is None:
+            return  # deleted meanwhile, or waiting for a server (its ready call re-queues it)
+        target = self._target(inst)
+        await self._pool.execute(
+            """UPDATE instances SET status = 'provisioning', status_reason = NULL
+               WHERE id = $1 AND status IN ('pending', 'provisioning', 'error', 'stopped')""",
+            instance_id,
+        )
+        soul = soul_md(inst["persona_template"] or "assistant", inst["soul_md"])
+        channel = self._channel(inst)
+        secret = credentials.new_secret()
+        cfg = build_config(
+            gateway_token=pysecrets.token_urlsafe(32),
+            channel=channel,
+            proxy=ProxyTarget(
+                base_url=self._cfg.proxy_url,
+                api=ANTHROPIC_MESSAGES,
+                instance_id=str(instance_id),
+                secret=secret,
+                models=[(self._cfg.model, self._cfg.model)],
+                primary=self._cfg.model,
+            ),
+        )
+        config, secret_doc = split_secrets(cfg)
+        # The new credential is the only valid one from here on: store it before it is written.
+        await self._pool.execute(
+            "UPDATE instances SET secret_hash = $2 WHERE id = $1",
+            instance_id,
+            credentials.hash_secret(secret),
+        )
+        async with await remote.connect(
+            target, self._ssh_key(), timeout=self._cfg.ssh_connect_timeout
+        ) as conn:
+            await remote.write_instance_files(
+                conn,
+                config=render_config(config),
+                secrets=render_config(secret_doc),
+                soul=soul,
+            )
+            await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
+        await self._became_active(instance_id)
+
+    _do_configure = _do_deploy
+
+    async def _do_restart(self, instance_id: uuid.UUID) -> None:
+        inst = await self._instance(instance_id)
+        if inst is None or inst["status"] == "deleted" or inst["server_id"] is None:
+            return
+        async with await remote.connect(
+            self._target(inst), self._ssh_key(), timeout=self._cfg.ssh_connect_timeout
+        ) as conn:
+            await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
+        await self._became_active(instance_id)
+
+    async def _became_active(self, instance_id: uuid.UUID) -> None:
+        await self._pool.execute(
+            """UPDATE instances SET status = 'active', status_reason = NULL
+               WHERE id = $1
+                 AND status IN ('pending', 'provisioning', 'error', 'stopped', 'active')""",
+            instance_id,
+        )
+        log.info("instance active", extra={"instance": str(instance_id)})
+
+    def _channel(self, inst: asyncpg.Record) -> dict[str, Any]:
+        kind = inst["channel_type"]
+        if kind == "whatsapp":
+            return whatsapp_channel()
+        if kind == "telegram":
+            blob = inst["channel_secret_enc"]
+            if blob is None:
+                raise JobFailed("channel_config.bot_token: no bot token stored")
+            token = self._keyring().decrypt_text(blob, channel_secret_context(inst["id"]))
+            config = inst["channel_config"] or {}
+            return telegram_channel(bot_token=token, allow_from=config.get("allow_from"))
+        raise JobFailed(f"channel_type: unknown channel {kind!r}")
+
+    async def _do_teardown(self, instance_id: uuid.UUID) -> None:
+        server = await self._pool.fetchrow(
+            """SELECT id, name, hetzner_server_id FROM server_pool
+               WHERE assigned_to = $1 OR id = (SELECT server_id FROM instances WHERE id = $1)""",
+            instance_id,
+        )
+        if server is not None:
+            await self._wipe(server)
+        await self._pool.execute(
+            """UPDATE instances SET status = 'deleted', server_id = NULL,
+                      deleted_at = coalesce(deleted_at, now()) WHERE id = $1""",
+            instance_id,
+        )
+
+    async def _wipe(self, server: asyncpg.Record) -> None:
+        """The server never serves anyone again with this instance's files or credentials."""
+        hid = server["hetzner_server_id"]
+        if self._provider is None or hid is None:
+            # Nothing can rebuild it: it leaves the pool for good.
+            await self._pool.execute(
+                "UPDATE server_pool SET status = 'deleting', assigned_to = NULL WHERE id = $1",
+                server["id"],
+            )
+            return
+        secret = credentials.new_secret()
+        user_data = user_data_for(
+            self._cfg, name=server["name"], secret=secret, ssh_public_key=self._ssh_public_key()
+        )
+        # Before the rebuild: the new boot's ready call must find the new secret, no old key.
+        await self._pool.execute(
+            """UPDATE server_pool SET status = 'provisioning', assigned_to = NULL,
+                      ssh_host_key = NULL, ready_at = NULL, secret_hash = $2
+               WHERE id = $1""",
+            server["id"],
+            credentials.hash_secret(secret),
+        )
+        await self._provider.rebuild(hid, user_data=user_data)
+        log.info("server rebuilt", extra={"server_name": server["name"]})

@@ -1,0 +1,129 @@
+"""What the daemon does on a pool server, over SSH with the server's PINNED host key.
+
+Every connection trusts exactly the host key the server reported in its ready callback
+(server_pool.ssh_host_key); a server without one is never connected to, and known_hosts is never
+None. The login is the `openclaw` user (it owns ~/.openclaw and may restart the gateway unit
+through sudo); paths are relative to its home, for SFTP and the shell alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import asyncssh
+
+from blitzclawd.fleet.openclaw_config import GATEWAY_PORT
+
+LOGIN_USER = "openclaw"
+OPENCLAW_DIR = ".openclaw"
+CONFIG_FILE = ".openclaw/openclaw.json"
+SECRETS_FILE = ".openclaw/secrets.json"
+WORKSPACE_DIR = ".openclaw/workspace"
+SOUL_FILE = ".openclaw/workspace/SOUL.md"
+RESTART = "sudo -n systemctl restart openclaw-gateway.service"
+READYZ = f"curl -fsS http://127.0.0.1:{GATEWAY_PORT}/readyz"
+MAX_LOG_LINES = 5000
+
+
+class RemoteError(Exception):
+    """A step on the server failed; the message names the step, never a secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    ip: str
+    port: int
+    host_key: str  # "ssh-ed25519 AAAA..." as pinned from the ready callback
+
+
+def known_hosts(target: Target) -> asyncssh.SSHKnownHosts:
+    host = target.ip if target.port == 22 else f"[{target.ip}]:{target.port}"
+    return asyncssh.import_known_hosts(f"{host} {target.host_key}\n")
+
+
+async def connect(
+    target: Target,
+    client_key: asyncssh.SSHKey,
+    *,
+    timeout: float,  # noqa: ASYNC109
+) -> asyncssh.SSHClientConnection:
+    if not target.host_key:
+        raise RemoteError("the server has no pinned host key yet")
+    try:
+        return await asyncssh.connect(
+            target.ip,
+            target.port,
+            username=LOGIN_USER,
+            client_keys=[client_key],
+            known_hosts=known_hosts(target),
+            agent_path=None,
+            config=None,
+            connect_timeout=timeout,
+            login_timeout=timeout,
+        )
+    except (OSError, asyncssh.Error) as exc:
+        raise RemoteError(f"ssh to {target.ip}: {type(exc).__name__}: {exc}") from None
+
+
+async def run(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
+    result = await conn.run(command, check=False)
+    if result.exit_status != 0:
+        err = str(result.stderr or "").strip()[:300]
+        raise RemoteError(f"{what} failed (exit {result.exit_status}): {err}")
+    return str(result.stdout or "")
+
+
+async def write_instance_files(
+    conn: asyncssh.SSHClientConnection, *, config: str, secrets: str, soul: str
+) -> None:
+    """secrets.json (0600, written first), openclaw.json and the workspace SOUL.md."""
+    await run(conn, f"mkdir -p -m 700 {OPENCLAW_DIR} {WORKSPACE_DIR}", "creating ~/.openclaw")
+    try:
+        async with conn.start_sftp_client() as sftp:
+            await _write(sftp, SECRETS_FILE, secrets, 0o600)
+            await _write(sftp, CONFIG_FILE, config, 0o600)
+            await _write(sftp, SOUL_FILE, soul, 0o644)
+    except (OSError, asyncssh.Error) as exc:
+        raise RemoteError(f"writing the instance files: {type(exc).__name__}") from None
+    await run(conn, f"chmod 600 {SECRETS_FILE} {CONFIG_FILE}", "chmod of the secrets")
+
+
+async def _write(sftp: asyncssh.SFTPClient, path: str, text: str, mode: int) -> None:
+    attrs = asyncssh.SFTPAttrs(permissions=mode)
+    async with sftp.open(path, "w", attrs) as f:
+        await f.write(text)
+    await sftp.chmod(path, mode)
+
+
+async def restart_and_wait(
+    conn: asyncssh.SSHClientConnection,
+    *,
+    timeout: float,  # noqa: ASYNC109
+) -> None:
+    """Restart the gateway unit, then poll its /readyz until it answers (bounded by timeout)."""
+    await run(conn, RESTART, "restarting the gateway")
+    await wait_ready(conn, timeout=timeout)
+
+
+async def wait_ready(
+    conn: asyncssh.SSHClientConnection,
+    *,
+    timeout: float,  # noqa: ASYNC109
+) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        result = await conn.run(READYZ, check=False)
+        if result.exit_status == 0:
+            return
+        if time.monotonic() + delay > deadline:
+            raise RemoteError(f"the gateway did not become ready within {timeout:g}s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def journal_command(lines: int, follow: bool) -> str:
+    lines = max(1, min(lines, MAX_LOG_LINES))
+    return f"journalctl -u openclaw-gateway -n {lines} --no-pager" + (" -f" if follow else "")

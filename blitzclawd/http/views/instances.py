@@ -1,0 +1,333 @@
+"""/api/instances: a user's OpenClaw instances. Every query is scoped by the caller's own user id:
+another user's instance (or a malformed id) is a 404, exactly like one that does not exist.
+
+Creating claims an available server in the same transaction as the instance row (FOR UPDATE SKIP
+LOCKED: two users at once never get the same server), else the instance waits as `pending` and the
+pool manager is asked to provision. The actual configuration over SSH is a durable job for the
+provisioner. Bot tokens are stored encrypted (plaintext exists only while deploying).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import asyncssh
+from aiohttp import web
+
+from blitzclawd import credentials
+from blitzclawd.actors.provisioner import channel_secret_context
+from blitzclawd.config import billing_minimum_micros
+from blitzclawd.fleet import pool as fleet_pool
+from blitzclawd.fleet import remote
+from blitzclawd.fleet.openclaw_config import telegram_channel
+from blitzclawd.fleet.personas import PERSONA_NAMES, soul_md
+from blitzclawd.http import validate
+from blitzclawd.http.auth import require_user
+from blitzclawd.http.context import CONTEXT, DaemonContext
+from blitzclawd.http.errors import ApiError
+from blitzclawd.http.jsonutil import json_response
+from blitzclawd.runtime.messages import JobsQueued, PoolCheck
+
+log = logging.getLogger("blitzclawd.instances")
+
+CHANNEL_TYPES = ("telegram", "whatsapp")
+MAX_SOUL_INPUT = 100_000  # raw characters read before the exact OpenClaw-length check
+_FIELDS = """i.id::text, i.status, i.status_reason, i.channel_type, i.channel_config,
+             i.persona_template, i.soul_md, host(i.ip_address) AS ip_address, i.created_at,
+             i.updated_at, i.use_own_api_key"""
+
+
+def _view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "status_reason": row["status_reason"],
+        "channel_type": row["channel_type"],
+        "channel_config": row["channel_config"] or {},  # non-secret parts only
+        "persona_template": row["persona_template"],
+        "soul_md": row["soul_md"],
+        "ip_address": row["ip_address"],
+        "use_own_api_key": row["use_own_api_key"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+def _tell(ctx: DaemonContext, name: str, message: object) -> None:
+    actor = ctx.actor(name)
+    inner = getattr(actor, "inner", actor)  # singletons run their actor inside
+    if inner is None or not hasattr(inner, "tell"):
+        return  # standby here, or restarting: its timer picks the work up
+    with contextlib.suppress(Exception):
+        inner.tell(message)
+
+
+def _parse_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["instance_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such instance") from None
+
+
+async def _owned(ctx: DaemonContext, user_id: str, instance_id: uuid.UUID) -> Any:
+    row = await ctx.pool.fetchrow(
+        f"SELECT {_FIELDS} FROM instances i "
+        "WHERE i.id = $1 AND i.user_id = $2 AND i.deleted_at IS NULL",
+        instance_id,
+        uuid.UUID(user_id),
+    )
+    if row is None:
+        raise ApiError(404, "not_found", "no such instance")
+    return row
+
+
+def _soul(persona: str, raw: Any) -> str | None:
+    if raw is not None and not isinstance(raw, str):
+        raise ApiError(422, "invalid_field", "soul_md must be a string", field="soul_md")
+    if isinstance(raw, str) and len(raw) > MAX_SOUL_INPUT:
+        raise ApiError(422, "invalid_field", "soul_md is over 20000 characters", field="soul_md")
+    try:
+        soul_md(persona, raw)
+    except ValueError as exc:
+        name = str(exc).partition(": ")[0]
+        raise ApiError(422, "invalid_field", str(exc), field=name) from None
+    return raw
+
+
+def _channel(kind: str, raw: Any) -> tuple[dict[str, Any], str | None]:
+    """(non-secret channel_config to store, bot token or None); 422 naming the field."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ApiError(
+            422, "invalid_field", "channel_config must be an object", field="channel_config"
+        )
+    if kind == "whatsapp":
+        return {}, None
+    token = raw.get("bot_token")
+    allow = raw.get("allow_from")
+    if token is None:
+        raise ApiError(
+            422,
+            "invalid_field",
+            "channel_config.bot_token is required for telegram",
+            field="channel_config.bot_token",
+        )
+    try:
+        block = telegram_channel(bot_token=token, allow_from=allow)
+    except ValueError as exc:
+        name = str(exc).partition(":")[0]
+        raise ApiError(
+            422, "invalid_field", f"channel_config.{exc}", field=f"channel_config.{name}"
+        ) from None
+    stored = {"allow_from": block["telegram"].get("allowFrom", [])}
+    return stored, token
+
+
+async def create(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    user_id = uuid.UUID(require_user(request))
+    body = await validate.json_object(request)
+    kind = body.get("channel_type")
+    if kind not in CHANNEL_TYPES:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"channel_type must be one of {', '.join(CHANNEL_TYPES)}",
+            field="channel_type",
+        )
+    persona = body.get("persona_template")
+    if persona not in PERSONA_NAMES:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"persona_template must be one of {', '.join(PERSONA_NAMES)}",
+            field="persona_template",
+        )
+    soul = _soul(persona, body.get("soul_md"))
+    config, token = _channel(kind, body.get("channel_config"))
+    instance_id = uuid.uuid4()
+    secret_enc = (
+        ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)) if token else None
+    )
+    minimum = billing_minimum_micros(ctx.settings)
+    limit = ctx.settings.fleet.max_instances_per_user
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        # One user's creates serialise here, so the per-user limit holds under concurrency.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        available = await conn.fetchval(
+            "SELECT balance_micros - reserved_micros FROM balances WHERE user_id = $1", user_id
+        )
+        if (available or 0) < minimum:
+            raise ApiError(
+                402,
+                "insufficient_balance",
+                f"a balance of at least ${minimum / 1e6:.2f} is needed to create an instance",
+            )
+        count = await conn.fetchval(
+            "SELECT count(*) FROM instances WHERE user_id = $1 AND deleted_at IS NULL", user_id
+        )
+        if count >= limit:
+            raise ApiError(409, "instance_limit", f"at most {limit} instances per user")
+        await conn.execute(
+            """INSERT INTO instances (id, user_id, status, channel_type, channel_config,
+                                      channel_secret_enc, persona_template, soul_md, secret_hash)
+               VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8)""",
+            instance_id,
+            user_id,
+            kind,
+            config,
+            secret_enc,
+            persona,
+            soul,
+            # Never handed out: the first deploy rotates in the secret the instance gets.
+            credentials.hash_secret(credentials.new_secret()),
+        )
+        server = await fleet_pool.claim_available_server(conn, instance_id)
+        if server is not None:
+            await fleet_pool.enqueue_job(conn, instance_id, "deploy")
+        row = await conn.fetchrow(f"SELECT {_FIELDS} FROM instances i WHERE i.id = $1", instance_id)
+    if server is not None:
+        _tell(ctx, "provisioner", JobsQueued())
+    else:
+        _tell(ctx, "pool-manager", PoolCheck("no available server"))
+    log.info("instance created", extra={"instance": str(instance_id), "status": row["status"]})
+    return json_response(_view(row), status=201)
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    user_id = uuid.UUID(require_user(request))
+    rows = await ctx.pool.fetch(
+        f"SELECT {_FIELDS} FROM instances i WHERE i.user_id = $1 AND i.deleted_at IS NULL "
+        "ORDER BY i.created_at",
+        user_id,
+    )
+    return json_response({"instances": [_view(r) for r in rows]})
+
+
+async def get(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    user_id = require_user(request)
+    row = await _owned(ctx, user_id, _parse_id(request))
+    usage = await ctx.pool.fetchrow(
+        """SELECT count(*) AS requests, coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
+                  coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
+                  coalesce(sum(cost_micros), 0)::bigint AS cost_micros
+           FROM usage_logs
+           WHERE instance_id = $1 AND user_id = $2 AND created_at > now() - interval '24 hours'""",
+        uuid.UUID(row["id"]),
+        uuid.UUID(user_id),
+    )
+    return json_response({**_view(row), "usage_24h": dict(usage)})
+
+
+async def _queue(ctx: DaemonContext, instance_id: uuid.UUID, kind: str) -> None:
+    async with ctx.pool.acquire() as conn:
+        await fleet_pool.enqueue_job(conn, instance_id, kind)
+    _tell(ctx, "provisioner", JobsQueued())
+
+
+async def restart(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    row = await _owned(ctx, require_user(request), _parse_id(request))
+    if row["status"] in ("pending", "provisioning"):
+        raise ApiError(409, "not_ready", "the instance is still being set up")
+    await _queue(ctx, uuid.UUID(row["id"]), "restart")
+    return json_response({"id": row["id"], "queued": "restart"}, status=202)
+
+
+async def configure(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    user_id = require_user(request)
+    instance_id = _parse_id(request)
+    row = await _owned(ctx, user_id, instance_id)
+    body = await validate.json_object(request)
+    if "soul_md" not in body and "channel_config" not in body:
+        raise ApiError(422, "invalid_field", "send soul_md and/or channel_config", field="soul_md")
+    sets: list[str] = []
+    args: list[Any] = [instance_id]
+    if "soul_md" in body:
+        args.append(_soul(row["persona_template"] or "assistant", body["soul_md"]))
+        sets.append(f"soul_md = ${len(args)}")
+    if "channel_config" in body:
+        config, token = _channel(row["channel_type"], body["channel_config"])
+        args.append(config)
+        sets.append(f"channel_config = ${len(args)}")
+        if token is not None:
+            args.append(ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)))
+            sets.append(f"channel_secret_enc = ${len(args)}")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            f"UPDATE instances SET {', '.join(sets)} WHERE id = $1 AND deleted_at IS NULL", *args
+        )
+        await fleet_pool.enqueue_job(conn, instance_id, "configure")
+    _tell(ctx, "provisioner", JobsQueued())
+    return json_response({"id": row["id"], "queued": "configure"}, status=202)
+
+
+async def delete(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    instance_id = _parse_id(request)
+    row = await _owned(ctx, require_user(request), instance_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        # From here the proxy refuses it (deleted); the teardown job wipes its server.
+        await conn.execute(
+            "UPDATE instances SET status = 'deleted', deleted_at = now() WHERE id = $1",
+            instance_id,
+        )
+        await fleet_pool.enqueue_job(conn, instance_id, "teardown")
+    _tell(ctx, "provisioner", JobsQueued())
+    return json_response({"id": row["id"], "status": "deleted"}, status=202)
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    instance_id = _parse_id(request)
+    await _owned(ctx, require_user(request), instance_id)
+    raw_lines = request.query.get("lines", "100")
+    if not raw_lines.isdigit() or not 1 <= int(raw_lines) <= remote.MAX_LOG_LINES:
+        raise ApiError(
+            422, "invalid_field", f"lines must be 1..{remote.MAX_LOG_LINES}", field="lines"
+        )
+    follow = request.query.get("follow", "0") in ("1", "true")
+    server = await ctx.pool.fetchrow(
+        """SELECT host(s.ip_address) AS ip, s.ssh_host_key FROM instances i
+           JOIN server_pool s ON s.id = i.server_id WHERE i.id = $1""",
+        instance_id,
+    )
+    if server is None or server["ip"] is None or not server["ssh_host_key"]:
+        raise ApiError(409, "not_ready", "the instance has no server yet")
+    cfg = ctx.settings.fleet
+    target = remote.Target(server["ip"], cfg.ssh_port, server["ssh_host_key"])
+    command = remote.journal_command(int(raw_lines), follow)
+    try:
+        conn = await remote.connect(target, ctx.ssh_key(), timeout=cfg.ssh_connect_timeout)
+    except remote.RemoteError:
+        raise ApiError(502, "server_unreachable", "the instance's server did not answer") from None
+    async with conn:
+        if not follow:
+            result = await conn.run(command, check=False)
+            return web.Response(text=str(result.stdout or ""), content_type="text/plain")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        async with conn.create_process(command) as process:
+            try:
+                while True:
+                    chunk = await process.stdout.read(4096)
+                    if not chunk:
+                        break
+                    await response.write(chunk.encode() if isinstance(chunk, str) else chunk)
+            except (ConnectionResetError, asyncssh.Error):
+                process.close()  # the client left, or the server went away: end the stream
+                return response
+            except asyncio.CancelledError:
+                process.close()
+                raise
+        await response.write_eof()
+        return response
