@@ -9,12 +9,14 @@ accounting requires, attached to a row that no longer says who it was.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 
+from blitzclawd.fleet.pool import enqueue_job
 from blitzclawd.runtime.messages import Notify
 
 log = logging.getLogger("blitzclawd.accounts")
@@ -91,6 +93,8 @@ async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
            WHERE user_id = $1 AND status <> 'deleted' RETURNING id::text""",
         user_id,
     )
+    for row in instances:  # the fleet wipes their servers (rebuilt from the image)
+        await enqueue_job(conn, uuid.UUID(row["id"]), "teardown")
     await conn.execute("DELETE FROM user_integrations WHERE user_id = $1", user_id)
     await conn.execute(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE user_id = $1", user_id

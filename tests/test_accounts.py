@@ -504,6 +504,13 @@ async def test_user_deleted_erases_secrets_and_keeps_the_ledger(api_env) -> None
         "SELECT * FROM instances WHERE id = $1", uuid.UUID(inst.id)
     )
     assert inst_row["status"] == "deleted" and inst_row["channel_secret_enc"] is None
+    # The fleet is told to wipe its server.
+    assert (
+        await api_env.pool.fetchval(
+            "SELECT kind FROM instance_jobs WHERE instance_id = $1", uuid.UUID(inst.id)
+        )
+        == "teardown"
+    )
     assert (
         await api_env.pool.fetchval(
             "SELECT count(*) FROM ledger_entries WHERE user_id = $1", uuid.UUID(user)

@@ -16,7 +16,7 @@ from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments import creem
 from blitzclawd.payments.apply import apply_creem_event
-from blitzclawd.runtime.messages import CreemWebhook, Notify
+from blitzclawd.runtime.messages import CreemWebhook, JobsQueued, Notify
 
 log = logging.getLogger("blitzclawd.webhooks")
 
@@ -63,6 +63,13 @@ async def clerk(request: web.Request) -> web.Response:
         ctx.user_cache.pop(data["id"], None)  # this daemon stops honouring its sessions at once
     if outcome.notify is not None:
         tell_notifier(ctx, [outcome.notify])
+    if outcome.deleted_instances:
+        provisioner = ctx.actor("provisioner")
+        if provisioner is not None:  # else its next poll finds the queued teardown jobs
+            try:
+                provisioner.tell(JobsQueued())
+            except Exception as exc:
+                log.warning("provisioner not told", extra={"error": repr(exc)})
     return json_response({"status": outcome.status})
 
 
