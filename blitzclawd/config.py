@@ -232,6 +232,20 @@ class FleetSettings:
     # Seconds a deploy waits for the gateway's /readyz after restarting it.
     ready_timeout: float = field(default=120.0, metadata=_range(0.1, 3600))
     ssh_connect_timeout: float = field(default=15.0, metadata=_range(0.1, 600))
+    # The model an instance uses with the user's own OpenAI key (Anthropic keys use `model`).
+    own_key_openai_model: str = "gpt-4.1"
+    # Seconds between health sweeps over every active instance (one SSH connection per server,
+    # kept open between sweeps); at most health_concurrency checks at once.
+    health_interval: float = field(default=300.0, metadata=_range(0.01, 86400))
+    health_concurrency: int = field(default=50, metadata=_range(1, 10000))
+    # Seconds one instance's check (connect + /readyz) may take before it counts as down.
+    health_timeout: float = field(default=30.0, metadata=_range(0.1, 600))
+    # Automatic restarts of a failing gateway before the instance goes to error (and alerts).
+    health_max_restarts: int = field(default=3, metadata=_range(0, 100))
+    # Seconds a restarted gateway has to answer /readyz again.
+    health_restart_timeout: float = field(default=60.0, metadata=_range(0.1, 3600))
+    # An instance down this many seconds raises an alert.
+    health_down_alert_after: float = field(default=900.0, metadata=_range(0.01, 86400))
 
 
 @dataclass(frozen=True, slots=True)

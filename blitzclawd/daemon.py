@@ -20,6 +20,7 @@ import asyncpg
 
 from blitzclawd import sdnotify
 from blitzclawd.actors.billing import BillingActor
+from blitzclawd.actors.health_monitor import HealthMonitor
 from blitzclawd.actors.heartbeat import Heartbeat
 from blitzclawd.actors.janitor import Janitor
 from blitzclawd.actors.notifier import NotifierActor
@@ -226,7 +227,17 @@ class Daemon:
                     provider=ctx.provider,
                 ),
                 shutdown_timeout=grace + 5,
-            )
+            ),
+            ChildSpec(
+                "health-monitor",
+                lambda: SingletonChild(
+                    "health-monitor",
+                    lambda: HealthMonitor(ctx.pool, s.fleet, ctx.ssh_key),
+                    lambda: db_pool.connect(dsn),
+                    poll_interval=s.supervisor.singleton_poll,
+                ),
+                shutdown_timeout=grace + 5,
+            ),
         ]
         provider = ctx.provider
         if provider is not None:

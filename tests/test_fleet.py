@@ -34,6 +34,7 @@ from blitzclawd.testing.fake_hetzner import FakeHetzner
 
 KEY_NAME = "blitzclaw-provisioner"
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+ADMIN_KEY = "admin-" + "k" * 40
 
 
 @dataclass
@@ -86,7 +87,10 @@ async def until(check: Callable[[], Awaitable[Any]], deadline: float = 20.0) -> 
 
 
 @asynccontextmanager
-async def fleet_env(database: str, tmp_path: Path, **fleet: Any) -> AsyncIterator[FleetEnv]:
+async def fleet_env(
+    database: str, tmp_path: Path, *, sections: dict[str, Any] | None = None, **fleet: Any
+) -> AsyncIterator[FleetEnv]:
+    """`fleet` overrides [fleet] keys; `sections` adds other settings sections (e.g. upstream)."""
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     async with FakeHetzner(root=tmp_path / "hetzner", rate_limit=10**6, boot_delay=0) as fake:
         fake.add_ssh_key(KEY_NAME, client_key.export_public_key().decode())
@@ -110,6 +114,7 @@ async def fleet_env(database: str, tmp_path: Path, **fleet: Any) -> AsyncIterato
                     "ssh_connect_timeout": 5.0,
                     **fleet,
                 },
+                **(sections or {}),
             }
         )
         secrets = Secrets(
@@ -117,6 +122,7 @@ async def fleet_env(database: str, tmp_path: Path, **fleet: Any) -> AsyncIterato
                 "database_url": Secret(database),
                 "hetzner_api_token": Secret(fake.token),
                 "ssh_private_key": Secret(client_key.export_private_key("openssh").decode()),
+                "admin_api_key": Secret(ADMIN_KEY),
             }
         )
         daemon = Daemon(settings, secrets)

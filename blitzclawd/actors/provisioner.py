@@ -31,6 +31,7 @@ from blitzclawd.crypto import Keyring
 from blitzclawd.fleet import remote
 from blitzclawd.fleet.openclaw_config import (
     ANTHROPIC_MESSAGES,
+    OwnKey,
     ProxyTarget,
     build_config,
     render_config,
@@ -69,6 +70,10 @@ RETURNING j.id, j.instance_id, j.kind, j.attempts
 
 def channel_secret_context(instance_id: uuid.UUID | str) -> str:
     return f"instances.channel_secret_enc:{instance_id}"
+
+
+def own_key_context(instance_id: uuid.UUID | str) -> str:
+    return f"instances.own_api_key_enc:{instance_id}"
 
 
 class JobFailed(Exception):
@@ -222,10 +227,15 @@ class Provisioner(Actor):
         soul = soul_md(inst["persona_template"] or "assistant", inst["soul_md"])
         channel = self._channel(inst)
         secret = credentials.new_secret()
+        own_key = self._own_key(inst)
         cfg = build_config(
             gateway_token=pysecrets.token_urlsafe(32),
             channel=channel,
-            proxy=ProxyTarget(
+            # The user's own key: straight to the provider. Else our proxy, with a fresh secret
+            # (rotated either way, so a reverted instance never reuses an old credential).
+            proxy=None
+            if own_key is not None
+            else ProxyTarget(
                 base_url=self._cfg.proxy_url,
                 api=ANTHROPIC_MESSAGES,
                 instance_id=str(instance_id),
@@ -233,6 +243,7 @@ class Provisioner(Actor):
                 models=[(self._cfg.model, self._cfg.model)],
                 primary=self._cfg.model,
             ),
+            own_key=own_key,
         )
         config, secret_doc = split_secrets(cfg)
         # The new credential is the only valid one from here on: store it before it is written.
@@ -273,6 +284,14 @@ class Provisioner(Actor):
             instance_id,
         )
         log.info("instance active", extra={"instance": str(instance_id)})
+
+    def _own_key(self, inst: asyncpg.Record) -> OwnKey | None:
+        if not inst["use_own_api_key"]:
+            return None
+        provider = inst["own_api_provider"]
+        key = self._keyring().decrypt_text(inst["own_api_key_enc"], own_key_context(inst["id"]))
+        model = self._cfg.model if provider == "anthropic" else self._cfg.own_key_openai_model
+        return OwnKey(provider=provider, api_key=key, model=model)
 
     def _channel(self, inst: asyncpg.Record) -> dict[str, Any]:
         kind = inst["channel_type"]

@@ -43,7 +43,8 @@ _URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
-_API_KEY = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable, no spaces: it goes into a header
+OWN_API_KEY = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable, no spaces: it goes into a header
+_API_KEY = OWN_API_KEY
 _BOT_TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,128}$")
 _TELEGRAM_ID = re.compile(r"^[0-9]{1,20}$")
 

@@ -33,6 +33,9 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_post("/api/instances/{instance_id}/restart", instances.restart)
     r.add_post("/api/instances/{instance_id}/configure", instances.configure)
     r.add_get("/api/instances/{instance_id}/logs", instances.logs)
+    r.add_post("/api/instances/{instance_id}/api-key", instances.set_api_key)
+    r.add_delete("/api/instances/{instance_id}/api-key", instances.remove_api_key)
+    r.add_get("/api/health/instances", admin.instance_health)
     r.add_post("/internal/instance-ready", internal.instance_ready)
 
 

@@ -176,6 +176,8 @@ class FakeLLM(LocalHTTPServer):
 
     def __init__(self, *, scenario: Scenario | None = None, record_limit: int = 10_000) -> None:
         self.scenario = scenario or Scenario()
+        # Users' own provider keys the fake also accepts (spec "User API Keys"), both APIs.
+        self.user_keys: set[str] = set()
         self.requests: list[RecordedRequest] = []
         # 10k recorded OpenClaw bodies (~60 KB JSON each) take GBs: benchmarks pass a lower limit.
         self.record_limit = record_limit
@@ -367,7 +369,7 @@ class FakeLLM(LocalHTTPServer):
             key = auth.removeprefix("Bearer ").strip()
         if key is None:
             raise _Refusal(401, "x-api-key header is required")
-        if key != self.anthropic_key:
+        if key != self.anthropic_key and key not in self.user_keys:
             raise _Refusal(401, "invalid x-api-key")
 
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
@@ -509,7 +511,7 @@ class FakeLLM(LocalHTTPServer):
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
             )
         key = auth.removeprefix("Bearer ").strip()
-        if key != self.openai_key:
+        if key != self.openai_key and key not in self.user_keys:
             masked = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
             raise _Refusal(401, f"Incorrect API key provided: {masked}.")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from blitzclawd.http.auth import require_admin
@@ -39,5 +41,48 @@ async def daemons(request: web.Request) -> web.Response:
                 }
                 for r in rows
             ],
+        }
+    )
+
+
+async def instance_health(request: web.Request) -> web.Response:
+    """The health monitor's last result for every instance it has checked, worst first."""
+    require_admin(request)
+    ctx = request.app[CONTEXT]
+    rows = await ctx.pool.fetch(
+        """SELECT h.instance_id::text, i.user_id::text, i.status AS instance_status,
+                  i.status_reason, host(i.ip_address) AS ip_address, h.ok, h.state, h.detail,
+                  h.restarts, h.checked_at, h.down_since, h.alerted_at
+           FROM instance_health h JOIN instances i ON i.id = h.instance_id
+           WHERE i.deleted_at IS NULL
+           ORDER BY h.ok, h.down_since NULLS LAST, h.checked_at DESC
+           LIMIT 10000"""
+    )
+    alerts = await ctx.pool.fetch(
+        """SELECT instance_id::text, kind, detail, created_at FROM health_alerts
+           ORDER BY id DESC LIMIT 100"""
+    )
+
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    instances = [
+        {
+            **dict(r),
+            "checked_at": iso(r["checked_at"]),
+            "down_since": iso(r["down_since"]),
+            "alerted_at": iso(r["alerted_at"]),
+        }
+        for r in rows
+    ]
+    return json_response(
+        {
+            "instances": instances,
+            "summary": {
+                "checked": len(instances),
+                "ok": sum(1 for r in rows if r["ok"]),
+                "failing": sum(1 for r in rows if not r["ok"]),
+            },
+            "alerts": [{**dict(a), "created_at": iso(a["created_at"])} for a in alerts],
         }
     )

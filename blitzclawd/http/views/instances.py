@@ -15,15 +15,16 @@ import logging
 import uuid
 from typing import Any
 
+import aiohttp
 import asyncssh
 from aiohttp import web
 
 from blitzclawd import credentials
-from blitzclawd.actors.provisioner import channel_secret_context
+from blitzclawd.actors.provisioner import channel_secret_context, own_key_context
 from blitzclawd.config import billing_minimum_micros
 from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet import remote
-from blitzclawd.fleet.openclaw_config import telegram_channel
+from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY, telegram_channel
 from blitzclawd.fleet.personas import PERSONA_NAMES, soul_md
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
@@ -331,3 +332,98 @@ async def logs(request: web.Request) -> web.StreamResponse:
                 raise
         await response.write_eof()
         return response
+
+
+# -- the user's own provider key (spec "User API Keys") ------------------------------------------
+
+
+async def _provider_accepts(ctx: DaemonContext, provider: str, key: str) -> None:
+    """GET /v1/models with the key at the provider: 422 when refused, 502 when unreachable."""
+    up = ctx.settings.upstream
+    if provider == "anthropic":
+        url = up.anthropic_url.rstrip("/") + "/v1/models"
+        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    else:
+        url = up.openai_url.rstrip("/").removesuffix("/v1") + "/v1/models"
+        headers = {"Authorization": f"Bearer {key}"}
+    assert ctx.http is not None
+    try:
+        async with ctx.http.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=15)
+        ) as resp:
+            status = resp.status
+            await resp.read()
+    except (aiohttp.ClientError, TimeoutError):
+        raise ApiError(
+            502, "provider_unavailable", f"could not reach {provider} to check the key; retry"
+        ) from None
+    if status in (401, 403):
+        raise ApiError(
+            422,
+            "invalid_api_key",
+            f"{provider} refused this API key (HTTP {status})",
+            field="api_key",
+        )
+    if status != 200:
+        raise ApiError(
+            502, "provider_unavailable", f"{provider} answered HTTP {status} checking the key"
+        )
+
+
+async def set_api_key(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    instance_id = _parse_id(request)
+    row = await _owned(ctx, require_user(request), instance_id)
+    body = await validate.json_object(request)
+    provider = body.get("provider")
+    if provider not in OFFICIAL_APIS:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"provider must be one of {', '.join(OFFICIAL_APIS)}",
+            field="provider",
+        )
+    key = body.get("api_key")
+    if not isinstance(key, str) or not OWN_API_KEY.fullmatch(key):
+        raise ApiError(
+            422,
+            "invalid_field",
+            "api_key must be 8-512 printable characters without spaces",
+            field="api_key",
+        )
+    await _provider_accepts(ctx, provider, key)
+    blob = ctx.keyring().encrypt_text(key, own_key_context(instance_id))
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """UPDATE instances SET use_own_api_key = true, own_api_provider = $2,
+                      own_api_key_enc = $3
+               WHERE id = $1 AND deleted_at IS NULL""",
+            instance_id,
+            provider,
+            blob,
+        )
+        await fleet_pool.enqueue_job(conn, instance_id, "configure")
+    _tell(ctx, "provisioner", JobsQueued())
+    log.info("own API key set", extra={"instance": str(instance_id), "provider": provider})
+    return json_response(
+        {"id": row["id"], "use_own_api_key": True, "provider": provider, "queued": "configure"},
+        status=202,
+    )
+
+
+async def remove_api_key(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    instance_id = _parse_id(request)
+    row = await _owned(ctx, require_user(request), instance_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """UPDATE instances SET use_own_api_key = false, own_api_provider = NULL,
+                      own_api_key_enc = NULL
+               WHERE id = $1 AND deleted_at IS NULL""",
+            instance_id,
+        )
+        await fleet_pool.enqueue_job(conn, instance_id, "configure")
+    _tell(ctx, "provisioner", JobsQueued())
+    return json_response(
+        {"id": row["id"], "use_own_api_key": False, "queued": "configure"}, status=202
+    )
