@@ -7,6 +7,7 @@ the fleet never writes into its state directory.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import asyncssh
 
 from blitzclawd.config import Secrets, Settings
 from blitzclawd.crypto import Keyring
+
+log = logging.getLogger("blitzclawd.fleet")
 
 SSH_KEY_FILE = "provisioner_ed25519"
 KEYRING_FILE = "encryption.keys"
@@ -29,6 +32,11 @@ def load_keyring(settings: Settings, secrets: Secrets) -> Keyring:
     spec = secrets.get("encryption_keys")
     if spec is not None:
         return Keyring.parse(spec.reveal())
+    if secrets.get("database_url") is not None:
+        # A shared database may be served by several daemons: each would make its own key and
+        # none could read the others' ciphertexts. Say so loudly; it still works for one daemon.
+        log.warning("no encryption_keys secret: using a key local to this daemon's state "
+                    "directory; set encryption_keys on every daemon that shares the database")
     return Keyring.load_or_create(_state_dir(settings) / KEYRING_FILE)
 
 
