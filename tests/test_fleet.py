@@ -22,6 +22,7 @@ import asyncpg
 import asyncssh
 import orjson
 import pytest
+from openclaw_tool import ensure_openclaw
 
 from blitzclawd import credentials
 from blitzclawd.config import Secret, Secrets, parse_settings
@@ -220,6 +221,14 @@ async def test_an_instance_lifecycle_over_ssh(database: str, tmp_path: Path) -> 
         soul = (home / ".openclaw/workspace/SOUL.md").read_text()
         assert "technical assistant" in soul and "Answer in haiku." in soul
         assert server.ssh.gateway_state == "active"
+        # What was deployed over SSH is accepted by the pinned OpenClaw release itself.
+        openclaw = await asyncio.to_thread(ensure_openclaw)
+        code, verdict = await asyncio.to_thread(openclaw.run_json, home, "config", "validate")
+        assert code == 0 and verdict["valid"] is True, verdict
+        code, audit = await asyncio.to_thread(
+            openclaw.run_json, home, "secrets", "audit", "--check"
+        )
+        assert code == 0, audit
 
         status, body = await env.call("GET", f"/api/instances/{iid}", alice)
         assert status == 200 and body["status"] == "active" and "usage_24h" in body
