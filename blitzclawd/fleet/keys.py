@@ -35,8 +35,10 @@ def load_keyring(settings: Settings, secrets: Secrets) -> Keyring:
     if secrets.get("database_url") is not None:
         # A shared database may be served by several daemons: each would make its own key and
         # none could read the others' ciphertexts. Say so loudly; it still works for one daemon.
-        log.warning("no encryption_keys secret: using a key local to this daemon's state "
-                    "directory; set encryption_keys on every daemon that shares the database")
+        log.warning(
+            "no encryption_keys secret: using a key local to this daemon's state "
+            "directory; set encryption_keys on every daemon that shares the database"
+        )
     return Keyring.load_or_create(_state_dir(settings) / KEYRING_FILE)
 
 
