@@ -223,7 +223,37 @@ def openai_chat_usage(body: dict[str, Any]) -> Usage:
     return _chat_usage(_dict(_dict(body).get("usage")))
 
 
-class OpenAIChatStreamMeter:
+class _ReportedOrSeen:
+    """OpenAI meters: the usage the upstream reported at the end, else what the text suggests."""
+
+    __slots__ = ()
+    _usage: Usage | None
+    _chars: int
+
+    @property
+    def usage_reported(self) -> bool:
+        return self._usage is not None
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage or _ZERO
+
+    @property
+    def approx_output_tokens(self) -> int:
+        return _approx_tokens(self._chars)
+
+    @property
+    def saw_tokens(self) -> bool:
+        return self.usage.total_tokens > 0 or self._chars > 0
+
+    def billable_usage(self, input_tokens_estimate: int = 0) -> Usage:
+        """The reported usage when it came; else estimate input + chars/4 of the text seen."""
+        return _billable(
+            self.usage, self.usage_reported, False, self.approx_output_tokens, input_tokens_estimate
+        )
+
+
+class OpenAIChatStreamMeter(_ReportedOrSeen):
     """Feed it each `data:` payload of a /v1/chat/completions stream (b"[DONE]" ends it)."""
 
     __slots__ = ("_chars", "_usage", "completed", "error", "model", "upstream_id")
@@ -266,28 +296,6 @@ class OpenAIChatStreamMeter:
             return False
         obj = _loads(data)
         return obj is not None and obj.get("choices") == [] and type(obj.get("usage")) is dict
-
-    @property
-    def usage_reported(self) -> bool:
-        return self._usage is not None
-
-    @property
-    def usage(self) -> Usage:
-        return self._usage or _ZERO
-
-    @property
-    def approx_output_tokens(self) -> int:
-        return _approx_tokens(self._chars)
-
-    @property
-    def saw_tokens(self) -> bool:
-        return self.usage.total_tokens > 0 or self._chars > 0
-
-    def billable_usage(self, input_tokens_estimate: int = 0) -> Usage:
-        """The usage chunk when it came; else estimate input + chars/4 of the text seen."""
-        return _billable(
-            self.usage, self.usage_reported, False, self.approx_output_tokens, input_tokens_estimate
-        )
 
 
 def _chat_delta_chars(delta: dict[str, Any]) -> int:
@@ -343,7 +351,7 @@ _R_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.
 _R_RESPONSE = _R_TERMINAL | {"response.created", "response.in_progress"}
 
 
-class OpenAIResponsesStreamMeter:
+class OpenAIResponsesStreamMeter(_ReportedOrSeen):
     """Feed it every SSE event of a /v1/responses stream: `feed(event_name, data)`."""
 
     __slots__ = ("_chars", "_usage", "completed", "error", "model", "upstream_id")
@@ -388,25 +396,3 @@ class OpenAIResponsesStreamMeter:
         elif event == "error":
             obj = obj or _loads(data)
             self.error = obj if obj is not None else {"type": "error", "code": "unparseable"}
-
-    @property
-    def usage_reported(self) -> bool:
-        return self._usage is not None
-
-    @property
-    def usage(self) -> Usage:
-        return self._usage or _ZERO
-
-    @property
-    def approx_output_tokens(self) -> int:
-        return _approx_tokens(self._chars)
-
-    @property
-    def saw_tokens(self) -> bool:
-        return self.usage.total_tokens > 0 or self._chars > 0
-
-    def billable_usage(self, input_tokens_estimate: int = 0) -> Usage:
-        """The terminal event's usage when it came; else estimate input + chars/4 of text seen."""
-        return _billable(
-            self.usage, self.usage_reported, False, self.approx_output_tokens, input_tokens_estimate
-        )
