@@ -17,7 +17,7 @@ _SETTLE = (
     "SELECT request_id::text, outcome, user_id::text, balance_micros, paused, auto_topup_micros "
     "FROM settle_usage($1::text::jsonb, $2)"
 )
-_CREDIT = "SELECT outcome, balance_micros, resumed FROM credit_balance($1, $2, $3, $4, $5, $6)"
+_ADJUST = "SELECT outcome, balance_micros, resumed FROM adjust_balance($1, $2, $3, $4, $5, $6)"
 
 
 async def settle(
@@ -37,7 +37,7 @@ async def credit(
     if c.amount_micros <= 0:
         raise ValueError("a credit is a positive amount")
     row = await conn.fetchrow(
-        _CREDIT,
+        _ADJUST,
         c.user_id,
         c.amount_micros,
         c.kind,
@@ -45,4 +45,5 @@ async def credit(
         c.idempotency_key,
         minimum_micros,
     )
-    return CreditResult(row[0], row[1], row[2])
+    outcome = "credited" if row[0] == "applied" else row[0]
+    return CreditResult(outcome, row[1], row[2])

@@ -520,35 +520,6 @@ BEGIN
 END
 $$;
 
--- A credit (top-up, subscription, adjustment), idempotent on its key; when it brings the balance
--- back to the minimum, instances paused for depletion resume.
-CREATE FUNCTION credit_balance(
-    p_user uuid, p_amount bigint, p_kind text, p_reference text, p_key text,
-    minimum_micros bigint)
-RETURNS TABLE (outcome text, balance_micros bigint, resumed integer)
-LANGUAGE plpgsql AS $$
-BEGIN
-    resumed := 0;
-    BEGIN
-        INSERT INTO ledger_entries (user_id, amount_micros, kind, reference, idempotency_key)
-        VALUES (p_user, p_amount, p_kind, p_reference, p_key)
-        RETURNING balance_after_micros INTO balance_micros;
-    EXCEPTION WHEN unique_violation THEN
-        outcome := 'duplicate';
-        SELECT b.balance_micros INTO balance_micros FROM balances b WHERE b.user_id = p_user;
-        RETURN NEXT;
-        RETURN;
-    END;
-    outcome := 'credited';
-    IF balance_micros >= minimum_micros THEN
-        UPDATE instances i SET status = 'active', status_reason = NULL
-        WHERE i.user_id = p_user AND i.status = 'paused' AND i.status_reason = 'balance_depleted';
-        GET DIAGNOSTICS resumed = ROW_COUNT;
-    END IF;
-    RETURN NEXT;
-END
-$$;
-
 -- Accounts (0003) ----------------------------------------------------------------------------
 
 -- A requested top-up: our id is Creem's request_id, so the webhook finds it again.
