@@ -187,29 +187,15 @@ class Daemon:
         async def recover(pool: asyncpg.Pool, dead_daemon: str) -> None:
             await recover_orphaned_reservations(pool, minimum)
 
-        def tell_notifier(message: object) -> None:
-            notifier = supervisor.child("notifier")
-            if notifier is None:
-                log.warning(
-                    "notifier down: email not queued", extra={"message": type(message).__name__}
-                )
-                return
-            try:
-                notifier.tell(message)
-            except Exception as exc:  # never let email trouble touch the money path
-                log.warning("email not queued", extra={"error": repr(exc)})
-
         def billing() -> BillingActor | None:
             child = supervisor.child("billing")
             return child if isinstance(child, BillingActor) else None
 
+        def tell_notifier(message: object) -> None:
+            ctx.tell("notifier", message)  # never lets email trouble touch the money path
+
         def wake_provisioner() -> None:
-            provisioner = supervisor.child("provisioner")
-            if provisioner is not None:
-                try:
-                    provisioner.tell(JobsQueued())
-                except Exception:  # its poll picks the job up
-                    pass
+            ctx.tell("provisioner", JobsQueued())  # else its poll picks the job up
 
         def ssh_public_key() -> str:
             return public_key_line(ctx.ssh_key())

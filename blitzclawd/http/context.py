@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from blitzclawd.crypto import Keyring
     from blitzclawd.providers.base import ServerProvider
     from blitzclawd.runtime.supervisor import Supervisor
+
+log = logging.getLogger("blitzclawd.http")
 
 
 @dataclass(slots=True)
@@ -55,6 +58,31 @@ class DaemonContext:
     def actor(self, name: str) -> Any:
         """The running actor `name`, or None while it (re)starts."""
         return self.supervisor.child(name) if self.supervisor is not None else None
+
+    def tell(self, name: str, message: object) -> bool:
+        """Best-effort `tell` to actor `name` (a singleton's inner actor when this daemon holds it).
+
+        Used for wake-ups and emails after work is committed: a missing or full actor must not
+        fail the caller. Durable work is still found by the actor's own timer; a dropped message
+        is logged. Returns whether it was delivered.
+        """
+        actor = self.actor(name)
+        actor = getattr(actor, "inner", actor)  # SingletonChild runs its actor inside
+        if actor is None or not hasattr(actor, "tell"):
+            log.info(
+                "actor not here: message not delivered",
+                extra={"actor": name, "message": type(message).__name__},
+            )
+            return False
+        try:
+            actor.tell(message)
+        except Exception as exc:  # a full mailbox or a stopping actor
+            log.warning(
+                "message not delivered",
+                extra={"actor": name, "message": type(message).__name__, "error": repr(exc)},
+            )
+            return False
+        return True
 
 
 CONTEXT = web.AppKey("blitzclaw_context", DaemonContext)

@@ -10,7 +10,6 @@ provisioner. Bot tokens are stored encrypted (plaintext exists only while deploy
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import Any
@@ -56,15 +55,6 @@ def _view(row: Any) -> dict[str, Any]:
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
     }
-
-
-def _tell(ctx: DaemonContext, name: str, message: object) -> None:
-    actor = ctx.actor(name)
-    inner = getattr(actor, "inner", actor)  # singletons run their actor inside
-    if inner is None or not hasattr(inner, "tell"):
-        return  # standby here, or restarting: its timer picks the work up
-    with contextlib.suppress(Exception):
-        inner.tell(message)
 
 
 def _parse_id(request: web.Request) -> uuid.UUID:
@@ -193,9 +183,9 @@ async def create(request: web.Request) -> web.Response:
             await fleet_pool.enqueue_job(conn, instance_id, "deploy")
         row = await conn.fetchrow(f"SELECT {_FIELDS} FROM instances i WHERE i.id = $1", instance_id)
     if server is not None:
-        _tell(ctx, "provisioner", JobsQueued())
+        ctx.tell("provisioner", JobsQueued())
     else:
-        _tell(ctx, "pool-manager", PoolCheck("no available server"))
+        ctx.tell("pool-manager", PoolCheck("no available server"))
     log.info("instance created", extra={"instance": str(instance_id), "status": row["status"]})
     return json_response(_view(row), status=201)
 
@@ -230,7 +220,7 @@ async def get(request: web.Request) -> web.Response:
 async def _queue(ctx: DaemonContext, instance_id: uuid.UUID, kind: str) -> None:
     async with ctx.pool.acquire() as conn:
         await fleet_pool.enqueue_job(conn, instance_id, kind)
-    _tell(ctx, "provisioner", JobsQueued())
+    ctx.tell("provisioner", JobsQueued())
 
 
 async def restart(request: web.Request) -> web.Response:
@@ -267,7 +257,7 @@ async def configure(request: web.Request) -> web.Response:
             f"UPDATE instances SET {', '.join(sets)} WHERE id = $1 AND deleted_at IS NULL", *args
         )
         await fleet_pool.enqueue_job(conn, instance_id, "configure")
-    _tell(ctx, "provisioner", JobsQueued())
+    ctx.tell("provisioner", JobsQueued())
     return json_response({"id": row["id"], "queued": "configure"}, status=202)
 
 
@@ -282,7 +272,7 @@ async def delete(request: web.Request) -> web.Response:
             instance_id,
         )
         await fleet_pool.enqueue_job(conn, instance_id, "teardown")
-    _tell(ctx, "provisioner", JobsQueued())
+    ctx.tell("provisioner", JobsQueued())
     return json_response({"id": row["id"], "status": "deleted"}, status=202)
 
 
@@ -403,7 +393,7 @@ async def set_api_key(request: web.Request) -> web.Response:
             blob,
         )
         await fleet_pool.enqueue_job(conn, instance_id, "configure")
-    _tell(ctx, "provisioner", JobsQueued())
+    ctx.tell("provisioner", JobsQueued())
     log.info("own API key set", extra={"instance": str(instance_id), "provider": provider})
     return json_response(
         {"id": row["id"], "use_own_api_key": True, "provider": provider, "queued": "configure"},
@@ -423,7 +413,7 @@ async def remove_api_key(request: web.Request) -> web.Response:
             instance_id,
         )
         await fleet_pool.enqueue_job(conn, instance_id, "configure")
-    _tell(ctx, "provisioner", JobsQueued())
+    ctx.tell("provisioner", JobsQueued())
     return json_response(
         {"id": row["id"], "use_own_api_key": False, "queued": "configure"}, status=202
     )

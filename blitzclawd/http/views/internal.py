@@ -74,10 +74,5 @@ async def instance_ready(request: web.Request) -> web.Response:
         outcome = await fleet_pool.server_ready(conn, row["id"])
     log.info("server ready", extra={"server_name": name, "outcome": outcome})
     if outcome == "deploy":
-        provisioner = ctx.actor("provisioner")
-        if provisioner is not None:
-            try:
-                provisioner.tell(JobsQueued())
-            except Exception:  # the poll picks it up
-                pass
+        ctx.tell("provisioner", JobsQueued())  # else its poll picks the job up
     return json_response({"ok": True, "outcome": outcome})

@@ -16,7 +16,7 @@ from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments import creem
 from blitzclawd.payments.apply import apply_creem_event
-from blitzclawd.runtime.messages import CreemWebhook, JobsQueued, Notify
+from blitzclawd.runtime.messages import CreemWebhook, JobsQueued
 
 log = logging.getLogger("blitzclawd.webhooks")
 
@@ -27,18 +27,6 @@ def _secret(ctx: DaemonContext, name: str) -> str:
         # 503: the sender retries later, once the operator has configured the secret.
         raise ApiError(503, "webhook_unconfigured", "this webhook is not configured")
     return secret.reveal()
-
-
-def tell_notifier(ctx: DaemonContext, notes: list[Notify]) -> None:
-    notifier = ctx.actor("notifier")
-    for note in notes:
-        if notifier is None:
-            log.warning("notifier down: email not queued", extra={"kind": note.kind})
-            continue
-        try:
-            notifier.tell(note)
-        except Exception as exc:  # a full mailbox must not fail the webhook that is committed
-            log.warning("email not queued", extra={"kind": note.kind, "error": repr(exc)})
 
 
 async def clerk(request: web.Request) -> web.Response:
@@ -62,14 +50,9 @@ async def clerk(request: web.Request) -> web.Response:
     if envelope["type"] == "user.deleted" and isinstance(data.get("id"), str):
         ctx.user_cache.pop(data["id"], None)  # this daemon stops honouring its sessions at once
     if outcome.notify is not None:
-        tell_notifier(ctx, [outcome.notify])
+        ctx.tell("notifier", outcome.notify)
     if outcome.deleted_instances:
-        provisioner = ctx.actor("provisioner")
-        if provisioner is not None:  # else its next poll finds the queued teardown jobs
-            try:
-                provisioner.tell(JobsQueued())
-            except Exception as exc:
-                log.warning("provisioner not told", extra={"error": repr(exc)})
+        ctx.tell("provisioner", JobsQueued())  # else its next poll finds the teardown jobs
     return json_response({"status": outcome.status})
 
 
@@ -90,5 +73,6 @@ async def creem_webhook(request: web.Request) -> web.Response:
         outcome = await billing.apply_webhook(CreemWebhook(event))
     else:  # the same single transaction, without the actor
         outcome = await apply_creem_event(ctx.pool, event, ctx.settings)
-    tell_notifier(ctx, outcome.notifications)
+    for note in outcome.notifications:
+        ctx.tell("notifier", note)
     return json_response({"status": outcome.status})
