@@ -312,8 +312,3 @@ class Daemon:
             backoff_max=sv.backoff_max,
         )
         return supervisor
-
-
-def listener_port(supervisor: Supervisor, name: str) -> int | None:
-    child = supervisor.child(name)
-    return getattr(child, "port", None)

@@ -472,3 +472,22 @@ async def test_settlement_is_idempotent_on_the_request_id(proxy_env) -> None:
     assert result.outcome == "duplicate"
     assert await proxy_env.balance() == before
     assert len(await usage_rows(proxy_env)) == 1
+
+
+async def test_a_rotated_instance_secret_is_honoured_at_once(proxy_env) -> None:
+    from blitzclawd import credentials
+
+    inst = proxy_env.instance
+    await read_all(await proxy_env.post("/v1/messages", ANTHROPIC_BODY))  # cached now
+    new_secret = credentials.new_secret()
+    await proxy_env.pool.execute(
+        "UPDATE instances SET secret_hash = $2 WHERE id = $1",
+        uuid.UUID(inst.id),
+        credentials.hash_secret(new_secret),
+    )
+    rotated = seed.SeededInstance(inst.id, inst.user_id, new_secret)
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=rotated)
+    assert resp.status == 200, await read_all(resp)
+    await read_all(resp)
+    got, _ = await error_of(await proxy_env.post("/v1/messages", ANTHROPIC_BODY))
+    assert got == 401  # the old secret no longer works

@@ -249,6 +249,9 @@ class ProxyActor(Actor):
             )
         instance_id, secret = found
         inst = await self._instance(str(instance_id))
+        if inst is not None and not credentials.verify_secret(secret, inst.secret_hash):
+            # Every deploy rotates the instance's secret: a cached hash may be the old one.
+            inst = await self._instance(str(instance_id), fresh=True)
         if inst is None or not credentials.verify_secret(secret, inst.secret_hash):
             raise ProxyError(401, "authentication", "invalid BlitzClaw instance credentials")
         if inst.status == "deleted":
