@@ -95,13 +95,22 @@ class UpstreamSettings:
 
 @dataclass(frozen=True, slots=True)
 class BillingSettings:
-    # Admission keeps every user's available balance (balance - open reservations) at or above
-    # this; a settlement that leaves the balance below it pauses the user's instances.
+    # Admission keeps every user's available balance (balance - what daemons hold for requests)
+    # at or above this; a settlement that leaves the balance below it pauses the user's instances.
     minimum_balance_usd: float = field(default=10.0, metadata=_range(0, 1_000_000))
+    # USD a daemon holds of an active user's balance beyond the request that made it ask (its
+    # lease), so that the following requests are admitted without a database round trip. Never
+    # more than the user's balance above the minimum.
+    lease_headroom_usd: float = field(default=1.0, metadata=_range(0, 1_000_000))
+    # Seconds after which an unused lease is given back to the user's available balance.
+    lease_idle_seconds: float = field(default=60.0, metadata=_range(0, 86400))
     # Seconds between checkpoints of the tokens in-flight streams have used (crash recovery).
     checkpoint_interval: float = field(default=1.0, metadata=_range(0.05, 3600))
     # Most settlements committed in one transaction (group commit).
     settle_batch_max: int = field(default=256, metadata=_range(1, 10000))
+    # Seconds a settlement waits for others to share its transaction (0: commit as soon as the
+    # billing actor's mailbox is empty). Clients never wait for it.
+    settle_linger: float = field(default=0.005, metadata=_range(0, 1))
     # Top-up bounds in cents (the spec's minimum is $10).
     topup_min_cents: int = field(default=1000, metadata=_range(1, 10**9))
     topup_max_cents: int = field(default=100_000, metadata=_range(1, 10**9))

@@ -14,8 +14,8 @@ import orjson
 from blitzclawd.runtime.messages import Credit, CreditResult, Settlement, SettleResult
 
 _SETTLE = (
-    "SELECT request_id::text, outcome, user_id::text, balance_micros, paused, auto_topup_micros "
-    "FROM settle_usage($1::text::jsonb, $2)"
+    "SELECT request_id::text, outcome, user_id::text, balance_micros, paused, auto_topup_micros, "
+    "lease_found FROM settle_usage($1::text::jsonb, $2)"
 )
 _ADJUST = "SELECT outcome, balance_micros, resumed FROM adjust_balance($1, $2, $3, $4, $5, $6)"
 
@@ -28,7 +28,7 @@ async def settle(
     # orjson serialises (slotted) dataclasses natively, far faster than dataclasses.asdict.
     payload = orjson.dumps(list(items)).decode()
     rows = await conn.fetch(_SETTLE, payload, minimum_micros)
-    return [SettleResult(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    return [SettleResult(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
 
 async def credit(

@@ -143,15 +143,14 @@ class ProxyEnv:
         )
 
     async def settled(self, deadline: float = 10.0) -> None:
-        """Wait until no reservation is open (settlement follows the response)."""
+        """Wait until every request is settled (settlement follows the response)."""
+        proxy = self.daemon.supervisor.child("proxy")
         end = asyncio.get_running_loop().time() + deadline
         while asyncio.get_running_loop().time() < end:
-            if not await self.pool.fetchval(
-                "SELECT count(*) FROM reservations WHERE status='open'"
-            ):
+            if proxy.idle and not await self.pool.fetchval("SELECT count(*) FROM reservations"):
                 return
             await asyncio.sleep(0.01)
-        raise AssertionError("reservations still open")
+        raise AssertionError("requests still in flight or unsettled")
 
 
 @pytest_asyncio.fixture(loop_scope="function")

@@ -441,9 +441,8 @@ async def test_signup_topup_usage_and_emails_end_to_end(api_env) -> None:
             return resp.status
 
     async def settled() -> bool:
-        return not await api_env.pool.fetchval(
-            "SELECT count(*) FROM reservations WHERE status = 'open'"
-        )
+        proxy = api_env.daemon.supervisor.child("proxy")
+        return proxy.idle and not await api_env.pool.fetchval("SELECT count(*) FROM reservations")
 
     # ~$0.45 a request (100k prompt tokens, far more than the tiny body lets admission foresee):
     # one after the other, each settled before the next, so the balance crosses $15, then $10.

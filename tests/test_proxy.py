@@ -274,11 +274,10 @@ async def test_upstream_errors_reach_the_client_unchanged_and_charge_nothing(pro
     assert resp.headers.get("retry-after") == "1"
     got, body = await error_of(resp)
     assert got == 429 and body["error"]["code"] == "rate_limit_exceeded"
-    await proxy_env.settled()
+    await proxy_env.settled()  # both voided: their records are gone, nothing was charged
     assert await proxy_env.balance() == before
-    statuses = await proxy_env.pool.fetch("SELECT status FROM reservations")
-    assert [r["status"] for r in statuses] == ["voided", "voided"]
     assert await usage_rows(proxy_env) == []
+    assert proxy_env.fake.received == 2
 
 
 async def test_models_lists_the_price_table(proxy_env) -> None:
@@ -385,7 +384,24 @@ async def test_concurrent_requests_cannot_overdraw(proxy_env) -> None:
     costs = await proxy_env.pool.fetchval(
         "SELECT sum(cost_micros) FROM usage_logs WHERE user_id = $1", uuid.UUID(user)
     )
+    assert (
+        await proxy_env.pool.fetchval(
+            "SELECT count(*) FROM usage_logs WHERE user_id = $1", uuid.UUID(user)
+        )
+        == 5
+    )
     assert await proxy_env.balance(user) == 10_500_000 - costs
+    # The daemon's lease holds what the five did not spend: the balance minus that hold is
+    # still the minimum, and reserved is exactly the lease (the trigger's invariant).
+    reserved, lease = await proxy_env.pool.fetchrow(
+        "SELECT b.reserved_micros, (SELECT sum(amount_micros) FROM balance_leases l "
+        "WHERE l.user_id = b.user_id) FROM balances b WHERE b.user_id = $1",
+        uuid.UUID(user),
+    )
+    assert reserved == lease
+    assert await proxy_env.balance(user) - reserved >= 10_000_000
+    # Given back when idle: the available balance is whole again.
+    await proxy.leases.release_idle(0)
     assert (
         await proxy_env.pool.fetchval(
             "SELECT reserved_micros FROM balances WHERE user_id = $1", uuid.UUID(user)

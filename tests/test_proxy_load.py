@@ -65,24 +65,27 @@ async def stream_one(http: aiohttp.ClientSession, url: str, inst, scenario: str 
         return resp.status, body
 
 
-async def wait_no_open_reservations(pool: asyncpg.Pool, deadline: float) -> None:
+async def wait_nothing_in_flight(pool: asyncpg.Pool, deadline: float) -> None:
+    """Every admitted request's record is gone: each was settled (or recovered)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        if not await pool.fetchval("SELECT count(*) FROM reservations WHERE status = 'open'"):
+        if not await pool.fetchval("SELECT count(*) FROM reservations"):
             return
         await asyncio.sleep(0.05)
-    raise AssertionError("reservations still open")
+    raise AssertionError("requests still in flight")
 
 
 async def assert_ledger_exact(pool: asyncpg.Pool, before: dict[str, int]) -> int:
     """sum(usage costs) == drop in balances, to the micro-dollar; returns the usage row count."""
     rows = await pool.fetch(
-        "SELECT user_id::text, balance_micros, reserved_micros FROM balances "
-        "WHERE user_id = ANY($1::uuid[])",
+        "SELECT user_id::text, balance_micros, reserved_micros, (SELECT coalesce(sum("
+        "amount_micros), 0) FROM balance_leases l WHERE l.user_id = b.user_id) AS leased "
+        "FROM balances b WHERE user_id = ANY($1::uuid[])",
         list(before),
     )
     drop = sum(before[r["user_id"]] - r["balance_micros"] for r in rows)
-    assert all(r["reserved_micros"] == 0 for r in rows)
+    # Nothing is held but the live daemons' leases.
+    assert all(r["reserved_micros"] == r["leased"] for r in rows)
     costs = await pool.fetchval("SELECT coalesce(sum(cost_micros), 0) FROM usage_logs")
     debits = await pool.fetchval(
         "SELECT coalesce(-sum(amount_micros), 0) FROM ledger_entries WHERE kind = 'usage'"
@@ -119,7 +122,7 @@ async def test_1000_concurrent_streams_zero_errors_exact_ledger(
             or not r[1].rstrip().endswith(b'{"type":"message_stop"}')
         ]
         assert errors == []
-        await wait_no_open_reservations(pool, 30)
+        await wait_nothing_in_flight(pool, 30)
         assert await assert_ledger_exact(pool, before) == 1000
         assert await pool.fetchval("SELECT count(*) FROM usage_logs WHERE interrupted") == 0
     finally:
@@ -160,30 +163,38 @@ async def test_sigkill_with_200_streams_in_flight_then_restart(
             first.signal(signal.SIGKILL)
             await first.wait_exit(10)
             await asyncio.gather(*tasks, return_exceptions=True)
-            assert (
-                await pool.fetchval("SELECT count(*) FROM reservations WHERE status = 'open'") > 0
-            )
+            # What the dead daemon left in flight: its records (and its leases).
+            left = {
+                str(r["id"]): r
+                for r in await pool.fetch(
+                    "SELECT id, amount_micros, input_estimate_micros FROM reservations"
+                )
+            }
+            assert left
             await second.start()
             await second.wait_ready(http)
-        await wait_no_open_reservations(pool, 30)
-        statuses = dict(
-            await pool.fetch("SELECT status, count(*) FROM reservations GROUP BY status")
-        )
-        assert sum(statuses.values()) == 200
+        await wait_nothing_in_flight(pool, 30)
         # Every request is charged exactly once: settled normally, or settled by recovery.
         assert await assert_ledger_exact(pool, before) == 200
-        recovered = await pool.fetchval("SELECT count(*) FROM usage_logs WHERE recovered")
+        recovered = {
+            str(r["request_id"]): r["cost_micros"]
+            for r in await pool.fetch(
+                "SELECT request_id, cost_micros FROM usage_logs WHERE recovered"
+            )
+        }
         normal = await pool.fetchval("SELECT count(*) FROM usage_logs WHERE NOT recovered")
-        assert recovered == statuses.get("recovered", 0) > 0
-        assert normal + recovered == 200
+        assert set(recovered) == set(left)
+        assert normal + len(recovered) == 200
         assert completed_upstream <= 200
         # A recovered charge is bounded by the hold and at least the prompt's cost.
-        rows = await pool.fetch(
-            "SELECT u.cost_micros, r.amount_micros, r.input_estimate_micros FROM usage_logs u "
-            "JOIN reservations r ON r.id = u.request_id WHERE u.recovered"
-        )
         assert all(
-            r["input_estimate_micros"] <= r["cost_micros"] <= r["amount_micros"] for r in rows
+            left[rid]["input_estimate_micros"] <= cost <= left[rid]["amount_micros"]
+            for rid, cost in recovered.items()
+        )
+        # No hold of the dead daemon is left: its leases were released.
+        assert not await pool.fetchval(
+            "SELECT count(*) FROM balance_leases l JOIN daemons d ON d.id = l.daemon_id "
+            "WHERE d.stopped_at IS NOT NULL"
         )
         assert "orphaned reservation settled by recovery" in second.log_text()
     finally:
@@ -212,15 +223,20 @@ async def test_recovery_rule(database: str) -> None:
         )
         rid_dead, rid_alive = uuid.uuid4(), uuid.uuid4()
         for rid, daemon in ((rid_dead, dead), (rid_alive, alive)):
+            await pool.fetchval(
+                "SELECT lease_grow($1, $2, 50000, 1000000, 10000000)", uuid.UUID(user), daemon
+            )
             await pool.execute(
-                "INSERT INTO reservations (id, user_id, instance_id, amount_micros, floor_micros,"
+                "INSERT INTO reservations (id, user_id, instance_id, amount_micros,"
                 " input_estimate_micros, seen_micros, daemon_id, api, model) "
-                "VALUES ($1, $2, $3, 50000, 10000000, 700, 0, $4, 'anthropic-messages', 'm')",
+                "VALUES ($1, $2, $3, 50000, 700, 0, $4, 'anthropic-messages', 'm')",
                 rid,
                 uuid.UUID(user),
                 uuid.UUID(inst.id),
                 daemon,
             )
+        reserved = "SELECT reserved_micros FROM balances WHERE user_id = $1"
+        assert await pool.fetchval(reserved, uuid.UUID(user)) == 2_000_000
         await pool.execute("UPDATE reservations SET seen_micros = 4200 WHERE id = $1", rid_dead)
         (result,) = await recover_orphaned_reservations(pool, 10_000_000)
         assert (result.request_id, result.outcome) == (str(rid_dead), "recovered")
@@ -230,11 +246,11 @@ async def test_recovery_rule(database: str) -> None:
             )
             == 4200
         )
-        # The live daemon's reservation is its own business.
-        assert (
-            await pool.fetchval("SELECT status FROM reservations WHERE id = $1", rid_alive)
-            == "open"
-        )
+        # The live daemon's request and lease are its own business; the dead one's are gone.
+        assert await pool.fetchval("SELECT count(*) FROM reservations") == 1
+        assert await pool.fetchval("SELECT id FROM reservations") == rid_alive
+        assert await pool.fetchval(reserved, uuid.UUID(user)) == 1_000_000
+        assert await pool.fetchval("SELECT daemon_id FROM balance_leases") == alive
         assert await recover_orphaned_reservations(pool, 10_000_000) == []  # idempotent
         assert (
             await pool.fetchval(

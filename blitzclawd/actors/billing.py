@@ -1,9 +1,11 @@
 """The billing actor: the ledger's writer of record, committing settlements in groups.
 
-Proxy requests hand their Settlement over with `settle()` and wait for the commit. While one
-transaction commits, the settlements that arrive meanwhile queue in the mailbox and go together in
-the next one (group commit): one WAL flush for many requests under load, one per request when
-idle. A settlement counts only once committed: its caller's future resolves after COMMIT.
+Proxy requests hand their Settlement over with `settle()` and wait for the commit. A batch is
+committed `settle_linger` seconds after its first settlement arrived (or as soon as it is full),
+and the settlements that arrive while one commits go in the next (group commit): one transaction
+and one WAL flush for many requests, also when they come one after the other. Nobody waits for
+it but the request's own settlement task: the client already has its answer. A settlement counts
+only once committed: its caller's future resolves after COMMIT.
 
 On start it recovers what dead daemons left behind (see blitzclawd.proxy.recovery).
 """
@@ -38,6 +40,10 @@ log = logging.getLogger("blitzclawd.billing")
 NotifyFn = Callable[[object], None]
 
 
+class _FlushDue:
+    """The linger of the current batch is over."""
+
+
 class BillingActor(Actor):
     def __init__(
         self, pool: asyncpg.Pool, settings: Settings, *, notify: NotifyFn | None = None
@@ -53,6 +59,8 @@ class BillingActor(Actor):
             "low_balance_margin_usd", settings.notify.low_balance_margin_usd
         )
         self._batch_max = batch_max
+        self._linger = settings.billing.settle_linger
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._notify = notify
         self._batch: list[tuple[Settlement, asyncio.Future[SettleResult]]] = []
 
@@ -87,11 +95,17 @@ class BillingActor(Actor):
         if isinstance(message, Settlement):
             future: asyncio.Future[SettleResult] = asyncio.get_running_loop().create_future()
             self._batch.append((message, future))
-            # Commit when nothing else is waiting (or the batch is full): whatever queues up
-            # during this commit forms the next batch.
-            if self.queued == 0 or len(self._batch) >= self._batch_max:
+            if len(self._batch) >= self._batch_max or (self._linger <= 0 and self.queued == 0):
                 await self._flush()
+            elif self._flush_timer is None and self._linger > 0:
+                self._flush_timer = asyncio.get_running_loop().call_later(
+                    self._linger, self._flush_due
+                )
             return future
+        if isinstance(message, _FlushDue):
+            if self._batch:
+                await self._flush()
+            return None
         if isinstance(message, CreemWebhook):
             assert isinstance(message.event, CreemEvent)
             return await apply_creem_event(self._pool, message.event, self._settings)
@@ -105,7 +119,17 @@ class BillingActor(Actor):
             return result
         return None
 
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        try:
+            self.tell(_FlushDue())
+        except Exception:  # stopping (on_stop flushes) or overloaded (a full batch flushes)
+            log.debug("flush tick not delivered")
+
     async def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         batch, self._batch = self._batch, []
         items = [item for item, _ in batch]
         try:

@@ -5,9 +5,14 @@ state those tasks share, not a queue they wait in. Its mailbox only carries time
 checkpoint of in-flight streams (for crash recovery) and the retry of settlements that could not
 be committed at once.
 
-A request's life: authenticate the instance -> check its limits -> reserve the worst-case cost
-(admission) -> forward with our master key -> relay the answer chunk by chunk while metering it ->
-settle the actual cost (billing actor, group commit).
+A request's life: authenticate the instance -> check its limits -> hold the worst-case cost
+against this daemon's lease on the user's balance (admission, in memory: blitzclawd.proxy.leases)
+-> hand its in-flight record to the writer (not awaited: blitzclawd.proxy.records) -> forward with
+our master key -> relay the answer chunk by chunk while metering it -> settle the actual cost
+(billing actor, group commit).
+
+Instances are cached; every change that matters to a proxy (status, secret, limits) is announced
+by the database (NOTIFY blitzclaw_instances) and drops the cached copy at once.
 """
 
 from __future__ import annotations
@@ -26,19 +31,29 @@ import orjson
 from aiohttp import web
 
 from blitzclawd import credentials, ledger
-from blitzclawd.config import Secrets, Settings, billing_minimum_micros, model_prices
+from blitzclawd.config import (
+    Secrets,
+    Settings,
+    billing_minimum_micros,
+    model_prices,
+    usd_to_micros,
+)
 from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_input_tokens
 from blitzclawd.metering.sse import SSEParser
 from blitzclawd.metering.usage import OpenAIChatStreamMeter
 from blitzclawd.proxy.apis import OPENAI_CHAT, ApiSpec, Meter
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
+from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
 from blitzclawd.proxy.limits import LimitTracker
+from blitzclawd.proxy.records import Record, RecordWriter
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Settlement, SettleResult, Tick
 
 log = logging.getLogger("blitzclawd.proxy")
 
-INSTANCE_CACHE_TTL = 30.0  # s; status is re-checked by admission itself, so staleness is safe
+INSTANCE_CACHE_TTL = 30.0  # s; a backstop: changes are announced (NOTIFY) and drop the copy
+INSTANCE_CHANNEL = "blitzclaw_instances"
+RECORD_WAIT = 30.0  # s a settlement waits for its request's record to be written
 ERROR_BODY_MAX = 1 << 20
 
 # Request headers that never go upstream: hop-by-hop, our own credentials, the client's.
@@ -103,9 +118,12 @@ class InstanceAuth:
 @dataclass(slots=True)
 class InFlight:
     request_id: str
+    user_id: str
     price: ModelPrice
     meter: Meter | None
     input_estimate: int
+    reserved: int  # the worst case held against the lease
+    written: asyncio.Future[None]  # its in-flight record is in the database
     checkpointed: int = 0
 
 
@@ -141,6 +159,16 @@ class ProxyActor(Actor):
         self._billing = billing or (lambda: None)
         self.prices = PriceTable(model_prices(settings.pricing), markup=settings.pricing.markup)
         self._minimum = billing_minimum_micros(settings)
+        self.leases = LeaseBook(
+            pool,
+            daemon_id,
+            floor_micros=self._minimum,
+            headroom_micros=usd_to_micros(
+                "lease_headroom_usd", settings.billing.lease_headroom_usd
+            ),
+        )
+        self._records = RecordWriter(admission_pool, daemon_id)
+        self._listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._keys = {
             "anthropic": secrets.get("anthropic_api_key"),
             "openai": secrets.get("openai_api_key"),
@@ -170,23 +198,80 @@ class ProxyActor(Actor):
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
+        await self._listen()
         self.every(self._settings.billing.checkpoint_interval, "checkpoint")
 
     async def on_stop(self) -> None:
         try:
             if self._settling:  # the listeners have drained: let their settlements commit
                 await asyncio.wait(set(self._settling), timeout=30)
+            await self._records.close()
             await self._checkpoint()
             await self._retry_unsettled()
+            # Whatever is still unsettled is charged by recovery from its record.
+            await self.leases.release_all()
         finally:
+            await self._unlisten()
             if self._session is not None:
                 await self._session.close()
             log.info("proxy stopped", extra={"unsettled": len(self._unsettled)})
 
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight, settling, or waiting to be settled again."""
+        return not (self.inflight or self._settling or self._unsettled)
+
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick) and message.timer == "checkpoint":
+            if self._listener is None:
+                await self._listen()
             await self._checkpoint()
             await self._retry_unsettled()
+            try:
+                await self.leases.release_idle(self._settings.billing.lease_idle_seconds)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("releasing idle leases failed", extra={"error": repr(exc)})
+
+    # -- instance announcements ------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Hold one connection that LISTENs for instance changes; on loss, forget every copy."""
+        try:
+            conn = await self._pool.acquire()
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("cannot listen for instance changes", extra={"error": repr(exc)})
+            return
+        try:
+            await conn.add_listener(INSTANCE_CHANNEL, self._announced)
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        conn.add_termination_listener(self._listener_lost)
+        self._listener = conn
+        self._instances.clear()  # anything announced before now was not heard
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        try:
+            conn.remove_termination_listener(self._listener_lost)
+            await conn.remove_listener(INSTANCE_CHANNEL, self._announced)
+        finally:
+            await self._pool.release(conn)
+
+    def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._instances.pop(payload, None)
+
+    def _listener_lost(self, _conn: object) -> None:
+        log.warning("lost the instance-change listener; re-listening on the next tick")
+        self._listener = None
+        self._instances.clear()
+
+    def forget_user(self, user_id: str) -> None:
+        for instance_id, inst in list(self._instances.items()):
+            if inst.user_id == user_id:
+                del self._instances[instance_id]
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -216,18 +301,39 @@ class ProxyActor(Actor):
             price, input_tokens_estimate=estimate, max_output_tokens=max_out
         )
         prompt_cost = self.prices.cost_micros(price, Usage(input_tokens=estimate))
-        await self._admit(request_id, inst, amount, prompt_cost, api, model)
-
+        if inst.status != "active":
+            inst = await self._active(inst)
+        try:
+            await self.leases.admit(inst.user_id, amount)
+        except InsufficientBalance:
+            raise ProxyError(
+                402,
+                "billing",
+                "insufficient balance: top up to continue using your assistant "
+                f"(this request may cost up to ${amount / 1e6:.4f}; "
+                f"the minimum balance is ${self._minimum / 1e6:.2f})",
+            ) from None
+        written = self._records.add(
+            Record(
+                uuid.UUID(request_id),
+                uuid.UUID(inst.user_id),
+                uuid.UUID(inst.id),
+                amount,
+                min(prompt_cost, amount),
+                api.name,
+                model,
+            )
+        )
         meter = api.meter() if stream else None
-        flight = InFlight(request_id, price, meter, estimate)
+        flight = InFlight(request_id, inst.user_id, price, meter, estimate, amount, written)
         self.inflight[request_id] = flight
         outcome = _Outcome()
-        # Chat streams carry usage only when asked: we ask, and hide the extra chunk again from
-        # a client that did not.
-        strip_usage = stream and api is OPENAI_CHAT and not _asked_usage(body)
-        if strip_usage:
-            raw = _with_usage_chunk(body)
         try:
+            # Chat streams carry usage only when asked: we ask, and hide the extra chunk again
+            # from a client that did not.
+            strip_usage = stream and api is OPENAI_CHAT and not _asked_usage(body)
+            if strip_usage:
+                raw = _with_usage_chunk(body)
             return await self._forward(
                 request, api, raw, key, meter, strip_usage, request_id, outcome
             )
@@ -308,53 +414,21 @@ class ProxyActor(Actor):
         stream = body.get("stream") is True
         return body, model, price, max_out, stream
 
-    async def _admit(
-        self,
-        request_id: str,
-        inst: InstanceAuth,
-        amount: int,
-        prompt_cost: int,
-        api: ApiSpec,
-        model: str,
-    ) -> None:
-        try:
-            row = await self._admission_pool.fetchrow(
-                """INSERT INTO reservations (id, user_id, instance_id, amount_micros, floor_micros,
-                                             input_estimate_micros, daemon_id, api, model)
-                   SELECT $1, i.user_id, i.id, $3, $4, $5, $6, $7, $8
-                   FROM instances i WHERE i.id = $2 AND i.status = 'active'
-                   RETURNING id""",
-                uuid.UUID(request_id),
-                uuid.UUID(inst.id),
-                amount,
-                self._minimum,
-                min(prompt_cost, amount),
-                uuid.UUID(self._daemon_id),
-                api.name,
-                model,
+    async def _active(self, inst: InstanceAuth) -> InstanceAuth:
+        """The instance, if it is active after all (the cached copy may be stale); else refuse."""
+        fresh = await self._instance(inst.id, fresh=True)
+        status = fresh.status if fresh else "deleted"
+        if fresh is not None and status == "active":
+            return fresh
+        if status == "paused":
+            raise ProxyError(
+                402,
+                "billing",
+                "this instance is paused: top up to continue using your assistant",
             )
-        except asyncpg.PostgresError as exc:
-            if getattr(exc, "sqlstate", None) == "BC402":
-                raise ProxyError(
-                    402,
-                    "billing",
-                    "insufficient balance: top up to continue using your assistant "
-                    f"(this request may cost up to ${amount / 1e6:.4f}; "
-                    f"the minimum balance is ${self._minimum / 1e6:.2f})",
-                ) from None
-            raise
-        if row is None:  # the instance is not active (any more): say why
-            fresh = await self._instance(inst.id, fresh=True)
-            status = fresh.status if fresh else "deleted"
-            if status == "paused":
-                raise ProxyError(
-                    402,
-                    "billing",
-                    "this instance is paused: top up to continue using your assistant",
-                )
-            if status == "deleted":
-                raise ProxyError(404, "not_found", "this instance has been deleted")
-            raise ProxyError(403, "permission", f"this instance is {status}")
+        if status == "deleted":
+            raise ProxyError(404, "not_found", "this instance has been deleted")
+        raise ProxyError(403, "permission", f"this instance is {status}")
 
     async def _forward(
         self,
@@ -500,6 +574,9 @@ class ProxyActor(Actor):
         if outcome.status != 200:
             usage = Usage()  # refused upstream or never reached it: nothing was used
         cost = self.prices.cost_micros(flight.price, usage)
+        # The lease gives up what was spent (the balance drops by it), at most what was held.
+        consumed = min(cost, flight.reserved)
+        self.leases.finish(flight.user_id, flight.reserved, consumed)
         item = Settlement(
             request_id=flight.request_id,
             user_id=inst.user_id,
@@ -517,17 +594,22 @@ class ProxyActor(Actor):
             status_code=outcome.status,
             duration_ms=int((time.perf_counter() - started) * 1000),
             interrupted=outcome.interrupted,
+            daemon_id=self._daemon_id,
+            lease_micros=consumed,
         )
         if usage.total_tokens:
             self.limits.add_tokens(inst.id, usage.total_tokens)
+        # The settlement deletes the request's record: never before the record is written.
+        await asyncio.wait((flight.written,), timeout=RECORD_WAIT)
         await self._settle(item)
 
     async def _settle(self, item: Settlement) -> SettleResult | None:
         billing = self._billing()
         try:
+            result: SettleResult | None = None
             if billing is not None:
                 try:
-                    return await billing.settle(item)
+                    result = await billing.settle(item)
                 except Exception as exc:  # billing busy or restarting: settle directly
                     if isinstance(exc, asyncpg.PostgresError):
                         raise
@@ -535,13 +617,17 @@ class ProxyActor(Actor):
                         "billing actor unavailable, settling directly",
                         extra={"request_id": item.request_id, "error": type(exc).__name__},
                     )
-            (result,) = await ledger.settle(self._pool, [item], self._minimum)
-            return result
+            if result is None:
+                (result,) = await ledger.settle(self._pool, [item], self._minimum)
         except Exception:
             # Not lost: retried on every checkpoint tick until it commits (idempotent).
             log.exception("settlement failed; will retry", extra={"request_id": item.request_id})
             self._unsettled.append(item)
             return None
+        self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)
+        if result.paused:
+            self.forget_user(item.user_id)  # its instances are paused: refuse the next request
+        return result
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -550,7 +636,7 @@ class ProxyActor(Actor):
         ids: list[uuid.UUID] = []
         costs: list[int] = []
         for flight in list(self.inflight.values()):
-            if flight.meter is None:
+            if flight.meter is None or not flight.written.done():
                 continue
             cost = self.prices.cost_micros(flight.price, flight.meter.billable_usage(0))
             if cost != flight.checkpointed:
@@ -563,7 +649,7 @@ class ProxyActor(Actor):
             await self._admission_pool.execute(
                 """UPDATE reservations r SET seen_micros = LEAST(v.cost, r.amount_micros)
                    FROM unnest($1::uuid[], $2::bigint[]) AS v(id, cost)
-                   WHERE r.id = v.id AND r.status = 'open'""",
+                   WHERE r.id = v.id""",
                 ids,
                 costs,
             )

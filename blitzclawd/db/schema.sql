@@ -89,7 +89,7 @@ CREATE TABLE balances (
     topup_threshold_micros bigint CHECK (topup_threshold_micros >= 0),
     topup_amount_micros bigint CHECK (topup_amount_micros > 0),
     updated_at timestamptz NOT NULL DEFAULT now(),
-    -- Always the sum of the user's open reservations: only the reservation triggers write it.
+    -- Always the sum of the user's balance leases: only the lease trigger writes it.
     -- Available balance = balance_micros - reserved_micros.
     reserved_micros bigint NOT NULL DEFAULT 0 CHECK (reserved_micros >= 0),
     CHECK (
@@ -315,29 +315,96 @@ CREATE INDEX health_alerts_created_at_idx ON health_alerts (created_at);
 
 -- Metering -------------------------------------------------------------------------------------
 
--- A proxy request's worst-case cost, held from admission until settlement. Available balance =
--- balance - sum(open reservations). A reservation whose daemon died is settled by recovery.
+-- One proxy request in flight: written when it is admitted (against its daemon's lease, see
+-- balance_leases), deleted by its settlement. What a dead daemon left here is charged by recovery.
 CREATE TABLE reservations (
     id uuid PRIMARY KEY,  -- the proxy request id, supplied by the caller
     user_id uuid NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
     instance_id uuid REFERENCES instances (id) ON DELETE RESTRICT,
-    amount_micros bigint NOT NULL CHECK (amount_micros > 0),
+    amount_micros bigint NOT NULL CHECK (amount_micros > 0),  -- its worst-case cost
     daemon_id uuid NOT NULL REFERENCES daemons (id) ON DELETE RESTRICT,
-    status text NOT NULL DEFAULT 'open' CHECK (
-        status IN ('open', 'settled', 'voided', 'recovered')
-    ),
     created_at timestamptz NOT NULL DEFAULT now(),
-    closed_at timestamptz,
-    floor_micros bigint NOT NULL DEFAULT 0,  -- the minimum balance it was admitted against
     -- What the prompt alone costs at the plain input rate: recovery's lower bound.
     input_estimate_micros bigint NOT NULL DEFAULT 0 CHECK (input_estimate_micros >= 0),
     -- Checkpointed cost of the tokens an in-flight stream has produced so far.
     seen_micros bigint NOT NULL DEFAULT 0 CHECK (seen_micros >= 0),
     api text,
-    model text,
-    CHECK ((status = 'open') = (closed_at IS NULL))
+    model text
 );
-CREATE INDEX reservations_open_daemon_id_idx ON reservations (daemon_id) WHERE status = 'open';
+CREATE INDEX reservations_daemon_id_idx ON reservations (daemon_id);
+
+-- Per-daemon balance leases (0009): a daemon admits a user's requests in memory against the
+-- amount it holds of that user's balance. balances.reserved_micros = sum of the user's leases.
+CREATE TABLE balance_leases (
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
+    daemon_id uuid NOT NULL REFERENCES daemons (id) ON DELETE RESTRICT,
+    amount_micros bigint NOT NULL CHECK (amount_micros >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, daemon_id)
+);
+CREATE INDEX balance_leases_daemon_id_idx ON balance_leases (daemon_id);
+
+-- balances.reserved_micros = sum of the user's leases, by construction: only this trigger
+-- writes it. AFTER, so an INSERT ... ON CONFLICT DO UPDATE counts what it really did.
+CREATE FUNCTION balance_leases_hold() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    delta bigint;
+    owner uuid;
+BEGIN
+    IF TG_OP = 'UPDATE' AND (NEW.user_id <> OLD.user_id OR NEW.daemon_id <> OLD.daemon_id) THEN
+        RAISE EXCEPTION 'a lease''s user and daemon are fixed';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        delta := NEW.amount_micros;
+        owner := NEW.user_id;
+    ELSIF TG_OP = 'UPDATE' THEN
+        delta := NEW.amount_micros - OLD.amount_micros;
+        owner := NEW.user_id;
+    ELSE
+        delta := -OLD.amount_micros;
+        owner := OLD.user_id;
+    END IF;
+    IF delta <> 0 THEN
+        UPDATE balances SET reserved_micros = reserved_micros + delta WHERE user_id = owner;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'no balance to lease from' USING ERRCODE = 'BC402';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER balance_leases_hold AFTER INSERT OR UPDATE OR DELETE ON balance_leases
+    FOR EACH ROW EXECUTE FUNCTION balance_leases_hold();
+
+-- Grow a daemon's lease on a user's balance by up to `wanted`, at least `needed`, keeping the
+-- available balance at or above `floor_micros`. Returns what was granted; BC402 when not even
+-- `needed` fits. The balances row lock serialises every grow of one user, on every daemon.
+CREATE FUNCTION lease_grow(
+    p_user uuid, p_daemon uuid, needed bigint, wanted bigint, floor_micros bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    headroom bigint;
+    granted bigint;
+BEGIN
+    IF needed <= 0 OR wanted < needed THEN
+        RAISE EXCEPTION 'lease_grow: 0 < needed <= wanted';
+    END IF;
+    SELECT b.balance_micros - b.reserved_micros - floor_micros INTO headroom
+    FROM balances b WHERE b.user_id = p_user FOR UPDATE;
+    granted := LEAST(wanted, headroom);
+    IF granted IS NULL OR granted < needed THEN
+        RAISE EXCEPTION 'insufficient available balance' USING ERRCODE = 'BC402';
+    END IF;
+    INSERT INTO balance_leases AS l (user_id, daemon_id, amount_micros)
+    VALUES (p_user, p_daemon, granted)
+    ON CONFLICT (user_id, daemon_id) DO UPDATE
+        SET amount_micros = l.amount_micros + EXCLUDED.amount_micros, updated_at = now();
+    RETURN granted;
+END
+$$;
 
 CREATE TABLE usage_logs (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -380,145 +447,108 @@ CREATE TABLE processed_webhook_events (
     PRIMARY KEY (provider, event_id)
 );
 
--- Metering functions (0002) ------------------------------------------------------------------
-
--- Admission: a new (open) reservation holds its amount, only if the user's available balance
--- stays at or above its floor. The balances row lock serialises concurrent admissions of one
--- user, so simultaneous requests can never overdraw together.
-CREATE FUNCTION reservations_hold() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.status <> 'open' THEN
-        RAISE EXCEPTION 'a reservation is created open';
-    END IF;
-    UPDATE balances SET reserved_micros = reserved_micros + NEW.amount_micros
-    WHERE user_id = NEW.user_id
-      AND balance_micros - reserved_micros - NEW.amount_micros >= NEW.floor_micros;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'insufficient available balance' USING ERRCODE = 'BC402';
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- Closing a reservation (settled, voided, recovered) releases its hold; nothing else may change.
-CREATE FUNCTION reservations_release() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.amount_micros <> OLD.amount_micros OR NEW.user_id <> OLD.user_id
-            OR (OLD.status <> 'open' AND NEW.status <> OLD.status) THEN
-        RAISE EXCEPTION 'a reservation''s amount, owner and closed status are fixed';
-    END IF;
-    IF OLD.status = 'open' AND NEW.status <> 'open' THEN
-        UPDATE balances SET reserved_micros = reserved_micros - OLD.amount_micros
-        WHERE user_id = OLD.user_id;
-    END IF;
-    RETURN NEW;
-END
-$$;
-
-CREATE FUNCTION reservations_no_open_delete() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF OLD.status = 'open' THEN
-        RAISE EXCEPTION 'an open reservation is closed by settlement, not deleted';
-    END IF;
-    RETURN OLD;
-END
-$$;
-
-CREATE TRIGGER reservations_hold BEFORE INSERT ON reservations
-    FOR EACH ROW EXECUTE FUNCTION reservations_hold();
-CREATE TRIGGER reservations_release BEFORE UPDATE ON reservations
-    FOR EACH ROW EXECUTE FUNCTION reservations_release();
-CREATE TRIGGER reservations_no_open_delete BEFORE DELETE ON reservations
-    FOR EACH ROW EXECUTE FUNCTION reservations_no_open_delete();
+-- Metering functions (0002, 0004, 0009) -----------------------------------------------------
 
 -- Settlement of a batch of proxy requests in the caller's ONE transaction (group commit). Per
--- item, idempotent on request_id: close the reservation, debit the cost, write the usage row;
--- when the debit leaves the balance below the minimum, pause the user's active instances.
--- Outcomes: settled | recovered | voided (nothing used: the hold is released, nothing charged)
--- | duplicate (settled before: nothing changes). auto_topup_micros: set when this very debit took
--- the balance across the user's auto-top-up threshold (the amount to offer them).
+-- item, idempotent on request_id: delete the request's record, consume its daemon's lease, debit
+-- the cost, write the usage row; when the debit leaves the balance below the minimum, pause the
+-- user's active instances. Outcomes: settled | recovered | voided (nothing used, nothing
+-- charged) | duplicate (settled before: nothing changes). auto_topup_micros: set when this very
+-- debit took the balance across the user's auto-top-up threshold (the amount to offer them).
 CREATE FUNCTION settle_usage(items jsonb, minimum_micros bigint)
 RETURNS TABLE (request_id uuid, outcome text, user_id uuid, balance_micros bigint, paused integer,
-               auto_topup_micros bigint)
+               auto_topup_micros bigint, lease_found boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     it jsonb;
     cost bigint;
     tokens bigint;
-    closed text;
+    lease bigint;
 BEGIN
     FOR it IN SELECT value FROM jsonb_array_elements(items) LOOP
         request_id := (it->>'request_id')::uuid;
         user_id := (it->>'user_id')::uuid;
         cost := (it->>'cost_micros')::bigint;
+        lease := COALESCE((it->>'lease_micros')::bigint, 0);
         balance_micros := NULL;
         paused := 0;
         auto_topup_micros := NULL;
+        lease_found := true;
         tokens := (it->>'input_tokens')::bigint + (it->>'output_tokens')::bigint
             + (it->>'cache_write_5m_tokens')::bigint + (it->>'cache_write_1h_tokens')::bigint
             + (it->>'cache_read_tokens')::bigint;
-        IF cost < 0 THEN
-            RAISE EXCEPTION 'settle_usage: negative cost for %', request_id;
+        IF cost < 0 OR lease < 0 OR lease > cost THEN
+            RAISE EXCEPTION 'settle_usage: bad cost or lease for %', request_id;
         END IF;
+        -- The record goes in every case: a replay must not leave one for recovery to charge.
+        DELETE FROM reservations r WHERE r.id = settle_usage.request_id;
         IF EXISTS (SELECT FROM usage_logs u WHERE u.request_id = settle_usage.request_id) THEN
             outcome := 'duplicate';
             RETURN NEXT;
             CONTINUE;
         END IF;
-        closed := CASE
-            WHEN cost = 0 AND tokens = 0 THEN 'voided'
-            WHEN (it->>'recovered')::boolean THEN 'recovered'
-            ELSE 'settled' END;
-        UPDATE reservations r SET status = closed, closed_at = now()
-        WHERE r.id = settle_usage.request_id AND r.status = 'open';
-        -- A reservation already closed means an earlier settlement (e.g. a void): a replay.
-        -- One that is missing altogether (lost with an asynchronously committed admission when
-        -- the database crashed) does not excuse the charge: settle without it.
-        IF NOT FOUND AND EXISTS (
-                SELECT FROM reservations r WHERE r.id = settle_usage.request_id) THEN
-            outcome := 'duplicate';
+        IF cost = 0 AND tokens = 0 THEN
+            outcome := 'voided';
             RETURN NEXT;
             CONTINUE;
         END IF;
-        outcome := closed;
-        IF closed <> 'voided' THEN
-            IF cost > 0 THEN
-                INSERT INTO ledger_entries (user_id, amount_micros, kind, reference, idempotency_key)
-                VALUES (settle_usage.user_id, -cost, 'usage', settle_usage.request_id::text,
-                        'usage:' || settle_usage.request_id::text)
-                RETURNING balance_after_micros INTO balance_micros;
-            END IF;
-            INSERT INTO usage_logs (
-                request_id, instance_id, user_id, api, model, input_tokens, output_tokens,
-                cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, reasoning_tokens,
-                cost_micros, upstream_request_id, status_code, duration_ms, interrupted, recovered)
-            VALUES (
-                settle_usage.request_id, (it->>'instance_id')::uuid, settle_usage.user_id,
-                it->>'api', it->>'model', (it->>'input_tokens')::bigint,
-                (it->>'output_tokens')::bigint, (it->>'cache_write_5m_tokens')::bigint,
-                (it->>'cache_write_1h_tokens')::bigint, (it->>'cache_read_tokens')::bigint,
-                (it->>'reasoning_tokens')::bigint, cost, it->>'upstream_request_id',
-                (it->>'status_code')::integer, (it->>'duration_ms')::integer,
-                (it->>'interrupted')::boolean, (it->>'recovered')::boolean);
-            IF balance_micros IS NOT NULL THEN
-                SELECT b.topup_amount_micros INTO auto_topup_micros FROM balances b
-                WHERE b.user_id = settle_usage.user_id AND b.auto_topup_enabled
-                  AND settle_usage.balance_micros < b.topup_threshold_micros
-                  AND settle_usage.balance_micros + cost >= b.topup_threshold_micros;
-            END IF;
-            IF balance_micros IS NOT NULL AND balance_micros < minimum_micros THEN
-                UPDATE instances i SET status = 'paused', status_reason = 'balance_depleted'
-                WHERE i.user_id = settle_usage.user_id AND i.status = 'active';
-                GET DIAGNOSTICS paused = ROW_COUNT;
-            END IF;
+        outcome := CASE WHEN (it->>'recovered')::boolean THEN 'recovered' ELSE 'settled' END;
+        IF lease > 0 THEN
+            UPDATE balance_leases l SET amount_micros = l.amount_micros - LEAST(l.amount_micros, lease)
+            WHERE l.user_id = settle_usage.user_id AND l.daemon_id = (it->>'daemon_id')::uuid;
+            lease_found := FOUND;
+        END IF;
+        IF cost > 0 THEN
+            INSERT INTO ledger_entries (user_id, amount_micros, kind, reference, idempotency_key)
+            VALUES (settle_usage.user_id, -cost, 'usage', settle_usage.request_id::text,
+                    'usage:' || settle_usage.request_id::text)
+            RETURNING balance_after_micros INTO balance_micros;
+        END IF;
+        INSERT INTO usage_logs (
+            request_id, instance_id, user_id, api, model, input_tokens, output_tokens,
+            cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, reasoning_tokens,
+            cost_micros, upstream_request_id, status_code, duration_ms, interrupted, recovered)
+        VALUES (
+            settle_usage.request_id, (it->>'instance_id')::uuid, settle_usage.user_id,
+            it->>'api', it->>'model', (it->>'input_tokens')::bigint,
+            (it->>'output_tokens')::bigint, (it->>'cache_write_5m_tokens')::bigint,
+            (it->>'cache_write_1h_tokens')::bigint, (it->>'cache_read_tokens')::bigint,
+            (it->>'reasoning_tokens')::bigint, cost, it->>'upstream_request_id',
+            (it->>'status_code')::integer, (it->>'duration_ms')::integer,
+            (it->>'interrupted')::boolean, (it->>'recovered')::boolean);
+        IF balance_micros IS NOT NULL THEN
+            SELECT b.topup_amount_micros INTO auto_topup_micros FROM balances b
+            WHERE b.user_id = settle_usage.user_id AND b.auto_topup_enabled
+              AND settle_usage.balance_micros < b.topup_threshold_micros
+              AND settle_usage.balance_micros + cost >= b.topup_threshold_micros;
+        END IF;
+        IF balance_micros IS NOT NULL AND balance_micros < minimum_micros THEN
+            UPDATE instances i SET status = 'paused', status_reason = 'balance_depleted'
+            WHERE i.user_id = settle_usage.user_id AND i.status = 'active';
+            GET DIAGNOSTICS paused = ROW_COUNT;
         END IF;
         RETURN NEXT;
     END LOOP;
 END
 $$;
+
+-- Proxies cache instances; a change that matters to them is announced at commit, so every
+-- daemon drops its copy at once (status, secret, own-key mode, limits).
+CREATE FUNCTION instances_announce() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('blitzclaw_instances', NEW.id::text);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER instances_announce AFTER UPDATE ON instances
+    FOR EACH ROW
+    WHEN ((OLD.status, OLD.secret_hash, OLD.use_own_api_key, OLD.msgs_per_hour,
+           OLD.tokens_per_day)
+          IS DISTINCT FROM (NEW.status, NEW.secret_hash, NEW.use_own_api_key, NEW.msgs_per_hour,
+                            NEW.tokens_per_day))
+    EXECUTE FUNCTION instances_announce();
 
 -- Accounts (0003) ----------------------------------------------------------------------------
 

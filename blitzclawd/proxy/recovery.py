@@ -1,10 +1,11 @@
 """Settling what a dead daemon left open, by a rule written down here and in README.
 
-A reservation is open while its request is in flight. If its daemon dies (SIGKILL, power loss)
-the request can never settle itself, and the user's balance would stay held forever. Once the
+A request in flight has a `reservations` row (its record) until its settlement deletes it, and
+its daemon holds a lease on the user's balance. If the daemon dies (SIGKILL, power loss) the
+request can never settle itself, and the lease would hold the user's balance forever. Once the
 daemon is known dead (its `daemons` row is stopped: a clean stop, a successor on the same host
-finding its pid gone, or the janitor after `dead_after` seconds of silence) each of its open
-reservations is settled as follows:
+finding its pid gone, or the janitor after `dead_after` seconds of silence) each of its
+reservations is settled as follows, and then its leases are released:
 
     charge = min(amount reserved, max(checkpointed cost, prompt cost estimate))
 
@@ -16,7 +17,7 @@ reservations is settled as follows:
 The charge is written like any settlement (ledger debit + usage_logs row, `recovered = true`,
 `interrupted = true`), idempotent on the request id, and logged. A request whose upstream answer
 completed just before the crash is therefore charged exactly once — never lost, never twice —
-at a bounded estimate of its real cost. Nothing is ever left silently open.
+at a bounded estimate of its real cost. Nothing is ever left silently open or held.
 """
 
 from __future__ import annotations
@@ -30,11 +31,16 @@ from blitzclawd.runtime.messages import Settlement, SettleResult
 
 log = logging.getLogger("blitzclawd.recovery")
 
+_RELEASE = """
+    DELETE FROM balance_leases l USING daemons d
+    WHERE d.id = l.daemon_id AND d.stopped_at IS NOT NULL
+    RETURNING l.daemon_id::text, l.user_id::text, l.amount_micros
+"""
 _ORPHANS = """
     SELECT r.id::text, r.user_id::text, r.instance_id::text, r.amount_micros, r.seen_micros,
            r.input_estimate_micros, r.api, r.model, r.daemon_id::text
     FROM reservations r JOIN daemons d ON d.id = r.daemon_id
-    WHERE r.status = 'open' AND d.stopped_at IS NOT NULL
+    WHERE d.stopped_at IS NOT NULL
     ORDER BY r.created_at
     LIMIT $1
 """
@@ -47,7 +53,7 @@ def recovery_charge(amount: int, seen: int, input_estimate: int) -> int:
 async def recover_orphaned_reservations(
     pool: asyncpg.Pool, minimum_micros: int, *, batch: int = 500, max_batches: int = 1000
 ) -> list[SettleResult]:
-    """Settle every open reservation of stopped daemons; returns what was settled."""
+    """Settle every reservation of stopped daemons, release their leases; returns the settled."""
     settled: list[SettleResult] = []
     for _ in range(max_batches):
         rows = await pool.fetch(_ORPHANS, batch)
@@ -63,6 +69,8 @@ async def recover_orphaned_reservations(
                 cost_micros=recovery_charge(r[3], r[4], r[5]),
                 interrupted=True,
                 recovered=True,
+                daemon_id=r[8],
+                lease_micros=recovery_charge(r[3], r[4], r[5]),
             )
             for r in rows
         ]
@@ -79,4 +87,9 @@ async def recover_orphaned_reservations(
                     "outcome": result.outcome,
                 },
             )
+    for row in await pool.fetch(_RELEASE):
+        log.info(
+            "lease of a stopped daemon released",
+            extra={"dead_daemon": row[0], "user_id": row[1], "released_micros": row[2]},
+        )
     return settled

@@ -40,6 +40,10 @@ class Settlement:
     duration_ms: int = 0
     interrupted: bool = False
     recovered: bool = False
+    # The daemon whose balance lease admitted the request, and what the settlement consumes of
+    # that lease: the cost, at most what the request reserved (0 for a void).
+    daemon_id: str | None = None
+    lease_micros: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,9 @@ class SettleResult:
     balance_micros: int | None  # after the debit; None when nothing was debited
     paused: int  # instances this settlement paused (the user fell below the minimum)
     auto_topup_micros: int | None = None  # this debit crossed the auto-top-up threshold
+    # False when the settlement was to consume a lease its daemon no longer holds (recovery
+    # released it): that daemon must stop admitting against its copy.
+    lease_found: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,12 +32,15 @@ def cents(micros: int) -> int:
 async def balance_view(request: web.Request, user_id: str) -> dict:
     ctx = request.app[CONTEXT]
     row = await ctx.pool.fetchrow(
-        "SELECT balance_micros, reserved_micros, auto_topup_enabled, topup_threshold_micros, "
-        "topup_amount_micros FROM balances WHERE user_id = $1",
+        "SELECT balance_micros, auto_topup_enabled, topup_threshold_micros, topup_amount_micros, "
+        "(SELECT coalesce(sum(amount_micros), 0)::bigint FROM reservations r WHERE r.user_id = $1) "
+        "AS in_flight_micros FROM balances WHERE user_id = $1",
         uuid.UUID(user_id),
     )
     balance = row["balance_micros"] if row else 0
-    reserved = row["reserved_micros"] if row else 0
+    # What the user's requests in flight may still cost (balances.reserved_micros also counts
+    # the daemons' leases, an implementation detail that is given back when idle).
+    reserved = row["in_flight_micros"] if row else 0
     minimum = billing_minimum_micros(ctx.settings)
     warning = None
     if balance < minimum:

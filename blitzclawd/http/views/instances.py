@@ -151,7 +151,9 @@ async def create(request: web.Request) -> web.Response:
         # One user's creates serialise here, so the per-user limit holds under concurrency.
         await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
         available = await conn.fetchval(
-            "SELECT balance_micros - reserved_micros FROM balances WHERE user_id = $1", user_id
+            "SELECT balance_micros - (SELECT coalesce(sum(amount_micros), 0)::bigint "
+            "FROM reservations r WHERE r.user_id = $1) FROM balances WHERE user_id = $1",
+            user_id,
         )
         if (available or 0) < minimum:
             raise ApiError(

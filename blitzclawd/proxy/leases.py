@@ -1,0 +1,154 @@
+"""Balance leases: requests are admitted in this daemon's memory, against what it holds.
+
+A lease is an amount of one user's balance that this daemon holds in the database
+(`balance_leases`, see migration 0009). A request is admitted when its worst-case cost fits in
+what the lease has left beside the requests already in flight — no database round trip. Only when
+it does not fit does the lease grow, through `lease_grow`, which refuses (BC402) to take the
+user's available balance below the minimum: the database still decides every commitment of money,
+just not one request at a time.
+
+Bookkeeping, per user:
+    amount   what this daemon holds; never more than the database row (consumptions are
+             subtracted here when a request finishes, there when its settlement commits)
+    held     the worst cases of the requests in flight (held <= amount)
+    pending  settlements that consume from the lease and have not committed yet
+
+A finished request gives up what it spent (its cost, at most what it reserved) from `amount`: the
+money is gone from the balance, so the lease shrinks by it and the user's available balance stays
+where admission left it. An idle lease is released (only with nothing in flight or pending, so the
+row and this copy agree); all of them when the daemon stops, or by recovery when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+
+log = logging.getLogger("blitzclawd.leases")
+
+
+class InsufficientBalance(Exception):
+    """The request's worst case does not fit in what the user may still commit."""
+
+
+@dataclass(slots=True)
+class Lease:
+    amount: int = 0
+    held: int = 0
+    pending: int = 0
+    used_at: float = 0.0
+    growing: int = 0  # admissions in (or waiting for) the slow path
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class LeaseBook:
+    def __init__(
+        self, pool: asyncpg.Pool, daemon_id: str, *, floor_micros: int, headroom_micros: int
+    ) -> None:
+        self._pool = pool
+        self._daemon = uuid.UUID(daemon_id)
+        self._floor = floor_micros
+        self._headroom = headroom_micros
+        self._leases: dict[str, Lease] = {}
+
+    def get(self, user_id: str) -> Lease | None:
+        return self._leases.get(user_id)
+
+    async def admit(self, user_id: str, amount: int) -> None:
+        """Hold `amount` for a request of `user_id`, or raise InsufficientBalance."""
+        lease = self._leases.get(user_id)
+        if lease is None:
+            lease = self._leases[user_id] = Lease()
+        if lease.held + amount <= lease.amount:  # the fast path: no await at all
+            lease.held += amount
+            lease.used_at = time.monotonic()
+            return
+        lease.growing += 1
+        try:
+            await self._grow_and_hold(user_id, lease, amount)
+        finally:
+            lease.growing -= 1
+
+    async def _grow_and_hold(self, user_id: str, lease: Lease, amount: int) -> None:
+        async with lease.lock:  # one grow per user at a time; the others then fit or grow again
+            if lease.held + amount > lease.amount:
+                needed = lease.held + amount - lease.amount
+                try:
+                    granted = await self._pool.fetchval(
+                        "SELECT lease_grow($1, $2, $3, $4, $5)",
+                        uuid.UUID(user_id),
+                        self._daemon,
+                        needed,
+                        needed + self._headroom,
+                        self._floor,
+                    )
+                except asyncpg.PostgresError as exc:
+                    if getattr(exc, "sqlstate", None) == "BC402":
+                        raise InsufficientBalance from None
+                    raise
+                lease.amount += granted
+            lease.held += amount
+            lease.used_at = time.monotonic()
+
+    def finish(self, user_id: str, reserved: int, consumed: int) -> None:
+        """A request admitted with `reserved` is over and spent `consumed` (<= reserved) of it."""
+        lease = self._leases[user_id]
+        lease.held -= reserved
+        lease.amount -= consumed
+        if consumed:
+            lease.pending += 1
+
+    def settled(self, user_id: str, consumed: int, *, lease_found: bool) -> None:
+        """The settlement of a finished request committed."""
+        lease = self._leases.get(user_id)
+        if lease is None or not consumed:
+            return
+        lease.pending -= 1
+        if not lease_found:
+            # Recovery released our row (we were presumed dead): hold nothing until the next
+            # grow, which covers what is still in flight (held) as well.
+            log.warning("balance lease lost; regrowing", extra={"user_id": user_id})
+            lease.amount = 0
+
+    async def release_idle(self, idle_seconds: float) -> int:
+        """Give back the leases nobody used for `idle_seconds`; returns how many."""
+        now = time.monotonic()
+        idle: list[tuple[str, Lease]] = []
+        for user_id, lease in list(self._leases.items()):
+            if lease.held or lease.pending or lease.growing:
+                continue
+            if not lease.amount:
+                del self._leases[user_id]  # nothing held here or there: forget it
+            elif now - lease.used_at >= idle_seconds:
+                idle.append((user_id, lease))
+        if not idle:
+            return 0
+        amounts = []
+        for _, lease in idle:
+            await lease.lock.acquire()  # free (nobody is growing): admissions now wait for us
+            amounts.append(lease.amount)
+            lease.amount = 0
+        try:
+            await self._pool.execute(
+                "DELETE FROM balance_leases WHERE daemon_id = $1 AND user_id = ANY($2::uuid[])",
+                self._daemon,
+                [uuid.UUID(user_id) for user_id, _ in idle],
+            )
+        except BaseException:
+            for (_, lease), amount in zip(idle, amounts, strict=True):
+                lease.amount = amount  # still held there: keep using it
+            raise
+        finally:
+            for _, lease in idle:
+                lease.lock.release()
+        return len(idle)
+
+    async def release_all(self) -> None:
+        """Stopping: nothing is in flight or pending any more; give every lease back."""
+        await self._pool.execute("DELETE FROM balance_leases WHERE daemon_id = $1", self._daemon)
+        self._leases.clear()

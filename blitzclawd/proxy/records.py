@@ -1,0 +1,101 @@
+"""Durable records of the requests in flight, written without holding any request up.
+
+Admission happens in memory (blitzclawd.proxy.leases); what crash recovery needs — which requests
+a daemon had in flight, for whom, and their worst case — is written here, one `reservations` row
+per request, in batches by one writer task. A request is forwarded as soon as its row is handed to
+the writer: the row reaches PostgreSQL before the request reaches the upstream in practice, and its
+settlement waits for it (`written`), so a settlement's DELETE never precedes the INSERT.
+
+The rows go through the admission pool (asynchronous commit): a database crash may lose the
+newest few, which only loses recovery's estimate for requests that crash interrupted anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+log = logging.getLogger("blitzclawd.records")
+
+BATCH_MAX = 512
+
+_INSERT = """
+    INSERT INTO reservations (id, user_id, instance_id, amount_micros, daemon_id,
+                              input_estimate_micros, api, model)
+    SELECT r.id, r.user_id, r.instance_id, r.amount, $1, r.estimate, r.api, r.model
+    FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bigint[], $7::text[],
+                $8::text[]) AS r(id, user_id, instance_id, amount, estimate, api, model)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    request_id: uuid.UUID
+    user_id: uuid.UUID
+    instance_id: uuid.UUID
+    amount_micros: int
+    input_estimate_micros: int
+    api: str
+    model: str
+
+
+class RecordWriter:
+    def __init__(self, pool: asyncpg.Pool, daemon_id: str) -> None:
+        self._pool = pool
+        self._daemon = uuid.UUID(daemon_id)
+        self._queue: list[tuple[Record, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, record: Record) -> asyncio.Future[None]:
+        """Queue the record; the future resolves once it is written (or could not be)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((record, future))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._drain())
+        return future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
+                await self._write(batch)
+        finally:
+            self._task = None
+
+    async def _write(self, batch: list[tuple[Record, asyncio.Future[None]]]) -> None:
+        try:
+            await self._insert([r for r, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1 and isinstance(exc, asyncpg.PostgresError):
+                for one in batch:  # one bad row must not cost the others their record
+                    await self._write([one])
+                return
+            log.warning(
+                "in-flight records not written: recovery cannot charge these requests if this "
+                "daemon dies before settling them",
+                extra={"requests": [str(r.request_id) for r, _ in batch], "error": repr(exc)},
+            )
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    async def _insert(self, records: list[Record]) -> None:
+        await self._pool.execute(
+            _INSERT,
+            self._daemon,
+            [r.request_id for r in records],
+            [r.user_id for r in records],
+            [r.instance_id for r in records],
+            [r.amount_micros for r in records],
+            [r.input_estimate_micros for r in records],
+            [r.api for r in records],
+            [r.model for r in records],
+        )
