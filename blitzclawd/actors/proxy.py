@@ -169,6 +169,7 @@ class ProxyActor(Actor):
         )
         self._records = RecordWriter(admission_pool, daemon_id)
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
+        self._lost_listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._keys = {
             "anthropic": secrets.get("anthropic_api_key"),
             "openai": secrets.get("openai_api_key"),
@@ -224,6 +225,9 @@ class ProxyActor(Actor):
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick) and message.timer == "checkpoint":
             if self._listener is None:
+                if self._lost_listener is not None:  # the pool replaces a dead connection
+                    lost, self._lost_listener = self._lost_listener, None
+                    await self._pool.release(lost)
                 await self._listen()
             await self._checkpoint()
             await self._retry_unsettled()
@@ -265,7 +269,7 @@ class ProxyActor(Actor):
 
     def _listener_lost(self, _conn: object) -> None:
         log.warning("lost the instance-change listener; re-listening on the next tick")
-        self._listener = None
+        self._lost_listener, self._listener = self._listener, None
         self._instances.clear()
 
     def forget_user(self, user_id: str) -> None:
@@ -315,9 +319,9 @@ class ProxyActor(Actor):
             ) from None
         written = self._records.add(
             Record(
-                uuid.UUID(request_id),
-                uuid.UUID(inst.user_id),
-                uuid.UUID(inst.id),
+                request_id,
+                inst.user_id,
+                inst.id,
                 amount,
                 min(prompt_cost, amount),
                 api.name,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from aiohttp import web
 
@@ -16,13 +15,14 @@ from blitzclawd.proxy.errors import (
     error_response,
     style_for_path,
 )
+from blitzclawd.proxy.ids import new_request_id
 
 log = logging.getLogger("blitzclawd.proxy")
 
 
 @web.middleware
 async def proxy_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = str(uuid.uuid4())
+    rid = new_request_id()
     request[PROXY_REQUEST_ID] = rid
     token = request_id_var.set(rid)
     style = style_for_path(request.path)

@@ -23,6 +23,11 @@ log = logging.getLogger("blitzclawd.records")
 
 BATCH_MAX = 512
 
+_INSERT_ONE = """
+    INSERT INTO reservations (id, user_id, instance_id, amount_micros, daemon_id,
+                              input_estimate_micros, api, model)
+    VALUES ($2, $3, $4, $5, $1, $6, $7, $8)
+"""
 _INSERT = """
     INSERT INTO reservations (id, user_id, instance_id, amount_micros, daemon_id,
                               input_estimate_micros, api, model)
@@ -34,9 +39,9 @@ _INSERT = """
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    request_id: uuid.UUID
-    user_id: uuid.UUID
-    instance_id: uuid.UUID
+    request_id: str  # uuids as text: asyncpg encodes them natively
+    user_id: str
+    instance_id: str
     amount_micros: int
     input_estimate_micros: int
     api: str
@@ -44,11 +49,14 @@ class Record:
 
 
 class RecordWriter:
+    """One writer task, on a connection it keeps from its first write to close()."""
+
     def __init__(self, pool: asyncpg.Pool, daemon_id: str) -> None:
         self._pool = pool
         self._daemon = uuid.UUID(daemon_id)
         self._queue: list[tuple[Record, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.pool.PoolConnectionProxy | None = None
 
     def add(self, record: Record) -> asyncio.Future[None]:
         """Queue the record; the future resolves once it is written (or could not be)."""
@@ -61,6 +69,12 @@ class RecordWriter:
     async def close(self) -> None:
         if self._task is not None:
             await asyncio.shield(self._task)
+        await self._release()
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._pool.release(conn)
 
     async def _drain(self) -> None:
         try:
@@ -74,6 +88,8 @@ class RecordWriter:
         try:
             await self._insert([r for r, _ in batch])
         except Exception as exc:
+            if not isinstance(exc, asyncpg.PostgresError):
+                await self._release()  # a broken connection: the next batch takes a fresh one
             if len(batch) > 1 and isinstance(exc, asyncpg.PostgresError):
                 for one in batch:  # one bad row must not cost the others their record
                     await self._write([one])
@@ -88,7 +104,23 @@ class RecordWriter:
                 future.set_result(None)
 
     async def _insert(self, records: list[Record]) -> None:
-        await self._pool.execute(
+        if self._conn is None:
+            self._conn = await self._pool.acquire()
+        if len(records) == 1:
+            r = records[0]
+            await self._conn.execute(
+                _INSERT_ONE,
+                self._daemon,
+                r.request_id,
+                r.user_id,
+                r.instance_id,
+                r.amount_micros,
+                r.input_estimate_micros,
+                r.api,
+                r.model,
+            )
+            return
+        await self._conn.execute(
             _INSERT,
             self._daemon,
             [r.request_id for r in records],
