@@ -108,8 +108,8 @@ class BillingSettings:
     checkpoint_interval: float = field(default=1.0, metadata=_range(0.05, 3600))
     # Most settlements committed in one transaction (group commit).
     settle_batch_max: int = field(default=256, metadata=_range(1, 10000))
-    # Seconds a settlement waits for others to share its transaction (0: commit as soon as the
-    # billing actor's mailbox is empty). Clients never wait for it.
+    # Seconds a settlement waits for others to share its transaction (0: at the next turn of the
+    # event loop). Clients never wait for it.
     settle_linger: float = field(default=0.005, metadata=_range(0, 1))
     # Top-up bounds in cents (the spec's minimum is $10).
     topup_min_cents: int = field(default=1000, metadata=_range(1, 10**9))

@@ -23,7 +23,7 @@ from blitzclawd.config import Settings, billing_minimum_micros, usd_to_micros
 from blitzclawd.payments.apply import WebhookOutcome, apply_creem_event
 from blitzclawd.payments.creem import CreemEvent
 from blitzclawd.proxy.recovery import recover_orphaned_reservations
-from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.actor import Actor, ActorNotRunning
 from blitzclawd.runtime.messages import (
     AutoTopupDue,
     BalanceDepleted,
@@ -74,10 +74,26 @@ class BillingActor(Actor):
 
     # -- called from request tasks -----------------------------------------------------------
 
-    async def settle(self, item: Settlement, timeout: float = 30.0) -> SettleResult:  # noqa: ASYNC109
-        future = await self.ask(item, timeout=timeout)
-        assert isinstance(future, asyncio.Future)
-        return await asyncio.wait_for(future, timeout)
+    def submit(self, item: Settlement) -> asyncio.Future[SettleResult]:
+        """Add `item` to the batch being gathered; the future resolves once it is committed.
+
+        No mailbox round trip per settlement (this runs on the actor's own loop, and only
+        appends): the commits themselves still happen one at a time inside the actor.
+        Raises ActorNotRunning when the actor is not running.
+        """
+        if not self.running:
+            raise ActorNotRunning(f"{self.name} is {self.state}")
+        future: asyncio.Future[SettleResult] = asyncio.get_running_loop().create_future()
+        self._batch.append((item, future))
+        if len(self._batch) >= self._batch_max:
+            self._cancel_timer()
+            self.tell(_FlushDue())
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(self._linger, self._flush_due)
+        return future
+
+    async def settle(self, item: Settlement) -> SettleResult:
+        return await self.submit(item)
 
     async def credit(self, item: Credit, timeout: float = 30.0) -> CreditResult:  # noqa: ASYNC109
         result = await self.ask(item, timeout=timeout)
@@ -92,16 +108,6 @@ class BillingActor(Actor):
     # -- the mailbox ---------------------------------------------------------------------------
 
     async def handle(self, message: object) -> object | None:
-        if isinstance(message, Settlement):
-            future: asyncio.Future[SettleResult] = asyncio.get_running_loop().create_future()
-            self._batch.append((message, future))
-            if len(self._batch) >= self._batch_max or (self._linger <= 0 and self.queued == 0):
-                await self._flush()
-            elif self._flush_timer is None and self._linger > 0:
-                self._flush_timer = asyncio.get_running_loop().call_later(
-                    self._linger, self._flush_due
-                )
-            return future
         if isinstance(message, _FlushDue):
             if self._batch:
                 await self._flush()
@@ -126,10 +132,13 @@ class BillingActor(Actor):
         except Exception:  # stopping (on_stop flushes) or overloaded (a full batch flushes)
             log.debug("flush tick not delivered")
 
-    async def _flush(self) -> None:
+    def _cancel_timer(self) -> None:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+
+    async def _flush(self) -> None:
+        self._cancel_timer()
         batch, self._batch = self._batch, []
         items = [item for item, _ in batch]
         try:

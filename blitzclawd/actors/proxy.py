@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
+import yarl
 from aiohttp import web
 
 from blitzclawd import credentials, ledger
@@ -178,7 +179,9 @@ class ProxyActor(Actor):
             "anthropic": settings.upstream.anthropic_url.rstrip("/"),
             "openai": settings.upstream.openai_url.rstrip("/"),
         }
+        self._urls: dict[str, yarl.URL] = {}  # parsed once per endpoint, not per request
         self._instances: dict[str, InstanceAuth] = {}
+        self._announcements = 0  # instance changes heard so far (see _instance)
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
         self._unsettled: list[Settlement] = []
@@ -265,11 +268,13 @@ class ProxyActor(Actor):
             await self._pool.release(conn)
 
     def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._announcements += 1
         self._instances.pop(payload, None)
 
     def _listener_lost(self, _conn: object) -> None:
         log.warning("lost the instance-change listener; re-listening on the next tick")
         self._lost_listener, self._listener = self._listener, None
+        self._announcements += 1
         self._instances.clear()
 
     def forget_user(self, user_id: str) -> None:
@@ -379,6 +384,7 @@ class ProxyActor(Actor):
         cached = self._instances.get(instance_id)
         if cached is not None and not fresh and now - cached.fetched_at < INSTANCE_CACHE_TTL:
             return cached
+        heard = self._announcements
         row = await self._pool.fetchrow(
             "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
             "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
@@ -388,7 +394,9 @@ class ProxyActor(Actor):
             self._instances.pop(instance_id, None)
             return None
         inst = InstanceAuth(*row, fetched_at=now)
-        self._instances[instance_id] = inst
+        # A change announced while we read may be newer than our row: use it, do not keep it.
+        if self._announcements == heard:
+            self._instances[instance_id] = inst
         return inst
 
     def _parse(
@@ -447,9 +455,11 @@ class ProxyActor(Actor):
     ) -> web.StreamResponse:
         assert self._session is not None
         headers = _upstream_headers(request, api.provider, key.reveal())
-        url = self._bases[api.provider] + api.path
+        url = self._urls.get(api.name)
+        if url is None:
+            url = self._urls[api.name] = yarl.URL(self._bases[api.provider] + api.path)
         if request.query_string:
-            url += "?" + request.query_string
+            url = yarl.URL(str(url) + "?" + request.query_string)
         try:
             upstream = await self._session.post(url, data=raw, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -604,7 +614,8 @@ class ProxyActor(Actor):
         if usage.total_tokens:
             self.limits.add_tokens(inst.id, usage.total_tokens)
         # The settlement deletes the request's record: never before the record is written.
-        await asyncio.wait((flight.written,), timeout=RECORD_WAIT)
+        if not flight.written.done():
+            await asyncio.wait((flight.written,), timeout=RECORD_WAIT)
         await self._settle(item)
 
     async def _settle(self, item: Settlement) -> SettleResult | None:
