@@ -317,12 +317,14 @@ CREATE INDEX health_alerts_created_at_idx ON health_alerts (created_at);
 
 -- One proxy request in flight: written when it is admitted (against its daemon's lease, see
 -- balance_leases), deleted by its settlement. What a dead daemon left here is charged by recovery.
+-- Written once per request, so it carries nothing but its primary key (no foreign keys: its ids
+-- come from rows the daemon read; recovery finds a dead daemon's rows by joining daemons).
 CREATE TABLE reservations (
     id uuid PRIMARY KEY,  -- the proxy request id, supplied by the caller
-    user_id uuid NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
-    instance_id uuid REFERENCES instances (id) ON DELETE RESTRICT,
+    user_id uuid NOT NULL,
+    instance_id uuid,
     amount_micros bigint NOT NULL CHECK (amount_micros > 0),  -- its worst-case cost
-    daemon_id uuid NOT NULL REFERENCES daemons (id) ON DELETE RESTRICT,
+    daemon_id uuid NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     -- What the prompt alone costs at the plain input rate: recovery's lower bound.
     input_estimate_micros bigint NOT NULL DEFAULT 0 CHECK (input_estimate_micros >= 0),
@@ -331,7 +333,6 @@ CREATE TABLE reservations (
     api text,
     model text
 );
-CREATE INDEX reservations_daemon_id_idx ON reservations (daemon_id);
 
 -- Per-daemon balance leases (0009): a daemon admits a user's requests in memory against the
 -- amount it holds of that user's balance. balances.reserved_micros = sum of the user's leases.

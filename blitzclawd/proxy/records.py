@@ -57,16 +57,28 @@ class RecordWriter:
         self._queue: list[tuple[Record, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
+        self._kicked = False
 
     def add(self, record: Record) -> asyncio.Future[None]:
         """Queue the record; the future resolves once it is written (or could not be)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._queue.append((record, future))
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._drain())
+        if self._task is None and not self._kicked:
+            # One turn of the loop later: the request being admitted is sent upstream first
+            # (aiohttp writes its body from a task of its own), then its record.
+            self._kicked = True
+            loop.call_soon(self._kick)
         return future
 
+    def _kick(self) -> None:
+        self._kicked = False
+        if self._task is None and self._queue:
+            self._task = asyncio.ensure_future(self._drain())
+
     async def close(self) -> None:
+        if self._task is None and self._queue:
+            self._kick()  # a kick may still be scheduled: write now
         if self._task is not None:
             await asyncio.shield(self._task)
         await self._release()
