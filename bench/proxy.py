@@ -44,6 +44,7 @@ import uvloop
 
 from blitzclawd.db.embedded import EmbeddedPostgres
 from blitzclawd.db.migrate import migrate
+from blitzclawd.proxy.connector import MostRecentFirstConnector
 from blitzclawd.proxy.errors import REQUEST_ID_HEADER
 from blitzclawd.testing import seed
 from blitzclawd.testing.daemon_process import DaemonProcess, free_port
@@ -733,7 +734,7 @@ async def fake_stats(base: str) -> dict[str, Any]:
 
 def client_session(limit: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0, keepalive_timeout=300),
+        connector=MostRecentFirstConnector(limit=limit, limit_per_host=0, keepalive_timeout=300),
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
         auto_decompress=False,
     )

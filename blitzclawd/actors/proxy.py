@@ -43,6 +43,7 @@ from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_
 from blitzclawd.metering.sse import SSEParser
 from blitzclawd.metering.usage import OpenAIChatStreamMeter
 from blitzclawd.proxy.apis import OPENAI_CHAT, ApiSpec, Meter
+from blitzclawd.proxy.connector import MostRecentFirstConnector
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
 from blitzclawd.proxy.limits import LimitTracker
@@ -193,7 +194,7 @@ class ProxyActor(Actor):
     async def on_start(self) -> None:
         up = self._settings.upstream
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
+            connector=MostRecentFirstConnector(
                 limit=up.max_connections, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
             ),
             timeout=aiohttp.ClientTimeout(
