@@ -690,3 +690,41 @@ async def test_a_lease_released_behind_the_proxys_back_is_regrown(proxy_env) -> 
     assert await reserved_of(pool, user) == row
     await proxy.leases.release_idle(0)
     assert await reserved_of(pool, user) == 0
+
+
+# -- 4. lock order: grows, settlements and releases of one user never deadlock -------------------
+
+
+async def test_grows_settlements_and_releases_of_one_user_never_deadlock(
+    pool: asyncpg.Pool,
+) -> None:
+    """Every writer of a lease locks the user's balances row first (a settlement through its
+    debit). Before that rule, a grow (balance row, then lease) and a settlement (lease, then
+    balance row) running together deadlocked within a few hundred rounds."""
+    daemon = await new_daemon(pool)
+    user = await funded_user(pool, 1_000_000_000)
+    inst = await seed.create_instance(pool, user)
+    uid = uuid.UUID(user)
+
+    async def grow() -> None:
+        await pool.fetchval(
+            "SELECT lease_grow($1, $2, 1000, 2000, $3)", uid, uuid.UUID(daemon), FLOOR
+        )
+
+    async def settle() -> None:
+        item = usage(str(uuid.uuid4()), user, inst.id, daemon, cost=700, lease=500)
+        (result,) = await ledger.settle(pool, [item], FLOOR)
+        assert result.outcome == "settled"
+
+    async def release() -> None:
+        await pool.execute("SELECT lease_release($1, $2::uuid[])", uuid.UUID(daemon), [uid])
+
+    await grow()
+    for _ in range(40):  # bounded: 40 rounds of 7 concurrent writers
+        await asyncio.gather(*[f() for f in (grow, settle, release, grow, settle, grow, settle)])
+    reserved, leased = await pool.fetchrow(
+        "SELECT b.reserved_micros, (SELECT coalesce(sum(amount_micros), 0) FROM balance_leases l"
+        " WHERE l.user_id = b.user_id)::bigint FROM balances b WHERE b.user_id = $1",
+        uid,
+    )
+    assert reserved == leased

@@ -494,16 +494,18 @@ BEGIN
             CONTINUE;
         END IF;
         outcome := CASE WHEN (it->>'recovered')::boolean THEN 'recovered' ELSE 'settled' END;
-        IF lease > 0 THEN
-            UPDATE balance_leases l SET amount_micros = l.amount_micros - LEAST(l.amount_micros, lease)
-            WHERE l.user_id = settle_usage.user_id AND l.daemon_id = (it->>'daemon_id')::uuid;
-            lease_found := FOUND;
-        END IF;
         IF cost > 0 THEN
             INSERT INTO ledger_entries (user_id, amount_micros, kind, reference, idempotency_key)
             VALUES (settle_usage.user_id, -cost, 'usage', settle_usage.request_id::text,
                     'usage:' || settle_usage.request_id::text)
             RETURNING balance_after_micros INTO balance_micros;
+        END IF;
+        -- After the debit, which locked the user's balances row: every writer of a lease takes
+        -- that row first (lease_grow, lease_release), so none of them can deadlock with us.
+        IF lease > 0 THEN
+            UPDATE balance_leases l SET amount_micros = l.amount_micros - LEAST(l.amount_micros, lease)
+            WHERE l.user_id = settle_usage.user_id AND l.daemon_id = (it->>'daemon_id')::uuid;
+            lease_found := FOUND;
         END IF;
         INSERT INTO usage_logs (
             request_id, instance_id, user_id, api, model, input_tokens, output_tokens,
@@ -530,6 +532,29 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
+END
+$$;
+
+-- Give back a daemon's leases on the given users (all of its leases when p_users is NULL).
+-- The users' balances rows are locked first, in one order, as lease_grow and settle_usage do.
+CREATE FUNCTION lease_release(p_daemon uuid, p_users uuid[])
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    released bigint;
+BEGIN
+    PERFORM FROM balances b
+    WHERE b.user_id IN (SELECT l.user_id FROM balance_leases l
+                        WHERE l.daemon_id = p_daemon
+                          AND (p_users IS NULL OR l.user_id = ANY(p_users)))
+    ORDER BY b.user_id
+    FOR UPDATE;
+    WITH gone AS (
+        DELETE FROM balance_leases l
+        WHERE l.daemon_id = p_daemon AND (p_users IS NULL OR l.user_id = ANY(p_users))
+        RETURNING l.amount_micros)
+    SELECT COALESCE(sum(gone.amount_micros), 0)::bigint INTO released FROM gone;
+    RETURN released;
 END
 $$;
 

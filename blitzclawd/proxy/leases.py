@@ -135,7 +135,7 @@ class LeaseBook:
             lease.amount = 0
         try:
             await self._pool.execute(
-                "DELETE FROM balance_leases WHERE daemon_id = $1 AND user_id = ANY($2::uuid[])",
+                "SELECT lease_release($1, $2::uuid[])",
                 self._daemon,
                 [uuid.UUID(user_id) for user_id, _ in idle],
             )
@@ -150,5 +150,5 @@ class LeaseBook:
 
     async def release_all(self) -> None:
         """Stopping: nothing is in flight or pending any more; give every lease back."""
-        await self._pool.execute("DELETE FROM balance_leases WHERE daemon_id = $1", self._daemon)
+        await self._pool.execute("SELECT lease_release($1, NULL)", self._daemon)
         self._leases.clear()

@@ -32,9 +32,9 @@ from blitzclawd.runtime.messages import Settlement, SettleResult
 log = logging.getLogger("blitzclawd.recovery")
 
 _RELEASE = """
-    DELETE FROM balance_leases l USING daemons d
-    WHERE d.id = l.daemon_id AND d.stopped_at IS NOT NULL
-    RETURNING l.daemon_id::text, l.user_id::text, l.amount_micros
+    SELECT d.id::text, lease_release(d.id, NULL) FROM daemons d
+    WHERE d.stopped_at IS NOT NULL
+      AND EXISTS (SELECT FROM balance_leases l WHERE l.daemon_id = d.id)
 """
 _ORPHANS = """
     SELECT r.id::text, r.user_id::text, r.instance_id::text, r.amount_micros, r.seen_micros,
@@ -89,7 +89,7 @@ async def recover_orphaned_reservations(
             )
     for row in await pool.fetch(_RELEASE):
         log.info(
-            "lease of a stopped daemon released",
-            extra={"dead_daemon": row[0], "user_id": row[1], "released_micros": row[2]},
+            "leases of a stopped daemon released",
+            extra={"dead_daemon": row[0], "released_micros": row[1]},
         )
     return settled
