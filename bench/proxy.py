@@ -410,6 +410,7 @@ class PhaseResult:
     max_open: int = 0  # most responses open (headers received, body not finished) at once
     truncated: bool = False  # the time limit stopped it before `planned`
     cpu_s: dict[str, float] = field(default_factory=dict)
+    after_load: bool = False  # the concurrency-1 re-run after the throughput phases
 
     @property
     def error_count(self) -> int:
@@ -425,6 +426,7 @@ class PhaseResult:
             "target": self.target,
             "mode": self.mode,
             "concurrency": self.concurrency,
+            "after_load": self.after_load,
             "planned": self.planned,
             "started": self.started,
             "completed": self.completed,
@@ -752,35 +754,46 @@ async def measure(
     phases: list[PhaseResult] = []
     warmups: list[PhaseResult] = []
     conn = await asyncpg.connect(dsn, timeout=30)
+
+    async def measure_one(mode: str, c: int, name: str, *, after_load: bool = False) -> None:
+        stream = mode == "stream"
+        target = targets[name]
+        if name == "proxy":  # start each proxy phase with nothing left to settle
+            await wait_no_open_reservations(conn, 30)
+        warm = await run_phase(
+            target, bodies[mode], stream, c, plan.warmup[c], plan.phase_limit, ledger, probe,
+        )  # fmt: skip
+        warmups.append(warm)
+        gc.collect()
+        if name == "proxy":
+            await wait_no_open_reservations(conn, 30)
+        phase = await run_phase(
+            target, bodies[mode], stream, c, plan.counts[c], plan.phase_limit, ledger, probe,
+        )  # fmt: skip
+        phase.after_load = after_load
+        phases.append(phase)
+        lat = quantiles_ms(phase.latencies) or {}
+        log(
+            f"{name:6} {mode:9} c={c:<4} {phase.completed:>6}/{phase.planned:<6} "
+            f"{phase.rps:8.0f} req/s  p50 {lat.get('p50', float('nan')):7.2f} ms  "
+            f"p99 {lat.get('p99', float('nan')):7.2f} ms  errors {phase.error_count}"
+            f"  (warm-up errors {warm.error_count})"
+            f"  other load {phase.summary()['cpu_other_cores']} cores"
+            + ("  [after load]" if after_load else "")
+        )
+
     try:
+        # Latency first (concurrency 1, on the freshly started daemon), then throughput; at the
+        # end concurrency 1 once more, on the state the load left behind (after_load).
         for mode in MODES:
-            stream = mode == "stream"
+            for name in TARGETS:
+                await measure_one(mode, 1, name)
+        for mode in MODES:
             for c in plan.concurrencies:
+                if c == 1:
+                    continue
                 for name in TARGETS:
-                    target = targets[name]
-                    if name == "proxy":  # start each proxy phase with nothing left to settle
-                        await wait_no_open_reservations(conn, 30)
-                    warm = await run_phase(
-                        target, bodies[mode], stream, c, plan.warmup[c], plan.phase_limit,
-                        ledger, probe,
-                    )  # fmt: skip
-                    warmups.append(warm)
-                    gc.collect()
-                    if name == "proxy":
-                        await wait_no_open_reservations(conn, 30)
-                    phase = await run_phase(
-                        target, bodies[mode], stream, c, plan.counts[c], plan.phase_limit,
-                        ledger, probe,
-                    )  # fmt: skip
-                    phases.append(phase)
-                    lat = quantiles_ms(phase.latencies) or {}
-                    log(
-                        f"{name:6} {mode:9} c={c:<4} {phase.completed:>6}/{phase.planned:<6} "
-                        f"{phase.rps:8.0f} req/s  p50 {lat.get('p50', float('nan')):7.2f} ms  "
-                        f"p99 {lat.get('p99', float('nan')):7.2f} ms  errors {phase.error_count}"
-                        f"  (warm-up errors {warm.error_count})"
-                        f"  other load {phase.summary()['cpu_other_cores']} cores"
-                    )
+                    await measure_one(mode, c, name)
         held = None
         if plan.held_streams:
             await wait_no_open_reservations(conn, 30)
@@ -793,20 +806,16 @@ async def measure(
                 f"held   stream    c={plan.held_streams:<4} {held.completed} streams, "
                 f"{held.max_open} open at once, {held.wall_s:.2f} s, errors {held.error_count}"
             )
+        if len(plan.concurrencies) > 1:
+            for mode in MODES:
+                for name in TARGETS:
+                    await measure_one(mode, 1, name, after_load=True)
     finally:
         await conn.close()
     return phases, warmups, held
 
 
-def figures(phases: list[PhaseResult]) -> dict[str, Any]:
-    by = {(p.target, p.mode, p.concurrency): p for p in phases}
-    rps = {
-        t: {
-            m: {str(c): round(by[t, m, c].rps, 1) for c in CONCURRENCIES if (t, m, c) in by}
-            for m in MODES
-        }
-        for t in TARGETS
-    }
+def added_latency(by: dict[tuple[str, str, int], PhaseResult]) -> dict[str, Any]:
     latency = {t: {m: quantiles_ms(by[t, m, 1].latencies) for m in MODES} for t in TARGETS}
     added: dict[str, Any] = {}
     for m in MODES:
@@ -814,7 +823,27 @@ def figures(phases: list[PhaseResult]) -> dict[str, Any]:
         added[m] = (
             {q: round(p[q] - d[q], 3) for q in ("p50", "p90", "p99", "mean")} if d and p else None
         )
-    return {"rps": rps, "latency_ms": latency, "added_latency_ms": added}
+    return {"latency_ms": latency, "added_latency_ms": added}
+
+
+def figures(phases: list[PhaseResult]) -> dict[str, Any]:
+    by = {(p.target, p.mode, p.concurrency): p for p in phases if not p.after_load}
+    after = {(p.target, p.mode, p.concurrency): p for p in phases if p.after_load}
+    rps = {
+        t: {
+            m: {str(c): round(by[t, m, c].rps, 1) for c in CONCURRENCIES if (t, m, c) in by}
+            for m in MODES
+        }
+        for t in TARGETS
+    }
+    fresh = added_latency(by)
+    later = added_latency(after) if after else {"latency_ms": None, "added_latency_ms": None}
+    return {
+        "rps": rps,
+        **fresh,
+        "latency_after_load_ms": later["latency_ms"],
+        "added_latency_after_load_ms": later["added_latency_ms"],
+    }
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -845,6 +874,15 @@ def print_table(result: dict[str, Any]) -> None:
             f"  added  {m:9}               "
             + "".join(f"{a.get(k, float('nan')):>10.3f}" for k in ("p50", "p90", "p99", "mean"))
         )
+    later = result.get("added_latency_after_load_ms")
+    if later:
+        print("  added after the throughput phases:")
+        for m in MODES:
+            a = later[m] or {}
+            print(
+                f"  added  {m:9}               "
+                + "".join(f"{a.get(k, float('nan')):>10.3f}" for k in ("p50", "p90", "p99", "mean"))
+            )
     print()
     for name, ok in result["targets"].items():
         print(f"  target {name:45} {'MET' if ok['met'] else 'NOT MET'}  ({ok['value']})")
@@ -1008,6 +1046,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_only": args.latency_only,
         "added_latency_ms": figs["added_latency_ms"],
         "latency_ms": figs["latency_ms"],
+        "added_latency_after_load_ms": figs["added_latency_after_load_ms"],
+        "latency_after_load_ms": figs["latency_after_load_ms"],
         "rps": figs["rps"],
         "errors": errors,
         # A clean stop changes no money and gives every lease back.
