@@ -58,6 +58,7 @@ class RecordWriter:
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
         self._kicked = False
+        self._unwritten = 0  # records lost in the current failure streak
 
     def add(self, record: Record) -> asyncio.Future[None]:
         """Queue the record; the future resolves once it is written (or could not be)."""
@@ -106,11 +107,20 @@ class RecordWriter:
                 for one in batch:  # one bad row must not cost the others their record
                     await self._write([one])
                 return
-            log.warning(
-                "in-flight records not written: recovery cannot charge these requests if this "
-                "daemon dies before settling them",
-                extra={"requests": [str(r.request_id) for r, _ in batch], "error": repr(exc)},
-            )
+            # Once per failure streak (a database outage would otherwise log every request).
+            if not self._unwritten:
+                log.warning(
+                    "in-flight records not written: recovery cannot charge these requests if "
+                    "this daemon dies before settling them",
+                    extra={"requests": [str(r.request_id) for r, _ in batch], "error": repr(exc)},
+                )
+            self._unwritten += len(batch)
+        else:
+            if self._unwritten:
+                log.warning(
+                    "in-flight records are written again", extra={"unwritten": self._unwritten}
+                )
+                self._unwritten = 0
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
