@@ -728,3 +728,44 @@ async def test_grows_settlements_and_releases_of_one_user_never_deadlock(
         uid,
     )
     assert reserved == leased
+
+
+# -- 5. several daemons: money idling in one daemon's lease does not turn a user away -----------
+
+
+async def listening_book(pool: asyncpg.Pool, database: str, daemon: str) -> tuple:
+    """A LeaseBook that hears `blitzclaw_leases` on a connection of its own, as the proxy's."""
+    from blitzclawd.proxy.leases import CHANNEL
+
+    book = book_on(pool, daemon)
+    conn = await asyncpg.connect(database)
+    await conn.add_listener(CHANNEL, lambda _c, _p, _ch, payload: book.notified(payload))
+    book.listening(True)
+    return book, conn
+
+
+async def test_a_refused_grow_asks_the_other_daemons_to_give_back(
+    pool: asyncpg.Pool, database: str
+) -> None:
+    user = await funded_user(pool, FLOOR + 500_000)  # $0.50 above the minimum
+    a, b = await new_daemon(pool), await new_daemon(pool)
+    book_a, conn_a = await listening_book(pool, database, a)
+    book_b, conn_b = await listening_book(pool, database, b)
+    try:
+        await book_a.admit(user, 100_000)  # daemon A's lease takes all $0.50
+        assert await lease_of(pool, user, a) == 500_000
+        book_a.finish(user, 100_000, 0)  # its request is over (a void): $0.50 idle in A
+        # Daemon B needs $0.40 for two requests: A gives back what it does not use, B gets it.
+        await book_b.admit(user, 200_000)
+        await book_b.admit(user, 200_000)
+        assert await lease_of(pool, user, b) >= 400_000
+        assert await lease_of(pool, user, a) == book_a.get(user).amount < 500_000
+        balance, reserved, leases = await money(pool, user)
+        assert reserved == leases and balance - reserved >= FLOOR
+        # What B's requests hold cannot be given back: A is refused, after asking (bounded).
+        with pytest.raises(InsufficientBalance):
+            await book_a.admit(user, 200_000)
+        assert await lease_of(pool, user, b) >= 400_000
+    finally:
+        await conn_a.close()
+        await conn_b.close()

@@ -45,6 +45,7 @@ from blitzclawd.metering.usage import OpenAIChatStreamMeter
 from blitzclawd.proxy.apis import OPENAI_CHAT, ApiSpec, Meter
 from blitzclawd.proxy.connector import MostRecentFirstConnector
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
+from blitzclawd.proxy.leases import CHANNEL as LEASE_CHANNEL
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
 from blitzclawd.proxy.limits import LimitTracker
 from blitzclawd.proxy.records import Record, RecordWriter
@@ -251,20 +252,24 @@ class ProxyActor(Actor):
             return
         try:
             await conn.add_listener(INSTANCE_CHANNEL, self._announced)
+            await conn.add_listener(LEASE_CHANNEL, self._lease_note)
         except BaseException:
             await self._pool.release(conn)
             raise
         conn.add_termination_listener(self._listener_lost)
         self._listener = conn
+        self.leases.listening(True)
         self._instances.clear()  # anything announced before now was not heard
 
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None
         if conn is None:
             return
+        self.leases.listening(False)
         try:
             conn.remove_termination_listener(self._listener_lost)
             await conn.remove_listener(INSTANCE_CHANNEL, self._announced)
+            await conn.remove_listener(LEASE_CHANNEL, self._lease_note)
         finally:
             await self._pool.release(conn)
 
@@ -272,9 +277,13 @@ class ProxyActor(Actor):
         self._announcements += 1
         self._instances.pop(payload, None)
 
+    def _lease_note(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.leases.notified(payload)
+
     def _listener_lost(self, _conn: object) -> None:
         log.warning("lost the instance-change listener; re-listening on the next tick")
         self._lost_listener, self._listener = self._listener, None
+        self.leases.listening(False)
         self._announcements += 1
         self._instances.clear()
 

@@ -535,6 +535,22 @@ BEGIN
 END
 $$;
 
+-- Give back part of a lease: `p_by` of what a daemon holds on a user (another daemon wants it).
+-- The user's balances row first, as every writer of a lease does.
+CREATE FUNCTION lease_shrink(p_daemon uuid, p_user uuid, p_by bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    left_micros bigint;
+BEGIN
+    PERFORM FROM balances b WHERE b.user_id = p_user FOR UPDATE;
+    UPDATE balance_leases l SET amount_micros = l.amount_micros - LEAST(l.amount_micros, p_by)
+    WHERE l.daemon_id = p_daemon AND l.user_id = p_user
+    RETURNING l.amount_micros INTO left_micros;
+    RETURN left_micros;
+END
+$$;
+
 -- Give back a daemon's leases on the given users (all of its leases when p_users is NULL).
 -- The users' balances rows are locked first, in one order, as lease_grow and settle_usage do.
 CREATE FUNCTION lease_release(p_daemon uuid, p_users uuid[])

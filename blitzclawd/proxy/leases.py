@@ -17,6 +17,11 @@ A finished request gives up what it spent (its cost, at most what it reserved) f
 money is gone from the balance, so the lease shrinks by it and the user's available balance stays
 where admission left it. An idle lease is released (only with nothing in flight or pending, so the
 row and this copy agree); all of them when the daemon stops, or by recovery when it dies.
+
+Several daemons: when a grow is refused while other daemons hold leases on the user, the daemon
+asks them (NOTIFY blitzclaw_leases "want:<user>"), each gives back what it holds beyond its
+requests in flight and says so ("released:<user>"), and the grow is tried once more — so money
+idling in another daemon's lease does not turn a funded user away.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 log = logging.getLogger("blitzclawd.leases")
+
+CHANNEL = "blitzclaw_leases"
+WANT_WAIT = 0.5  # s a refused grow waits for other daemons to give back before its last try
 
 
 class InsufficientBalance(Exception):
@@ -55,6 +63,73 @@ class LeaseBook:
         self._floor = floor_micros
         self._headroom = headroom_micros
         self._leases: dict[str, Lease] = {}
+        self._listening = False
+        self._released: dict[str, asyncio.Event] = {}  # users whose release we are waiting for
+        self._giving: set[asyncio.Task[None]] = set()
+
+    # -- other daemons ------------------------------------------------------------------------
+
+    def listening(self, on: bool) -> None:
+        """Whether notifications reach `notified` (the proxy's listener connection is up)."""
+        self._listening = on
+
+    def notified(self, payload: str) -> None:
+        """A `blitzclaw_leases` notification: "want|released:<user>:<daemon>"."""
+        kind, _, rest = payload.partition(":")
+        user_id, _, daemon = rest.partition(":")
+        if daemon == str(self._daemon):
+            return  # our own
+        if kind == "released":
+            event = self._released.get(user_id)
+            if event is not None:
+                event.set()
+        elif kind == "want":
+            lease = self._leases.get(user_id)
+            if lease is not None and lease.amount > lease.held and not lease.growing:
+                task = asyncio.ensure_future(self._give_back(user_id, lease))
+                self._giving.add(task)
+                task.add_done_callback(self._giving.discard)
+
+    async def _give_back(self, user_id: str, lease: Lease) -> None:
+        """Give back what the lease holds beyond the requests in flight."""
+        async with lease.lock:
+            give = lease.amount - lease.held
+            if give <= 0:
+                return
+            lease.amount -= give  # before the await: admissions no longer count on it
+            try:
+                await self._pool.execute(
+                    "SELECT lease_shrink($1, $2, $3)", self._daemon, uuid.UUID(user_id), give
+                )
+                await self._notify("released", user_id)
+            except (asyncpg.PostgresError, OSError) as exc:
+                lease.amount += give  # still held there
+                log.warning("giving back a lease failed", extra={"error": repr(exc)})
+
+    async def _notify(self, kind: str, user_id: str) -> None:
+        await self._pool.execute(
+            "SELECT pg_notify($1, $2)", CHANNEL, f"{kind}:{user_id}:{self._daemon}"
+        )
+
+    async def _ask_others(self, user_id: str) -> bool:
+        """Ask the other daemons holding a lease on the user to give back; True if one did."""
+        held_elsewhere = await self._pool.fetchval(
+            "SELECT EXISTS (SELECT FROM balance_leases WHERE user_id = $1 AND daemon_id <> $2 "
+            "AND amount_micros > 0)",
+            uuid.UUID(user_id),
+            self._daemon,
+        )
+        if not held_elsewhere or not self._listening:
+            return False
+        event = self._released.setdefault(user_id, asyncio.Event())
+        try:
+            await self._notify("want", user_id)
+            await asyncio.wait_for(event.wait(), WANT_WAIT)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._released.pop(user_id, None)
 
     def get(self, user_id: str) -> Lease | None:
         return self._leases.get(user_id)
@@ -79,21 +154,29 @@ class LeaseBook:
             if lease.held + amount > lease.amount:
                 needed = lease.held + amount - lease.amount
                 try:
-                    granted = await self._pool.fetchval(
-                        "SELECT lease_grow($1, $2, $3, $4, $5)",
-                        uuid.UUID(user_id),
-                        self._daemon,
-                        needed,
-                        needed + self._headroom,
-                        self._floor,
-                    )
-                except asyncpg.PostgresError as exc:
-                    if getattr(exc, "sqlstate", None) == "BC402":
-                        raise InsufficientBalance from None
-                    raise
+                    granted = await self._grow(user_id, needed)
+                except InsufficientBalance:
+                    if not await self._ask_others(user_id):
+                        raise
+                    granted = await self._grow(user_id, needed)  # the last try
                 lease.amount += granted
             lease.held += amount
             lease.used_at = time.monotonic()
+
+    async def _grow(self, user_id: str, needed: int) -> int:
+        try:
+            return await self._pool.fetchval(
+                "SELECT lease_grow($1, $2, $3, $4, $5)",
+                uuid.UUID(user_id),
+                self._daemon,
+                needed,
+                needed + self._headroom,
+                self._floor,
+            )
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == "BC402":
+                raise InsufficientBalance from None
+            raise
 
     def finish(self, user_id: str, reserved: int, consumed: int) -> None:
         """A request admitted with `reserved` is over and spent `consumed` (<= reserved) of it."""

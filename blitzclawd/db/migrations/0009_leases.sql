@@ -108,6 +108,22 @@ BEGIN
 END
 $$;
 
+-- Give back part of a lease: `p_by` of what a daemon holds on a user (another daemon wants it).
+-- The user's balances row first, as every writer of a lease does.
+CREATE FUNCTION lease_shrink(p_daemon uuid, p_user uuid, p_by bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    left_micros bigint;
+BEGIN
+    PERFORM FROM balances b WHERE b.user_id = p_user FOR UPDATE;
+    UPDATE balance_leases l SET amount_micros = l.amount_micros - LEAST(l.amount_micros, p_by)
+    WHERE l.daemon_id = p_daemon AND l.user_id = p_user
+    RETURNING l.amount_micros INTO left_micros;
+    RETURN left_micros;
+END
+$$;
+
 -- Requests in flight: records, not holds. What was held in open reservations moves into a lease
 -- of the same daemon, so balances.reserved_micros does not change; closed rows are history that
 -- usage_logs already keeps.
