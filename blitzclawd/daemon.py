@@ -260,6 +260,7 @@ class Daemon:
                         interval=s.daemon.heartbeat_interval,
                         dead_after=s.daemon.dead_after,
                         on_dead=[recover],
+                        every_sweep=[lambda pool: recover_orphaned_reservations(pool, minimum)],
                     ),
                     lambda: db_pool.connect(dsn),
                     poll_interval=s.supervisor.singleton_poll,
@@ -281,6 +282,8 @@ class Daemon:
                     daemon_id=self.daemon_id,
                     billing=billing,
                 ),
+                # Its stop waits up to 30 s for the settlements of the last requests.
+                shutdown_timeout=45,
             ),
             *fleet,
             *self._extra_children,

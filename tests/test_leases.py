@@ -769,3 +769,74 @@ async def test_a_refused_grow_asks_the_other_daemons_to_give_back(
     finally:
         await conn_a.close()
         await conn_b.close()
+
+
+# -- 6. safety nets: a copy ahead of its row, records that cannot be written, failed commits ----
+
+
+async def test_a_copy_above_its_row_is_brought_down_by_reconcile(pool: asyncpg.Pool) -> None:
+    user = await funded_user(pool, 20_000_000)
+    daemon = await new_daemon(pool)
+    book = book_on(pool, daemon)
+    await book.admit(user, 100_000)
+    book.finish(user, 100_000, 0)
+    assert await book.reconcile() == 0  # in agreement: nothing to do
+    # Behind the copy's back (as recovery does for a daemon presumed dead): the row goes.
+    await pool.execute("SELECT lease_release($1, NULL)", uuid.UUID(daemon))
+    assert book.get(user).amount > 0
+    assert await book.reconcile() == 1
+    assert book.get(user).amount == 0
+    await book.admit(user, 100_000)  # grows a lease the database holds again
+    assert await lease_of(pool, user, daemon) == book.get(user).amount > 0
+
+
+async def test_while_records_cannot_be_written_nothing_is_forwarded(proxy_env) -> None:
+    """Admission is in memory, but a request recovery could not charge is never forwarded."""
+    await proxy_env.pool.execute(
+        "ALTER TABLE reservations ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+    )
+    try:
+        # The first request's record fails in the background (the request itself was already
+        # on its way); from then on, each request waits for its own record and is refused.
+        first = await proxy_env.post("/v1/messages", ANTHROPIC_BODY)
+        await read_all(first)
+        proxy = proxy_env.daemon.supervisor.child("proxy")
+        await until(lambda: asyncio.sleep(0, proxy._records.failing), "the writer notices")
+        forwarded = proxy_env.fake.received
+        got, body = await error_of(await proxy_env.post("/v1/messages", ANTHROPIC_BODY))
+        assert got == 503 and "record" in body["error"]["message"]
+        assert proxy_env.fake.received == forwarded
+    finally:
+        await proxy_env.pool.execute("ALTER TABLE reservations DROP CONSTRAINT refuse_all")
+    # Records are written again: the next request is served (its record succeeds first).
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY)
+    assert resp.status == 200
+    await read_all(resp)
+    await proxy_env.settled()
+
+
+async def test_a_batch_that_cannot_commit_leaves_no_caller_waiting(database: str) -> None:
+    from blitzclawd.actors.billing import BillingActor
+    from blitzclawd.config import parse_settings
+
+    settings = parse_settings({"billing": {"settle_linger": 0.05}})
+    billing_pool = await create_pool(database, min_size=1, max_size=2)
+    actor = BillingActor(billing_pool, settings)
+    run = asyncio.ensure_future(actor.run())
+    try:
+        await asyncio.wait_for(actor.started.wait(), 10)
+        user = await funded_user(billing_pool, 20_000_000)
+        inst = await seed.create_instance(billing_pool, user)
+        futures = [
+            actor.submit(usage(str(uuid.uuid4()), user, inst.id, None, cost=10, lease=0))
+            for _ in range(3)
+        ]
+        billing_pool.terminate()  # the database connection is gone before the batch commits
+        done, _ = await asyncio.wait(futures, timeout=10)
+        assert len(done) == 3 and all(f.exception() is not None for f in futures)
+    finally:
+        actor.stop()
+        await asyncio.wait({run}, timeout=10)
+        if not run.done():
+            run.cancel()
+        assert run.done()

@@ -129,8 +129,12 @@ class BillingActor(Actor):
         self._flush_timer = None
         try:
             self.tell(_FlushDue())
-        except Exception:  # stopping (on_stop flushes) or overloaded (a full batch flushes)
-            log.debug("flush tick not delivered")
+        except ActorNotRunning:  # stopping: on_stop flushes what is left
+            pass
+        except Exception:  # the mailbox is full: try again a linger later, never strand a batch
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                max(self._linger, 0.001), self._flush_due
+            )
 
     def _cancel_timer(self) -> None:
         if self._flush_timer is not None:
@@ -140,6 +144,15 @@ class BillingActor(Actor):
     async def _flush(self) -> None:
         self._cancel_timer()
         batch, self._batch = self._batch, []
+        try:
+            await self._commit(batch)
+        finally:
+            # Whatever happened, no caller is left waiting: what did not commit is their retry.
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(RuntimeError("settlement not committed"))
+
+    async def _commit(self, batch: list[tuple[Settlement, asyncio.Future[SettleResult]]]) -> None:
         items = [item for item, _ in batch]
         try:
             results = await ledger.settle(self._pool, items, self._minimum)
@@ -151,11 +164,6 @@ class BillingActor(Actor):
             )
             await self._settle_each(batch)
             return
-        except BaseException as exc:  # the database is gone: callers retry, we crash
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(RuntimeError(f"settlement not committed: {exc!r}"))
-            raise
         for (item, future), result in zip(batch, results, strict=True):
             future.set_result(result)
             self._after(item, result)

@@ -62,12 +62,22 @@ class Heartbeat(Actor):
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick):
-            updated = await self._pool.execute(
-                "UPDATE daemons SET last_seen = now(), stopped_at = NULL WHERE id = $1",
+            was_stopped = await self._pool.fetchval(
+                """WITH was AS (SELECT stopped_at FROM daemons WHERE id = $1 FOR UPDATE)
+                   UPDATE daemons d SET last_seen = now(), stopped_at = NULL FROM was
+                   WHERE d.id = $1 RETURNING was.stopped_at IS NOT NULL""",
                 self._daemon_id,
             )
-            if updated == "UPDATE 0":  # our row vanished: crash, the restart re-registers
+            if was_stopped is None:  # our row vanished: crash, the restart re-registers
                 raise RuntimeError("daemon row missing from `daemons`")
+            if was_stopped:
+                # We stalled past dead_after: recovery has charged our in-flight requests (their
+                # own settlements now find them settled) and released our leases (the proxy's
+                # lease upkeep notices and grows them again).
+                log.error(
+                    "this daemon was presumed dead and recovered; carrying on",
+                    extra={"daemon_id": self._daemon_id},
+                )
 
     async def on_stop(self) -> None:
         await self._pool.execute(

@@ -3,6 +3,8 @@
 A daemon killed without a clean stop leaves its `daemons` row open. Once it has been silent for
 `dead_after` seconds the janitor marks it stopped; work that daemon owned (open reservations,
 claimed jobs) is recovered by the owners of that work, which subscribe through `on_dead`.
+Hooks in `every_sweep` run on every sweep: they pick up what any stopped daemon still left
+behind (a clean stop cut short, a daemon marked stopped by its successor on the same host).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from blitzclawd.runtime.messages import Tick
 log = logging.getLogger("blitzclawd.janitor")
 
 DeadDaemonHook = Callable[[asyncpg.Pool, str], Awaitable[None]]
+SweepHook = Callable[[asyncpg.Pool], Awaitable[object]]
 
 
 class Janitor(Actor):
@@ -28,12 +31,14 @@ class Janitor(Actor):
         interval: float,
         dead_after: float,
         on_dead: Sequence[DeadDaemonHook] = (),
+        every_sweep: Sequence[SweepHook] = (),
     ) -> None:
         super().__init__("janitor")
         self._pool = pool
         self._interval = interval
         self._dead_after = dead_after
         self._on_dead = tuple(on_dead)
+        self._every_sweep = tuple(every_sweep)
 
     async def on_start(self) -> None:
         self.every(self._interval, "sweep")
@@ -58,4 +63,6 @@ class Janitor(Actor):
             )
             for hook in self._on_dead:
                 await hook(self._pool, row["id"])
+        for sweep_hook in self._every_sweep:
+            await sweep_hook(self._pool)
         return [row["id"] for row in rows]

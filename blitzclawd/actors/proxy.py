@@ -56,7 +56,7 @@ log = logging.getLogger("blitzclawd.proxy")
 
 INSTANCE_CACHE_TTL = 30.0  # s; a backstop: changes are announced (NOTIFY) and drop the copy
 INSTANCE_CHANNEL = "blitzclaw_instances"
-RECORD_WAIT = 30.0  # s a settlement waits for its request's record to be written
+RECORD_WAIT = 10.0  # s a settlement (or, while records fail, a request) waits for its record
 ERROR_BODY_MAX = 1 << 20
 
 # Request headers that never go upstream: hop-by-hop, our own credentials, the client's.
@@ -126,7 +126,7 @@ class InFlight:
     meter: Meter | None
     input_estimate: int
     reserved: int  # the worst case held against the lease
-    written: asyncio.Future[None]  # its in-flight record is in the database
+    written: asyncio.Future[bool]  # its in-flight record is (True) or could not be written
     checkpointed: int = 0
 
 
@@ -214,10 +214,16 @@ class ProxyActor(Actor):
             await self._records.close()
             await self._checkpoint()
             await self._retry_unsettled()
-            # Whatever is still unsettled is charged by recovery from its record.
-            await self.leases.release_all()
+            # Whatever is still unsettled is charged by recovery from its record. After a
+            # crash the leases stay: requests of this daemon may still be running, and the
+            # next proxy actor (same daemon) grows on top of them.
+            if self.state != "crashed":
+                await self.leases.release_all()
         finally:
             await self._unlisten()
+            if self._lost_listener is not None:
+                lost, self._lost_listener = self._lost_listener, None
+                await self._pool.release(lost)
             if self._session is not None:
                 await self._session.close()
             log.info("proxy stopped", extra={"unsettled": len(self._unsettled)})
@@ -238,8 +244,9 @@ class ProxyActor(Actor):
             await self._retry_unsettled()
             try:
                 await self.leases.release_idle(self._settings.billing.lease_idle_seconds)
+                await self.leases.reconcile()
             except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("releasing idle leases failed", extra={"error": repr(exc)})
+                log.warning("lease upkeep failed", extra={"error": repr(exc)})
 
     # -- instance announcements ------------------------------------------------------------------
 
@@ -343,6 +350,14 @@ class ProxyActor(Actor):
                 model,
             )
         )
+        if self._records.failing and not await self._recorded(written):
+            self.leases.finish(inst.user_id, amount, 0)
+            raise ProxyError(
+                503,
+                "api",
+                "the proxy cannot record requests right now (database unavailable); retry shortly",
+                headers={"retry-after": "5"},
+            )
         meter = api.meter() if stream else None
         flight = InFlight(request_id, inst.user_id, price, meter, estimate, amount, written)
         self.inflight[request_id] = flight
@@ -435,6 +450,12 @@ class ProxyActor(Actor):
             break
         stream = body.get("stream") is True
         return body, model, price, max_out, stream
+
+    @staticmethod
+    async def _recorded(written: asyncio.Future[bool]) -> bool:
+        """While records fail, a request waits for its own: nothing unrecorded is forwarded."""
+        await asyncio.wait((written,), timeout=RECORD_WAIT)
+        return written.done() and written.result()
 
     async def _active(self, inst: InstanceAuth) -> InstanceAuth:
         """The instance, if it is active after all (the cached copy may be stale); else refuse."""
@@ -626,7 +647,25 @@ class ProxyActor(Actor):
         # The settlement deletes the request's record: never before the record is written.
         if not flight.written.done():
             await asyncio.wait((flight.written,), timeout=RECORD_WAIT)
+            if not flight.written.done():  # should it land after all, it must not outlive us
+                flight.written.add_done_callback(
+                    lambda _f, rid=flight.request_id: self._forget_record(rid)
+                )
         await self._settle(item)
+
+    def _forget_record(self, request_id: str) -> None:
+        task = asyncio.ensure_future(self._delete_record(request_id))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _delete_record(self, request_id: str) -> None:
+        try:
+            await self._admission_pool.execute("DELETE FROM reservations WHERE id = $1", request_id)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning(
+                "a late record of a settled request is left for recovery",
+                extra={"request_id": request_id, "error": repr(exc)},
+            )
 
     async def _settle(self, item: Settlement) -> SettleResult | None:
         billing = self._billing()

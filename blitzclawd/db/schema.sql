@@ -466,6 +466,12 @@ DECLARE
     tokens bigint;
     lease bigint;
 BEGIN
+    -- Every user's balances row first, in one order (as lease_release does): two batches, or a
+    -- batch and a release, then never wait for each other in a cycle.
+    PERFORM FROM balances b
+    WHERE b.user_id IN (SELECT (value->>'user_id')::uuid FROM jsonb_array_elements(items))
+    ORDER BY b.user_id
+    FOR UPDATE;
     FOR it IN SELECT value FROM jsonb_array_elements(items) LOOP
         request_id := (it->>'request_id')::uuid;
         user_id := (it->>'user_id')::uuid;

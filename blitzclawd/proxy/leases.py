@@ -48,9 +48,11 @@ class InsufficientBalance(Exception):
 class Lease:
     amount: int = 0
     held: int = 0
-    pending: int = 0
+    pending: int = 0  # settlements that consume from it and have not committed yet
+    pending_micros: int = 0  # what they consume
     used_at: float = 0.0
     growing: int = 0  # admissions in (or waiting for) the slow path
+    version: int = 0  # bumped by every change made through the database (grow, give back)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -97,14 +99,19 @@ class LeaseBook:
             if give <= 0:
                 return
             lease.amount -= give  # before the await: admissions no longer count on it
+            lease.version += 1
             try:
                 await self._pool.execute(
                     "SELECT lease_shrink($1, $2, $3)", self._daemon, uuid.UUID(user_id), give
                 )
-                await self._notify("released", user_id)
-            except (asyncpg.PostgresError, OSError) as exc:
-                lease.amount += give  # still held there
+            except Exception as exc:
+                lease.amount += give  # not given back: still held there
                 log.warning("giving back a lease failed", extra={"error": repr(exc)})
+                return
+            try:
+                await self._notify("released", user_id)
+            except Exception as exc:  # given back all the same; the asker retries on timeout
+                log.warning("announcing a given-back lease failed", extra={"error": repr(exc)})
 
     async def _notify(self, kind: str, user_id: str) -> None:
         await self._pool.execute(
@@ -160,6 +167,7 @@ class LeaseBook:
                         raise
                     granted = await self._grow(user_id, needed)  # the last try
                 lease.amount += granted
+                lease.version += 1
             lease.held += amount
             lease.used_at = time.monotonic()
 
@@ -180,11 +188,14 @@ class LeaseBook:
 
     def finish(self, user_id: str, reserved: int, consumed: int) -> None:
         """A request admitted with `reserved` is over and spent `consumed` (<= reserved) of it."""
-        lease = self._leases[user_id]
+        lease = self._leases.get(user_id)
+        if lease is None:  # given back at a stop while the request ran: nothing to account
+            return
         lease.held -= reserved
         lease.amount -= consumed
         if consumed:
             lease.pending += 1
+            lease.pending_micros += consumed
 
     def settled(self, user_id: str, consumed: int, *, lease_found: bool) -> None:
         """The settlement of a finished request committed."""
@@ -192,6 +203,7 @@ class LeaseBook:
         if lease is None or not consumed:
             return
         lease.pending -= 1
+        lease.pending_micros -= consumed
         if not lease_found:
             # Recovery released our row (we were presumed dead): hold nothing until the next
             # grow, which covers what is still in flight (held) as well.
@@ -205,9 +217,8 @@ class LeaseBook:
         for user_id, lease in list(self._leases.items()):
             if lease.held or lease.pending or lease.growing:
                 continue
-            if not lease.amount:
-                del self._leases[user_id]  # nothing held here or there: forget it
-            elif now - lease.used_at >= idle_seconds:
+            # An empty copy goes too (its row may not be empty after a failure somewhere).
+            if not lease.amount or now - lease.used_at >= idle_seconds:
                 idle.append((user_id, lease))
         if not idle:
             return 0
@@ -228,8 +239,46 @@ class LeaseBook:
             raise
         finally:
             for _, lease in idle:
+                lease.version += 1
                 lease.lock.release()
+        for user_id, lease in idle:
+            if self._leases.get(user_id) is lease and not (
+                lease.amount or lease.held or lease.pending or lease.growing
+            ):
+                del self._leases[user_id]  # nothing held here or there: forget it
         return len(idle)
+
+    async def reconcile(self) -> int:
+        """Bring down any copy that holds more than its row, less what is pending; a safety net.
+
+        The copy can only be ahead of the row after something went wrong behind its back (the
+        daemon was presumed dead and recovery released its leases, a failure half-way through
+        giving back). Copies changed while the rows were read are left for the next round.
+        """
+        versions = {user_id: lease.version for user_id, lease in self._leases.items()}
+        if not versions:
+            return 0
+        rows = {
+            r[0]: r[1]
+            for r in await self._pool.fetch(
+                "SELECT user_id::text, amount_micros FROM balance_leases WHERE daemon_id = $1",
+                self._daemon,
+            )
+        }
+        corrected = 0
+        for user_id, version in versions.items():
+            lease = self._leases.get(user_id)
+            if lease is None or lease.version != version or lease.growing:
+                continue
+            most = max(rows.get(user_id, 0) - lease.pending_micros, 0)
+            if lease.amount > most:
+                log.warning(
+                    "balance lease copy above its row: corrected",
+                    extra={"user_id": user_id, "copy_micros": lease.amount, "row_micros": most},
+                )
+                lease.amount = most
+                corrected += 1
+        return corrected
 
     async def release_all(self) -> None:
         """Stopping: nothing is in flight or pending any more; give every lease back."""

@@ -54,16 +54,21 @@ class RecordWriter:
     def __init__(self, pool: asyncpg.Pool, daemon_id: str) -> None:
         self._pool = pool
         self._daemon = uuid.UUID(daemon_id)
-        self._queue: list[tuple[Record, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Record, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
         self._kicked = False
         self._unwritten = 0  # records lost in the current failure streak
 
-    def add(self, record: Record) -> asyncio.Future[None]:
-        """Queue the record; the future resolves once it is written (or could not be)."""
+    @property
+    def failing(self) -> bool:
+        """The last write failed (the database is unreachable or refusing)."""
+        return self._unwritten > 0
+
+    def add(self, record: Record) -> asyncio.Future[bool]:
+        """Queue the record; the future says, once known, whether it was written."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[bool] = loop.create_future()
         self._queue.append((record, future))
         if self._task is None and not self._kicked:
             # One turn of the loop later: the request being admitted is sent upstream first
@@ -97,7 +102,7 @@ class RecordWriter:
         finally:
             self._task = None
 
-    async def _write(self, batch: list[tuple[Record, asyncio.Future[None]]]) -> None:
+    async def _write(self, batch: list[tuple[Record, asyncio.Future[bool]]]) -> None:
         try:
             await self._insert([r for r, _ in batch])
         except Exception as exc:
@@ -115,6 +120,10 @@ class RecordWriter:
                     extra={"requests": [str(r.request_id) for r, _ in batch], "error": repr(exc)},
                 )
             self._unwritten += len(batch)
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(False)
+            return
         else:
             if self._unwritten:
                 log.warning(
@@ -123,7 +132,7 @@ class RecordWriter:
                 self._unwritten = 0
         for _, future in batch:
             if not future.done():
-                future.set_result(None)
+                future.set_result(True)
 
     async def _insert(self, records: list[Record]) -> None:
         if self._conn is None:
