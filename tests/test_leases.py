@@ -840,3 +840,68 @@ async def test_a_batch_that_cannot_commit_leaves_no_caller_waiting(database: str
         if not run.done():
             run.cancel()
         assert run.done()
+
+
+async def test_two_daemons_on_one_database_share_a_users_last_dollar(
+    database: str, tmp_path
+) -> None:
+    """A funded user is not refused by one daemon because another holds their money idle."""
+    import aiohttp
+
+    from blitzclawd.testing.daemon_process import DaemonProcess
+    from blitzclawd.testing.fake_llm import FakeLLM
+
+    def daemon(fake: FakeLLM, name: str) -> DaemonProcess:
+        return DaemonProcess(
+            tmp_path,
+            database_url=database,
+            name=name,
+            config_extra=(
+                f'[upstream]\nanthropic_url = "{fake.base_url}"\nopenai_url = "{fake.base_url}"\n'
+            ),
+            env={
+                "BLITZCLAW_ANTHROPIC_API_KEY": fake.anthropic_key,
+                "BLITZCLAW_OPENAI_API_KEY": fake.openai_key,
+            },
+        )
+
+    pool = await create_pool(database, min_size=1, max_size=4)
+    async with FakeLLM() as fake:
+        a, b = daemon(fake, "a"), daemon(fake, "b")
+        try:
+            user = await funded_user(pool, FLOOR + 500_000)  # $0.50 above the minimum
+            inst = await seed.create_instance(pool, user)
+            body = {**ANTHROPIC_BODY, "max_tokens": 1000}
+            headers = {**inst.headers, "anthropic-version": "2023-06-01"}
+            await a.start()
+            await b.start()
+            async with aiohttp.ClientSession() as http:
+                await a.wait_ready(http)
+                await b.wait_ready(http)
+                # Daemon A serves one request: its lease takes all $0.50, then idles.
+                async with http.post(a.proxy_url + "/v1/messages", json=body, headers=headers) as r:
+                    assert r.status == 200, await r.read()
+                    await r.read()
+                await until(
+                    lambda: pool.fetchval("SELECT count(*) = 0 FROM reservations"), "A settles"
+                )
+                (held_by_a,) = await pool.fetch(
+                    "SELECT daemon_id FROM balance_leases WHERE user_id = $1", uuid.UUID(user)
+                )
+                # Daemon B's grow is refused (A holds it all); A gives back; B serves.
+                async with http.post(b.proxy_url + "/v1/messages", json=body, headers=headers) as r:
+                    assert r.status == 200, await r.read()
+                    await r.read()
+            rows = dict(
+                await pool.fetch(
+                    "SELECT daemon_id, amount_micros FROM balance_leases WHERE user_id = $1",
+                    uuid.UUID(user),
+                )
+            )
+            assert len(rows) == 2 and rows[held_by_a[0]] < 500_000
+            balance, reserved, leases = await money(pool, user)
+            assert reserved == leases and balance - reserved >= FLOOR
+        finally:
+            await a.stop()
+            await b.stop()
+            await pool.close()
