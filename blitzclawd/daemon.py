@@ -184,9 +184,6 @@ class Daemon:
         grace = s.daemon.shutdown_grace
         minimum = billing_minimum_micros(s)
 
-        async def recover(pool: asyncpg.Pool, dead_daemon: str) -> None:
-            await recover_orphaned_reservations(pool, minimum)
-
         def billing() -> BillingActor | None:
             child = supervisor.child("billing")
             return child if isinstance(child, BillingActor) else None
@@ -259,7 +256,8 @@ class Daemon:
                         ctx.pool,
                         interval=s.daemon.heartbeat_interval,
                         dead_after=s.daemon.dead_after,
-                        on_dead=[recover],
+                        # Every sweep, not only for the daemons it finds dead: a stopped
+                        # daemon may have left records or leases however it stopped.
                         every_sweep=[lambda pool: recover_orphaned_reservations(pool, minimum)],
                     ),
                     lambda: db_pool.connect(dsn),

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-import pytest_asyncio
 
 from blitzclawd import ledger
 from blitzclawd.db.pool import create_pool
@@ -109,16 +108,9 @@ def book_on(pool: asyncpg.Pool, daemon: str) -> LeaseBook:
     return LeaseBook(pool, daemon, floor_micros=FLOOR, headroom_micros=HEADROOM)
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(database, min_size=1, max_size=10)
-    try:
-        yield p
-    finally:
-        try:
-            await asyncio.wait_for(p.close(), timeout=10)
-        except TimeoutError:
-            p.terminate()
+@pytest.fixture
+def pool(db_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return db_pool  # conftest's pool, under the name these tests use
 
 
 # -- 1. LeaseBook against the database ------------------------------------------------------------
@@ -848,26 +840,13 @@ async def test_two_daemons_on_one_database_share_a_users_last_dollar(
     """A funded user is not refused by one daemon because another holds their money idle."""
     import aiohttp
 
-    from blitzclawd.testing.daemon_process import DaemonProcess
+    from blitzclawd.testing.daemon_process import proxying_to
     from blitzclawd.testing.fake_llm import FakeLLM
-
-    def daemon(fake: FakeLLM, name: str) -> DaemonProcess:
-        return DaemonProcess(
-            tmp_path,
-            database_url=database,
-            name=name,
-            config_extra=(
-                f'[upstream]\nanthropic_url = "{fake.base_url}"\nopenai_url = "{fake.base_url}"\n'
-            ),
-            env={
-                "BLITZCLAW_ANTHROPIC_API_KEY": fake.anthropic_key,
-                "BLITZCLAW_OPENAI_API_KEY": fake.openai_key,
-            },
-        )
 
     pool = await create_pool(database, min_size=1, max_size=4)
     async with FakeLLM() as fake:
-        a, b = daemon(fake, "a"), daemon(fake, "b")
+        a = proxying_to(fake, tmp_path, database_url=database, name="a")
+        b = proxying_to(fake, tmp_path, database_url=database, name="b")
         try:
             user = await funded_user(pool, FLOOR + 500_000)  # $0.50 above the minimum
             inst = await seed.create_instance(pool, user)

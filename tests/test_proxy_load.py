@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from blitzclawd.testing import seed
-from blitzclawd.testing.daemon_process import DaemonProcess
+from blitzclawd.testing.daemon_process import DaemonProcess, proxying_to
 from blitzclawd.testing.fake_llm import FakeLLM, Scenario
 
 BODY = {
@@ -26,18 +26,12 @@ BODY = {
 
 
 def daemon_for(tmp_path: Path, database: str, fake: FakeLLM, name: str) -> DaemonProcess:
-    return DaemonProcess(
+    return proxying_to(
+        fake,
         tmp_path,
         database_url=database,
         name=name,
-        config_extra=(
-            f'[upstream]\nanthropic_url = "{fake.base_url}"\nopenai_url = "{fake.base_url}"\n'
-            "[billing]\ncheckpoint_interval = 0.1\n[database]\npool_max = 40\n"
-        ),
-        env={
-            "BLITZCLAW_ANTHROPIC_API_KEY": fake.anthropic_key,
-            "BLITZCLAW_OPENAI_API_KEY": fake.openai_key,
-        },
+        config_extra="[billing]\ncheckpoint_interval = 0.1\n[database]\npool_max = 40\n",
     )
 
 

@@ -42,7 +42,13 @@ from blitzclawd.config import (
 from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_input_tokens
 from blitzclawd.metering.sse import SSEParser
 from blitzclawd.metering.usage import OpenAIChatStreamMeter
-from blitzclawd.proxy.apis import OPENAI_CHAT, ApiSpec, Meter
+from blitzclawd.proxy.apis import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_CHAT,
+    OPENAI_RESPONSES,
+    ApiSpec,
+    Meter,
+)
 from blitzclawd.proxy.connector import MostRecentFirstConnector
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
 from blitzclawd.proxy.leases import CHANNEL as LEASE_CHANNEL
@@ -177,11 +183,15 @@ class ProxyActor(Actor):
             "anthropic": secrets.get("anthropic_api_key"),
             "openai": secrets.get("openai_api_key"),
         }
-        self._bases = {
+        bases = {
             "anthropic": settings.upstream.anthropic_url.rstrip("/"),
             "openai": settings.upstream.openai_url.rstrip("/"),
         }
-        self._urls: dict[str, yarl.URL] = {}  # parsed once per endpoint, not per request
+        # Parsed once per endpoint, not per request.
+        self._urls = {
+            api.name: yarl.URL(bases[api.provider] + api.path)
+            for api in (ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES)
+        }
         self._instances: dict[str, InstanceAuth] = {}
         self._announcements = 0  # instance changes heard so far (see _instance)
         self.limits = LimitTracker(self._seed_limits)
@@ -221,9 +231,7 @@ class ProxyActor(Actor):
                 await self.leases.release_all()
         finally:
             await self._unlisten()
-            if self._lost_listener is not None:
-                lost, self._lost_listener = self._lost_listener, None
-                await self._pool.release(lost)
+            await self._release_lost_listener()
             if self._session is not None:
                 await self._session.close()
             log.info("proxy stopped", extra={"unsettled": len(self._unsettled)})
@@ -236,9 +244,7 @@ class ProxyActor(Actor):
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick) and message.timer == "checkpoint":
             if self._listener is None:
-                if self._lost_listener is not None:  # the pool replaces a dead connection
-                    lost, self._lost_listener = self._lost_listener, None
-                    await self._pool.release(lost)
+                await self._release_lost_listener()
                 await self._listen()
             await self._checkpoint()
             await self._retry_unsettled()
@@ -283,6 +289,12 @@ class ProxyActor(Actor):
     def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self._announcements += 1
         self._instances.pop(payload, None)
+
+    async def _release_lost_listener(self) -> None:
+        """Give a listener connection that died back to the pool, which replaces it."""
+        if self._lost_listener is not None:
+            lost, self._lost_listener = self._lost_listener, None
+            await self._pool.release(lost)
 
     def _lease_note(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.leases.notified(payload)
@@ -486,9 +498,7 @@ class ProxyActor(Actor):
     ) -> web.StreamResponse:
         assert self._session is not None
         headers = _upstream_headers(request, api.provider, key.reveal())
-        url = self._urls.get(api.name)
-        if url is None:
-            url = self._urls[api.name] = yarl.URL(self._bases[api.provider] + api.path)
+        url = self._urls[api.name]
         if request.query_string:
             url = yarl.URL(str(url) + "?" + request.query_string)
         try:

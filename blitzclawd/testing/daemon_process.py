@@ -10,9 +10,12 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from blitzclawd.testing.fake_llm import FakeLLM
 
 
 def free_port() -> int:
@@ -127,3 +130,27 @@ class DaemonProcess:
         except TimeoutError:
             self.proc.kill()
             return await self.proc.wait()
+
+
+def proxying_to(
+    fake: FakeLLM,
+    workdir: Path,
+    *,
+    database_url: str,
+    name: str = "daemon",
+    config_extra: str = "",
+) -> DaemonProcess:
+    """A daemon whose Anthropic and OpenAI upstreams are `fake`, with the keys `fake` accepts."""
+    return DaemonProcess(
+        workdir,
+        database_url=database_url,
+        name=name,
+        config_extra=(
+            f'[upstream]\nanthropic_url = "{fake.base_url}"\nopenai_url = "{fake.base_url}"\n'
+            + config_extra
+        ),
+        env={
+            "BLITZCLAW_ANTHROPIC_API_KEY": fake.anthropic_key,
+            "BLITZCLAW_OPENAI_API_KEY": fake.openai_key,
+        },
+    )

@@ -219,8 +219,14 @@ async def get(request: web.Request) -> web.Response:
     return json_response({**_view(row), "usage_24h": dict(usage)})
 
 
-async def _queue(ctx: DaemonContext, instance_id: uuid.UUID, kind: str) -> None:
-    async with ctx.pool.acquire() as conn:
+async def _queue(
+    ctx: DaemonContext, instance_id: uuid.UUID, kind: str, update: str | None = None, *args: Any
+) -> None:
+    """Queue a `kind` job for the instance, after `update` (its $1 is the instance id, the rest
+    `args`) in the same transaction: the job never runs without the change, nor the reverse."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if update is not None:
+            await conn.execute(update, instance_id, *args)
         await fleet_pool.enqueue_job(conn, instance_id, kind)
     ctx.tell("provisioner", JobsQueued())
 
@@ -254,12 +260,13 @@ async def configure(request: web.Request) -> web.Response:
         if token is not None:
             args.append(ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)))
             sets.append(f"channel_secret_enc = ${len(args)}")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            f"UPDATE instances SET {', '.join(sets)} WHERE id = $1 AND deleted_at IS NULL", *args
-        )
-        await fleet_pool.enqueue_job(conn, instance_id, "configure")
-    ctx.tell("provisioner", JobsQueued())
+    await _queue(
+        ctx,
+        instance_id,
+        "configure",
+        f"UPDATE instances SET {', '.join(sets)} WHERE id = $1 AND deleted_at IS NULL",
+        *args[1:],
+    )
     return json_response({"id": row["id"], "queued": "configure"}, status=202)
 
 
@@ -267,14 +274,13 @@ async def delete(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     instance_id = _parse_id(request)
     row = await _owned(ctx, require_user(request), instance_id)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        # From here the proxy refuses it (deleted); the teardown job wipes its server.
-        await conn.execute(
-            "UPDATE instances SET status = 'deleted', deleted_at = now() WHERE id = $1",
-            instance_id,
-        )
-        await fleet_pool.enqueue_job(conn, instance_id, "teardown")
-    ctx.tell("provisioner", JobsQueued())
+    # From here the proxy refuses it (deleted); the teardown job wipes its server.
+    await _queue(
+        ctx,
+        instance_id,
+        "teardown",
+        "UPDATE instances SET status = 'deleted', deleted_at = now() WHERE id = $1",
+    )
     return json_response({"id": row["id"], "status": "deleted"}, status=202)
 
 
@@ -385,17 +391,16 @@ async def set_api_key(request: web.Request) -> web.Response:
         )
     await _provider_accepts(ctx, provider, key)
     blob = ctx.keyring().encrypt_text(key, own_key_context(instance_id))
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """UPDATE instances SET use_own_api_key = true, own_api_provider = $2,
-                      own_api_key_enc = $3
-               WHERE id = $1 AND deleted_at IS NULL""",
-            instance_id,
-            provider,
-            blob,
-        )
-        await fleet_pool.enqueue_job(conn, instance_id, "configure")
-    ctx.tell("provisioner", JobsQueued())
+    await _queue(
+        ctx,
+        instance_id,
+        "configure",
+        """UPDATE instances SET use_own_api_key = true, own_api_provider = $2,
+                  own_api_key_enc = $3
+           WHERE id = $1 AND deleted_at IS NULL""",
+        provider,
+        blob,
+    )
     log.info("own API key set", extra={"instance": str(instance_id), "provider": provider})
     return json_response(
         {"id": row["id"], "use_own_api_key": True, "provider": provider, "queued": "configure"},
@@ -407,15 +412,14 @@ async def remove_api_key(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     instance_id = _parse_id(request)
     row = await _owned(ctx, require_user(request), instance_id)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """UPDATE instances SET use_own_api_key = false, own_api_provider = NULL,
-                      own_api_key_enc = NULL
-               WHERE id = $1 AND deleted_at IS NULL""",
-            instance_id,
-        )
-        await fleet_pool.enqueue_job(conn, instance_id, "configure")
-    ctx.tell("provisioner", JobsQueued())
+    await _queue(
+        ctx,
+        instance_id,
+        "configure",
+        """UPDATE instances SET use_own_api_key = false, own_api_provider = NULL,
+                  own_api_key_enc = NULL
+           WHERE id = $1 AND deleted_at IS NULL""",
+    )
     return json_response(
         {"id": row["id"], "use_own_api_key": False, "queued": "configure"}, status=202
     )
