@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,7 +197,7 @@ class ProxyActor(Actor):
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
         self._unsettled: list[Settlement] = []
-        self._settling: set[asyncio.Future[None]] = set()
+        self._settling: set[asyncio.Future[Any]] = set()  # settlements not committed yet
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -219,8 +219,11 @@ class ProxyActor(Actor):
 
     async def on_stop(self) -> None:
         try:
-            if self._settling:  # the listeners have drained: let their settlements commit
-                await asyncio.wait(set(self._settling), timeout=30)
+            # The listeners have drained: let their settlements commit (a settlement billing
+            # could not commit goes on in a task of its own, hence the loop).
+            deadline = time.monotonic() + 30
+            while self._settling and (left := deadline - time.monotonic()) > 0:
+                await asyncio.wait(set(self._settling), timeout=left)
             await self._records.close()
             await self._checkpoint()
             await self._retry_unsettled()
@@ -387,11 +390,7 @@ class ProxyActor(Actor):
             # Settled in the background: the client already has its whole answer, and its next
             # request on this keep-alive connection must not wait for our commit. Tracked, so a
             # stop waits for every settlement (and a cancelled handler still settles).
-            task = asyncio.ensure_future(
-                self._settle_request(flight, inst, api, model, outcome, started)
-            )
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            self._finish_request(flight, inst, api, model, outcome, started)
 
     async def _authenticate(self, request: web.Request) -> InstanceAuth:
         found = credentials.from_headers(request.headers)
@@ -611,7 +610,7 @@ class ProxyActor(Actor):
             outcome.interrupted = True  # e.g. an `event: error` arrived mid-stream
         return response
 
-    async def _settle_request(
+    def _finish_request(
         self,
         flight: InFlight,
         inst: InstanceAuth,
@@ -620,6 +619,7 @@ class ProxyActor(Actor):
         outcome: _Outcome,
         started: float,
     ) -> None:
+        """Bill a request that is over; its settlement commits in the background."""
         self.inflight.pop(flight.request_id, None)
         usage = outcome.usage
         if flight.meter is not None:
@@ -655,18 +655,42 @@ class ProxyActor(Actor):
         if usage.total_tokens:
             self.limits.add_tokens(inst.id, usage.total_tokens)
         # The settlement deletes the request's record: never before the record is written.
-        if not flight.written.done():
-            await asyncio.wait((flight.written,), timeout=RECORD_WAIT)
-            if not flight.written.done():  # should it land after all, it must not outlive us
-                flight.written.add_done_callback(
-                    lambda _f, rid=flight.request_id: self._forget_record(rid)
-                )
+        # Usually it is (it left with the request), and the settlement joins the billing batch
+        # right here, with no task of its own.
+        billing = self._billing() if flight.written.done() else None
+        if billing is not None:
+            try:
+                future = billing.submit(item)
+            except Exception:  # billing not running: the slow path settles directly
+                pass
+            else:
+                self._settling.add(future)
+                future.add_done_callback(lambda f: self._submitted(item, f))
+                return
+        self._track(self._settle_when_recorded(item, flight.written))
+
+    def _track(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    def _submitted(self, item: Settlement, future: asyncio.Future[SettleResult]) -> None:
+        """A settlement handed to billing committed, or did not (then it is settled again)."""
+        self._settling.discard(future)
+        if future.cancelled() or future.exception() is not None:
+            self._track(self._settle(item))  # directly, or retried on the next tick
+            return
+        self._after_settle(item, future.result())
+
+    async def _settle_when_recorded(self, item: Settlement, written: asyncio.Future[bool]) -> None:
+        if not written.done():
+            await asyncio.wait((written,), timeout=RECORD_WAIT)
+            if not written.done():  # should it land after all, it must not outlive us
+                written.add_done_callback(lambda _f, rid=item.request_id: self._forget_record(rid))
         await self._settle(item)
 
     def _forget_record(self, request_id: str) -> None:
-        task = asyncio.ensure_future(self._delete_record(request_id))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._track(self._delete_record(request_id))
 
     async def _delete_record(self, request_id: str) -> None:
         try:
@@ -698,10 +722,13 @@ class ProxyActor(Actor):
             log.exception("settlement failed; will retry", extra={"request_id": item.request_id})
             self._unsettled.append(item)
             return None
+        self._after_settle(item, result)
+        return result
+
+    def _after_settle(self, item: Settlement, result: SettleResult) -> None:
         self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)
         if result.paused:
             self.forget_user(item.user_id)  # its instances are paused: refuse the next request
-        return result
 
     # -- timers ----------------------------------------------------------------------------------
 

@@ -448,7 +448,7 @@ CREATE TABLE processed_webhook_events (
     PRIMARY KEY (provider, event_id)
 );
 
--- Metering functions (0002, 0004, 0009) -----------------------------------------------------
+-- Metering functions (0002, 0004, 0009, 0010) -----------------------------------------------
 
 -- Settlement of a batch of proxy requests in the caller's ONE transaction (group commit). Per
 -- item, idempotent on request_id: delete the request's record, consume its daemon's lease, debit
@@ -501,9 +501,10 @@ BEGIN
         END IF;
         outcome := CASE WHEN (it->>'recovered')::boolean THEN 'recovered' ELSE 'settled' END;
         IF cost > 0 THEN
-            INSERT INTO ledger_entries (user_id, amount_micros, kind, reference, idempotency_key)
-            VALUES (settle_usage.user_id, -cost, 'usage', settle_usage.request_id::text,
-                    'usage:' || settle_usage.request_id::text)
+            -- No idempotency key: the usage row (UNIQUE request_id), written in this same
+            -- transaction after the check above, already makes a second debit impossible.
+            INSERT INTO ledger_entries (user_id, amount_micros, kind, reference)
+            VALUES (settle_usage.user_id, -cost, 'usage', settle_usage.request_id::text)
             RETURNING balance_after_micros INTO balance_micros;
         END IF;
         -- After the debit, which locked the user's balances row: every writer of a lease takes
@@ -563,19 +564,27 @@ CREATE FUNCTION lease_release(p_daemon uuid, p_users uuid[])
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    released bigint;
+    released bigint := 0;
+    locked uuid[];
 BEGIN
-    PERFORM FROM balances b
-    WHERE b.user_id IN (SELECT l.user_id FROM balance_leases l
-                        WHERE l.daemon_id = p_daemon
-                          AND (p_users IS NULL OR l.user_id = ANY(p_users)))
-    ORDER BY b.user_id
-    FOR UPDATE;
-    WITH gone AS (
-        DELETE FROM balance_leases l
-        WHERE l.daemon_id = p_daemon AND (p_users IS NULL OR l.user_id = ANY(p_users))
-        RETURNING l.amount_micros)
-    SELECT COALESCE(sum(gone.amount_micros), 0)::bigint INTO released FROM gone;
+    -- Only leases whose user's balances row this transaction holds are deleted: a lease granted
+    -- after the rows were chosen (by a grow that held its row then) is left for the next round,
+    -- never deleted while a settlement of that user holds the row (that was a deadlock).
+    FOR round IN 1..10 LOOP
+        SELECT array_agg(b.user_id) INTO locked FROM (
+            SELECT b.user_id FROM balances b
+            WHERE b.user_id IN (SELECT l.user_id FROM balance_leases l
+                                WHERE l.daemon_id = p_daemon
+                                  AND (p_users IS NULL OR l.user_id = ANY(p_users)))
+            ORDER BY b.user_id
+            FOR UPDATE) b;
+        EXIT WHEN locked IS NULL;
+        WITH gone AS (
+            DELETE FROM balance_leases l
+            WHERE l.daemon_id = p_daemon AND l.user_id = ANY(locked)
+            RETURNING l.amount_micros)
+        SELECT released + COALESCE(sum(gone.amount_micros), 0)::bigint INTO released FROM gone;
+    END LOOP;
     RETURN released;
 END
 $$;

@@ -49,13 +49,15 @@ class Record:
 
 
 class RecordWriter:
-    """One writer task, on a connection it keeps from its first write to close()."""
+    """One long-lived writer task, on a connection it keeps from its first write to close()."""
 
     def __init__(self, pool: asyncpg.Pool, daemon_id: str) -> None:
         self._pool = pool
         self._daemon = uuid.UUID(daemon_id)
         self._queue: list[tuple[Record, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._closing = False
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
         self._kicked = False
         self._unwritten = 0  # records lost in the current failure streak
@@ -70,7 +72,7 @@ class RecordWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._queue.append((record, future))
-        if self._task is None and not self._kicked:
+        if not self._kicked:
             # One turn of the loop later: the request being admitted is sent upstream first
             # (aiohttp writes its body from a task of its own), then its record.
             self._kicked = True
@@ -79,12 +81,17 @@ class RecordWriter:
 
     def _kick(self) -> None:
         self._kicked = False
-        if self._task is None and self._queue:
-            self._task = asyncio.ensure_future(self._drain())
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is None and self._queue:
             self._kick()  # a kick may still be scheduled: write now
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
         if self._task is not None:
             await asyncio.shield(self._task)
         await self._release()
@@ -94,11 +101,21 @@ class RecordWriter:
         if conn is not None:
             await self._pool.release(conn)
 
-    async def _drain(self) -> None:
+    async def _run(self) -> None:
+        """Write what is queued, in batches; then wait for more (no task per batch)."""
+        loop = asyncio.get_running_loop()
         try:
-            while self._queue:
-                batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
-                await self._write(batch)
+            while True:
+                while self._queue:
+                    batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
+                    await self._write(batch)
+                if self._closing:
+                    return
+                self._wake = loop.create_future()
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
         finally:
             self._task = None
 
