@@ -110,7 +110,7 @@ class BillingSettings:
     settle_batch_max: int = field(default=256, metadata=_range(1, 10000))
     # Seconds a settlement waits for others to share its transaction (0: at the next turn of the
     # event loop). Clients never wait for it.
-    settle_linger: float = field(default=0.005, metadata=_range(0, 1))
+    settle_linger: float = field(default=0.010, metadata=_range(0, 1))
     # Top-up bounds in cents (the spec's minimum is $10).
     topup_min_cents: int = field(default=1000, metadata=_range(1, 10**9))
     topup_max_cents: int = field(default=100_000, metadata=_range(1, 10**9))
