@@ -104,13 +104,17 @@ class BillingSettings:
     lease_headroom_usd: float = field(default=1.0, metadata=_range(0, 1_000_000))
     # Seconds after which an unused lease is given back to the user's available balance.
     lease_idle_seconds: float = field(default=60.0, metadata=_range(0, 86400))
-    # Seconds between checkpoints of the tokens in-flight streams have used (crash recovery).
+    # Seconds between checkpoints of the tokens in-flight streams have used (crash recovery);
+    # requests still in flight at a checkpoint are recorded in the database as well.
     checkpoint_interval: float = field(default=1.0, metadata=_range(0.05, 3600))
+    # Requests one daemon may have in flight at once (each has a slot of 256 bytes in its
+    # in-flight journal, a file in the state directory); more are refused with 503.
+    max_in_flight: int = field(default=65536, metadata=_range(1, 1_000_000))
     # Most settlements committed in one transaction (group commit).
     settle_batch_max: int = field(default=256, metadata=_range(1, 10000))
     # Seconds a settlement waits for others to share its transaction (0: at the next turn of the
     # event loop). Clients never wait for it.
-    settle_linger: float = field(default=0.010, metadata=_range(0, 1))
+    settle_linger: float = field(default=0.007, metadata=_range(0, 1))
     # Top-up bounds in cents (the spec's minimum is $10).
     topup_min_cents: int = field(default=1000, metadata=_range(1, 10**9))
     topup_max_cents: int = field(default=100_000, metadata=_range(1, 10**9))

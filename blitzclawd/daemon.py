@@ -278,6 +278,7 @@ class Daemon:
                     pool=ctx.pool,
                     admission_pool=admission_pool,
                     daemon_id=self.daemon_id,
+                    state_dir=s.state_path(),
                     billing=billing,
                 ),
                 # Its stop waits up to 30 s for the settlements of the last requests.

@@ -14,6 +14,7 @@ the session loop must not use ``db_pool`` (it lives on the function loop).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import tempfile
@@ -34,6 +35,11 @@ from blitzclawd.db.migrate import migrate
 from blitzclawd.db.pool import create_pool
 
 TEST_DATABASE_URL_ENV = "BLITZCLAW_TEST_DATABASE_URL"
+
+# Daemons run in this process keep their state (in-flight journals) in a directory of this run,
+# never in the machine's /var/lib/blitzclawd. Daemon processes get their own (DaemonProcess).
+os.environ["BLITZCLAW_STATE_DIR"] = tempfile.mkdtemp(prefix="blitzclawd-test-state-")
+atexit.register(shutil.rmtree, os.environ["BLITZCLAW_STATE_DIR"], ignore_errors=True)
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -153,8 +159,11 @@ class ProxyEnv:
         raise AssertionError("requests still in flight or unsettled")
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def proxy_env(database: str) -> AsyncIterator[ProxyEnv]:
+@asynccontextmanager
+async def running_proxy_env(
+    database: str, billing: dict[str, Any] | None = None
+) -> AsyncIterator[ProxyEnv]:
+    """A ProxyEnv; `billing` overrides [billing] settings (checkpoints every 50 ms otherwise)."""
     from blitzclawd.config import Secret, Secrets, parse_settings
     from blitzclawd.daemon import Daemon
     from blitzclawd.testing import seed
@@ -167,7 +176,7 @@ async def proxy_env(database: str) -> AsyncIterator[ProxyEnv]:
                 "api": {"port": free_port()},
                 "proxy": {"port": free_port()},
                 "upstream": {"anthropic_url": fake.base_url, "openai_url": fake.base_url},
-                "billing": {"checkpoint_interval": 0.05},
+                "billing": {"checkpoint_interval": 0.05, **(billing or {})},
                 "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
             }
         )
@@ -194,6 +203,12 @@ async def proxy_env(database: str) -> AsyncIterator[ProxyEnv]:
             daemon.request_stop()
             await asyncio.wait_for(run, 30)
             await pool.close()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def proxy_env(database: str) -> AsyncIterator[ProxyEnv]:
+    async with running_proxy_env(database) as env:
+        yield env
 
 
 # -- the user API: a daemon in this process with fake Clerk, Creem, Resend and LLM upstreams ------

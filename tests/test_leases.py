@@ -21,6 +21,7 @@ import pytest
 
 from blitzclawd import ledger
 from blitzclawd.db.pool import create_pool
+from blitzclawd.proxy.journal import journal_path, read_journal
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
 from blitzclawd.proxy.records import Record, RecordWriter
 from blitzclawd.proxy.recovery import recover_orphaned_reservations
@@ -603,7 +604,16 @@ async def test_a_request_in_flight_has_its_record_until_it_is_settled(proxy_env)
     try:
         assert resp.status == 200
         request_id = resp.headers["X-BlitzClaw-Request-Id"]
+        # Recorded in this daemon's journal before it was forwarded.
+        journal = journal_path(proxy_env.daemon.settings.state_path(), daemon)
+        writer, records = read_journal(journal)
+        assert writer == daemon
+        (mine,) = [r for r in records if r.request_id == request_id]
+        assert (mine.user_id, mine.instance_id) == (user, inst)
+        assert (mine.api, mine.model) == ("anthropic-messages", "claude-sonnet-4-6")
+        assert 0 < mine.input_estimate_micros <= mine.amount_micros
 
+        # Still in flight at a checkpoint: recorded in the database too (another host's recovery).
         async def record() -> asyncpg.Record | None:
             return await pool.fetchrow(
                 "SELECT * FROM reservations WHERE id = $1", uuid.UUID(request_id)
@@ -636,6 +646,8 @@ async def test_a_request_in_flight_has_its_record_until_it_is_settled(proxy_env)
     assert b"message_stop" in raw
     await proxy_env.settled()
     assert not await record_exists(pool, request_id)
+    # Settled: its journal slot is free (a restart would not charge it again).
+    assert request_id not in {r.request_id for r in read_journal(journal)[1]}
     log = await pool.fetchrow(
         "SELECT * FROM usage_logs WHERE request_id = $1", uuid.UUID(request_id)
     )
@@ -782,29 +794,52 @@ async def test_a_copy_above_its_row_is_brought_down_by_reconcile(pool: asyncpg.P
     assert await lease_of(pool, user, daemon) == book.get(user).amount > 0
 
 
-async def test_while_records_cannot_be_written_nothing_is_forwarded(proxy_env) -> None:
-    """Admission is in memory, but a request recovery could not charge is never forwarded."""
+async def test_while_the_database_refuses_records_requests_are_journaled_and_served(
+    proxy_env,
+) -> None:
+    """The journal, not the database, is a request's first record: a database that cannot take
+    records (at checkpoints) turns nobody away, and their settlements still commit."""
+    proxy = proxy_env.daemon.supervisor.child("proxy")
     await proxy_env.pool.execute(
         "ALTER TABLE reservations ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
     )
     try:
-        # The first request's record fails in the background (the request itself was already
-        # on its way); from then on, each request waits for its own record and is refused.
-        first = await proxy_env.post("/v1/messages", ANTHROPIC_BODY)
-        await read_all(first)
-        proxy = proxy_env.daemon.supervisor.child("proxy")
-        await until(lambda: asyncio.sleep(0, proxy._records.failing), "the writer notices")
-        forwarded = proxy_env.fake.received
-        got, body = await error_of(await proxy_env.post("/v1/messages", ANTHROPIC_BODY))
-        assert got == 503 and "record" in body["error"]["message"]
-        assert proxy_env.fake.received == forwarded
+        # In flight for about a second: checkpoints (every 50 ms) try to record it, and fail.
+        proxy_env.fake.set_next(Scenario(output_tokens=40, tokens_per_chunk=4, chunk_delay=0.1))
+        slow = await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "stream": True})
+        assert slow.status == 200
+        await until(lambda: asyncio.sleep(0, proxy._records.failing), "a record is refused")
+        quick = await proxy_env.post("/v1/messages", ANTHROPIC_BODY)
+        assert quick.status == 200
+        await read_all(quick)
+        assert b"message_stop" in await read_all(slow)
+        await proxy_env.settled()
     finally:
         await proxy_env.pool.execute("ALTER TABLE reservations DROP CONSTRAINT refuse_all")
-    # Records are written again: the next request is served (its record succeeds first).
-    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY)
-    assert resp.status == 200
-    await read_all(resp)
-    await proxy_env.settled()
+    rows = await proxy_env.pool.fetchval(
+        "SELECT count(*) FROM usage_logs WHERE instance_id = $1", uuid.UUID(proxy_env.instance.id)
+    )
+    assert rows == 2
+
+
+async def test_a_daemon_with_every_journal_slot_taken_refuses_with_503(database: str) -> None:
+    from conftest import running_proxy_env
+
+    async with running_proxy_env(database, billing={"max_in_flight": 1}) as env:
+        env.fake.set_next(Scenario(output_tokens=40, tokens_per_chunk=4, chunk_delay=0.1))
+        held = await env.post("/v1/messages", {**ANTHROPIC_BODY, "stream": True})
+        assert held.status == 200
+        forwarded = env.fake.received
+        got, body = await error_of(await env.post("/v1/messages", ANTHROPIC_BODY))
+        assert got == 503 and "in flight" in body["error"]["message"]
+        assert env.fake.received == forwarded  # refused before it went upstream
+        assert b"message_stop" in await read_all(held)
+        await env.settled()
+        # The slot is free again once the first request settled.
+        resp = await env.post("/v1/messages", ANTHROPIC_BODY)
+        assert resp.status == 200
+        await read_all(resp)
+        await env.settled()
 
 
 async def test_a_batch_that_cannot_commit_leaves_no_caller_waiting(database: str) -> None:

@@ -7,9 +7,11 @@ be committed at once.
 
 A request's life: authenticate the instance -> check its limits -> hold the worst-case cost
 against this daemon's lease on the user's balance (admission, in memory: blitzclawd.proxy.leases)
--> hand its in-flight record to the writer (not awaited: blitzclawd.proxy.records) -> forward with
-our master key -> relay the answer chunk by chunk while metering it -> settle the actual cost
-(billing actor, group commit).
+-> write its record into this daemon's in-flight journal (a memory-mapped file:
+blitzclawd.proxy.journal) -> forward with our master key -> relay the answer chunk by chunk while
+metering it -> settle the actual cost (billing actor, group commit) -> clear its journal slot once
+that committed. Requests still in flight at a checkpoint are also recorded in the database
+(blitzclawd.proxy.records), for recovery from another host.
 
 Instances are cached; every change that matters to a proxy (status, secret, limits) is announced
 by the database (NOTIFY blitzclaw_instances) and drops the cached copy at once.
@@ -22,7 +24,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -51,10 +54,12 @@ from blitzclawd.proxy.apis import (
 )
 from blitzclawd.proxy.connector import MostRecentFirstConnector
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
+from blitzclawd.proxy.journal import InflightJournal, JournalRecord, journal_path
 from blitzclawd.proxy.leases import CHANNEL as LEASE_CHANNEL
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
 from blitzclawd.proxy.limits import LimitTracker
-from blitzclawd.proxy.records import Record, RecordWriter
+from blitzclawd.proxy.records import RecordWriter
+from blitzclawd.proxy.recovery import recover_journals
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Settlement, SettleResult, Tick
 
@@ -126,14 +131,26 @@ class InstanceAuth:
 
 @dataclass(slots=True)
 class InFlight:
-    request_id: str
-    user_id: str
+    record: JournalRecord
+    slot: int  # its journal slot, cleared once its settlement committed
     price: ModelPrice
     meter: Meter | None
     input_estimate: int
-    reserved: int  # the worst case held against the lease
-    written: asyncio.Future[bool]  # its in-flight record is (True) or could not be written
+    # Its database record, once a checkpoint found it still in flight: written (True) or not.
+    written: asyncio.Future[bool] | None = None
     checkpointed: int = 0
+
+    @property
+    def request_id(self) -> str:
+        return self.record.request_id
+
+    @property
+    def user_id(self) -> str:
+        return self.record.user_id
+
+    @property
+    def reserved(self) -> int:  # the worst case held against the lease
+        return self.record.amount_micros
 
 
 @dataclass(slots=True)
@@ -155,6 +172,7 @@ class ProxyActor(Actor):
         pool: asyncpg.Pool,
         admission_pool: asyncpg.Pool,
         daemon_id: str,
+        state_dir: Path,
         billing: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__("proxy")
@@ -177,6 +195,9 @@ class ProxyActor(Actor):
             ),
         )
         self._records = RecordWriter(admission_pool, daemon_id)
+        self._state_dir = state_dir
+        self._journal: InflightJournal | None = None
+        self._slots: dict[str, int] = {}  # request id -> journal slot, until settled
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._lost_listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._keys = {
@@ -214,6 +235,12 @@ class ProxyActor(Actor):
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
+        self._journal = InflightJournal(
+            journal_path(self._state_dir, self._daemon_id),
+            self._daemon_id,
+            self._settings.billing.max_in_flight,
+        )
+        await self._recover_journals()
         await self._listen()
         self.every(self._settings.billing.checkpoint_interval, "checkpoint")
 
@@ -233,6 +260,12 @@ class ProxyActor(Actor):
             if self.state != "crashed":
                 await self.leases.release_all()
         finally:
+            if self._journal is not None and not self._journal.close():
+                # Left for the next daemon on this state directory to charge by recovery.
+                log.warning(
+                    "in-flight journal kept: requests not settled",
+                    extra={"journal": str(self._journal.path), "records": self._journal.in_use},
+                )
             await self._unlisten()
             await self._release_lost_listener()
             if self._session is not None:
@@ -251,11 +284,19 @@ class ProxyActor(Actor):
                 await self._listen()
             await self._checkpoint()
             await self._retry_unsettled()
+            await self._recover_journals()
             try:
                 await self.leases.release_idle(self._settings.billing.lease_idle_seconds)
                 await self.leases.reconcile()
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("lease upkeep failed", extra={"error": repr(exc)})
+
+    async def _recover_journals(self) -> None:
+        """Charge what stopped daemons left in their journals in our state directory."""
+        try:
+            await recover_journals(self._pool, self._state_dir, self._daemon_id, self._minimum)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("journal recovery failed; retrying next tick", extra={"error": repr(exc)})
 
     # -- instance announcements ------------------------------------------------------------------
 
@@ -354,27 +395,22 @@ class ProxyActor(Actor):
                 f"(this request may cost up to ${amount / 1e6:.4f}; "
                 f"the minimum balance is ${self._minimum / 1e6:.2f})",
             ) from None
-        written = self._records.add(
-            Record(
-                request_id,
-                inst.user_id,
-                inst.id,
-                amount,
-                min(prompt_cost, amount),
-                api.name,
-                model,
-            )
+        record = JournalRecord(
+            request_id, inst.user_id, inst.id, amount, min(prompt_cost, amount), api.name, model
         )
-        if self._records.failing and not await self._recorded(written):
+        assert self._journal is not None
+        slot = self._journal.add(record)  # before forwarding: nothing unrecorded goes upstream
+        if slot is None:
             self.leases.finish(inst.user_id, amount, 0)
             raise ProxyError(
                 503,
-                "api",
-                "the proxy cannot record requests right now (database unavailable); retry shortly",
-                headers={"retry-after": "5"},
+                "overloaded",
+                "too many requests in flight on this proxy; retry shortly",
+                headers={"retry-after": "1"},
             )
+        self._slots[request_id] = slot
         meter = api.meter() if stream else None
-        flight = InFlight(request_id, inst.user_id, price, meter, estimate, amount, written)
+        flight = InFlight(record, slot, price, meter, estimate)
         self.inflight[request_id] = flight
         outcome = _Outcome()
         try:
@@ -461,12 +497,6 @@ class ProxyActor(Actor):
             break
         stream = body.get("stream") is True
         return body, model, price, max_out, stream
-
-    @staticmethod
-    async def _recorded(written: asyncio.Future[bool]) -> bool:
-        """While records fail, a request waits for its own: nothing unrecorded is forwarded."""
-        await asyncio.wait((written,), timeout=RECORD_WAIT)
-        return written.done() and written.result()
 
     async def _active(self, inst: InstanceAuth) -> InstanceAuth:
         """The instance, if it is active after all (the cached copy may be stale); else refuse."""
@@ -654,10 +684,11 @@ class ProxyActor(Actor):
         )
         if usage.total_tokens:
             self.limits.add_tokens(inst.id, usage.total_tokens)
-        # The settlement deletes the request's record: never before the record is written.
-        # Usually it is (it left with the request), and the settlement joins the billing batch
-        # right here, with no task of its own.
-        billing = self._billing() if flight.written.done() else None
+        # The settlement deletes the request's database record (if a checkpoint wrote one):
+        # never before it is written. Usually there is none, and the settlement joins the
+        # billing batch right here, with no task of its own.
+        written = flight.written
+        billing = self._billing() if written is None or written.done() else None
         if billing is not None:
             try:
                 future = billing.submit(item)
@@ -667,7 +698,7 @@ class ProxyActor(Actor):
                 self._settling.add(future)
                 future.add_done_callback(lambda f: self._submitted(item, f))
                 return
-        self._track(self._settle_when_recorded(item, flight.written))
+        self._track(self._settle_when_recorded(item, written))
 
     def _track(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -682,8 +713,10 @@ class ProxyActor(Actor):
             return
         self._after_settle(item, future.result())
 
-    async def _settle_when_recorded(self, item: Settlement, written: asyncio.Future[bool]) -> None:
-        if not written.done():
+    async def _settle_when_recorded(
+        self, item: Settlement, written: asyncio.Future[bool] | None
+    ) -> None:
+        if written is not None and not written.done():
             await asyncio.wait((written,), timeout=RECORD_WAIT)
             if not written.done():  # should it land after all, it must not outlive us
                 written.add_done_callback(lambda _f, rid=item.request_id: self._forget_record(rid))
@@ -726,6 +759,9 @@ class ProxyActor(Actor):
         return result
 
     def _after_settle(self, item: Settlement, result: SettleResult) -> None:
+        slot = self._slots.pop(item.request_id, None)
+        if slot is not None and self._journal is not None:
+            self._journal.remove(slot)  # committed: recovery must not charge it again
         self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)
         if result.paused:
             self.forget_user(item.user_id)  # its instances are paused: refuse the next request
@@ -733,17 +769,27 @@ class ProxyActor(Actor):
     # -- timers ----------------------------------------------------------------------------------
 
     async def _checkpoint(self) -> None:
-        """Write what each in-flight stream has cost so far, for crash recovery."""
+        """For crash recovery: what each stream in flight has cost so far (in the journal and the
+        database), and a database record of each request still in flight (the journal is only
+        readable on this host)."""
+        assert self._journal is not None
         ids: list[uuid.UUID] = []
         costs: list[int] = []
         for flight in list(self.inflight.values()):
-            if flight.meter is None or not flight.written.done():
-                continue
-            cost = self.prices.cost_micros(flight.price, flight.meter.billable_usage(0))
-            if cost != flight.checkpointed:
-                flight.checkpointed = cost
+            changed = False
+            if flight.meter is not None:
+                cost = self.prices.cost_micros(flight.price, flight.meter.billable_usage(0))
+                cost = min(cost, flight.reserved)
+                if cost != flight.checkpointed:
+                    flight.checkpointed, changed = cost, True
+                    self._journal.seen(flight.slot, cost)
+            if flight.written is None:
+                flight.written = self._records.add(
+                    replace(flight.record, seen_micros=flight.checkpointed)
+                )
+            elif changed and flight.written.done():
                 ids.append(uuid.UUID(flight.request_id))
-                costs.append(cost)
+                costs.append(flight.checkpointed)
         if not ids:
             return
         try:

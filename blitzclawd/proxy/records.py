@@ -1,13 +1,13 @@
-"""Durable records of the requests in flight, written without holding any request up.
+"""Database records of the requests in flight, for recovery by a daemon on another host.
 
-Admission happens in memory (blitzclawd.proxy.leases); what crash recovery needs — which requests
-a daemon had in flight, for whom, and their worst case — is written here, one `reservations` row
-per request, in batches by one writer task. A request is forwarded as soon as its row is handed to
-the writer: the row reaches PostgreSQL before the request reaches the upstream in practice, and its
-settlement waits for it (`written`), so a settlement's DELETE never precedes the INSERT.
+A request's first record is in its daemon's in-flight journal (blitzclawd.proxy.journal), written
+before it is forwarded. Requests still in flight at a checkpoint are also written here, one
+`reservations` row per request, in batches by one writer task, so that any daemon can charge them
+if this one dies and its host does not come back. A settlement deletes the row; it waits for the
+row's write first, so its DELETE never precedes the INSERT.
 
 The rows go through the admission pool (asynchronous commit): a database crash may lose the
-newest few, which only loses recovery's estimate for requests that crash interrupted anyway.
+newest few, which the journal still holds.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
 
 import asyncpg
+
+from blitzclawd.proxy.journal import JournalRecord as Record
 
 log = logging.getLogger("blitzclawd.records")
 
@@ -25,27 +26,18 @@ BATCH_MAX = 512
 
 _INSERT_ONE = """
     INSERT INTO reservations (id, user_id, instance_id, amount_micros, daemon_id,
-                              input_estimate_micros, api, model)
-    VALUES ($2, $3, $4, $5, $1, $6, $7, $8)
+                              input_estimate_micros, api, model, seen_micros)
+    VALUES ($2, $3, $4, $5, $1, $6, $7, $8, LEAST($9::bigint, $5::bigint))
 """
 _INSERT = """
     INSERT INTO reservations (id, user_id, instance_id, amount_micros, daemon_id,
-                              input_estimate_micros, api, model)
-    SELECT r.id, r.user_id, r.instance_id, r.amount, $1, r.estimate, r.api, r.model
+                              input_estimate_micros, api, model, seen_micros)
+    SELECT r.id, r.user_id, r.instance_id, r.amount, $1, r.estimate, r.api, r.model,
+           LEAST(r.seen, r.amount)
     FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bigint[], $7::text[],
-                $8::text[]) AS r(id, user_id, instance_id, amount, estimate, api, model)
+                $8::text[], $9::bigint[])
+         AS r(id, user_id, instance_id, amount, estimate, api, model, seen)
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    request_id: str  # uuids as text: asyncpg encodes them natively
-    user_id: str
-    instance_id: str
-    amount_micros: int
-    input_estimate_micros: int
-    api: str
-    model: str
 
 
 class RecordWriter:
@@ -166,6 +158,7 @@ class RecordWriter:
                 r.input_estimate_micros,
                 r.api,
                 r.model,
+                r.seen_micros,
             )
             return
         await self._conn.execute(
@@ -178,4 +171,5 @@ class RecordWriter:
             [r.input_estimate_micros for r in records],
             [r.api for r in records],
             [r.model for r in records],
+            [r.seen_micros for r in records],
         )

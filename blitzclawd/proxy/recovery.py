@@ -18,15 +18,25 @@ The charge is written like any settlement (ledger debit + usage_logs row, `recov
 `interrupted = true`), idempotent on the request id, and logged. A request whose upstream answer
 completed just before the crash is therefore charged exactly once — never lost, never twice —
 at a bounded estimate of its real cost. Nothing is ever left silently open or held.
+
+A daemon's requests in flight are recorded first in its own in-flight journal, a file in its state
+directory (blitzclawd.proxy.journal), and in `reservations` only once they are still in flight at
+a checkpoint. The same rule charges both: a daemon charges the records left in the journals of
+stopped daemons of its database found in its state directory (a restart on the same host), and
+any daemon charges the `reservations` rows of stopped daemons. A request in both is charged once
+(settlement is idempotent on the request id).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from pathlib import Path
 
 import asyncpg
 
 from blitzclawd import ledger
+from blitzclawd.proxy.journal import JournalError, other_journals, read_journal
 from blitzclawd.runtime.messages import Settlement, SettleResult
 
 log = logging.getLogger("blitzclawd.recovery")
@@ -50,6 +60,33 @@ def recovery_charge(amount: int, seen: int, input_estimate: int) -> int:
     return min(amount, max(seen, input_estimate))
 
 
+def recovered_settlement(
+    request_id: str,
+    user_id: str,
+    instance_id: str | None,
+    api: str | None,
+    model: str | None,
+    amount: int,
+    seen: int,
+    input_estimate: int,
+    daemon_id: str,
+) -> Settlement:
+    """The settlement recovery writes for a request its dead daemon left in flight."""
+    charge = recovery_charge(amount, seen, input_estimate)
+    return Settlement(
+        request_id=request_id,
+        user_id=user_id,
+        instance_id=instance_id,
+        api=api or "anthropic-messages",
+        model=model or "unknown",
+        cost_micros=charge,
+        interrupted=True,
+        recovered=True,
+        daemon_id=daemon_id,
+        lease_micros=charge,
+    )
+
+
 async def recover_orphaned_reservations(
     pool: asyncpg.Pool, minimum_micros: int, *, batch: int = 500, max_batches: int = 1000
 ) -> list[SettleResult]:
@@ -60,19 +97,7 @@ async def recover_orphaned_reservations(
         if not rows:
             break
         items = [
-            Settlement(
-                request_id=r[0],
-                user_id=r[1],
-                instance_id=r[2],
-                api=r[6] or "anthropic-messages",
-                model=r[7] or "unknown",
-                cost_micros=recovery_charge(r[3], r[4], r[5]),
-                interrupted=True,
-                recovered=True,
-                daemon_id=r[8],
-                lease_micros=recovery_charge(r[3], r[4], r[5]),
-            )
-            for r in rows
+            recovered_settlement(r[0], r[1], r[2], r[6], r[7], r[3], r[4], r[5], r[8]) for r in rows
         ]
         results = await ledger.settle(pool, items, minimum_micros)
         settled.extend(results)
@@ -91,5 +116,63 @@ async def recover_orphaned_reservations(
         log.info(
             "leases of a stopped daemon released",
             extra={"dead_daemon": row[0], "released_micros": row[1]},
+        )
+    return settled
+
+
+async def recover_journals(
+    pool: asyncpg.Pool, state_dir: Path, daemon_id: str, minimum_micros: int, *, batch: int = 500
+) -> list[SettleResult]:
+    """Charge what the journals of stopped daemons in `state_dir` hold; delete those journals.
+
+    A journal whose daemon is not in this database belongs to another one and is left alone, as
+    is the journal of a daemon not known to be stopped yet (the next round takes it).
+    """
+    settled: list[SettleResult] = []
+    for path, owner in other_journals(state_dir, daemon_id):
+        stopped = await pool.fetchval(
+            "SELECT stopped_at IS NOT NULL FROM daemons WHERE id = $1", uuid.UUID(owner)
+        )
+        if not stopped:
+            continue
+        try:
+            writer, records = read_journal(path)
+        except (JournalError, OSError) as exc:
+            log.error("unreadable in-flight journal left as it is", extra={"error": str(exc)})
+            continue
+        for start in range(0, len(records), batch):
+            chunk = records[start : start + batch]
+            items = [
+                recovered_settlement(
+                    r.request_id,
+                    r.user_id,
+                    r.instance_id,
+                    r.api,
+                    r.model,
+                    r.amount_micros,
+                    r.seen_micros,
+                    r.input_estimate_micros,
+                    writer,
+                )
+                for r in chunk
+            ]
+            results = await ledger.settle(pool, items, minimum_micros)
+            settled.extend(results)
+            for item, record, result in zip(items, chunk, results, strict=True):
+                log.warning(
+                    "orphaned reservation settled by recovery",
+                    extra={
+                        "request_id": item.request_id,
+                        "dead_daemon": writer,
+                        "source": "journal",
+                        "reserved_micros": record.amount_micros,
+                        "charged_micros": item.cost_micros,
+                        "outcome": result.outcome,
+                    },
+                )
+        path.unlink(missing_ok=True)
+        log.info(
+            "in-flight journal of a stopped daemon recovered",
+            extra={"dead_daemon": writer, "records": len(records)},
         )
     return settled

@@ -1,0 +1,248 @@
+"""The in-flight journal (blitzclawd.proxy.journal) and its recovery, on real files and a real
+PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from blitzclawd.proxy.journal import (
+    HEADER_SIZE,
+    SLOT_SIZE,
+    InflightJournal,
+    JournalError,
+    JournalRecord,
+    journal_path,
+    other_journals,
+    read_journal,
+)
+from blitzclawd.proxy.recovery import recover_journals, recovery_charge
+from blitzclawd.testing import seed
+
+FLOOR = 10_000_000
+
+
+def record(**changes: object) -> JournalRecord:
+    fields: dict[str, object] = {
+        "request_id": str(uuid.uuid4()),
+        "user_id": str(uuid.uuid4()),
+        "instance_id": str(uuid.uuid4()),
+        "amount_micros": 40_000,
+        "input_estimate_micros": 3_000,
+        "api": "anthropic-messages",
+        "model": "claude-sonnet-4-6",
+    }
+    fields.update(changes)
+    return JournalRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_what_is_added_is_read_back_until_removed(tmp_path: Path) -> None:
+    daemon = str(uuid.uuid4())
+    journal = InflightJournal(journal_path(tmp_path, daemon), daemon, slots=8)
+    a, b = record(), record(instance_id=None, api="openai-chat", model="gpt-5-mini")
+    slot_a, slot_b = journal.add(a), journal.add(b)
+    assert slot_a is not None and slot_b is not None and slot_a != slot_b
+    journal.seen(slot_a, 12_345)
+    writer, records = read_journal(journal.path)
+    assert writer == daemon
+    assert sorted(records, key=lambda r: r.request_id) == sorted(
+        [JournalRecord(**{**_fields(a), "seen_micros": 12_345}), b], key=lambda r: r.request_id
+    )
+    journal.remove(slot_a)
+    assert read_journal(journal.path)[1] == [b]
+    assert journal.in_use == 1
+    assert not journal.close()  # b is still in it: the file stays for recovery
+    assert journal.path.exists()
+
+
+def _fields(r: JournalRecord) -> dict[str, object]:
+    return {name: getattr(r, name) for name in JournalRecord.__slots__}
+
+
+def test_a_full_journal_says_so_and_a_freed_slot_is_reused(tmp_path: Path) -> None:
+    daemon = str(uuid.uuid4())
+    journal = InflightJournal(journal_path(tmp_path, daemon), daemon, slots=2)
+    first, second = journal.add(record()), journal.add(record())
+    assert journal.add(record()) is None
+    assert first is not None and second is not None
+    journal.remove(first)
+    assert journal.add(record()) == first
+    journal.remove(first)
+    journal.remove(second)
+    assert journal.close()  # empty: deleted
+    assert not journal.path.exists()
+
+
+def test_long_model_names_are_cut_not_overflowing_into_the_next_slot(tmp_path: Path) -> None:
+    daemon = str(uuid.uuid4())
+    journal = InflightJournal(journal_path(tmp_path, daemon), daemon, slots=2)
+    long = record(model="m" * 400)
+    neighbour = record()
+    journal.add(long)
+    journal.add(neighbour)
+    records = {r.request_id: r for r in read_journal(journal.path)[1]}
+    assert records[long.request_id].model == "m" * 150
+    assert records[neighbour.request_id] == neighbour
+    journal.close()
+
+
+def test_a_slot_whose_used_byte_was_never_set_reads_as_free(tmp_path: Path) -> None:
+    """A process killed while writing a slot (its `used` byte is set last) leaves no record."""
+    daemon = str(uuid.uuid4())
+    journal = InflightJournal(journal_path(tmp_path, daemon), daemon, slots=4)
+    kept = record()
+    journal.add(kept)
+    torn = journal.add(record())
+    assert torn is not None
+    journal.close()
+    with open(journal.path, "r+b") as f:  # as if killed before the last store of that slot
+        f.seek(HEADER_SIZE + torn * SLOT_SIZE)
+        f.write(b"\x00")
+    assert read_journal(journal.path)[1] == [kept]
+
+
+def test_records_survive_the_writer_being_killed(tmp_path: Path) -> None:
+    """SIGKILL right after the stores: the kernel still has the file's pages."""
+    daemon = str(uuid.uuid4())
+    r = record()
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from blitzclawd.proxy.journal import InflightJournal, JournalRecord\n"
+        f"j = InflightJournal(Path({str(journal_path(tmp_path, daemon))!r}), {daemon!r}, 16)\n"
+        f"j.add(JournalRecord(*{(r.request_id, r.user_id, r.instance_id)!r}, "
+        f"{r.amount_micros}, {r.input_estimate_micros}, {r.api!r}, {r.model!r}))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert read_journal(journal_path(tmp_path, daemon)) == (daemon, [r])
+
+
+def test_files_that_are_not_journals_are_refused(tmp_path: Path) -> None:
+    short = tmp_path / "short.journal"
+    short.write_bytes(b"BCJRNL01")
+    with pytest.raises(JournalError):
+        read_journal(short)
+    other = tmp_path / "other.journal"
+    other.write_bytes(b"x" * (HEADER_SIZE + SLOT_SIZE))
+    with pytest.raises(JournalError):
+        read_journal(other)
+
+
+def test_other_journals_lists_only_other_daemons_journal_files(tmp_path: Path) -> None:
+    me, them = str(uuid.uuid4()), str(uuid.uuid4())
+    InflightJournal(journal_path(tmp_path, me), me, slots=1).close()
+    mine = InflightJournal(journal_path(tmp_path, me), me, slots=1)
+    mine.add(record())
+    theirs = InflightJournal(journal_path(tmp_path, them), them, slots=1)
+    theirs.add(record())
+    (tmp_path / "inflight-not-a-uuid.journal").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    assert other_journals(tmp_path, me) == [(journal_path(tmp_path, them), them)]
+    assert other_journals(tmp_path / "missing", me) == []
+    mine.close()
+    theirs.close()
+
+
+# -- recovery -------------------------------------------------------------------------------------
+
+
+async def _daemon(pool: asyncpg.Pool, *, stopped: bool) -> str:
+    return await pool.fetchval(
+        "INSERT INTO daemons (hostname, pid, version, stopped_at) "
+        "VALUES ('h', $1, 't', CASE WHEN $2 THEN now() END) RETURNING id::text",
+        os.getpid(),
+        stopped,
+    )
+
+
+async def test_a_stopped_daemons_journal_is_charged_once_and_deleted(
+    db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    pool = db_pool
+    dead = await _daemon(pool, stopped=True)
+    user = await seed.create_user(pool)
+    await seed.credit(pool, user, 50_000_000)
+    inst = await seed.create_instance(pool, user)
+    journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=8)
+    cut = record(user_id=user, instance_id=inst.id, amount_micros=40_000)
+    checkpointed = record(user_id=user, instance_id=inst.id, amount_micros=40_000)
+    journal.seen(journal.add(checkpointed), 25_000)  # type: ignore[arg-type]
+    journal.add(cut)
+    del journal  # the daemon died: its file stays as it was
+
+    me = await _daemon(pool, stopped=False)
+    results = await recover_journals(pool, tmp_path, me, FLOOR)
+    assert sorted(r.outcome for r in results) == ["recovered", "recovered"]
+    charged = dict(
+        await pool.fetch(
+            "SELECT request_id::text, cost_micros FROM usage_logs WHERE recovered AND interrupted"
+        )
+    )
+    assert charged == {
+        cut.request_id: recovery_charge(40_000, 0, 3_000),  # the prompt's cost
+        checkpointed.request_id: 25_000,  # what the stream had cost at its last checkpoint
+    }
+    assert (
+        await pool.fetchval(
+            "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(user)
+        )
+        == 50_000_000 - 3_000 - 25_000
+    )
+    assert not journal_path(tmp_path, dead).exists()
+    assert await recover_journals(pool, tmp_path, me, FLOOR) == []  # nothing left to do
+
+
+async def test_journals_of_running_or_unknown_daemons_are_left_alone(
+    db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    pool = db_pool
+    running = await _daemon(pool, stopped=False)
+    unknown = str(uuid.uuid4())  # another database's daemon sharing the state directory
+    for daemon in (running, unknown):
+        journal = InflightJournal(journal_path(tmp_path, daemon), daemon, slots=2)
+        journal.add(record())
+    me = await _daemon(pool, stopped=False)
+    assert await recover_journals(pool, tmp_path, me, FLOOR) == []
+    assert journal_path(tmp_path, running).exists() and journal_path(tmp_path, unknown).exists()
+    assert not await pool.fetchval("SELECT count(*) FROM usage_logs")
+
+
+async def test_a_request_settled_before_the_crash_is_not_charged_again(
+    db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Killed after its settlement committed but before its slot was cleared: a duplicate."""
+    pool = db_pool
+    from blitzclawd import ledger
+    from blitzclawd.runtime.messages import Settlement
+
+    dead = await _daemon(pool, stopped=True)
+    user = await seed.create_user(pool)
+    await seed.credit(pool, user, 50_000_000)
+    inst = await seed.create_instance(pool, user)
+    done = record(user_id=user, instance_id=inst.id)
+    journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=2)
+    journal.add(done)
+    await ledger.settle(
+        pool,
+        [Settlement(done.request_id, user, inst.id, done.api, done.model, 7_000, output_tokens=9)],
+        FLOOR,
+    )
+    me = await _daemon(pool, stopped=False)
+    (result,) = await recover_journals(pool, tmp_path, me, FLOOR)
+    assert result.outcome == "duplicate"
+    assert await pool.fetchval("SELECT count(*) FROM usage_logs") == 1
+    assert (
+        await pool.fetchval(
+            "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(user)
+        )
+        == 50_000_000 - 7_000
+    )
