@@ -38,6 +38,7 @@ from blitzclawd.http.context import DaemonContext
 from blitzclawd.http.listener import HttpListener
 from blitzclawd.providers.base import ServerProvider
 from blitzclawd.providers.hetzner import HetznerProvider
+from blitzclawd.proxy.journal import InflightJournal, journal_path
 from blitzclawd.proxy.recovery import recover_orphaned_reservations
 from blitzclawd.runtime.messages import JobsQueued
 from blitzclawd.runtime.singleton import SingletonChild
@@ -109,6 +110,13 @@ class Daemon:
         admission_pool = await db_pool.create_pool(
             dsn, min_size=1, max_size=cfg.pool_max, async_commit=True
         )
+        # The daemon's, not the proxy actor's: a restarted proxy actor goes on with the same
+        # file, while the requests its crashed predecessor had in flight still settle into it.
+        journal = InflightJournal(
+            journal_path(self.settings.state_path(), self.daemon_id),
+            self.daemon_id,
+            self.settings.billing.max_in_flight,
+        )
         try:
             self.context = DaemonContext(self.settings, self.secrets, pool, self.daemon_id)
             self.context.http = aiohttp.ClientSession(
@@ -116,10 +124,16 @@ class Daemon:
             )
             self.context.clerk = self._clerk(self.context.http)
             self.context.provider = self._provider()
-            self.supervisor = self._build_supervisor(dsn, self.context, admission_pool)
+            self.supervisor = self._build_supervisor(dsn, self.context, admission_pool, journal)
             self.context.supervisor = self.supervisor
             return await self._supervise(self.supervisor)
         finally:
+            if not journal.close():
+                # Left for the next daemon on this state directory to charge by recovery.
+                log.warning(
+                    "in-flight journal kept: requests not settled",
+                    extra={"journal": str(journal.path), "records": journal.in_use},
+                )
             if self.context is not None and self.context.http is not None:
                 await self.context.http.close()
             await admission_pool.close()
@@ -178,7 +192,11 @@ class Daemon:
         )
 
     def _build_supervisor(
-        self, dsn: str, ctx: DaemonContext, admission_pool: asyncpg.Pool
+        self,
+        dsn: str,
+        ctx: DaemonContext,
+        admission_pool: asyncpg.Pool,
+        journal: InflightJournal,
     ) -> Supervisor:
         s = self.settings
         grace = s.daemon.shutdown_grace
@@ -278,7 +296,7 @@ class Daemon:
                     pool=ctx.pool,
                     admission_pool=admission_pool,
                     daemon_id=self.daemon_id,
-                    state_dir=s.state_path(),
+                    journal=journal,
                     billing=billing,
                 ),
                 # Its stop waits up to 30 s for the settlements of the last requests.

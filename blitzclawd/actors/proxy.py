@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -54,7 +53,7 @@ from blitzclawd.proxy.apis import (
 )
 from blitzclawd.proxy.connector import MostRecentFirstConnector
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
-from blitzclawd.proxy.journal import InflightJournal, JournalRecord, journal_path
+from blitzclawd.proxy.journal import InflightJournal, JournalRecord
 from blitzclawd.proxy.leases import CHANNEL as LEASE_CHANNEL
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
 from blitzclawd.proxy.limits import LimitTracker
@@ -172,7 +171,7 @@ class ProxyActor(Actor):
         pool: asyncpg.Pool,
         admission_pool: asyncpg.Pool,
         daemon_id: str,
-        state_dir: Path,
+        journal: InflightJournal,
         billing: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__("proxy")
@@ -195,8 +194,7 @@ class ProxyActor(Actor):
             ),
         )
         self._records = RecordWriter(admission_pool, daemon_id)
-        self._state_dir = state_dir
-        self._journal: InflightJournal | None = None
+        self._journal = journal
         self._slots: dict[str, int] = {}  # request id -> journal slot, until settled
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._lost_listener: asyncpg.pool.PoolConnectionProxy | None = None
@@ -235,11 +233,6 @@ class ProxyActor(Actor):
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        self._journal = InflightJournal(
-            journal_path(self._state_dir, self._daemon_id),
-            self._daemon_id,
-            self._settings.billing.max_in_flight,
-        )
         await self._recover_journals()
         await self._listen()
         self.every(self._settings.billing.checkpoint_interval, "checkpoint")
@@ -251,8 +244,8 @@ class ProxyActor(Actor):
             deadline = time.monotonic() + 30
             while self._settling and (left := deadline - time.monotonic()) > 0:
                 await asyncio.wait(set(self._settling), timeout=left)
-            await self._records.close()
             await self._checkpoint()
+            await self._records.close()
             await self._retry_unsettled()
             # Whatever is still unsettled is charged by recovery from its record. After a
             # crash the leases stay: requests of this daemon may still be running, and the
@@ -260,12 +253,6 @@ class ProxyActor(Actor):
             if self.state != "crashed":
                 await self.leases.release_all()
         finally:
-            if self._journal is not None and not self._journal.close():
-                # Left for the next daemon on this state directory to charge by recovery.
-                log.warning(
-                    "in-flight journal kept: requests not settled",
-                    extra={"journal": str(self._journal.path), "records": self._journal.in_use},
-                )
             await self._unlisten()
             await self._release_lost_listener()
             if self._session is not None:
@@ -294,7 +281,9 @@ class ProxyActor(Actor):
     async def _recover_journals(self) -> None:
         """Charge what stopped daemons left in their journals in our state directory."""
         try:
-            await recover_journals(self._pool, self._state_dir, self._daemon_id, self._minimum)
+            await recover_journals(
+                self._pool, self._journal.path.parent, self._daemon_id, self._minimum
+            )
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("journal recovery failed; retrying next tick", extra={"error": repr(exc)})
 
@@ -398,7 +387,6 @@ class ProxyActor(Actor):
         record = JournalRecord(
             request_id, inst.user_id, inst.id, amount, min(prompt_cost, amount), api.name, model
         )
-        assert self._journal is not None
         slot = self._journal.add(record)  # before forwarding: nothing unrecorded goes upstream
         if slot is None:
             self.leases.finish(inst.user_id, amount, 0)
@@ -760,7 +748,7 @@ class ProxyActor(Actor):
 
     def _after_settle(self, item: Settlement, result: SettleResult) -> None:
         slot = self._slots.pop(item.request_id, None)
-        if slot is not None and self._journal is not None:
+        if slot is not None:
             self._journal.remove(slot)  # committed: recovery must not charge it again
         self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)
         if result.paused:
@@ -772,7 +760,6 @@ class ProxyActor(Actor):
         """For crash recovery: what each stream in flight has cost so far (in the journal and the
         database), and a database record of each request still in flight (the journal is only
         readable on this host)."""
-        assert self._journal is not None
         ids: list[uuid.UUID] = []
         costs: list[int] = []
         for flight in list(self.inflight.values()):

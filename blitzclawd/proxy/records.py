@@ -124,8 +124,8 @@ class RecordWriter:
             # Once per failure streak (a database outage would otherwise log every request).
             if not self._unwritten:
                 log.warning(
-                    "in-flight records not written: recovery cannot charge these requests if "
-                    "this daemon dies before settling them",
+                    "in-flight records not written to the database: until they are, only "
+                    "this host's journal holds these requests for recovery",
                     extra={"requests": [str(r.request_id) for r, _ in batch], "error": repr(exc)},
                 )
             self._unwritten += len(batch)
