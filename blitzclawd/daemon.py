@@ -285,7 +285,12 @@ class Daemon:
             ChildSpec("notifier", lambda: NotifierActor(ctx.pool, s, self.secrets)),
             ChildSpec(
                 "billing",
-                lambda: BillingActor(ctx.pool, s, notify=tell_notifier),
+                lambda: BillingActor(
+                    ctx.pool,
+                    s,
+                    notify=tell_notifier,
+                    journals=(s.state_path(), self.daemon_id),
+                ),
                 shutdown_timeout=30,
             ),
             ChildSpec(

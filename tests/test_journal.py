@@ -62,6 +62,12 @@ def test_what_is_added_is_read_back_until_removed(tmp_path: Path) -> None:
     assert journal.path.exists()
 
 
+def died(journal: InflightJournal) -> None:
+    """As if the journal's process ended: its pages and its file stay, its lock goes."""
+    journal._map.close()
+    os.close(journal._fd)
+
+
 def _fields(r: JournalRecord) -> dict[str, object]:
     return {name: getattr(r, name) for name in JournalRecord.__slots__}
 
@@ -177,7 +183,7 @@ async def test_a_stopped_daemons_journal_is_charged_once_and_deleted(
     checkpointed = record(user_id=user, instance_id=inst.id, amount_micros=40_000)
     journal.seen(journal.add(checkpointed), 25_000)  # type: ignore[arg-type]
     journal.add(cut)
-    del journal  # the daemon died: its file stays as it was
+    died(journal)
 
     me = await _daemon(pool, stopped=False)
     results = await recover_journals(pool, tmp_path, me, FLOOR)
@@ -207,13 +213,20 @@ async def test_journals_of_running_or_unknown_daemons_are_left_alone(
     pool = db_pool
     running = await _daemon(pool, stopped=False)
     unknown = str(uuid.uuid4())  # another database's daemon sharing the state directory
-    for daemon in (running, unknown):
+    # Marked stopped in the database (presumed dead), yet still running: it holds its journal.
+    presumed_dead = await _daemon(pool, stopped=True)
+    journals = []
+    for daemon in (running, unknown, presumed_dead):
         journal = InflightJournal(journal_path(tmp_path, daemon), daemon, slots=2)
         journal.add(record())
+        journals.append(journal)
+    for journal in journals[:2]:
+        died(journal)
     me = await _daemon(pool, stopped=False)
     assert await recover_journals(pool, tmp_path, me, FLOOR) == []
-    assert journal_path(tmp_path, running).exists() and journal_path(tmp_path, unknown).exists()
+    assert all(journal_path(tmp_path, d).exists() for d in (running, unknown, presumed_dead))
     assert not await pool.fetchval("SELECT count(*) FROM usage_logs")
+    journals[2].close()
 
 
 async def test_a_request_settled_before_the_crash_is_not_charged_again(
@@ -231,6 +244,7 @@ async def test_a_request_settled_before_the_crash_is_not_charged_again(
     done = record(user_id=user, instance_id=inst.id)
     journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=2)
     journal.add(done)
+    died(journal)
     await ledger.settle(
         pool,
         [Settlement(done.request_id, user, inst.id, done.api, done.model, 7_000, output_tokens=9)],
@@ -246,3 +260,42 @@ async def test_a_request_settled_before_the_crash_is_not_charged_again(
         )
         == 50_000_000 - 7_000
     )
+
+
+async def test_a_finished_request_is_charged_its_final_cost_and_a_void_nothing(
+    db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Over before its daemon died (its settlement not committed, or committed as a void that
+    left no usage row): recovery charges what it really cost, never an estimate."""
+    pool = db_pool
+    dead = await _daemon(pool, stopped=True)
+    user = await seed.create_user(pool)
+    await seed.credit(pool, user, 50_000_000)
+    inst = await seed.create_instance(pool, user)
+    refused = record(user_id=user, instance_id=inst.id)  # the upstream said 429: cost 0
+    answered = record(user_id=user, instance_id=inst.id, amount_micros=40_000)
+    journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=4)
+    journal.finish(journal.add(refused), 0)  # type: ignore[arg-type]
+    journal.finish(journal.add(answered), 51_000)  # type: ignore[arg-type]  # beyond its hold
+    died(journal)
+    assert {r.request_id: (r.finished, r.seen_micros) for r in read_journal(journal.path)[1]} == {
+        refused.request_id: (True, 0),
+        answered.request_id: (True, 51_000),
+    }
+    me = await _daemon(pool, stopped=False)
+    outcomes = {r.request_id: r.outcome for r in await recover_journals(pool, tmp_path, me, FLOOR)}
+    assert outcomes == {refused.request_id: "voided", answered.request_id: "recovered"}
+    charged = dict(await pool.fetch("SELECT request_id::text, cost_micros FROM usage_logs"))
+    assert charged == {answered.request_id: 51_000}
+    assert (
+        await pool.fetchval(
+            "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(user)
+        )
+        == 50_000_000 - 51_000
+    )
+
+
+def test_only_journal_names_with_a_whole_uuid_count(tmp_path: Path) -> None:
+    (tmp_path / f"inflight-{'0' * 36}.journal").write_bytes(b"")  # 36 characters, not a uuid
+    (tmp_path / "inflight-0123-.journal").write_bytes(b"")
+    assert other_journals(tmp_path, str(uuid.uuid4())) == []

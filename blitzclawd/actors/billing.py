@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 
@@ -22,7 +23,7 @@ from blitzclawd import ledger
 from blitzclawd.config import Settings, billing_minimum_micros, usd_to_micros
 from blitzclawd.payments.apply import WebhookOutcome, apply_creem_event
 from blitzclawd.payments.creem import CreemEvent
-from blitzclawd.proxy.recovery import recover_orphaned_reservations
+from blitzclawd.proxy.recovery import recover_journals, recover_orphaned_reservations
 from blitzclawd.runtime.actor import Actor, ActorNotRunning
 from blitzclawd.runtime.messages import (
     AutoTopupDue,
@@ -46,7 +47,12 @@ class _FlushDue:
 
 class BillingActor(Actor):
     def __init__(
-        self, pool: asyncpg.Pool, settings: Settings, *, notify: NotifyFn | None = None
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        notify: NotifyFn | None = None,
+        journals: tuple[Path, str] | None = None,
     ) -> None:
         batch_max = settings.billing.settle_batch_max
         # A deep mailbox: every in-flight proxy request may be settling at the same moment.
@@ -63,8 +69,13 @@ class BillingActor(Actor):
         self._flush_timer: asyncio.TimerHandle | None = None
         self._notify = notify
         self._batch: list[tuple[Settlement, asyncio.Future[SettleResult]]] = []
+        self._journals = journals  # (state directory, this daemon's id)
 
     async def on_start(self) -> None:
+        # Journals first: they hold the final costs of requests that were over, and a dead
+        # daemon's leases are released (by the second call) only once its requests are charged.
+        if self._journals is not None:
+            await recover_journals(self._pool, *self._journals, self._minimum)
         await recover_orphaned_reservations(self._pool, self._minimum)
 
     async def on_stop(self) -> None:

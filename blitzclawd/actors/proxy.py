@@ -137,7 +137,8 @@ class InFlight:
     input_estimate: int
     # Its database record, once a checkpoint found it still in flight: written (True) or not.
     written: asyncio.Future[bool] | None = None
-    checkpointed: int = 0
+    checkpointed: int = 0  # the cost so far at the last checkpoint
+    recorded: int = 0  # ... as the database record has it
 
     @property
     def request_id(self) -> str:
@@ -216,6 +217,7 @@ class ProxyActor(Actor):
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
         self._unsettled: list[Settlement] = []
+        self._unsettling = 0  # being settled again by _retry_unsettled
         self._settling: set[asyncio.Future[Any]] = set()  # settlements not committed yet
         self._session: aiohttp.ClientSession | None = None
 
@@ -233,7 +235,6 @@ class ProxyActor(Actor):
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        await self._recover_journals()
         await self._listen()
         self.every(self._settings.billing.checkpoint_interval, "checkpoint")
 
@@ -251,7 +252,9 @@ class ProxyActor(Actor):
             # crash the leases stay: requests of this daemon may still be running, and the
             # next proxy actor (same daemon) grows on top of them.
             if self.state != "crashed":
-                await self.leases.release_all()
+                # Not the leases of users with settlements that did not commit: the journal
+                # charges them at the next start, and until then their money stays held.
+                await self.leases.release_all(keep={item.user_id for item in self._unsettled})
         finally:
             await self._unlisten()
             await self._release_lost_listener()
@@ -262,7 +265,7 @@ class ProxyActor(Actor):
     @property
     def idle(self) -> bool:
         """Nothing in flight, settling, or waiting to be settled again."""
-        return not (self.inflight or self._settling or self._unsettled)
+        return not (self.inflight or self._settling or self._unsettled or self._unsettling)
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick) and message.timer == "checkpoint":
@@ -649,6 +652,8 @@ class ProxyActor(Actor):
         cost = self.prices.cost_micros(flight.price, usage)
         # The lease gives up what was spent (the balance drops by it), at most what was held.
         consumed = min(cost, flight.reserved)
+        # Should its settlement not commit, recovery charges this cost (a void: nothing).
+        self._journal.finish(flight.slot, cost)
         self.leases.finish(flight.user_id, flight.reserved, consumed)
         item = Settlement(
             request_id=flight.request_id,
@@ -760,40 +765,49 @@ class ProxyActor(Actor):
         """For crash recovery: what each stream in flight has cost so far (in the journal and the
         database), and a database record of each request still in flight (the journal is only
         readable on this host)."""
-        ids: list[uuid.UUID] = []
-        costs: list[int] = []
+        stale: list[InFlight] = []
         for flight in list(self.inflight.values()):
-            changed = False
             if flight.meter is not None:
                 cost = self.prices.cost_micros(flight.price, flight.meter.billable_usage(0))
                 cost = min(cost, flight.reserved)
                 if cost != flight.checkpointed:
-                    flight.checkpointed, changed = cost, True
+                    flight.checkpointed = cost
                     self._journal.seen(flight.slot, cost)
-            if flight.written is None:
+            written = flight.written
+            if written is not None and written.done() and not written.result():
+                written = flight.written = None  # that write failed: try again
+            if written is None:
+                flight.recorded = flight.checkpointed
                 flight.written = self._records.add(
                     replace(flight.record, seen_micros=flight.checkpointed)
                 )
-            elif changed and flight.written.done():
-                ids.append(uuid.UUID(flight.request_id))
-                costs.append(flight.checkpointed)
-        if not ids:
+            elif written.done() and flight.recorded != flight.checkpointed:
+                stale.append(flight)
+        await asyncio.to_thread(self._journal.flush)  # for the host: a process crash needs none
+        if not stale:
             return
         try:
             await self._admission_pool.execute(
                 """UPDATE reservations r SET seen_micros = LEAST(v.cost, r.amount_micros)
                    FROM unnest($1::uuid[], $2::bigint[]) AS v(id, cost)
                    WHERE r.id = v.id""",
-                ids,
-                costs,
+                [uuid.UUID(f.request_id) for f in stale],
+                [f.checkpointed for f in stale],
             )
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("checkpoint failed", extra={"error": repr(exc)})
+        else:
+            for flight in stale:
+                flight.recorded = flight.checkpointed
 
     async def _retry_unsettled(self) -> None:
-        pending, self._unsettled = self._unsettled, []
-        for item in pending:
-            await self._settle(item)
+        for item in list(self._unsettled):  # kept listed (not idle) until settled
+            self._unsettled.remove(item)
+            self._unsettling += 1
+            try:
+                await self._settle(item)  # lists it again if it fails
+            finally:
+                self._unsettling -= 1
 
     async def _seed_limits(self, instance_id: str) -> tuple[list[float], int]:
         row = await self._pool.fetchrow(

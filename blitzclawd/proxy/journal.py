@@ -2,22 +2,26 @@
 
 Before a request is forwarded, its record (request id, user, instance, worst case, prompt
 estimate, api, model) goes into a slot of a memory-mapped file in the state directory,
-`inflight-<daemon id>.journal`; the slot is cleared once the request's settlement has committed.
-Writing it is a few memory stores: no database round trip, nothing to wait for, so no request is
-ever forwarded unrecorded. A SIGKILL loses nothing written (the kernel holds the file's pages); a
-power cut may lose what was written since the last checkpoint (`flush`, every checkpoint tick).
+`inflight-<daemon id>.journal`. When the request is over, its slot says so and holds its final
+cost (`finish`: 0 for a request the upstream refused); the slot is cleared once the request's
+settlement has committed. Writing it is a few memory stores: no database round trip, nothing to
+wait for, so no request is ever forwarded unrecorded. A SIGKILL loses nothing written (the kernel
+holds the file's pages); a power cut may lose what was written since the last `flush` (every
+checkpoint). The daemon holds an exclusive flock on its journal while it runs: recovery never
+reads a journal that is still in use.
 
 Requests still in flight at a checkpoint are also written to the database (`reservations`), so a
 daemon on another host can charge them should this host never come back. When a daemon finds the
 journal of a stopped daemon of its database in its state directory, it charges every record left
 in it by the recovery rule and deletes the file (blitzclawd.proxy.recovery.recover_journals).
 
-A slot is written field by field with its `used` byte last and cleared by that byte first, so a
+A slot is written field by field with its state byte last and cleared by that byte first, so a
 process killed half-way leaves either a whole record or a free slot.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import re
@@ -30,12 +34,15 @@ MAGIC = b"BCJRNL01"
 HEADER_SIZE = 4096  # one page: magic, slot size, slot count, the writing daemon's id
 SLOT_SIZE = 256
 _HEADER = struct.Struct("<8sII16s")
-# used, request id, user id, instance id (zeros: none), worst case, prompt estimate, seen so far,
-# len(api), len(model), api, model
+# state, request id, user id, instance id (zeros: none), worst case, prompt estimate, seen so far
+# (the final cost once finished), len(api), len(model), api, model
 _SLOT = struct.Struct("<B7x16s16s16sqqqBB24s150s")
 _SEEN_OFFSET = 1 + 7 + 16 * 3 + 8 * 2
+_FREE, _IN_FLIGHT, _FINISHED = 0, 1, 2
 _NO_ID = bytes(16)
-_NAME = re.compile(r"^inflight-([0-9a-f-]{36})\.journal$")
+_NAME = re.compile(
+    r"^inflight-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.journal$"
+)
 
 assert _SLOT.size <= SLOT_SIZE
 
@@ -53,7 +60,8 @@ class JournalRecord:
     input_estimate_micros: int  # its prompt at the plain input rate, marked up
     api: str
     model: str
-    seen_micros: int = 0  # what the stream had cost at the last checkpoint
+    seen_micros: int = 0  # what the stream had cost at the last checkpoint; once finished, all
+    finished: bool = False  # the request is over and seen_micros is its final cost
 
 
 def journal_path(state_dir: Path, daemon_id: str) -> Path:
@@ -61,7 +69,7 @@ def journal_path(state_dir: Path, daemon_id: str) -> Path:
 
 
 class InflightJournal:
-    """This daemon's journal: `add` before forwarding, `remove` once settled."""
+    """This daemon's journal: `add` before forwarding, `finish` when over, `remove` once settled."""
 
     def __init__(self, path: Path, daemon_id: str, slots: int) -> None:
         if slots < 1:
@@ -69,12 +77,18 @@ class InflightJournal:
         self.path = path
         self.slots = slots
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        size = HEADER_SIZE + slots * SLOT_SIZE
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            os.ftruncate(fd, HEADER_SIZE + slots * SLOT_SIZE)  # sparse: pages appear when used
-            self._map = mmap.mmap(fd, HEADER_SIZE + slots * SLOT_SIZE)
-        finally:
-            os.close(fd)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we run
+            os.ftruncate(self._fd, 0)
+            os.ftruncate(self._fd, size)
+            # Real blocks now: a full disk fails here, not later as a SIGBUS on a page store.
+            os.posix_fallocate(self._fd, 0, size)
+            self._map = mmap.mmap(self._fd, size)
+        except BaseException:
+            os.close(self._fd)
+            raise
         _HEADER.pack_into(self._map, 0, MAGIC, SLOT_SIZE, slots, uuid.UUID(daemon_id).bytes)
         self._free = list(range(slots - 1, -1, -1))  # a stack: the same few pages stay hot
 
@@ -103,14 +117,20 @@ class InflightJournal:
             api,
             model,
         )
-        self._map[HEADER_SIZE + slot * SLOT_SIZE] = 1  # last: the record is whole
+        self._map[HEADER_SIZE + slot * SLOT_SIZE] = _IN_FLIGHT  # last: the record is whole
         return slot
 
     def seen(self, slot: int, micros: int) -> None:
         struct.pack_into("<q", self._map, HEADER_SIZE + slot * SLOT_SIZE + _SEEN_OFFSET, micros)
 
+    def finish(self, slot: int, cost_micros: int) -> None:
+        """The request is over and cost this much (0: nothing to charge): recovery charges that,
+        not its estimate, should its settlement not commit."""
+        self.seen(slot, cost_micros)
+        self._map[HEADER_SIZE + slot * SLOT_SIZE] = _FINISHED
+
     def remove(self, slot: int) -> None:
-        self._map[HEADER_SIZE + slot * SLOT_SIZE] = 0
+        self._map[HEADER_SIZE + slot * SLOT_SIZE] = _FREE
         self._free.append(slot)
 
     def flush(self) -> None:
@@ -125,12 +145,16 @@ class InflightJournal:
         else:
             self._map.flush()
         self._map.close()
+        os.close(self._fd)  # and with it the lock
         return empty
 
 
 def read_journal(path: Path) -> tuple[str, list[JournalRecord]]:
     """(the writing daemon's id, the records left in it) of a journal file."""
-    data = path.read_bytes()
+    return parse_journal(path.read_bytes(), path)
+
+
+def parse_journal(data: bytes, path: Path) -> tuple[str, list[JournalRecord]]:
     if len(data) < HEADER_SIZE:
         raise JournalError(f"{path}: shorter than its header")
     magic, slot_size, slots, daemon = _HEADER.unpack_from(data, 0)
@@ -139,10 +163,10 @@ def read_journal(path: Path) -> tuple[str, list[JournalRecord]]:
     records = []
     for slot in range(slots):
         offset = HEADER_SIZE + slot * SLOT_SIZE
-        if data[offset] != 1:
+        if data[offset] not in (_IN_FLIGHT, _FINISHED):
             continue
-        _, rid, user, inst, amount, estimate, seen, n_api, n_model, api, model = _SLOT.unpack_from(
-            data, offset
+        state, rid, user, inst, amount, estimate, seen, n_api, n_model, api, model = (
+            _SLOT.unpack_from(data, offset)
         )
         records.append(
             JournalRecord(
@@ -154,9 +178,30 @@ def read_journal(path: Path) -> tuple[str, list[JournalRecord]]:
                 api[:n_api].decode(errors="replace"),
                 model[:n_model].decode(errors="replace"),
                 seen,
+                state == _FINISHED,
             )
         )
     return str(uuid.UUID(bytes=daemon)), records
+
+
+class JournalInUse(Exception):
+    """Its daemon (in another process, or in this one) still holds the journal."""
+
+
+def take_journal(path: Path) -> tuple[int, str, list[JournalRecord]]:
+    """Lock a journal another daemon left and read it: (fd holding the lock, writer, records).
+
+    Raises JournalInUse while its daemon still holds it. Close the fd when done with it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalInUse(str(path)) from None
+        return (fd, *parse_journal(os.pread(fd, os.fstat(fd).st_size, 0), path))
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def other_journals(state_dir: Path, daemon_id: str) -> list[tuple[Path, str]]:

@@ -280,7 +280,16 @@ class LeaseBook:
                 corrected += 1
         return corrected
 
-    async def release_all(self) -> None:
-        """Stopping: nothing is in flight or pending any more; give every lease back."""
-        await self._pool.execute("SELECT lease_release($1, NULL)", self._daemon)
+    async def release_all(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Stopping: give every lease back, but those of the users in `keep`."""
+        if keep:
+            await self._pool.execute(
+                """SELECT lease_release($1, array(
+                       SELECT user_id FROM balance_leases
+                       WHERE daemon_id = $1 AND NOT user_id = ANY($2::uuid[])))""",
+                self._daemon,
+                [uuid.UUID(u) for u in keep],
+            )
+        else:
+            await self._pool.execute("SELECT lease_release($1, NULL)", self._daemon)
         self._leases.clear()

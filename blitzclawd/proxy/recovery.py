@@ -22,21 +22,30 @@ at a bounded estimate of its real cost. Nothing is ever left silently open or he
 A daemon's requests in flight are recorded first in its own in-flight journal, a file in its state
 directory (blitzclawd.proxy.journal), and in `reservations` only once they are still in flight at
 a checkpoint. The same rule charges both: a daemon charges the records left in the journals of
-stopped daemons of its database found in its state directory (a restart on the same host), and
-any daemon charges the `reservations` rows of stopped daemons. A request in both is charged once
-(settlement is idempotent on the request id).
+stopped daemons of its database found in its state directory (a restart on the same host; first
+thing at start-up, before their leases are released), and any daemon charges the `reservations`
+rows of stopped daemons. A journal also knows the requests that were over: those are charged
+their final cost (nothing, for one the upstream refused). A request in both places is charged
+once (settlement is idempotent on the request id).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from pathlib import Path
 
 import asyncpg
 
 from blitzclawd import ledger
-from blitzclawd.proxy.journal import JournalError, other_journals, read_journal
+from blitzclawd.proxy.journal import (
+    JournalError,
+    JournalInUse,
+    JournalRecord,
+    other_journals,
+    take_journal,
+)
 from blitzclawd.runtime.messages import Settlement, SettleResult
 
 log = logging.getLogger("blitzclawd.recovery")
@@ -125,8 +134,11 @@ async def recover_journals(
 ) -> list[SettleResult]:
     """Charge what the journals of stopped daemons in `state_dir` hold; delete those journals.
 
-    A journal whose daemon is not in this database belongs to another one and is left alone, as
-    is the journal of a daemon not known to be stopped yet (the next round takes it).
+    A request that was over when its daemon died is charged its final cost (0 for one the
+    upstream refused: nothing); one still in flight by the recovery rule. A journal whose daemon is
+    not in this database belongs to another one and is left alone, as is one whose daemon is not
+    known to be stopped yet or still holds it (the next round takes it). Records that cannot be
+    charged at all are logged and their journal kept as `<name>.failed` for an operator.
     """
     settled: list[SettleResult] = []
     for path, owner in other_journals(state_dir, daemon_id):
@@ -136,43 +148,94 @@ async def recover_journals(
         if not stopped:
             continue
         try:
-            writer, records = read_journal(path)
+            fd, writer, records = take_journal(path)
+        except JournalInUse:
+            continue  # stopped in the database, yet running: not ours to charge
         except (JournalError, OSError) as exc:
             log.error("unreadable in-flight journal left as it is", extra={"error": str(exc)})
             continue
-        for start in range(0, len(records), batch):
-            chunk = records[start : start + batch]
-            items = [
-                recovered_settlement(
-                    r.request_id,
-                    r.user_id,
-                    r.instance_id,
-                    r.api,
-                    r.model,
-                    r.amount_micros,
-                    r.seen_micros,
-                    r.input_estimate_micros,
-                    writer,
+        try:
+            failed = 0
+            for start in range(0, len(records), batch):
+                chunk = records[start : start + batch]
+                results, bad = await _settle_records(pool, writer, chunk, minimum_micros)
+                settled.extend(results)
+                failed += bad
+            if failed:
+                path.rename(path.with_name(path.name + ".failed"))
+                log.error(
+                    "in-flight journal records could not be charged; journal kept for an operator",
+                    extra={"journal": str(path) + ".failed", "records": failed},
                 )
-                for r in chunk
-            ]
-            results = await ledger.settle(pool, items, minimum_micros)
-            settled.extend(results)
-            for item, record, result in zip(items, chunk, results, strict=True):
-                log.warning(
-                    "orphaned reservation settled by recovery",
-                    extra={
-                        "request_id": item.request_id,
-                        "dead_daemon": writer,
-                        "source": "journal",
-                        "reserved_micros": record.amount_micros,
-                        "charged_micros": item.cost_micros,
-                        "outcome": result.outcome,
-                    },
-                )
-        path.unlink(missing_ok=True)
-        log.info(
-            "in-flight journal of a stopped daemon recovered",
-            extra={"dead_daemon": writer, "records": len(records)},
-        )
+            else:
+                path.unlink(missing_ok=True)
+            log.info(
+                "in-flight journal of a stopped daemon recovered",
+                extra={"dead_daemon": writer, "records": len(records)},
+            )
+        finally:
+            os.close(fd)
     return settled
+
+
+async def _settle_records(
+    pool: asyncpg.Pool, writer: str, records: list[JournalRecord], minimum_micros: int
+) -> tuple[list[SettleResult], int]:
+    """Settle journal records together, or one by one if that fails: (results, failures)."""
+    items = [_journal_settlement(r, writer) for r in records]
+    try:
+        pairs = list(zip(items, await ledger.settle(pool, items, minimum_micros), strict=True))
+    except asyncpg.PostgresError:
+        pairs, failed = [], 0
+        for item in items:
+            try:
+                (result,) = await ledger.settle(pool, [item], minimum_micros)
+            except asyncpg.PostgresError as exc:
+                failed += 1
+                log.error(
+                    "a journal record cannot be charged",
+                    extra={"request_id": item.request_id, "error": repr(exc)},
+                )
+                continue
+            pairs.append((item, result))
+    else:
+        failed = 0
+    for item, result in pairs:
+        log.warning(
+            "orphaned reservation settled by recovery",
+            extra={
+                "request_id": item.request_id,
+                "dead_daemon": writer,
+                "source": "journal",
+                "charged_micros": item.cost_micros,
+                "outcome": result.outcome,
+            },
+        )
+    return [result for _, result in pairs], failed
+
+
+def _journal_settlement(r: JournalRecord, writer: str) -> Settlement:
+    if not r.finished:
+        return recovered_settlement(
+            r.request_id,
+            r.user_id,
+            r.instance_id,
+            r.api,
+            r.model,
+            r.amount_micros,
+            r.seen_micros,
+            r.input_estimate_micros,
+            writer,
+        )
+    # Over before its daemon died: its final cost is known (a void: 0, and nothing is charged).
+    return Settlement(
+        request_id=r.request_id,
+        user_id=r.user_id,
+        instance_id=r.instance_id,
+        api=r.api or "anthropic-messages",
+        model=r.model or "unknown",
+        cost_micros=r.seen_micros,
+        recovered=True,
+        daemon_id=writer,
+        lease_micros=min(r.seen_micros, r.amount_micros),
+    )

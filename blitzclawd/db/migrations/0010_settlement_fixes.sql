@@ -4,7 +4,7 @@
 -- lease_release chose the rows to lock in one statement and deleted leases in the next: a lease
 -- granted in between was deleted without its user's balances row, and when a settlement of that
 -- user held the row (and then wanted the lease) the two waited for each other. It now deletes only
--- leases whose rows it holds, in rounds.
+-- leases whose rows it holds.
 --
 -- settle_usage already refuses a request it settled before (its usage_logs row, UNIQUE on
 -- request_id, is checked and written in the same transaction as the debit, after the user's
@@ -102,27 +102,25 @@ CREATE OR REPLACE FUNCTION lease_release(p_daemon uuid, p_users uuid[])
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    released bigint := 0;
+    released bigint;
     locked uuid[];
 BEGIN
-    -- Only leases whose user's balances row this transaction holds are deleted: a lease granted
-    -- after the rows were chosen (by a grow that held its row then) is left for the next round,
-    -- never deleted while a settlement of that user holds the row (that was a deadlock).
-    FOR round IN 1..10 LOOP
-        SELECT array_agg(b.user_id) INTO locked FROM (
-            SELECT b.user_id FROM balances b
-            WHERE b.user_id IN (SELECT l.user_id FROM balance_leases l
-                                WHERE l.daemon_id = p_daemon
-                                  AND (p_users IS NULL OR l.user_id = ANY(p_users)))
-            ORDER BY b.user_id
-            FOR UPDATE) b;
-        EXIT WHEN locked IS NULL;
-        WITH gone AS (
-            DELETE FROM balance_leases l
-            WHERE l.daemon_id = p_daemon AND l.user_id = ANY(locked)
-            RETURNING l.amount_micros)
-        SELECT released + COALESCE(sum(gone.amount_micros), 0)::bigint INTO released FROM gone;
-    END LOOP;
+    -- Only leases whose user's balances row this transaction holds are deleted, so no lease is
+    -- ever deleted while a settlement of its user holds the row (that was a deadlock). A lease
+    -- granted after the rows were chosen is left as it is: every caller (idle release under the
+    -- user's lease lock, a stop, a dead daemon) keeps grows of these users from running.
+    SELECT array_agg(b.user_id) INTO locked FROM (
+        SELECT b.user_id FROM balances b
+        WHERE b.user_id IN (SELECT l.user_id FROM balance_leases l
+                            WHERE l.daemon_id = p_daemon
+                              AND (p_users IS NULL OR l.user_id = ANY(p_users)))
+        ORDER BY b.user_id
+        FOR UPDATE) b;
+    WITH gone AS (
+        DELETE FROM balance_leases l
+        WHERE l.daemon_id = p_daemon AND l.user_id = ANY(locked)
+        RETURNING l.amount_micros)
+    SELECT COALESCE(sum(gone.amount_micros), 0)::bigint INTO released FROM gone;
     RETURN released;
 END
 $$;
