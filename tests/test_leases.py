@@ -675,16 +675,17 @@ async def test_a_lease_released_behind_the_proxys_back_is_regrown(proxy_env) -> 
     # Recovery presumed this daemon dead and released its lease.
     await pool.execute("DELETE FROM balance_leases WHERE daemon_id = $1", uuid.UUID(daemon))
     assert await reserved_of(pool, user) == 0
-    # Still admitted from the copy; its settlement finds no lease, and the copy is dropped...
+    # Still admitted: from the copy (its settlement then finds no lease, and the copy is dropped;
+    # the next idle sweep may forget the empty copy altogether), or through a new grow, if the
+    # reconcile of a checkpoint tick brought the copy down first. Either way, the copy ends up
+    # holding what the row holds, never more.
     resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY)
     assert resp.status == 200
     await read_all(resp)
     await proxy_env.settled()
-    # (the empty copy may be forgotten altogether by the next idle sweep: the same thing)
     copy = proxy.leases.get(user)
-    assert copy is None or copy.amount == 0
-    assert await lease_of(pool, user, daemon) is None
-    # ...so the next request grows a new one, and copy and row agree again.
+    assert (copy.amount if copy else 0) == (await lease_of(pool, user, daemon) or 0)
+    # The next request is admitted (growing a new lease if need be): copy and row agree again.
     resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY)
     assert resp.status == 200
     await read_all(resp)

@@ -752,12 +752,17 @@ class ProxyActor(Actor):
         return result
 
     def _after_settle(self, item: Settlement, result: SettleResult) -> None:
-        slot = self._slots.pop(item.request_id, None)
-        if slot is not None:
-            self._journal.remove(slot)  # committed: recovery must not charge it again
         self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)
         if result.paused:
             self.forget_user(item.user_id)  # its instances are paused: refuse the next request
+        slot = self._slots.pop(item.request_id, None)
+        if slot is not None:
+            try:
+                self._journal.remove(slot)  # committed: recovery must not charge it again
+            except ValueError:  # the daemon closed its journal: settled all the same
+                log.warning(
+                    "settled after the journal closed", extra={"request_id": item.request_id}
+                )
 
     # -- timers ----------------------------------------------------------------------------------
 
