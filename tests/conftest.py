@@ -161,9 +161,10 @@ class ProxyEnv:
 
 @asynccontextmanager
 async def running_proxy_env(
-    database: str, billing: dict[str, Any] | None = None
+    database: str, billing: dict[str, Any] | None = None, *, upstream_host: str = "127.0.0.1"
 ) -> AsyncIterator[ProxyEnv]:
-    """A ProxyEnv; `billing` overrides [billing] settings (checkpoints every 50 ms otherwise)."""
+    """A ProxyEnv; `billing` overrides [billing] settings (checkpoints every 50 ms otherwise);
+    the proxy reaches the fake upstream by `upstream_host` (a loopback name or address)."""
     from blitzclawd.config import Secret, Secrets, parse_settings
     from blitzclawd.daemon import Daemon
     from blitzclawd.testing import seed
@@ -175,7 +176,10 @@ async def running_proxy_env(
             {
                 "api": {"port": free_port()},
                 "proxy": {"port": free_port()},
-                "upstream": {"anthropic_url": fake.base_url, "openai_url": fake.base_url},
+                "upstream": {
+                    "anthropic_url": fake.base_url.replace("127.0.0.1", upstream_host),
+                    "openai_url": fake.base_url.replace("127.0.0.1", upstream_host),
+                },
                 "billing": {"checkpoint_interval": 0.05, **(billing or {})},
                 "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
             }

@@ -95,6 +95,27 @@ async def test_anthropic_counters_and_cost(proxy_env, stream: bool) -> None:
     assert "x-blitzclaw-secret" not in sent.headers
 
 
+async def test_an_upstream_cookie_never_rides_along_on_another_request(database: str) -> None:
+    """One upstream session serves every tenant: cookies the upstream sets (as the real APIs'
+    CDN does) are neither kept for later requests nor passed to the client. (The upstream is
+    reached by name: a cookie jar would refuse cookies of a bare IP address anyway.)"""
+    from conftest import running_proxy_env
+
+    async with running_proxy_env(database, upstream_host="localhost") as env:
+        env.fake.set_cookie = "__cf_bm=tenant-a; path=/; HttpOnly"
+        first = await env.post("/v1/messages", ANTHROPIC_BODY)
+        assert first.status == 200
+        await read_all(first)
+        assert "Set-Cookie" not in first.headers
+        other = await seed.create_instance(env.pool, env.instance.user_id)
+        second = await env.post("/v1/messages", ANTHROPIC_BODY, instance=other)
+        assert second.status == 200
+        await read_all(second)
+        assert len(env.fake.requests) == 2
+        assert "cookie" not in env.fake.requests[-1].headers
+        await env.settled()
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_openai_chat_counters_and_cost(proxy_env, stream: bool) -> None:
     before = await proxy_env.balance()

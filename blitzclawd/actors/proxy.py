@@ -234,6 +234,9 @@ class ProxyActor(Actor):
             ),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
+            # One session serves every tenant: a cookie an upstream sets for one request must
+            # never ride along on another's (and cookie handling costs every request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         await self._listen()
         self.every(self._settings.billing.checkpoint_interval, "checkpoint")

@@ -184,6 +184,8 @@ class FakeLLM(LocalHTTPServer):
         self.received = 0  # every request, including the ones no longer in `requests`
         self.completed = 0  # 200 answers whose last byte (message_stop, [DONE], ...) was written
         self.base_url = ""
+        # A Set-Cookie on every answer, as the real APIs' CDN sends (Cloudflare's __cf_bm).
+        self.set_cookie: str | None = None
         self._next: list[Scenario] = []
         self._runner: web.AppRunner | None = None
         reset = (datetime.now(UTC) + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -218,8 +220,13 @@ class FakeLLM(LocalHTTPServer):
         """Queue one-shot scenarios, consumed in order by the next POSTs to an API endpoint."""
         self._next.extend(scenarios)
 
+    async def _with_cookie(self, _request: web.Request, response: web.StreamResponse) -> None:
+        if self.set_cookie is not None:
+            response.headers["Set-Cookie"] = self.set_cookie
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY + 1)
+        app.on_response_prepare.append(self._with_cookie)
         app.router.add_post("/v1/messages", self._anthropic_messages)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_post("/v1/responses", self._responses)
