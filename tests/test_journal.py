@@ -161,6 +161,13 @@ def test_other_journals_lists_only_other_daemons_journal_files(tmp_path: Path) -
 # -- recovery -------------------------------------------------------------------------------------
 
 
+async def funded(pool: asyncpg.Pool) -> tuple[str, seed.SeededInstance]:
+    """A user with $50 and an instance of theirs."""
+    user = await seed.create_user(pool)
+    await seed.credit(pool, user, 50_000_000)
+    return user, await seed.create_instance(pool, user)
+
+
 async def _daemon(pool: asyncpg.Pool, *, stopped: bool) -> str:
     return await pool.fetchval(
         "INSERT INTO daemons (hostname, pid, version, stopped_at) "
@@ -175,9 +182,7 @@ async def test_a_stopped_daemons_journal_is_charged_once_and_deleted(
 ) -> None:
     pool = db_pool
     dead = await _daemon(pool, stopped=True)
-    user = await seed.create_user(pool)
-    await seed.credit(pool, user, 50_000_000)
-    inst = await seed.create_instance(pool, user)
+    user, inst = await funded(pool)
     journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=8)
     cut = record(user_id=user, instance_id=inst.id, amount_micros=40_000)
     checkpointed = record(user_id=user, instance_id=inst.id, amount_micros=40_000)
@@ -238,9 +243,7 @@ async def test_a_request_settled_before_the_crash_is_not_charged_again(
     from blitzclawd.runtime.messages import Settlement
 
     dead = await _daemon(pool, stopped=True)
-    user = await seed.create_user(pool)
-    await seed.credit(pool, user, 50_000_000)
-    inst = await seed.create_instance(pool, user)
+    user, inst = await funded(pool)
     done = record(user_id=user, instance_id=inst.id)
     journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=2)
     journal.add(done)
@@ -269,9 +272,7 @@ async def test_a_finished_request_is_charged_its_final_cost_and_a_void_nothing(
     left no usage row): recovery charges what it really cost, never an estimate."""
     pool = db_pool
     dead = await _daemon(pool, stopped=True)
-    user = await seed.create_user(pool)
-    await seed.credit(pool, user, 50_000_000)
-    inst = await seed.create_instance(pool, user)
+    user, inst = await funded(pool)
     refused = record(user_id=user, instance_id=inst.id)  # the upstream said 429: cost 0
     answered = record(user_id=user, instance_id=inst.id, amount_micros=40_000)
     journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=4)
