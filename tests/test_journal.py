@@ -3,6 +3,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -300,3 +301,63 @@ def test_only_journal_names_with_a_whole_uuid_count(tmp_path: Path) -> None:
     (tmp_path / f"inflight-{'0' * 36}.journal").write_bytes(b"")  # 36 characters, not a uuid
     (tmp_path / "inflight-0123-.journal").write_bytes(b"")
     assert other_journals(tmp_path, str(uuid.uuid4())) == []
+
+
+async def test_a_settlement_that_cannot_commit_at_stop_is_charged_at_the_next_start(
+    database: str,
+) -> None:
+    """The database refuses settlements while the daemon stops: the request stays in the
+    journal (with its final cost) and its user's lease stays held; the next daemon on the same
+    state directory charges it exactly, then releases the lease."""
+    from conftest import running_proxy_env
+
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with running_proxy_env(database) as env:
+        user = env.instance.user_id
+        before = await env.balance()
+        await env.pool.execute(
+            "ALTER TABLE usage_logs ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
+        )
+        resp = await env.post("/v1/messages", body)
+        assert resp.status == 200
+        request_id = resp.headers["X-BlitzClaw-Request-Id"]
+        await resp.read()
+        proxy = env.daemon.supervisor.child("proxy")
+        deadline = asyncio.get_running_loop().time() + 10
+        while not proxy._unsettled:
+            assert asyncio.get_running_loop().time() < deadline, "the settlement never failed"
+            await asyncio.sleep(0.01)
+        journal = journal_path(env.daemon.settings.state_path(), env.daemon.daemon_id)
+        dead = env.daemon.daemon_id
+    # Stopped with the settlement uncommitted: it waits in the journal, its lease still held.
+    (left,) = [r for r in read_journal(journal)[1] if r.request_id == request_id]
+    assert left.finished and left.seen_micros > 0
+    pool = await asyncpg.connect(database)
+    try:
+        assert await pool.fetchval(
+            "SELECT amount_micros FROM balance_leases WHERE daemon_id = $1", uuid.UUID(dead)
+        )
+        await pool.execute("ALTER TABLE usage_logs DROP CONSTRAINT refuse_all")
+        async with running_proxy_env(database):
+            pass  # starting is enough: the journal is charged before anything else
+        cost = await pool.fetchval(
+            "SELECT cost_micros FROM usage_logs WHERE request_id = $1 AND recovered",
+            uuid.UUID(request_id),
+        )
+        assert cost == left.seen_micros  # its real cost, not an estimate
+        assert (
+            await pool.fetchval(
+                "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(user)
+            )
+            == before - cost
+        )
+        assert not journal.exists()
+        assert not await pool.fetchval(
+            "SELECT count(*) FROM balance_leases WHERE daemon_id = $1", uuid.UUID(dead)
+        )
+    finally:
+        await pool.close()
