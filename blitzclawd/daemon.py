@@ -110,14 +110,15 @@ class Daemon:
         admission_pool = await db_pool.create_pool(
             dsn, min_size=1, max_size=cfg.pool_max, async_commit=True
         )
-        # The daemon's, not the proxy actor's: a restarted proxy actor goes on with the same
-        # file, while the requests its crashed predecessor had in flight still settle into it.
-        journal = InflightJournal(
-            journal_path(self.settings.state_path(), self.daemon_id),
-            self.daemon_id,
-            self.settings.billing.max_in_flight,
-        )
+        journal: InflightJournal | None = None
         try:
+            # The daemon's, not the proxy actor's: a restarted proxy actor goes on with the same
+            # file, while the requests its crashed predecessor had in flight still settle into it.
+            journal = InflightJournal(
+                journal_path(self.settings.state_path(), self.daemon_id),
+                self.daemon_id,
+                self.settings.billing.max_in_flight,
+            )
             self.context = DaemonContext(self.settings, self.secrets, pool, self.daemon_id)
             self.context.http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=30, connect=10)
@@ -128,7 +129,7 @@ class Daemon:
             self.context.supervisor = self.supervisor
             return await self._supervise(self.supervisor)
         finally:
-            if not journal.close():
+            if journal is not None and not journal.close():
                 # Left for the next daemon on this state directory to charge by recovery.
                 log.warning(
                     "in-flight journal kept: requests not settled",

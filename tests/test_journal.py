@@ -361,3 +361,55 @@ async def test_a_settlement_that_cannot_commit_at_stop_is_charged_at_the_next_st
         )
     finally:
         await pool.close()
+
+
+async def test_a_database_refusing_for_now_leaves_the_journal_for_the_next_round(
+    db_pool: asyncpg.Pool, tmp_path: Path, database: str
+) -> None:
+    """A lock timeout is the moment's fault, not the record's: nothing is given up."""
+    pool = db_pool
+    dead = await _daemon(pool, stopped=True)
+    user, inst = await funded(pool)
+    journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=2)
+    journal.add(record(user_id=user, instance_id=inst.id))
+    died(journal)
+    me = await _daemon(pool, stopped=False)
+    impatient = await asyncpg.create_pool(
+        database, min_size=1, max_size=1, server_settings={"lock_timeout": "100"}
+    )
+    holder = await asyncpg.connect(database)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT FROM balances WHERE user_id = $1 FOR UPDATE", uuid.UUID(user))
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await recover_journals(impatient, tmp_path, me, FLOOR)
+        assert journal.path.exists()  # kept as it was, not set aside as failed
+        await tx.rollback()
+        (result,) = await recover_journals(impatient, tmp_path, me, FLOOR)
+        assert result.outcome == "recovered"
+        assert not journal.path.exists()
+    finally:
+        await holder.close()
+        await impatient.close()
+
+
+async def test_a_record_the_database_refuses_for_good_is_set_aside_for_an_operator(
+    db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    pool = db_pool
+    dead = await _daemon(pool, stopped=True)
+    user, inst = await funded(pool)
+    good = record(user_id=user, instance_id=inst.id)
+    bad = record(user_id=user, instance_id=inst.id, api="not-an-api")  # refused by a CHECK
+    journal = InflightJournal(journal_path(tmp_path, dead), dead, slots=2)
+    journal.add(good)
+    journal.add(bad)
+    died(journal)
+    me = await _daemon(pool, stopped=False)
+    (result,) = await recover_journals(pool, tmp_path, me, FLOOR)
+    assert result.request_id == good.request_id and result.outcome == "recovered"
+    assert not journal.path.exists()
+    failed = journal.path.with_name(journal.path.name + ".failed")
+    assert [r.request_id for r in read_journal(failed)[1]] == [good.request_id, bad.request_id]
+    assert other_journals(tmp_path, me) == []  # not taken up again

@@ -196,7 +196,8 @@ class ProxyActor(Actor):
         )
         self._records = RecordWriter(admission_pool, daemon_id)
         self._journal = journal
-        self._slots: dict[str, int] = {}  # request id -> journal slot, until settled
+        # request id -> (journal slot, user id), until its settlement committed
+        self._slots: dict[str, tuple[int, str]] = {}
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._lost_listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._keys = {
@@ -255,9 +256,10 @@ class ProxyActor(Actor):
             # crash the leases stay: requests of this daemon may still be running, and the
             # next proxy actor (same daemon) grows on top of them.
             if self.state != "crashed":
-                # Not the leases of users with settlements that did not commit: the journal
-                # charges them at the next start, and until then their money stays held.
-                await self.leases.release_all(keep={item.user_id for item in self._unsettled})
+                # Not the leases of users with requests not settled (in flight, settling, or
+                # failed): the journal charges them at the next start; until then their money
+                # stays held.
+                await self.leases.release_all(keep={user for _, user in self._slots.values()})
         finally:
             await self._unlisten()
             await self._release_lost_listener()
@@ -290,7 +292,7 @@ class ProxyActor(Actor):
             await recover_journals(
                 self._pool, self._journal.path.parent, self._daemon_id, self._minimum
             )
-        except (asyncpg.PostgresError, OSError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             log.warning("journal recovery failed; retrying next tick", extra={"error": repr(exc)})
 
     # -- instance announcements ------------------------------------------------------------------
@@ -402,7 +404,7 @@ class ProxyActor(Actor):
                 "too many requests in flight on this proxy; retry shortly",
                 headers={"retry-after": "1"},
             )
-        self._slots[request_id] = slot
+        self._slots[request_id] = (slot, inst.user_id)
         meter = api.meter() if stream else None
         flight = InFlight(record, slot, price, meter, estimate)
         self.inflight[request_id] = flight
@@ -758,8 +760,9 @@ class ProxyActor(Actor):
         self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)
         if result.paused:
             self.forget_user(item.user_id)  # its instances are paused: refuse the next request
-        slot = self._slots.pop(item.request_id, None)
-        if slot is not None:
+        entry = self._slots.pop(item.request_id, None)
+        if entry is not None:
+            slot = entry[0]
             try:
                 self._journal.remove(slot)  # committed: recovery must not charge it again
             except ValueError:  # the daemon closed its journal: settled all the same
@@ -791,7 +794,10 @@ class ProxyActor(Actor):
                 )
             elif written.done() and flight.recorded != flight.checkpointed:
                 stale.append(flight)
-        await asyncio.to_thread(self._journal.flush)  # for the host: a process crash needs none
+        try:  # for the host: a process crash needs none
+            await asyncio.to_thread(self._journal.sync)
+        except OSError as exc:
+            log.warning("in-flight journal not synced to disk", extra={"error": repr(exc)})
         if not stale:
             return
         try:

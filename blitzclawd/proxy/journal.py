@@ -88,6 +88,7 @@ class InflightJournal:
             self._map = mmap.mmap(self._fd, size)
         except BaseException:
             os.close(self._fd)
+            path.unlink(missing_ok=True)  # nothing was recorded in it
             raise
         _HEADER.pack_into(self._map, 0, MAGIC, SLOT_SIZE, slots, uuid.UUID(daemon_id).bytes)
         self._free = list(range(slots - 1, -1, -1))  # a stack: the same few pages stay hot
@@ -133,9 +134,10 @@ class InflightJournal:
         self._map[HEADER_SIZE + slot * SLOT_SIZE] = _FREE
         self._free.append(slot)
 
-    def flush(self) -> None:
-        """Write the pages to disk (they already survive this process; this is for the host)."""
-        self._map.flush()
+    def sync(self) -> None:
+        """Write the pages to disk (they already survive this process; this is for the host).
+        fdatasync, not mmap.flush: it lets go of the GIL, so it can run in a thread."""
+        os.fdatasync(self._fd)
 
     def close(self) -> bool:
         """Unmap; delete the file if nothing is left in it. True if deleted."""
@@ -185,7 +187,8 @@ def parse_journal(data: bytes, path: Path) -> tuple[str, list[JournalRecord]]:
 
 
 class JournalInUse(Exception):
-    """Its daemon (in another process, or in this one) still holds the journal."""
+    """Its daemon (in another process, or in this one) still holds the journal, or another
+    recovery just took it."""
 
 
 def take_journal(path: Path) -> tuple[int, str, list[JournalRecord]]:
@@ -198,6 +201,12 @@ def take_journal(path: Path) -> tuple[int, str, list[JournalRecord]]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise JournalInUse(str(path)) from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != os.fstat(fd).st_ino:  # recovered and deleted while we waited to lock it
+            raise JournalInUse(str(path))
         return (fd, *parse_journal(os.pread(fd, os.fstat(fd).st_size, 0), path))
     except BaseException:
         os.close(fd)

@@ -28,6 +28,7 @@ _INSERT_ONE = """
     INSERT INTO reservations (id, user_id, instance_id, amount_micros, daemon_id,
                               input_estimate_micros, api, model, seen_micros)
     VALUES ($2, $3, $4, $5, $1, $6, $7, $8, LEAST($9::bigint, $5::bigint))
+    ON CONFLICT (id) DO UPDATE SET seen_micros = EXCLUDED.seen_micros
 """
 _INSERT = """
     INSERT INTO reservations (id, user_id, instance_id, amount_micros, daemon_id,
@@ -37,6 +38,7 @@ _INSERT = """
     FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bigint[], $7::text[],
                 $8::text[], $9::bigint[])
          AS r(id, user_id, instance_id, amount, estimate, api, model, seen)
+    ON CONFLICT (id) DO UPDATE SET seen_micros = EXCLUDED.seen_micros
 """
 
 

@@ -191,6 +191,8 @@ async def _settle_records(
             try:
                 (result,) = await ledger.settle(pool, [item], minimum_micros)
             except asyncpg.PostgresError as exc:
+                if not _refused_for_good(exc):
+                    raise  # the database is unwell, not the record: the next round retries
                 failed += 1
                 log.error(
                     "a journal record cannot be charged",
@@ -212,6 +214,12 @@ async def _settle_records(
             },
         )
     return [result for _, result in pairs], failed
+
+
+def _refused_for_good(exc: asyncpg.PostgresError) -> bool:
+    """The record itself is refused (bad data, a constraint, our own check), not the moment."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in ("22", "23") or state == "P0001"
 
 
 def _journal_settlement(r: JournalRecord, writer: str) -> Settlement:
