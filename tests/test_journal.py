@@ -26,6 +26,7 @@ from blitzclawd.proxy.journal import (
 )
 from blitzclawd.proxy.recovery import recover_journals, recovery_charge
 from blitzclawd.testing import seed
+from blitzclawd.testing.fake_llm import Scenario
 
 FLOOR = 10_000_000
 
@@ -322,10 +323,12 @@ async def test_a_settlement_that_cannot_commit_at_stop_is_charged_at_the_next_st
         await env.pool.execute(
             "ALTER TABLE usage_logs ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
         )
-        resp = await env.post("/v1/messages", body)
+        # In flight for ~0.5 s: checkpoints (every 50 ms) give it a database record as well.
+        env.fake.set_next(Scenario(output_tokens=40, tokens_per_chunk=4, chunk_delay=0.05))
+        resp = await env.post("/v1/messages", {**body, "stream": True})
         assert resp.status == 200
         request_id = resp.headers["X-BlitzClaw-Request-Id"]
-        await resp.read()
+        assert b"message_stop" in await resp.read()
         proxy = env.daemon.supervisor.child("proxy")
         deadline = asyncio.get_running_loop().time() + 10
         while not proxy._unsettled:
@@ -338,6 +341,13 @@ async def test_a_settlement_that_cannot_commit_at_stop_is_charged_at_the_next_st
     assert left.finished and left.seen_micros > 0
     pool = await asyncpg.connect(database)
     try:
+        # Its database record says so too, for a daemon on another host.
+        assert tuple(
+            await pool.fetchrow(
+                "SELECT finished, seen_micros FROM reservations WHERE id = $1",
+                uuid.UUID(request_id),
+            )
+        ) == (True, left.seen_micros)
         assert await pool.fetchval(
             "SELECT amount_micros FROM balance_leases WHERE daemon_id = $1", uuid.UUID(dead)
         )
@@ -413,3 +423,48 @@ async def test_a_record_the_database_refuses_for_good_is_set_aside_for_an_operat
     failed = journal.path.with_name(journal.path.name + ".failed")
     assert [r.request_id for r in read_journal(failed)[1]] == [good.request_id, bad.request_id]
     assert other_journals(tmp_path, me) == []  # not taken up again
+
+
+async def test_a_database_record_marked_finished_is_charged_its_final_cost(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Any daemon's recovery (not only a restart on the same host) charges a request that was
+    over exactly, from its database record: a void nothing, an answer its real cost."""
+    from blitzclawd.proxy.recovery import recover_orphaned_reservations
+
+    pool = db_pool
+    dead = await _daemon(pool, stopped=True)
+    user, inst = await funded(pool)
+    rows = {"void": (0, True), "answered": (51_000, True), "cut": (25_000, False)}
+    ids = {}
+    for name, (seen, finished) in rows.items():
+        ids[name] = uuid.uuid4()
+        await pool.execute(
+            "INSERT INTO reservations (id, user_id, instance_id, amount_micros, daemon_id,"
+            " input_estimate_micros, seen_micros, finished, api, model)"
+            " VALUES ($1, $2, $3, 40000, $4, 3000, $5, $6,"
+            " 'anthropic-messages', 'claude-sonnet-4-6')",
+            ids[name],
+            uuid.UUID(user),
+            uuid.UUID(inst.id),
+            uuid.UUID(dead),
+            seen,
+            finished,
+        )
+    outcomes = {r.request_id: r.outcome for r in await recover_orphaned_reservations(pool, FLOOR)}
+    assert outcomes == {
+        str(ids["void"]): "voided",
+        str(ids["answered"]): "recovered",
+        str(ids["cut"]): "recovered",
+    }
+    charged = {
+        r[0]: (r[1], r[2])
+        for r in await pool.fetch(
+            "SELECT request_id::text, cost_micros, interrupted FROM usage_logs WHERE recovered"
+        )
+    }
+    assert charged == {
+        str(ids["answered"]): (51_000, False),  # its final cost, beyond its hold
+        str(ids["cut"]): (25_000, True),  # the rule: what the stream had cost
+    }
+    assert not await pool.fetchval("SELECT count(*) FROM reservations")

@@ -657,8 +657,11 @@ class ProxyActor(Actor):
         cost = self.prices.cost_micros(flight.price, usage)
         # The lease gives up what was spent (the balance drops by it), at most what was held.
         consumed = min(cost, flight.reserved)
-        # Should its settlement not commit, recovery charges this cost (a void: nothing).
+        # Should its settlement not commit, recovery charges this cost (a void: nothing): from
+        # the journal, and from its database record if it has one (any daemon may recover that).
         self._journal.finish(flight.slot, cost)
+        if flight.written is not None and flight.written.done() and flight.written.result():
+            self._track(self._mark_finished(flight.request_id, cost))
         self.leases.finish(flight.user_id, flight.reserved, consumed)
         item = Settlement(
             request_id=flight.request_id,
@@ -719,6 +722,19 @@ class ProxyActor(Actor):
             if not written.done():  # should it land after all, it must not outlive us
                 written.add_done_callback(lambda _f, rid=item.request_id: self._forget_record(rid))
         await self._settle(item)
+
+    async def _mark_finished(self, request_id: str, cost: int) -> None:
+        try:  # after the settlement's DELETE it changes nothing, as it should
+            await self._admission_pool.execute(
+                "UPDATE reservations SET seen_micros = $2, finished = true WHERE id = $1",
+                uuid.UUID(request_id),
+                cost,
+            )
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning(
+                "a finished request's record is left unmarked (recovery would estimate it)",
+                extra={"request_id": request_id, "error": repr(exc)},
+            )
 
     def _forget_record(self, request_id: str) -> None:
         self._track(self._delete_record(request_id))

@@ -328,10 +328,12 @@ CREATE TABLE reservations (
     created_at timestamptz NOT NULL DEFAULT now(),
     -- What the prompt alone costs at the plain input rate: recovery's lower bound.
     input_estimate_micros bigint NOT NULL DEFAULT 0 CHECK (input_estimate_micros >= 0),
-    -- Checkpointed cost of the tokens an in-flight stream has produced so far.
+    -- Checkpointed cost of the tokens an in-flight stream has produced so far; once finished,
+    -- the request's final cost.
     seen_micros bigint NOT NULL DEFAULT 0 CHECK (seen_micros >= 0),
     api text,
-    model text
+    model text,
+    finished boolean NOT NULL DEFAULT false  -- 0011: the request is over
 );
 
 -- Per-daemon balance leases (0009): a daemon admits a user's requests in memory against the

@@ -57,7 +57,7 @@ _RELEASE = """
 """
 _ORPHANS = """
     SELECT r.id::text, r.user_id::text, r.instance_id::text, r.amount_micros, r.seen_micros,
-           r.input_estimate_micros, r.api, r.model, r.daemon_id::text
+           r.input_estimate_micros, r.api, r.model, r.daemon_id::text, r.finished
     FROM reservations r JOIN daemons d ON d.id = r.daemon_id
     WHERE d.stopped_at IS NOT NULL
     ORDER BY r.created_at
@@ -79,9 +79,12 @@ def recovered_settlement(
     seen: int,
     input_estimate: int,
     daemon_id: str,
+    *,
+    finished: bool = False,
 ) -> Settlement:
-    """The settlement recovery writes for a request its dead daemon left in flight."""
-    charge = recovery_charge(amount, seen, input_estimate)
+    """The settlement recovery writes for a request its dead daemon left unsettled: one that was
+    over is charged its final cost, `seen` (a void: 0, nothing), one cut in flight by the rule."""
+    charge = seen if finished else recovery_charge(amount, seen, input_estimate)
     return Settlement(
         request_id=request_id,
         user_id=user_id,
@@ -89,10 +92,10 @@ def recovered_settlement(
         api=api or "anthropic-messages",
         model=model or "unknown",
         cost_micros=charge,
-        interrupted=True,
+        interrupted=not finished,
         recovered=True,
         daemon_id=daemon_id,
-        lease_micros=charge,
+        lease_micros=min(charge, amount),
     )
 
 
@@ -106,7 +109,10 @@ async def recover_orphaned_reservations(
         if not rows:
             break
         items = [
-            recovered_settlement(r[0], r[1], r[2], r[6], r[7], r[3], r[4], r[5], r[8]) for r in rows
+            recovered_settlement(
+                r[0], r[1], r[2], r[6], r[7], r[3], r[4], r[5], r[8], finished=r[9]
+            )
+            for r in rows
         ]
         results = await ledger.settle(pool, items, minimum_micros)
         settled.extend(results)
@@ -223,27 +229,15 @@ def _refused_for_good(exc: asyncpg.PostgresError) -> bool:
 
 
 def _journal_settlement(r: JournalRecord, writer: str) -> Settlement:
-    if not r.finished:
-        return recovered_settlement(
-            r.request_id,
-            r.user_id,
-            r.instance_id,
-            r.api,
-            r.model,
-            r.amount_micros,
-            r.seen_micros,
-            r.input_estimate_micros,
-            writer,
-        )
-    # Over before its daemon died: its final cost is known (a void: 0, and nothing is charged).
-    return Settlement(
-        request_id=r.request_id,
-        user_id=r.user_id,
-        instance_id=r.instance_id,
-        api=r.api or "anthropic-messages",
-        model=r.model or "unknown",
-        cost_micros=r.seen_micros,
-        recovered=True,
-        daemon_id=writer,
-        lease_micros=min(r.seen_micros, r.amount_micros),
+    return recovered_settlement(
+        r.request_id,
+        r.user_id,
+        r.instance_id,
+        r.api,
+        r.model,
+        r.amount_micros,
+        r.seen_micros,
+        r.input_estimate_micros,
+        writer,
+        finished=r.finished,
     )
