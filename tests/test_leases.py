@@ -799,25 +799,32 @@ async def test_while_the_database_refuses_records_requests_are_journaled_and_ser
     proxy_env,
 ) -> None:
     """The journal, not the database, is a request's first record: a database that cannot take
-    records (at checkpoints) turns nobody away, and their settlements still commit."""
+    records (at checkpoints) turns nobody away, and a refused record is written once it can be."""
     proxy = proxy_env.daemon.supervisor.child("proxy")
-    await proxy_env.pool.execute(
-        "ALTER TABLE reservations ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"
-    )
+    pool = proxy_env.pool
+    await pool.execute("ALTER TABLE reservations ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    refusing = True
     try:
-        # In flight for about a second: checkpoints (every 50 ms) try to record it, and fail.
-        proxy_env.fake.set_next(Scenario(output_tokens=40, tokens_per_chunk=4, chunk_delay=0.1))
+        # In flight for about two seconds: checkpoints (every 50 ms) try to record it, and fail.
+        proxy_env.fake.set_next(Scenario(output_tokens=40, tokens_per_chunk=2, chunk_delay=0.1))
         slow = await proxy_env.post("/v1/messages", {**ANTHROPIC_BODY, "stream": True})
         assert slow.status == 200
+        request_id = slow.headers["X-BlitzClaw-Request-Id"]
         await until(lambda: asyncio.sleep(0, proxy._records.failing), "a record is refused")
         quick = await proxy_env.post("/v1/messages", ANTHROPIC_BODY)
         assert quick.status == 200
         await read_all(quick)
+        await pool.execute("ALTER TABLE reservations DROP CONSTRAINT refuse_all")
+        refusing = False
+        # The next checkpoint writes the record that was refused, while the stream still runs.
+        await until(lambda: record_exists(pool, request_id), "the refused record is retried")
+        assert request_id in proxy.inflight
         assert b"message_stop" in await read_all(slow)
         await proxy_env.settled()
     finally:
-        await proxy_env.pool.execute("ALTER TABLE reservations DROP CONSTRAINT refuse_all")
-    rows = await proxy_env.pool.fetchval(
+        if refusing:
+            await pool.execute("ALTER TABLE reservations DROP CONSTRAINT refuse_all")
+    rows = await pool.fetchval(
         "SELECT count(*) FROM usage_logs WHERE instance_id = $1", uuid.UUID(proxy_env.instance.id)
     )
     assert rows == 2
