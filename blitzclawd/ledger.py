@@ -1,7 +1,7 @@
 """The only code that moves money: settlement and credit, each one SQL call (see 0002_metering).
 
 The database enforces the invariants (append-only ledger, balance = sum of entries, reserved =
-sum of open reservations, idempotency); these functions only pass the facts in.
+sum of the balance leases, idempotency); these functions only pass the facts in.
 """
 
 from __future__ import annotations

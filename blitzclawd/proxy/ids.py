@@ -1,7 +1,7 @@
 """Request ids: time-ordered UUIDs (version 7, RFC 9562), random bits from the OS's CSPRNG.
 
-Every proxied request adds its id to several unique indexes (its in-flight record, its usage row,
-its ledger entry's idempotency key). Random (version 4) ids land on a random leaf page of each
+Every proxied request adds its id to unique indexes (its usage row; a long one's database record
+too). Random (version 4) ids land on a random leaf page of each
 index every time, and as the tables grow those pages fall out of the CPU's caches: each request
 costs PostgreSQL more the longer the service runs. Ids that start with the time land next to
 each other, on the pages touched last. 74 random bits per millisecond keep them unique, and the
