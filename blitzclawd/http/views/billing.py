@@ -38,8 +38,10 @@ async def balance_view(request: web.Request, user_id: str) -> dict:
         uuid.UUID(user_id),
     )
     balance = row["balance_micros"] if row else 0
-    # What the user's requests in flight may still cost (balances.reserved_micros also counts
-    # the daemons' leases, an implementation detail that is given back when idle).
+    # What the user's requests in flight may still cost: those with a database record, i.e. in
+    # flight for a checkpoint or longer (a shorter one is over before anyone could look).
+    # balances.reserved_micros counts the daemons' leases instead, an implementation detail
+    # that is given back when idle.
     reserved = row["in_flight_micros"] if row else 0
     minimum = billing_minimum_micros(ctx.settings)
     warning = None
