@@ -147,6 +147,14 @@ class CreemSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TelegramSettings:
+    # The Bot API that checks a user's bot token (getMe) before an instance is set up with it.
+    api_url: str = "https://api.telegram.org"
+    # Seconds that check may take before the user is told Telegram cannot be reached.
+    timeout: float = field(default=10.0, metadata=_range(0.1, 120))
+
+
+@dataclass(frozen=True, slots=True)
 class NotifySettings:
     resend_url: str = "https://api.resend.com"
     sender: str = "BlitzClaw <hello@blitzclaw.com>"
@@ -275,6 +283,7 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     creem: CreemSettings = CreemSettings()
     notify: NotifySettings = NotifySettings()
+    telegram: TelegramSettings = TelegramSettings()
     fleet: FleetSettings = FleetSettings()
 
     def state_path(self) -> Path:
@@ -425,6 +434,7 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         "auth.clerk_jwks_url",
         "creem.api_url",
         "notify.resend_url",
+        "telegram.api_url",
         "fleet.hetzner_api_endpoint",
         "fleet.proxy_url",
         "fleet.ready_url",

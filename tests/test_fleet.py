@@ -32,6 +32,7 @@ from blitzclawd.http.auth import hash_key, new_api_key
 from blitzclawd.testing import seed
 from blitzclawd.testing.daemon_process import free_port
 from blitzclawd.testing.fake_hetzner import FakeHetzner
+from blitzclawd.testing.fake_telegram import FakeTelegram
 
 KEY_NAME = "blitzclaw-provisioner"
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -45,6 +46,7 @@ class FleetEnv:
     pool: asyncpg.Pool
     http: aiohttp.ClientSession
     api: str
+    telegram: FakeTelegram
 
     async def user(self, *, credit: int = 50_000_000) -> dict[str, str]:
         user_id = await seed.create_user(self.pool)
@@ -93,7 +95,11 @@ async def fleet_env(
 ) -> AsyncIterator[FleetEnv]:
     """`fleet` overrides [fleet] keys; `sections` adds other settings sections (e.g. upstream)."""
     client_key = asyncssh.generate_private_key("ssh-ed25519")
-    async with FakeHetzner(root=tmp_path / "hetzner", rate_limit=10**6, boot_delay=0) as fake:
+    async with (
+        FakeHetzner(root=tmp_path / "hetzner", rate_limit=10**6, boot_delay=0) as fake,
+        FakeTelegram() as telegram,
+    ):
+        telegram.add_bot("alice_assistant_bot", "Alice's assistant", token=BOT_TOKEN)
         fake.add_ssh_key(KEY_NAME, client_key.export_public_key().decode())
         api_port = free_port()
         settings = parse_settings(
@@ -115,6 +121,7 @@ async def fleet_env(
                     "ssh_connect_timeout": 5.0,
                     **fleet,
                 },
+                "telegram": {"api_url": telegram.base_url},
                 **(sections or {}),
             }
         )
@@ -132,7 +139,7 @@ async def fleet_env(
         pool = await create_pool(database, min_size=1, max_size=4)
         try:
             async with aiohttp.ClientSession() as http:
-                yield FleetEnv(daemon, fake, pool, http, f"http://127.0.0.1:{api_port}")
+                yield FleetEnv(daemon, fake, pool, http, f"http://127.0.0.1:{api_port}", telegram)
         finally:
             daemon.request_stop()
             assert await asyncio.wait_for(run, 30) == 0

@@ -18,6 +18,7 @@ from blitzclawd.http.auth import hash_key, new_api_key
 from blitzclawd.testing import seed
 from blitzclawd.testing.daemon_process import DaemonProcess
 from blitzclawd.testing.fake_hetzner import FakeHetzner
+from blitzclawd.testing.fake_telegram import FakeTelegram
 
 KEY_NAME = "blitzclaw-provisioner"
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -28,7 +29,12 @@ ENCRYPTION_KEYS = "k1:" + base64.b64encode(os.urandom(32)).decode()
 
 
 def fleet_daemon(
-    tmp_path: Path, database: str, fake: FakeHetzner, key: asyncssh.SSHKey, name: str
+    tmp_path: Path,
+    database: str,
+    fake: FakeHetzner,
+    key: asyncssh.SSHKey,
+    name: str,
+    telegram: FakeTelegram,
 ) -> DaemonProcess:
     d = DaemonProcess(
         tmp_path,
@@ -50,6 +56,7 @@ def fleet_daemon(
             f'ready_url = "http://127.0.0.1:{d.api_port}/internal/instance-ready"\n'
             "job_poll = 0.1\nready_timeout = 30.0\nssh_connect_timeout = 5.0\n"
             "[supervisor]\nsingleton_poll = 0.2\n"
+            f'[telegram]\napi_url = "{telegram.base_url}"\n'
         )
     return d
 
@@ -69,13 +76,15 @@ async def test_a_killed_daemon_s_configuration_job_is_resumed(
 ) -> None:
     key = asyncssh.generate_private_key("ssh-ed25519")
     # The gateway takes 2 s to come up after each restart: long enough to kill mid-deploy.
-    async with FakeHetzner(
-        root=tmp_path / "hetzner", rate_limit=10**6, gateway_start_delay=2.0
-    ) as fake:
+    async with (
+        FakeHetzner(root=tmp_path / "hetzner", rate_limit=10**6, gateway_start_delay=2.0) as fake,
+        FakeTelegram() as telegram,
+    ):
+        telegram.add_bot("resume_test_bot", token=BOT_TOKEN)
         fake.add_ssh_key(KEY_NAME, key.export_public_key().decode())
         pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
-        first = fleet_daemon(tmp_path, database, fake, key, "first")
-        second = fleet_daemon(tmp_path, database, fake, key, "second")
+        first = fleet_daemon(tmp_path, database, fake, key, "first", telegram)
+        second = fleet_daemon(tmp_path, database, fake, key, "second", telegram)
         try:
             user = await seed.create_user(pool)
             await seed.credit(pool, user, 50_000_000)

@@ -32,6 +32,8 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_delete("/api/instances/{instance_id}", instances.delete)
     r.add_post("/api/instances/{instance_id}/restart", instances.restart)
     r.add_post("/api/instances/{instance_id}/configure", instances.configure)
+    r.add_post("/api/instances/{instance_id}/telegram/connect", instances.telegram_connect)
+    r.add_post("/api/telegram/validate", instances.telegram_validate)
     r.add_get("/api/instances/{instance_id}/logs", instances.logs)
     r.add_post("/api/instances/{instance_id}/api-key", instances.set_api_key)
     r.add_delete("/api/instances/{instance_id}/api-key", instances.remove_api_key)

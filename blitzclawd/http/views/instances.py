@@ -25,6 +25,12 @@ from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet import remote
 from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY, telegram_channel
 from blitzclawd.fleet.personas import PERSONA_NAMES, soul_md
+from blitzclawd.fleet.telegram_bot import (
+    BotIdentity,
+    TelegramUnavailable,
+    TokenRefused,
+    bot_identity,
+)
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT, DaemonContext
@@ -119,6 +125,38 @@ def _channel(kind: str, raw: Any) -> tuple[dict[str, Any], str | None]:
     return stored, token
 
 
+async def _checked_bot(ctx: DaemonContext, token: str) -> BotIdentity:
+    """The bot the token belongs to, as Telegram says (getMe); else a clear error."""
+    settings = ctx.settings.telegram
+    try:
+        return await bot_identity(token, settings.api_url, seconds=settings.timeout)
+    except TokenRefused as exc:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"channel_config.bot_token: {exc}",
+            field="channel_config.bot_token",
+        ) from None
+    except TelegramUnavailable as exc:
+        log.warning("telegram unreachable for a token check", extra={"error": str(exc)})
+        raise ApiError(
+            503,
+            "telegram_unavailable",
+            "Telegram cannot be reached to check the bot token; nothing was changed, try again "
+            "in a minute",
+        ) from None
+
+
+def _bot_config(bot: BotIdentity) -> dict[str, Any]:
+    """What the dashboard shows of the bot (nothing secret)."""
+    return {
+        "bot_id": bot.id,
+        "bot_username": bot.username,
+        "bot_name": bot.first_name,
+        "bot_link": bot.link,
+    }
+
+
 async def create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
@@ -141,6 +179,8 @@ async def create(request: web.Request) -> web.Response:
         )
     soul = _soul(persona, body.get("soul_md"))
     config, token = _channel(kind, body.get("channel_config"))
+    if token is not None:  # before anything is stored or a server claimed
+        config.update(_bot_config(await _checked_bot(ctx, token)))
     instance_id = uuid.uuid4()
     secret_enc = (
         ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)) if token else None
@@ -255,6 +295,8 @@ async def configure(request: web.Request) -> web.Response:
         sets.append(f"soul_md = ${len(args)}")
     if "channel_config" in body:
         config, token = _channel(row["channel_type"], body["channel_config"])
+        if token is not None:
+            config.update(_bot_config(await _checked_bot(ctx, token)))
         args.append(config)
         sets.append(f"channel_config = ${len(args)}")
         if token is not None:
@@ -268,6 +310,49 @@ async def configure(request: web.Request) -> web.Response:
         *args[1:],
     )
     return json_response({"id": row["id"], "queued": "configure"}, status=202)
+
+
+async def telegram_connect(request: web.Request) -> web.Response:
+    """Connect (or replace) the instance's Telegram bot: checked with Telegram, then deployed."""
+    ctx = request.app[CONTEXT]
+    user_id = require_user(request)
+    instance_id = _parse_id(request)
+    row = await _owned(ctx, user_id, instance_id)
+    if row["channel_type"] != "telegram":
+        raise ApiError(
+            409, "wrong_channel", f"this instance uses {row['channel_type']}, not telegram"
+        )
+    body = await validate.json_object(request)
+    kept = (row["channel_config"] or {}).get("allow_from")
+    config, token = _channel(
+        "telegram",
+        {"bot_token": body.get("bot_token"), **({"allow_from": kept} if kept else {})},
+    )
+    assert token is not None
+    bot = await _checked_bot(ctx, token)
+    config.update(_bot_config(bot))
+    await _queue(
+        ctx,
+        instance_id,
+        "configure",
+        "UPDATE instances SET channel_config = $2, channel_secret_enc = $3 "
+        "WHERE id = $1 AND deleted_at IS NULL",
+        config,
+        ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)),
+    )
+    return json_response(
+        {"id": row["id"], "queued": "configure", "telegram": _bot_config(bot)}, status=202
+    )
+
+
+async def telegram_validate(request: web.Request) -> web.Response:
+    """Check a bot token without storing it: the bot it belongs to, or why not."""
+    ctx = request.app[CONTEXT]
+    require_user(request)
+    body = await validate.json_object(request)
+    _channel("telegram", {"bot_token": body.get("bot_token")})
+    bot = await _checked_bot(ctx, body["bot_token"])
+    return json_response({"valid": True, "telegram": _bot_config(bot)})
 
 
 async def delete(request: web.Request) -> web.Response:
