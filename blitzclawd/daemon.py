@@ -234,7 +234,7 @@ class Daemon:
                 "health-monitor",
                 lambda: SingletonChild(
                     "health-monitor",
-                    lambda: HealthMonitor(ctx.pool, s.fleet, ctx.ssh_key),
+                    lambda: HealthMonitor(ctx.pool, s.fleet, ctx.ssh_key, notify=tell_notifier),
                     lambda: db_pool.connect(dsn),
                     poll_interval=s.supervisor.singleton_poll,
                 ),

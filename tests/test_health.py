@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from test_fleet import ADMIN_KEY, FleetEnv, active, available, fleet_env, until
 
 RESTART = "sudo -n systemctl restart openclaw-gateway.service"
@@ -127,6 +128,39 @@ async def test_failing_after_three_restarts_is_an_error_with_alerts(
             "SELECT kind FROM health_alerts WHERE instance_id = $1 ORDER BY id", uuid.UUID(iid)
         )
         assert [k["kind"] for k in kinds] == ["down", "error"]  # the outage alerts once
+        # The owner is told, once per alert, in their words (no hosts, exit codes or commands).
+        owner = (await env.instance(iid))["user_id"]
+
+        async def emails() -> list[asyncpg.Record]:
+            rows = await env.pool.fetch(
+                "SELECT period, facts FROM notifications WHERE user_id = $1 "
+                "AND kind = 'instance_error' ORDER BY id",
+                owner,
+            )
+            return rows if len(rows) == 2 else []
+
+        notes = await until(emails)
+        alert_ids = [
+            r["id"]
+            for r in await env.pool.fetch(
+                "SELECT id FROM health_alerts WHERE instance_id = $1 ORDER BY id", uuid.UUID(iid)
+            )
+        ]
+        assert [n["period"] for n in notes] == [f"alert:{a}" for a in alert_ids]
+        said = [
+            n["facts"] if isinstance(n["facts"], dict) else orjson.loads(n["facts"]) for n in notes
+        ]
+        assert all(set(f) == {"instance_name", "error"} for f in said)
+        assert not any("curl" in f["error"] or "exit" in f["error"] for f in said)
+        assert "restarts did not bring it back" in said[1]["error"]
+        assert (
+            "restarts did not bring it back"
+            in (
+                notes[1]["facts"]
+                if isinstance(notes[1]["facts"], dict)
+                else orjson.loads(notes[1]["facts"])
+            )["error"]
+        )
         # an instance in error is no longer swept (nothing restarts it behind the user's back)
         checked = row["checked_at"]
         await sweeps_after_nothing(env, iid, checked)

@@ -11,8 +11,10 @@ exit 7: nothing listens; no SSH at all) restarts the gateway and waits up to
 `health_restart_timeout` for /readyz, at most `health_max_restarts` times since the instance
 was last healthy; the next failure after that puts the instance in `error` with the reason and
 raises an alert. An outage longer than `health_down_alert_after` raises an alert too (once per
-outage). Alerts are an error-level log line and a `health_alerts` row; the last result of every
-instance is in `instance_health` (GET /api/health/instances).
+outage). Alerts are an error-level log line and a `health_alerts` row, and the instance's owner is
+emailed (the notifier's `instance_error`, once per alert, in words for them: the technical detail
+stays in the row and the log); the last result of every instance is in `instance_health`
+(GET /api/health/instances).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import asyncssh
 from blitzclawd.config import FleetSettings
 from blitzclawd.fleet import remote
 from blitzclawd.runtime.actor import Actor
-from blitzclawd.runtime.messages import Tick
+from blitzclawd.runtime.messages import Notify, Tick
 
 log = logging.getLogger("blitzclawd.health")
 
@@ -182,10 +184,18 @@ ON CONFLICT (instance_id) DO UPDATE SET
 
 
 class HealthMonitor(Actor):
-    def __init__(self, pool: asyncpg.Pool, cfg: FleetSettings, ssh_key: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        cfg: FleetSettings,
+        ssh_key: Callable[[], Any],
+        *,
+        notify: Callable[[object], None] | None = None,
+    ) -> None:
         super().__init__("health-monitor")
         self._pool = pool
         self._cfg = cfg
+        self._notify = notify  # the notifier: each alert is emailed to the instance's owner
         self.checker = Checker(
             ssh_key, connect_timeout=cfg.ssh_connect_timeout, concurrency=cfg.health_concurrency
         )
@@ -254,6 +264,7 @@ class HealthMonitor(Actor):
     async def _record(self, results: list[_Result]) -> None:
         if not results:
             return
+        alerts: list[tuple[int, uuid.UUID, str]] = []  # (alert id, instance, kind)
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 UPSERT,
@@ -276,18 +287,59 @@ class HealthMonitor(Actor):
                     )
                 if r.alert is not None:
                     kind, detail = r.alert
-                    await conn.execute(
-                        "INSERT INTO health_alerts (instance_id, kind, detail) VALUES ($1, $2, $3)",
+                    alert_id = await conn.fetchval(
+                        "INSERT INTO health_alerts (instance_id, kind, detail) VALUES ($1, $2, $3) "
+                        "RETURNING id",
                         r.instance_id,
                         kind,
                         detail,
                     )
+                    alerts.append((alert_id, r.instance_id, kind))
+        if alerts and self._notify is not None:
+            await self._tell_owners(alerts)
         for r in results:
             if r.alert is not None:
                 log.error(
                     "ALERT: instance unhealthy",
                     extra={"instance": str(r.instance_id), "alert": r.alert[0], "detail": r.detail},
                 )
+
+    async def _tell_owners(self, alerts: list[tuple[int, uuid.UUID, str]]) -> None:
+        """Email each alert to the instance's owner, once per alert (its id is the period)."""
+        assert self._notify is not None
+        owners = {
+            r["id"]: r
+            for r in await self._pool.fetch(
+                "SELECT id, user_id::text, channel_config FROM instances "
+                "WHERE id = ANY($1::uuid[])",
+                [instance for _, instance, _ in alerts],
+            )
+        }
+        for alert_id, instance, kind in alerts:
+            row = owners.get(instance)
+            if row is None:
+                continue
+            bot = (row["channel_config"] or {}).get("bot_username")
+            name = f"@{bot}" if bot else f"assistant {str(instance)[:8]}"
+            self._notify(
+                Notify(
+                    row["user_id"],
+                    "instance_error",
+                    f"alert:{alert_id}",
+                    {
+                        "instance_name": name,
+                        "error": _OWNER_TEXT[kind],
+                    },
+                )
+            )
+
+
+# What the owner reads: their assistant's state in their words (the detail, with hosts, exit
+# codes and commands, stays in health_alerts and the logs).
+_OWNER_TEXT = {
+    "down": "it has stopped answering messages; we are restarting it",
+    "error": "it stopped answering messages, and three automatic restarts did not bring it back",
+}
 
 
 @dataclass(slots=True)
