@@ -145,7 +145,7 @@ class InflightJournal:
         if empty:
             self.path.unlink(missing_ok=True)
         else:
-            self._map.flush()
+            self.sync()
         self._map.close()
         os.close(self._fd)  # and with it the lock
         return empty

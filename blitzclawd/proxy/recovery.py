@@ -69,33 +69,39 @@ def recovery_charge(amount: int, seen: int, input_estimate: int) -> int:
     return min(amount, max(seen, input_estimate))
 
 
-def recovered_settlement(
-    request_id: str,
-    user_id: str,
-    instance_id: str | None,
-    api: str | None,
-    model: str | None,
-    amount: int,
-    seen: int,
-    input_estimate: int,
-    daemon_id: str,
-    *,
-    finished: bool = False,
-) -> Settlement:
-    """The settlement recovery writes for a request its dead daemon left unsettled: one that was
-    over is charged its final cost, `seen` (a void: 0, nothing), one cut in flight by the rule."""
-    charge = seen if finished else recovery_charge(amount, seen, input_estimate)
+def recovered_settlement(r: JournalRecord, daemon_id: str) -> Settlement:
+    """The settlement recovery writes for a request its dead daemon left unsettled (from its
+    journal or its database record): one that was over is charged its final cost (a void: 0,
+    nothing), one cut in flight by the rule."""
+    charge = (
+        r.seen_micros
+        if r.finished
+        else recovery_charge(r.amount_micros, r.seen_micros, r.input_estimate_micros)
+    )
     return Settlement(
-        request_id=request_id,
-        user_id=user_id,
-        instance_id=instance_id,
-        api=api or "anthropic-messages",
-        model=model or "unknown",
+        request_id=r.request_id,
+        user_id=r.user_id,
+        instance_id=r.instance_id,
+        api=r.api or "anthropic-messages",
+        model=r.model or "unknown",
         cost_micros=charge,
-        interrupted=not finished,
+        interrupted=not r.finished,
         recovered=True,
         daemon_id=daemon_id,
-        lease_micros=min(charge, amount),
+        lease_micros=min(charge, r.amount_micros),
+    )
+
+
+def _log_recovered(item: Settlement, result: SettleResult, source: str) -> None:
+    log.warning(
+        "orphaned reservation settled by recovery",
+        extra={
+            "request_id": item.request_id,
+            "dead_daemon": item.daemon_id,
+            "source": source,
+            "charged_micros": item.cost_micros,
+            "outcome": result.outcome,
+        },
     )
 
 
@@ -110,23 +116,15 @@ async def recover_orphaned_reservations(
             break
         items = [
             recovered_settlement(
-                r[0], r[1], r[2], r[6], r[7], r[3], r[4], r[5], r[8], finished=r[9]
+                JournalRecord(r[0], r[1], r[2], r[3], r[5], r[6] or "", r[7] or "", r[4], r[9]),
+                r[8],
             )
             for r in rows
         ]
         results = await ledger.settle(pool, items, minimum_micros)
         settled.extend(results)
-        for item, row, result in zip(items, rows, results, strict=True):
-            log.warning(
-                "orphaned reservation settled by recovery",
-                extra={
-                    "request_id": item.request_id,
-                    "dead_daemon": row[8],
-                    "reserved_micros": row[3],
-                    "charged_micros": item.cost_micros,
-                    "outcome": result.outcome,
-                },
-            )
+        for item, result in zip(items, results, strict=True):
+            _log_recovered(item, result, "database")
     for row in await pool.fetch(_RELEASE):
         log.info(
             "leases of a stopped daemon released",
@@ -188,7 +186,7 @@ async def _settle_records(
     pool: asyncpg.Pool, writer: str, records: list[JournalRecord], minimum_micros: int
 ) -> tuple[list[SettleResult], int]:
     """Settle journal records together, or one by one if that fails: (results, failures)."""
-    items = [_journal_settlement(r, writer) for r in records]
+    items = [recovered_settlement(r, writer) for r in records]
     try:
         pairs = list(zip(items, await ledger.settle(pool, items, minimum_micros), strict=True))
     except asyncpg.PostgresError:
@@ -209,16 +207,7 @@ async def _settle_records(
     else:
         failed = 0
     for item, result in pairs:
-        log.warning(
-            "orphaned reservation settled by recovery",
-            extra={
-                "request_id": item.request_id,
-                "dead_daemon": writer,
-                "source": "journal",
-                "charged_micros": item.cost_micros,
-                "outcome": result.outcome,
-            },
-        )
+        _log_recovered(item, result, "journal")
     return [result for _, result in pairs], failed
 
 
@@ -226,18 +215,3 @@ def _refused_for_good(exc: asyncpg.PostgresError) -> bool:
     """The record itself is refused (bad data, a constraint, our own check), not the moment."""
     state = getattr(exc, "sqlstate", None) or ""
     return state[:2] in ("22", "23") or state == "P0001"
-
-
-def _journal_settlement(r: JournalRecord, writer: str) -> Settlement:
-    return recovered_settlement(
-        r.request_id,
-        r.user_id,
-        r.instance_id,
-        r.api,
-        r.model,
-        r.amount_micros,
-        r.seen_micros,
-        r.input_estimate_micros,
-        writer,
-        finished=r.finished,
-    )
