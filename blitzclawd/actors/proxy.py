@@ -721,6 +721,10 @@ class ProxyActor(Actor):
             await asyncio.wait((written,), timeout=RECORD_WAIT)
             if not written.done():  # should it land after all, it must not outlive us
                 written.add_done_callback(lambda _f, rid=item.request_id: self._forget_record(rid))
+            elif written.result():
+                # Written after the request ended: mark it finished now, so that should this
+                # settlement not commit, recovery charges the final cost, not the checkpoint's.
+                await self._mark_finished(item.request_id, item.cost_micros)
         await self._settle(item)
 
     async def _mark_finished(self, request_id: str, cost: int) -> None:
