@@ -225,6 +225,7 @@ def test_parse_event_reads_the_envelope() -> None:
         (b'{"id":"evt","eventType":7,"object":{}}', "'eventType'"),
         (b'{"id":"evt","eventType":"x"}', "'object'"),
         (b'{"id":"evt","eventType":"x","object":[]}', "'object'"),
+        (b'{"id":"' + b"e" * 201 + b'","eventType":"x","object":{}}', "at most 200"),
     ],
 )
 def test_parse_event_names_what_is_wrong(raw: bytes, reason: str) -> None:

@@ -410,3 +410,40 @@ def test_omit_drops_a_field() -> None:
     )
     obj = orjson.loads(raw)["object"]
     assert "request_id" not in obj and obj["metadata"] == {"a": "b"}
+
+
+async def test_data_the_database_would_refuse_is_recorded_not_crashed_on(api_env: Any) -> None:
+    env = api_env
+    a, _ = await two_users(env)
+    first = await new_topup(env, "user_alice", 2000)
+    paid, raw = env.creem.complete_checkout(first["checkout_id"])
+    assert await post(env, raw) == (200, {"status": "applied"})
+    before = await books(env)
+
+    # An id too long for an index: refused where it enters (invalid_data).
+    second = await new_topup(env, "user_alice", 2000)
+    event, raw = env.creem.complete_checkout(second["checkout_id"])
+    event["object"]["order"]["id"] = "ord_" + "x" * 5000
+    long_id = env.creem.event("checkout.completed", event["object"])
+    assert await post(env, long_id) == (200, {"status": "unmatched"})
+    assert (await unmatched_row(env, orjson.loads(long_id)["id"]))["reason"] == "invalid_data"
+
+    # The order that paid the first top-up, now naming the second: the database refuses it (one
+    # order pays one top-up); the event's effect is rolled back, the event itself recorded.
+    event["object"]["order"]["id"] = paid["object"]["order"]["id"]
+    reused = env.creem.event("checkout.completed", event["object"])
+    assert await post(env, reused) == (200, {"status": "unmatched"})
+    row = await unmatched_row(env, orjson.loads(reused)["id"])
+    assert (row["reason"], row["topup_id"]) == ("rejected_by_database", None)
+    assert await books(env) == before
+    assert (
+        await env.pool.fetchval(
+            "SELECT status FROM topups WHERE id = $1", uuid.UUID(second["topup_id"])
+        )
+        == "pending"
+    )
+    assert billing_health(env) == ("running", 0)
+    assert await post(env, reused) == (200, {"status": "duplicate"})
+    # Creem's genuine event for the second top-up still credits it.
+    assert await post(env, raw) == (200, {"status": "applied"})
+    assert await balance(env, a) == 40_000_000

@@ -73,7 +73,11 @@ async def apply_creem_event(
             miss = exc
         except ValueError as exc:  # creem's extractors name the field; asyncpg's encoders too
             miss = Unmatched("invalid_data", str(exc))
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+        except (
+            asyncpg.DataError,  # a value the database refuses (out of range, bad text)
+            asyncpg.IntegrityConstraintViolationError,  # e.g. an order id paying two top-ups
+            asyncpg.ProgramLimitExceededError,  # e.g. a value too large for an index
+        ) as exc:
             miss = Unmatched("rejected_by_database", f"{type(exc).__name__}: {exc}")
         await _record(conn, event, miss)
         return WebhookOutcome("unmatched", miss.user_id)

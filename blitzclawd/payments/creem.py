@@ -223,6 +223,7 @@ class CreemEvent:
 # as that event's bad data, never an overflow in the database.
 MAX_CENTS = 10**10
 _INT64 = 2**63
+MAX_FIELD = 500  # characters in any text field we read (ids, emails, currencies)
 MAX_DEPTH = 64  # Creem's objects nest a few levels; deeper is not an event we can read
 # PostgreSQL text and jsonb refuse U+0000; UTF-8 (hence both) cannot hold a lone surrogate.
 _NUL = re.compile("\x00")
@@ -514,9 +515,16 @@ def _at(obj: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+def _bounded(value: str, path: str) -> str:
+    # Ids end up in unique (btree) indexes, whose entries are limited to ~2.7 kB.
+    if len(value) > MAX_FIELD:
+        raise ValueError(f"object.{path} is longer than {MAX_FIELD} characters")
+    return value
+
+
 def _opt_str(obj: Mapping[str, Any], path: str) -> str | None:
     value = _at(obj, path)
-    return value if isinstance(value, str) and value else None
+    return _bounded(value, path) if isinstance(value, str) and value else None
 
 
 def _req_str(obj: Mapping[str, Any], path: str) -> str:
@@ -525,7 +533,7 @@ def _req_str(obj: Mapping[str, Any], path: str) -> str:
         raise ValueError(f"missing object.{path}")
     if not isinstance(value, str) or not value:
         raise ValueError(f"object.{path} must be a non-empty string")
-    return value
+    return _bounded(value, path)
 
 
 def _opt_ref(obj: Mapping[str, Any], path: str) -> str | None:
@@ -533,7 +541,7 @@ def _opt_ref(obj: Mapping[str, Any], path: str) -> str | None:
     value = _at(obj, path)
     if isinstance(value, Mapping):
         value = value.get("id")
-    return value if isinstance(value, str) and value else None
+    return _bounded(value, path) if isinstance(value, str) and value else None
 
 
 def _req_ref(obj: Mapping[str, Any], path: str) -> str:
