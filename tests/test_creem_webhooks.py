@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from blitzclawd.payments.unmatched import list_unmatched
+from blitzclawd.payments import unmatched
+from blitzclawd.payments.unmatched import Unmatched, list_unmatched
 from blitzclawd.testing.fake_creem import OMIT, creem_id, splice_escape
 
 HOOK = "/api/billing/webhook"
@@ -118,6 +119,7 @@ def unmatched_row(env: Any, event_id: str) -> Any:
         "malformed_request_id",
         "non_usd",
         "amount_above_topup",
+        "checkout_mismatch",  # one checkout's payment naming another top-up of the same user
     ],
 )
 async def test_payments_we_did_not_sell_credit_nothing(api_env: Any, case: str) -> None:
@@ -141,6 +143,9 @@ async def test_payments_we_did_not_sell_credit_nothing(api_env: Any, case: str) 
     elif case == "non_usd":
         expected_reason = "currency"
         _, raw = env.creem.complete_checkout(checkout, currency="EUR")
+    elif case == "checkout_mismatch":
+        other = await new_topup(env, "user_alice", 2000)
+        _, raw = env.creem.complete_checkout(other["checkout_id"], request_id=topup["topup_id"])
     else:
         _, raw = env.creem.complete_checkout(checkout, amount_cents=2001)
     event_id = orjson.loads(raw)["id"]
@@ -447,3 +452,60 @@ async def test_data_the_database_would_refuse_is_recorded_not_crashed_on(api_env
     # Creem's genuine event for the second top-up still credits it.
     assert await post(env, raw) == (200, {"status": "applied"})
     assert await balance(env, a) == 40_000_000
+
+
+async def test_subscription_events_for_no_user_we_know_are_recorded(api_env: Any) -> None:
+    env = api_env
+    await two_users(env)
+    before = await books(env)
+    _, raw = env.creem.subscription_event(
+        "subscription.paid",
+        customer_email="stranger@x.test",
+        price_cents=10**18,
+        metadata={"user_id": str(uuid.uuid4()), "x\x00": "\x00"},
+    )
+    assert await post(env, raw) == (200, {"status": "unmatched"})
+    row = await unmatched_row(env, orjson.loads(raw)["id"])
+    assert row["reason"] == "unknown_user"
+    _, raw = env.creem.subscription_event("subscription.past_due", customer_email="s@x.test")
+    assert await post(env, raw) == (200, {"status": "unmatched"})
+    assert await books(env) == before
+    assert billing_health(env) == ("running", 0)
+
+
+async def test_unmatched_payments_are_listed_newest_first_in_pages(db_pool: Any) -> None:
+    async with db_pool.acquire() as conn:
+        for n in range(5):
+            await conn.execute(
+                "INSERT INTO processed_webhook_events (provider, event_id, event_type) "
+                "VALUES ('creem', $1, 'checkout.completed')",
+                f"evt_{n}",
+            )
+            await unmatched.record(
+                conn,
+                "creem",
+                f"evt_{n}",
+                "checkout.completed",
+                {"n": n},
+                Unmatched("no_request_id", "a product link", amount_cents=100 * n, currency="USD"),
+            )
+        # Recording the same event again adds nothing.
+        await unmatched.record(
+            conn, "creem", "evt_0", "checkout.completed", {}, Unmatched("currency", "again")
+        )
+    page = await list_unmatched(db_pool, limit=3)
+    assert [u.event_id for u in page] == ["evt_4", "evt_3", "evt_2"]
+    assert (page[0].reason, page[0].amount_cents, page[0].payload) == (
+        "no_request_id",
+        400,
+        {"n": 4},
+    )
+    rest = await list_unmatched(db_pool, limit=3, before_id=page[-1].id)
+    assert [(u.event_id, u.reason) for u in rest] == [
+        ("evt_1", "no_request_id"),
+        ("evt_0", "no_request_id"),
+    ]
+    with pytest.raises(ValueError):
+        await list_unmatched(db_pool, limit=0)
+    with pytest.raises(ValueError, match="unknown reason"):
+        Unmatched("because", "no")
