@@ -509,3 +509,40 @@ async def test_unmatched_payments_are_listed_newest_first_in_pages(db_pool: Any)
         await list_unmatched(db_pool, limit=0)
     with pytest.raises(ValueError, match="unknown reason"):
         Unmatched("because", "no")
+
+
+@pytest.mark.parametrize(
+    ("amount", "tax", "credited"),
+    [
+        (2000, 420, 20_000_000),  # amount before tax, tax on top: the amount
+        (2420, 420, 20_000_000),  # amount with the tax counted in: without it
+        (1800, 378, 18_000_000),  # a discount, tax on top
+        (2421, 420, None),  # more than the tax explains: nothing
+    ],
+)
+async def test_sales_tax_is_never_credit(
+    api_env: Any, amount: int, tax: int, credited: int | None
+) -> None:
+    env = api_env
+    a = await signed_up(env, "user_alice")
+    topup = await new_topup(env, "user_alice", 2000)
+    _, raw = env.creem.complete_checkout(topup["checkout_id"], amount_cents=amount, tax_cents=tax)
+    status = "unmatched" if credited is None else "applied"
+    assert await post(env, raw) == (200, {"status": status})
+    assert await balance(env, a) == (credited or 0)
+
+
+async def test_a_refund_with_tax_takes_back_the_credit_not_the_tax(api_env: Any) -> None:
+    env = api_env
+    a = await signed_up(env, "user_alice")
+    topup = await new_topup(env, "user_alice", 2000)
+    _, raw = env.creem.complete_checkout(topup["checkout_id"], tax_cents=420)  # paid 2420
+    assert await post(env, raw) == (200, {"status": "applied"})
+    assert await balance(env, a) == 20_000_000
+    _, half = env.creem.refund_checkout(topup["checkout_id"], amount_cents=1210)
+    assert await post(env, half) == (200, {"status": "applied"})
+    assert await balance(env, a) == 10_000_000  # 1210 of 2420 paid: half the credit
+    _, rest = env.creem.refund_checkout(topup["checkout_id"])  # all 2420 again: capped
+    assert await post(env, rest) == (200, {"status": "applied"})
+    assert await balance(env, a) == 0
+    assert (await unmatched_row(env, orjson.loads(rest)["id"]))["reason"] == "refund_above_credit"

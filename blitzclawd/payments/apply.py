@@ -167,8 +167,10 @@ async def _checkout_completed(
 
     Paid less than asked (a discount): what was paid is credited, and the top-up is done. Paid
     more, in another currency, for another user, or for no top-up of ours: nothing is credited.
-    `order.amount` is the order before tax (Creem, the merchant of record, adds sales tax on top
-    and keeps it: transaction.amount vs amount_paid in its refund sample).
+    `order.amount` is read as the order before tax (Creem, the merchant of record, adds sales tax
+    on top and keeps it: transaction.amount vs amount_paid in its refund sample). Should it ever
+    include the tax (UNVERIFIED), an amount above the top-up that `order.tax_amount` accounts for
+    is credited without the tax; either way never more than the top-up.
     """
     p = creem.checkout_payment(event)
     facts: dict[str, Any] = {
@@ -200,7 +202,10 @@ async def _checkout_completed(
         raise Unmatched("user_mismatch", "metadata.user_id is not the top-up's user", **facts)
     if p.currency != TOPUP_CURRENCY:
         raise Unmatched("currency", f"paid in {p.currency}, sold in {TOPUP_CURRENCY}", **facts)
-    if p.amount_cents > topup["amount_cents"]:
+    paid = p.amount_cents
+    if paid > topup["amount_cents"] and p.tax_cents and paid - p.tax_cents <= topup["amount_cents"]:
+        paid -= p.tax_cents  # the sales tax was counted in: it is Creem's, not credit
+    if paid > topup["amount_cents"]:
         raise Unmatched(
             "amount_above_topup", f"the top-up is {topup['amount_cents']} cents", **facts
         )
@@ -209,7 +214,7 @@ async def _checkout_completed(
             return WebhookOutcome("duplicate", topup["user_id"])
         raise Unmatched("topup_already_paid", f"paid by order {topup['order_id']}", **facts)
     user_id = topup["user_id"]
-    credit = p.amount_cents * MICROS_PER_CENT
+    credit = paid * MICROS_PER_CENT
     await conn.execute(
         "UPDATE topups SET status = 'paid', paid_at = now(), credited_micros = $2, "
         "order_id = $3, transaction_id = $4 WHERE id = $1",

@@ -320,6 +320,7 @@ class Payment:
     checkout_id: str
     order_id: str
     amount_cents: int  # order.amount
+    tax_cents: int | None  # order.tax_amount (OrderEntity in the OpenAPI)
     currency: str
     customer_id: str
     customer_email: str | None
@@ -419,6 +420,7 @@ def checkout_payment(ev: CreemEvent) -> Payment:
         checkout_id=_req_str(o, "id"),
         order_id=_req_str(o, "order.id"),
         amount_cents=_req_cents(o, "order.amount"),
+        tax_cents=_opt_cents(o, "order.tax_amount"),
         currency=_req_str(o, "order.currency").upper(),
         customer_id=_req_ref(o, "customer"),
         customer_email=_opt_str(o, "customer.email"),

@@ -226,6 +226,7 @@ class FakeCreem(LocalHTTPServer):
         checkout_id: str,
         *,
         amount_cents: Any = None,
+        tax_cents: int = 0,
         currency: str = "USD",
         metadata: Any = _KEEP,
         request_id: Any = _KEEP,
@@ -235,7 +236,8 @@ class FakeCreem(LocalHTTPServer):
 
         Overrides make the hostile-but-signed events a receiver must survive (Creem signs
         whatever its merchants and customers put in): `amount_cents` (default: product price
-        times units) may be any JSON value (10**18, -5, "1000"); `currency` the order's;
+        times units) may be any JSON value (10**18, -5, "1000"); `tax_cents` the sales tax
+        Creem adds (amount_paid = amount + tax, as in its transactions); `currency` the order's;
         `metadata` and `request_id` replace what the checkout was created with (`OMIT` drops the
         field, for `amount_cents` every amount of the order); `customer_fields` are set on the
         event's customer (e.g. a name with U+0000).
@@ -261,9 +263,9 @@ class FakeCreem(LocalHTTPServer):
             "transaction": creem_id("tran"),
             "amount": amount,
             "sub_total": amount,
-            "tax_amount": 0,
-            "amount_due": amount,
-            "amount_paid": amount,
+            "tax_amount": tax_cents,
+            "amount_due": amount + tax_cents if isinstance(amount, int) else amount,
+            "amount_paid": amount + tax_cents if isinstance(amount, int) else amount,
             "currency": "USD",
             "status": "paid",
             "type": "onetime",
