@@ -546,3 +546,66 @@ async def test_a_refund_with_tax_takes_back_the_credit_not_the_tax(api_env: Any)
     assert await post(env, rest) == (200, {"status": "applied"})
     assert await balance(env, a) == 0
     assert (await unmatched_row(env, orjson.loads(rest)["id"]))["reason"] == "refund_above_credit"
+
+
+async def test_an_event_that_fails_for_no_fault_of_its_data_is_retried_not_crashed_on(
+    database: str,
+) -> None:
+    """A webhook whose transaction fails for another reason (here: it waits on a lock longer
+    than lock_timeout) is answered "failed" (500: Creem retries), leaves nothing recorded, and
+    the billing actor runs on; the retry then applies it once."""
+    from blitzclawd.actors.billing import BillingActor
+    from blitzclawd.config import parse_settings
+    from blitzclawd.db.pool import connect, create_pool
+    from blitzclawd.payments.creem import parse_event
+    from blitzclawd.runtime.messages import CreemWebhook
+    from blitzclawd.testing import seed
+    from blitzclawd.testing.fake_creem import FakeCreem
+
+    holder = await connect(database)
+    name = await holder.fetchval("SELECT current_database()")
+    await holder.execute(f"ALTER DATABASE \"{name}\" SET lock_timeout = '300ms'")
+    pool = await create_pool(database, min_size=1, max_size=2)
+    actor = BillingActor(pool, parse_settings({}))
+    run = asyncio.ensure_future(actor.run())
+    try:
+        await asyncio.wait_for(actor.started.wait(), 10)
+        user = await seed.create_user(pool)
+        topup_id = uuid.uuid4()
+        fake = FakeCreem()
+        sent, raw = fake.product_link_order(
+            next(iter(fake.products)),
+            customer_email="a@x.test",
+            units=20,
+            request_id=str(topup_id),
+            metadata={"user_id": user},
+        )
+        await pool.execute(
+            "INSERT INTO topups (id, user_id, amount_cents, checkout_id) VALUES ($1, $2, 2000, $3)",
+            topup_id,
+            uuid.UUID(user),
+            sent["object"]["id"],
+        )
+        event = parse_event(raw)
+        async with holder.transaction():  # someone else holds the top-up's row
+            await holder.execute("SELECT FROM topups WHERE id = $1 FOR UPDATE", topup_id)
+            outcome = await actor.apply_webhook(CreemWebhook(event))
+        assert outcome.status == "failed"
+        assert actor.running
+        assert await pool.fetchval("SELECT count(*) FROM processed_webhook_events") == 0
+        assert (await actor.apply_webhook(CreemWebhook(event))).status == "applied"
+        assert (await actor.apply_webhook(CreemWebhook(event))).status == "duplicate"
+        assert await balance_of(pool, user) == 20_000_000
+    finally:
+        actor.stop()
+        await asyncio.wait({run}, timeout=10)
+        await pool.close()
+        await holder.execute(f'ALTER DATABASE "{name}" RESET lock_timeout')
+        await holder.close()
+    assert run.done() and run.exception() is None
+
+
+async def balance_of(pool: Any, user_id: str) -> int:
+    return await pool.fetchval(
+        "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(user_id)
+    )
