@@ -307,6 +307,7 @@ def parse_event(raw_body: bytes) -> CreemEvent:
 # integrations, and are read as optional so their absence never refuses an event. UNVERIFIED.
 UNVERIFIED_PATHS = (
     "checkout.completed: object.order.transaction (OrderEntity in the OpenAPI)",
+    "checkout.completed: object.order.tax_amount, and whether order.amount excludes the tax",
     "subscription.*: object.metadata.user_id (set only if the checkout passed it on)",
     "refund.created: object.order, object.checkout, object.checkout.metadata.user_id",
     "refund.created: object.transaction.order",
