@@ -225,6 +225,7 @@ def test_parse_event_reads_the_envelope() -> None:
         (b'{"id":"evt","eventType":7,"object":{}}', "'eventType'"),
         (b'{"id":"evt","eventType":"x"}', "'object'"),
         (b'{"id":"evt","eventType":"x","object":[]}', "'object'"),
+        (b'{"id":"' + b"e" * 201 + b'","eventType":"x","object":{}}', "at most 200"),
     ],
 )
 def test_parse_event_names_what_is_wrong(raw: bytes, reason: str) -> None:
@@ -318,14 +319,69 @@ def test_creems_own_sample_is_a_payment() -> None:
         ("order.amount", -5, "object.order.amount must be"),
         ("order.currency", ..., "missing object.order.currency"),
         ("customer", ..., "missing object.customer.id"),
-        ("metadata", ..., "missing object.metadata"),
-        ("metadata.user_id", ..., "missing object.metadata.user_id"),
+        ("metadata", [], "object.metadata must be an object"),
+        ("order.amount", 10**18, "object.order.amount must be a non-negative integer (cents)"),
+        ("order.amount", 10**10 + 1, "up to 10000000000"),
         ("id", 42, "object.id must be a non-empty string"),
     ],
 )
 def test_payment_extraction_names_the_missing_field(path: str, value: Any, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         checkout_payment(_event(SAMPLE_CHECKOUT, path, value))
+
+
+def test_metadata_is_a_claim_that_may_be_absent() -> None:
+    # An order through a product link carries no metadata and no request_id: still a payment,
+    # that billing then matches to no top-up.
+    bare = checkout_payment(_event(_event_dict(SAMPLE_CHECKOUT, drop=("metadata",))))
+    assert (bare.user_id, bare.metadata) == (None, {})
+    assert checkout_payment(_event(SAMPLE_CHECKOUT, "metadata.user_id")).user_id is None
+    assert checkout_payment(_event(SAMPLE_CHECKOUT, "order.amount", 10**10)).amount_cents == 10**10
+
+
+def _event_dict(sample: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+    data = copy.deepcopy(sample)
+    for key in drop:
+        del data["object"][key]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("raw", "expect"),
+    [
+        # U+0000 is valid JSON but refused by PostgreSQL text and jsonb: removed.
+        (rb'{"id":"evt_1","eventType":"t","object":{"name":"a\u0000b"}}', {"name": "ab"}),
+        # A lone surrogate is valid JSON that orjson refuses and UTF-8 cannot hold: U+FFFD.
+        (rb'{"id":"evt_1","eventType":"t","object":{"name":"a\ud800b"}}', {"name": "a\ufffdb"}),
+        (rb'{"id":"evt_1","eventType":"t","object":{"k\u0000":"\udfff"}}', {"k": "\ufffd"}),
+        # An integer beyond 64 bits reads as no number at all.
+        (
+            rb'{"id":"evt_1","eventType":"t","object":{"n":"\ud800","a":100000000000000000000000}}',
+            {"n": "\ufffd", "a": "100000000000000000000000"},
+        ),
+    ],
+)
+def test_event_text_is_cleaned_for_the_database(raw: bytes, expect: dict[str, Any]) -> None:
+    ev = parse_event(raw)
+    assert ev.object == expect
+    orjson.dumps(ev.object)  # and serialisable again, for the jsonb payload
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"id":"evt_1","eventType":"t","object":{"a":NaN}}', "not valid JSON"),
+        (rb'{"id":"evt_1","eventType":"t","object":{"a":"\ud800","b":Infinity}}', "not valid"),
+        (
+            b'{"id":"evt_1","eventType":"t","object":' + b"[" * 2000 + b"]" * 2000 + b"}",
+            "not valid",
+        ),
+        (b'{"id":"evt_1","eventType":"t","object":{"a":' + b"[" * 100 + b"]" * 100 + b"}}", "deep"),
+    ],
+)
+def test_unreadable_events_are_refused(raw: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_event(raw)
 
 
 def test_extractors_check_the_event_type() -> None:

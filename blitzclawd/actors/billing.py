@@ -41,6 +41,15 @@ log = logging.getLogger("blitzclawd.billing")
 NotifyFn = Callable[[object], None]
 
 
+# The database being unreachable, as opposed to refusing what it was given.
+_DATABASE_AWAY = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+
 class _FlushDue:
     """The linger of the current batch is over."""
 
@@ -125,7 +134,7 @@ class BillingActor(Actor):
             return None
         if isinstance(message, CreemWebhook):
             assert isinstance(message.event, CreemEvent)
-            return await apply_creem_event(self._pool, message.event, self._settings)
+            return await self._apply_webhook(message.event)
         if isinstance(message, Credit):
             result = await ledger.credit(self._pool, message, self._minimum)
             if result.resumed:
@@ -135,6 +144,26 @@ class BillingActor(Actor):
                 )
             return result
         return None
+
+    async def _apply_webhook(self, event: CreemEvent) -> WebhookOutcome:
+        """One webhook's outcome; whatever goes wrong with it is its answer, not our crash.
+
+        apply_creem_event records an event's bad data itself (unmatched, acknowledged). Anything
+        else it raises rolled its transaction back, so nothing was recorded: the event is
+        answered "failed" (500, and Creem retries later). The webhook path holds none of this
+        actor's state, so there is nothing a restart would repair; a database that is away is
+        not the event's fault either, and goes up to the actor's outage handling as before.
+        """
+        try:
+            return await apply_creem_event(self._pool, event, self._settings)
+        except _DATABASE_AWAY:
+            raise
+        except Exception:
+            log.exception(
+                "webhook not processed; Creem will retry it",
+                extra={"event_id": event.id, "event_type": event.type},
+            )
+            return WebhookOutcome("failed")
 
     def _flush_due(self) -> None:
         self._flush_timer = None

@@ -618,9 +618,44 @@ CREATE TABLE topups (
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'paid')),
     credited_micros bigint,
     created_at timestamptz NOT NULL DEFAULT now(),
-    paid_at timestamptz
+    paid_at timestamptz,
+    -- The Creem order (and transaction) that paid it: a refund finds its credit by them.
+    order_id text UNIQUE,
+    transaction_id text UNIQUE,
+    -- What refunds have taken back of credited_micros: never more than was credited.
+    refunded_micros bigint NOT NULL DEFAULT 0,
+    CONSTRAINT topups_refund_cap
+        CHECK (refunded_micros >= 0 AND refunded_micros <= coalesce(credited_micros, 0))
 );
 CREATE INDEX topups_user_id_idx ON topups (user_id, created_at);
+
+-- Creem events that carried money we did not (fully) apply: a user mismatch, no or an unknown
+-- request_id, another currency, more than the top-up, a refund of nothing we credited, data we
+-- refuse, or a capped refund. Kept for the operator; one row per event, written in the same
+-- transaction as the event's processed_webhook_events row.
+CREATE TABLE unmatched_payments (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    provider text NOT NULL,
+    event_id text NOT NULL,
+    event_type text NOT NULL,
+    reason text NOT NULL CHECK (reason IN (
+        'invalid_data', 'no_request_id', 'unknown_topup', 'checkout_mismatch', 'user_mismatch',
+        'currency', 'amount_above_topup', 'topup_already_paid', 'unknown_payment',
+        'refund_above_credit', 'unknown_user', 'rejected_by_database')),
+    detail text NOT NULL,
+    amount_cents bigint,  -- as the event stated it (NULL when absent or unusable)
+    currency text,
+    request_id text,  -- what the event claimed, as sent (cleaned)
+    claimed_user text,  -- metadata.user_id as sent: never trusted, kept for the operator
+    topup_id uuid REFERENCES topups (id) ON DELETE RESTRICT,  -- the top-up it matched, if any
+    user_id uuid REFERENCES users (id) ON DELETE RESTRICT,  -- that top-up's user
+    received_at timestamptz NOT NULL DEFAULT now(),
+    payload jsonb,  -- the event's object, cleaned of what jsonb refuses
+    UNIQUE (provider, event_id),
+    FOREIGN KEY (provider, event_id) REFERENCES processed_webhook_events (provider, event_id)
+        ON DELETE RESTRICT
+);
+CREATE INDEX unmatched_payments_received_at_idx ON unmatched_payments (received_at);
 
 -- One email per (user, kind, period): the row is written before sending, so a retry or a second
 -- daemon never sends twice; `period` says what makes a kind due again (a week, a top-up cycle).

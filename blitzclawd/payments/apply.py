@@ -2,7 +2,16 @@
 
 Creem retries and may deliver concurrently; the event id's row in processed_webhook_events is
 inserted first in the same transaction as the effect, so a replay finds it and changes nothing.
-Ledger keys are derived from the order / refund / event ids as a second line of defence.
+Ledger keys are derived from the top-up / refund / event ids as a second line of defence.
+
+Money comes in only for what we sold: `checkout.completed` credits the top-up its `request_id`
+names, to that top-up's user, what was paid up to the top-up's amount, in USD. Anything else is
+recorded in unmatched_payments (see blitzclawd.payments.unmatched), logged at error level and
+acknowledged (200): the event is Creem's signed word, a retry would say the same again.
+
+An event's bad data is that event's answer, never a crash: a field we refuse (missing, of the
+wrong type, an amount beyond creem.MAX_CENTS) or data the database refuses rolls back only the
+event's effect (a savepoint); the event id and the unmatched row still commit.
 """
 
 from __future__ import annotations
@@ -16,38 +25,41 @@ import asyncpg
 import orjson
 
 from blitzclawd.config import Settings, billing_minimum_micros, usd_to_micros
-from blitzclawd.payments import creem
+from blitzclawd.payments import creem, unmatched
 from blitzclawd.payments.creem import CreemEvent
+from blitzclawd.payments.unmatched import Unmatched
 from blitzclawd.runtime.messages import Notify
 
 log = logging.getLogger("blitzclawd.payments")
 
 MICROS_PER_CENT = 10_000
+TOPUP_CURRENCY = "USD"  # top-ups are sold in USD (creem.unit_cents is a USD price)
+PROVIDER = "creem"
 
 
 @dataclass(slots=True)
 class WebhookOutcome:
-    status: str  # "applied" | "duplicate" | "recorded" (acknowledged, no effect)
+    # "applied" | "duplicate" | "recorded" (acknowledged, no effect) | "unmatched" (acknowledged,
+    # kept for the operator) | "failed" (not processed: answered 500, so Creem retries)
+    status: str
     user_id: str | None = None
     balance_micros: int | None = None
     notifications: list[Notify] = field(default_factory=list)
 
 
-class UnmatchedEvent(Exception):
-    """The event names no user we know: recorded, acknowledged, and logged for the operator."""
-
-
 async def apply_creem_event(
     pool: asyncpg.Pool, event: CreemEvent, settings: Settings
 ) -> WebhookOutcome:
+    payload = orjson.dumps(event.object).decode()  # parse_event cleaned it for jsonb
     async with pool.acquire() as conn, conn.transaction():
         first = await conn.fetchval(
             """INSERT INTO processed_webhook_events (provider, event_id, event_type, payload)
-               VALUES ('creem', $1, $2, $3::text::jsonb)
+               VALUES ($1, $2, $3, $4::text::jsonb)
                ON CONFLICT DO NOTHING RETURNING true""",
+            PROVIDER,
             event.id,
             event.type,
-            orjson.dumps(event.object).decode(),
+            payload,
         )
         if not first:
             return WebhookOutcome("duplicate")
@@ -55,13 +67,37 @@ async def apply_creem_event(
         if handler is None:
             return WebhookOutcome("recorded")
         try:
-            return await handler(conn, event, settings)
-        except UnmatchedEvent as exc:
-            log.error(
-                "payment event matches no user; recorded for the operator",
-                extra={"event_id": event.id, "event_type": event.type, "reason": str(exc)},
-            )
-            return WebhookOutcome("recorded")
+            async with conn.transaction():  # a savepoint: a refused effect keeps the record
+                return await handler(conn, event, settings)
+        except Unmatched as exc:
+            miss = exc
+        except ValueError as exc:  # creem's extractors name the field; asyncpg's encoders too
+            miss = Unmatched("invalid_data", str(exc))
+        except (
+            asyncpg.DataError,  # a value the database refuses (out of range, bad text)
+            asyncpg.IntegrityConstraintViolationError,  # e.g. an order id paying two top-ups
+            asyncpg.ProgramLimitExceededError,  # e.g. a value too large for an index
+        ) as exc:
+            miss = Unmatched("rejected_by_database", f"{type(exc).__name__}: {exc}")
+        await _record(conn, event, miss)
+        return WebhookOutcome("unmatched", miss.user_id)
+
+
+async def _record(conn: asyncpg.Connection, event: CreemEvent, miss: Unmatched) -> None:
+    await unmatched.record(conn, PROVIDER, event.id, event.type, event.object, miss)
+    log.error(
+        "payment event not applied as sent; recorded for the operator",
+        extra={
+            "event_id": event.id,
+            "event_type": event.type,
+            "reason": miss.reason,
+            "detail": miss.detail,
+            "amount_cents": miss.amount_cents,
+            "currency": miss.currency,
+            "topup_id": str(miss.topup_id) if miss.topup_id else None,
+            "user_id": miss.user_id,
+        },
+    )
 
 
 async def _adjust(
@@ -92,15 +128,14 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 async def _user_for(conn: asyncpg.Connection, obj: dict[str, Any]) -> str:
-    """Our user: from the metadata we put on the checkout, else the Creem customer id."""
+    """A subscription event's user: the metadata's user, else the known Creem customer."""
     metadata = _dict(obj.get("metadata"))
     raw = metadata.get("user_id")
     if isinstance(raw, str):
         try:
-            user_id = uuid.UUID(raw)
+            found = await conn.fetchval("SELECT id::text FROM users WHERE id = $1", uuid.UUID(raw))
         except ValueError:
-            raise UnmatchedEvent(f"metadata.user_id {raw!r} is not a user id") from None
-        found = await conn.fetchval("SELECT id::text FROM users WHERE id = $1", user_id)
+            found = None
         if found:
             return found
     customer = obj.get("customer")
@@ -111,68 +146,103 @@ async def _user_for(conn: asyncpg.Connection, obj: dict[str, Any]) -> str:
         )
         if found:
             return found
-    raise UnmatchedEvent("neither metadata.user_id nor the customer id names a user")
+    raise Unmatched(
+        "unknown_user",
+        "neither metadata.user_id nor the customer id names a user",
+        claimed_user=raw if isinstance(raw, str) else None,
+    )
+
+
+def _same_user(claimed: str, user_id: str) -> bool:
+    try:
+        return uuid.UUID(claimed) == uuid.UUID(user_id)
+    except ValueError:
+        return False
 
 
 async def _checkout_completed(
     conn: asyncpg.Connection, event: CreemEvent, settings: Settings
 ) -> WebhookOutcome:
-    obj = event.object
-    order = _dict(obj.get("order"))
-    paid = order.get("amount")
-    if type(paid) is not int or paid <= 0:
-        raise UnmatchedEvent("order.amount is missing")
-    user_id = await _user_for(conn, obj)
-    topup = None
-    request_id = obj.get("request_id") or _dict(obj.get("metadata")).get("topup_id")
-    if isinstance(request_id, str):
-        try:
-            topup = await conn.fetchrow(
-                "SELECT id, amount_cents FROM topups WHERE id = $1 AND user_id = $2 FOR UPDATE",
-                uuid.UUID(request_id),
-                uuid.UUID(user_id),
-            )
-        except ValueError:
-            topup = None
-    # Credit what was paid, but never more than was asked for: sales tax that Creem (merchant of
-    # record) adds to the order is not credit; a discount lowers it.
-    credit_cents = min(paid, topup["amount_cents"]) if topup else paid
-    order_id = order.get("id") or event.id
-    row = await _adjust(
-        conn,
-        user_id,
-        credit_cents * MICROS_PER_CENT,
-        "topup",
-        str(order_id),
-        f"creem-order:{order_id}",
-        settings,
+    """Credit the top-up `request_id` names: to its user, what was paid up to its amount.
+
+    Paid less than asked (a discount): what was paid is credited, and the top-up is done. Paid
+    more, in another currency, for another user, or for no top-up of ours: nothing is credited.
+    `order.amount` is read as the order before tax (Creem, the merchant of record, adds sales tax
+    on top and keeps it: transaction.amount vs amount_paid in its refund sample). Should it ever
+    include the tax (UNVERIFIED), an amount above the top-up that `order.tax_amount` accounts for
+    is credited without the tax; either way never more than the top-up.
+    """
+    p = creem.checkout_payment(event)
+    facts: dict[str, Any] = {
+        "amount_cents": p.amount_cents,
+        "currency": p.currency,
+        "request_id": p.request_id,
+        "claimed_user": p.user_id,
+    }
+    if p.request_id is None:
+        raise Unmatched("no_request_id", "the checkout names no top-up of ours", **facts)
+    try:
+        topup_id = uuid.UUID(p.request_id)
+    except ValueError:
+        raise Unmatched("unknown_topup", "request_id is not a top-up id", **facts) from None
+    # FOR UPDATE: two events for one top-up (a replay under a new id) apply one after the other.
+    topup = await conn.fetchrow(
+        "SELECT id, user_id::text AS user_id, amount_cents, checkout_id, status, order_id "
+        "FROM topups WHERE id = $1 FOR UPDATE",
+        topup_id,
     )
-    if topup is not None:
-        await conn.execute(
-            "UPDATE topups SET status = 'paid', paid_at = now(), credited_micros = $2 "
-            "WHERE id = $1",
-            topup["id"],
-            credit_cents * MICROS_PER_CENT,
+    if topup is None:
+        raise Unmatched("unknown_topup", "request_id names no top-up we created", **facts)
+    facts.update(topup_id=topup["id"], user_id=topup["user_id"])
+    if topup["checkout_id"] is not None and topup["checkout_id"] != p.checkout_id:
+        raise Unmatched(
+            "checkout_mismatch", f"the top-up was created with {topup['checkout_id']}", **facts
         )
-    customer = obj.get("customer")
-    if isinstance(customer, dict) and isinstance(customer.get("id"), str):
-        await conn.execute(
-            "UPDATE users SET creem_customer_id = $2 WHERE id = $1 AND creem_customer_id IS NULL "
-            "AND NOT EXISTS (SELECT FROM users WHERE creem_customer_id = $2)",
-            uuid.UUID(user_id),
-            customer["id"],
+    if p.user_id is not None and not _same_user(p.user_id, topup["user_id"]):
+        raise Unmatched("user_mismatch", "metadata.user_id is not the top-up's user", **facts)
+    if p.currency != TOPUP_CURRENCY:
+        raise Unmatched("currency", f"paid in {p.currency}, sold in {TOPUP_CURRENCY}", **facts)
+    paid = p.amount_cents
+    if paid > topup["amount_cents"] and p.tax_cents and paid - p.tax_cents <= topup["amount_cents"]:
+        paid -= p.tax_cents  # the sales tax was counted in: it is Creem's, not credit
+    if paid > topup["amount_cents"]:
+        raise Unmatched(
+            "amount_above_topup", f"the top-up is {topup['amount_cents']} cents", **facts
         )
+    if topup["status"] == "paid":
+        if topup["order_id"] == p.order_id:  # the same order under another event id
+            return WebhookOutcome("duplicate", topup["user_id"])
+        raise Unmatched("topup_already_paid", f"paid by order {topup['order_id']}", **facts)
+    user_id = topup["user_id"]
+    credit = paid * MICROS_PER_CENT
+    await conn.execute(
+        "UPDATE topups SET status = 'paid', paid_at = now(), credited_micros = $2, "
+        "order_id = $3, transaction_id = $4 WHERE id = $1",
+        topup["id"],
+        credit,
+        p.order_id,
+        p.transaction_id,
+    )
+    await conn.execute(
+        "UPDATE users SET creem_customer_id = $2 WHERE id = $1 AND creem_customer_id IS NULL "
+        "AND NOT EXISTS (SELECT FROM users WHERE creem_customer_id = $2)",
+        uuid.UUID(user_id),
+        p.customer_id,
+    )
+    if credit == 0:  # a 100 % discount: the top-up is paid, and nothing was
+        log.warning("top-up paid with 0", extra={"topup_id": str(topup["id"]), "event": event.id})
+        return WebhookOutcome("applied", user_id)
+    row = await _adjust(
+        conn, user_id, credit, "topup", p.order_id, f"creem-topup:{topup['id']}", settings
+    )
     out = WebhookOutcome(row["outcome"], user_id, row["balance_micros"])
     if row["outcome"] == "applied":
         out.notifications.append(
             Notify(
                 user_id,
                 "topup_receipt",
-                f"order:{order_id}",
-                {
-                    "amount_micros": credit_cents * MICROS_PER_CENT,
-                    "balance_micros": row["balance_micros"],
-                },
+                f"order:{p.order_id}",
+                {"amount_micros": credit, "balance_micros": row["balance_micros"]},
             )
         )
     return out
@@ -203,26 +273,67 @@ async def _subscription_paid(
 async def _refund_created(
     conn: asyncpg.Connection, event: CreemEvent, settings: Settings
 ) -> WebhookOutcome:
-    try:
-        refund = creem.refund(event)
-    except ValueError as exc:
-        raise UnmatchedEvent(str(exc)) from None
-    hints: dict[str, Any] = {"customer": {"id": refund.customer_id}}
-    if refund.user_id:
-        hints["metadata"] = {"user_id": refund.user_id}
-    user_id = await _user_for(conn, hints)
-    # Take back what the payment credited: the refund includes sales tax we never credited.
-    cents = refund.credited_share_cents()
+    """Take back what a top-up credited: never more than is left of that credit.
+
+    The refund is matched to the top-up by its order, transaction or checkout; the debit is the
+    refund's pre-tax share (Creem refunds include the tax we never credited), capped at the
+    top-up's credit less what earlier refunds took. A refund of anything else (a subscription
+    payment, an order we never credited) moves nothing and is kept for the operator.
+    """
+    r = creem.refund(event)
+    facts: dict[str, Any] = {
+        "amount_cents": r.amount_cents,
+        "currency": r.currency,
+        "claimed_user": r.user_id,
+    }
+    rows = await conn.fetch(
+        "SELECT id, user_id::text AS user_id, credited_micros, refunded_micros FROM topups "
+        "WHERE status = 'paid' AND (order_id = $1 OR transaction_id = $2 OR checkout_id = $3) "
+        "FOR UPDATE",
+        r.order_id,
+        r.transaction_id,
+        r.checkout_id,
+    )
+    if len(rows) != 1:
+        detail = "it names no top-up we credited" if not rows else "it names several top-ups"
+        raise Unmatched("unknown_payment", detail, **facts)
+    topup = rows[0]
+    facts.update(topup_id=topup["id"], user_id=topup["user_id"])
+    if r.currency != TOPUP_CURRENCY:
+        raise Unmatched("currency", f"refunded in {r.currency}, sold in {TOPUP_CURRENCY}", **facts)
+    asked = r.credited_share_cents() * MICROS_PER_CENT
+    left = (topup["credited_micros"] or 0) - topup["refunded_micros"]
+    debit = min(asked, left)
+    if debit <= 0:
+        raise Unmatched("refund_above_credit", "the top-up's credit is refunded already", **facts)
+    user_id = topup["user_id"]
     row = await _adjust(
         conn,
         user_id,
-        -cents * MICROS_PER_CENT,
+        -debit,
         "refund",
-        refund.refund_id,
-        f"creem-refund:{refund.refund_id}",
+        r.refund_id,
+        f"creem-refund:{r.refund_id}",
         settings,
     )
-    return WebhookOutcome(row["outcome"], user_id, row["balance_micros"])
+    if row["outcome"] != "applied":
+        return WebhookOutcome(row["outcome"], user_id, row["balance_micros"])
+    await conn.execute(
+        "UPDATE topups SET refunded_micros = refunded_micros + $2 WHERE id = $1",
+        topup["id"],
+        debit,
+    )
+    if debit < asked:  # applied up to the credit; the rest is the operator's to look at
+        await _record(
+            conn,
+            event,
+            Unmatched(
+                "refund_above_credit",
+                f"debited {debit} of {asked} micro-USD: the rest exceeds the top-up's credit",
+                **facts,
+            ),
+        )
+    return WebhookOutcome("applied", user_id, row["balance_micros"])
 
 
 async def _payment_failed(

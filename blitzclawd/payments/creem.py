@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -215,12 +218,73 @@ class CreemEvent:
     object: dict[str, Any]
 
 
-def parse_event(raw_body: bytes) -> CreemEvent:
-    """The envelope `{"id", "eventType", "created_at", "object"}`; ValueError names what's wrong."""
+# Every amount is bounded where it enters: $100 million in cents is far above anything we sell
+# and, times 10^4 micro-USD per cent, far below bigint's 9.2 * 10^18. Above it an event is refused
+# as that event's bad data, never an overflow in the database.
+MAX_CENTS = 10**10
+_INT64 = 2**63
+MAX_FIELD = 500  # characters in any text field we read (ids, emails, currencies)
+MAX_DEPTH = 64  # Creem's objects nest a few levels; deeper is not an event we can read
+# PostgreSQL text and jsonb refuse U+0000; UTF-8 (hence both) cannot hold a lone surrogate.
+_NUL = re.compile("\x00")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """`value` without U+0000, lone surrogates replaced by U+FFFD: storable as text and jsonb."""
+    if "\x00" in value:
+        value = _NUL.sub("", value)
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def clean_json(value: Any, depth: int = 0) -> Any:
+    """A parsed JSON value that PostgreSQL (text, jsonb) and orjson accept as it is.
+
+    Text is cleaned (clean_text); an integer beyond 64 bits becomes its decimal string (so no
+    field reads it as a number) and a non-finite float null. ValueError when nested too deeply.
+    """
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"the event is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v, depth + 1) for v in value]
+    return clean_text(str(value))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(raw_body: bytes) -> Any:
     try:
-        data = orjson.loads(raw_body)
+        return orjson.loads(raw_body)
     except orjson.JSONDecodeError as exc:
-        raise ValueError(f"the body is not valid JSON ({exc})") from None
+        if "surrogate" not in str(exc):
+            raise ValueError(f"the body is not valid JSON ({exc})") from None
+    # Valid JSON that orjson refuses: a lone surrogate escape ("\ud800"). The standard library
+    # reads it (and clean_json replaces it); NaN and Infinity are still refused.
+    try:
+        return json.loads(raw_body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"the body is not valid JSON ({type(exc).__name__})") from None
+
+
+def parse_event(raw_body: bytes) -> CreemEvent:
+    """The envelope `{"id", "eventType", "created_at", "object"}`; ValueError names what's wrong.
+
+    Everything in it is cleaned (clean_json) before anyone reads it, so no text from a webhook
+    can be refused by the database later.
+    """
+    data = clean_json(_loads(raw_body))
     if not isinstance(data, dict):
         raise ValueError("the body is not a JSON object")
     event_id, event_type, obj = data.get("id"), data.get("eventType"), data.get("object")
@@ -228,6 +292,8 @@ def parse_event(raw_body: bytes) -> CreemEvent:
         raise ValueError("missing or empty 'id'")
     if not isinstance(event_type, str) or not event_type:
         raise ValueError("missing or empty 'eventType'")
+    if len(event_id) > 200 or len(event_type) > 200:
+        raise ValueError("'id' and 'eventType' are at most 200 characters")
     if not isinstance(obj, dict):
         raise ValueError("missing 'object' (must be a JSON object)")
     created = data.get("created_at")
@@ -241,6 +307,7 @@ def parse_event(raw_body: bytes) -> CreemEvent:
 # integrations, and are read as optional so their absence never refuses an event. UNVERIFIED.
 UNVERIFIED_PATHS = (
     "checkout.completed: object.order.transaction (OrderEntity in the OpenAPI)",
+    "checkout.completed: object.order.tax_amount, and whether order.amount excludes the tax",
     "subscription.*: object.metadata.user_id (set only if the checkout passed it on)",
     "refund.created: object.order, object.checkout, object.checkout.metadata.user_id",
     "refund.created: object.transaction.order",
@@ -254,11 +321,13 @@ class Payment:
     checkout_id: str
     order_id: str
     amount_cents: int  # order.amount
+    tax_cents: int | None  # order.tax_amount (OrderEntity in the OpenAPI)
     currency: str
     customer_id: str
     customer_email: str | None
-    user_id: str  # metadata.user_id, set by us when creating the checkout
-    request_id: str | None
+    # metadata.user_id, set by us when creating the checkout: a claim, never who gets the credit
+    user_id: str | None
+    request_id: str | None  # our top-up's id, when we created the checkout (not a product link)
     transaction_id: str | None  # UNVERIFIED path; matches a later refund's transaction
     metadata: dict[str, str]
 
@@ -344,16 +413,19 @@ def checkout_payment(ev: CreemEvent) -> Payment:
     if status != "paid":
         raise ValueError(f"object.order.status is {status!r}, not 'paid'")
     metadata = o.get("metadata")
+    if metadata is None:
+        metadata = {}  # an order through a product link carries none
     if not isinstance(metadata, dict):
-        raise ValueError("missing object.metadata")
+        raise ValueError("object.metadata must be an object")
     return Payment(
         checkout_id=_req_str(o, "id"),
         order_id=_req_str(o, "order.id"),
         amount_cents=_req_cents(o, "order.amount"),
+        tax_cents=_opt_cents(o, "order.tax_amount"),
         currency=_req_str(o, "order.currency").upper(),
         customer_id=_req_ref(o, "customer"),
         customer_email=_opt_str(o, "customer.email"),
-        user_id=_req_str(o, "metadata.user_id"),
+        user_id=_opt_str(o, "metadata.user_id"),
         request_id=_opt_str(o, "request_id"),
         transaction_id=_opt_ref(o, "order.transaction"),
         metadata={str(k): str(v) for k, v in metadata.items() if v is not None},
@@ -446,9 +518,16 @@ def _at(obj: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+def _bounded(value: str, path: str) -> str:
+    # Ids end up in unique (btree) indexes, whose entries are limited to ~2.7 kB.
+    if len(value) > MAX_FIELD:
+        raise ValueError(f"object.{path} is longer than {MAX_FIELD} characters")
+    return value
+
+
 def _opt_str(obj: Mapping[str, Any], path: str) -> str | None:
     value = _at(obj, path)
-    return value if isinstance(value, str) and value else None
+    return _bounded(value, path) if isinstance(value, str) and value else None
 
 
 def _req_str(obj: Mapping[str, Any], path: str) -> str:
@@ -457,7 +536,7 @@ def _req_str(obj: Mapping[str, Any], path: str) -> str:
         raise ValueError(f"missing object.{path}")
     if not isinstance(value, str) or not value:
         raise ValueError(f"object.{path} must be a non-empty string")
-    return value
+    return _bounded(value, path)
 
 
 def _opt_ref(obj: Mapping[str, Any], path: str) -> str | None:
@@ -465,7 +544,7 @@ def _opt_ref(obj: Mapping[str, Any], path: str) -> str | None:
     value = _at(obj, path)
     if isinstance(value, Mapping):
         value = value.get("id")
-    return value if isinstance(value, str) and value else None
+    return _bounded(value, path) if isinstance(value, str) and value else None
 
 
 def _req_ref(obj: Mapping[str, Any], path: str) -> str:
@@ -480,11 +559,11 @@ def _req_cents(obj: Mapping[str, Any], path: str) -> int:
     if value is _ABSENT:
         raise ValueError(f"missing object.{path}")
     # bool is an int subclass and 10.0 is a float: money is whole cents or refused.
-    if type(value) is not int or value < 0:
-        raise ValueError(f"object.{path} must be a non-negative integer (cents)")
+    if type(value) is not int or not 0 <= value <= MAX_CENTS:
+        raise ValueError(f"object.{path} must be a non-negative integer (cents) up to {MAX_CENTS}")
     return value
 
 
 def _opt_cents(obj: Mapping[str, Any], path: str) -> int | None:
     value = _at(obj, path)
-    return value if type(value) is int and value >= 0 else None
+    return value if type(value) is int and 0 <= value <= MAX_CENTS else None

@@ -18,6 +18,7 @@ import copy
 import hmac
 import html
 import http
+import json
 import secrets
 import time
 import uuid
@@ -39,6 +40,17 @@ CHECKOUT_HOST = "https://checkout.creem.io"
 RETRY_DELAYS: tuple[float, ...] = (30, 60, 300, 3600)
 DELIVERY_TIMEOUT = 10.0  # seconds per attempt before it counts as failed; Creem's is UNVERIFIED
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_KEEP: Any = object()  # an override left as the checkout has it
+OMIT: Any = object()  # an override that drops the field from the event
+
+
+def splice_escape(raw_body: bytes, marker: str, escape: str) -> bytes:
+    """`raw_body` with the JSON string content `marker` replaced by a raw escape, e.g. a lone
+    surrogate `\\ud800`: valid JSON that no JSON encoder emits. Sign the result, not the input."""
+    spliced = raw_body.replace(marker.encode(), escape.encode())
+    if spliced == raw_body:
+        raise ValueError(f"{marker!r} is not in the body")
+    return spliced
 
 
 def creem_id(prefix: str) -> str:
@@ -210,12 +222,25 @@ class FakeCreem(LocalHTTPServer):
         return customer
 
     def complete_checkout(
-        self, checkout_id: str, *, amount_cents: int | None = None
+        self,
+        checkout_id: str,
+        *,
+        amount_cents: Any = None,
+        tax_cents: int = 0,
+        currency: str = "USD",
+        metadata: Any = _KEEP,
+        request_id: Any = _KEEP,
+        customer_fields: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], bytes]:
         """The customer paid: the checkout completes and a `checkout.completed` event is made.
 
-        `amount_cents` overrides the order amount (default: product price times units), e.g. to
-        test a payment that does not match what was asked for.
+        Overrides make the hostile-but-signed events a receiver must survive (Creem signs
+        whatever its merchants and customers put in): `amount_cents` (default: product price
+        times units) may be any JSON value (10**18, -5, "1000"); `tax_cents` the sales tax
+        Creem adds (amount_paid = amount + tax, as in its transactions); `currency` the order's;
+        `metadata` and `request_id` replace what the checkout was created with (`OMIT` drops the
+        field, for `amount_cents` every amount of the order); `customer_fields` are set on the
+        event's customer (e.g. a name with U+0000).
         """
         checkout = self.checkouts[checkout_id]
         if checkout["status"] == "completed":
@@ -238,9 +263,9 @@ class FakeCreem(LocalHTTPServer):
             "transaction": creem_id("tran"),
             "amount": amount,
             "sub_total": amount,
-            "tax_amount": 0,
-            "amount_due": amount,
-            "amount_paid": amount,
+            "tax_amount": tax_cents,
+            "amount_due": amount + tax_cents if isinstance(amount, int) else amount,
+            "amount_paid": amount + tax_cents if isinstance(amount, int) else amount,
             "currency": "USD",
             "status": "paid",
             "type": "onetime",
@@ -259,11 +284,51 @@ class FakeCreem(LocalHTTPServer):
             custom_fields=copy.deepcopy(checkout["custom_fields"]),
             metadata=copy.deepcopy(checkout["metadata"]),
         )
+        obj["order"]["currency"] = currency
+        if amount_cents is OMIT:
+            for key in ("amount", "sub_total", "amount_due", "amount_paid"):
+                del obj["order"][key]
+        obj["customer"].update(customer_fields or {})
+        for key, value in (("metadata", metadata), ("request_id", request_id)):
+            if value is OMIT:
+                obj.pop(key, None)
+            elif value is not _KEEP:
+                obj[key] = copy.deepcopy(value)
         raw = self.event("checkout.completed", obj)
         return orjson.loads(raw), raw
 
+    def product_link_order(
+        self, product_id: str, *, customer_email: str, units: int = 1, **overrides: Any
+    ) -> tuple[dict[str, Any], bytes]:
+        """An order through a product link (a checkout Creem created, not us): no request_id,
+        no metadata. `overrides` as for complete_checkout (e.g. metadata naming a user)."""
+        checkout_id = creem_id("ch")
+        self.checkouts[checkout_id] = {
+            "id": checkout_id,
+            "object": "checkout",
+            "mode": "test",
+            "status": "pending",
+            "product": self._product(product_id),
+            "units": units,
+            "request_id": None,
+            "checkout_url": f"{CHECKOUT_HOST}/{checkout_id}",
+            "success_url": None,
+            "metadata": {},
+            "customer": {"email": customer_email},
+            "custom_fields": [],
+            "order": None,
+        }
+        overrides.setdefault("request_id", OMIT)
+        overrides.setdefault("metadata", OMIT)
+        return self.complete_checkout(checkout_id, **overrides)
+
     def refund_checkout(
-        self, checkout_id: str, *, amount_cents: int | None = None, unverified_fields: bool = True
+        self,
+        checkout_id: str,
+        *,
+        amount_cents: Any = None,
+        unverified_fields: bool = True,
+        currency: str | None = None,
     ) -> tuple[dict[str, Any], bytes]:
         """A `refund.created` for a completed checkout's order (default: refunded in full).
 
@@ -283,14 +348,16 @@ class FakeCreem(LocalHTTPServer):
             "amount": order["amount"],
             "amount_paid": order["amount_paid"],
             "currency": order["currency"],
-            "status": "refunded" if amount >= order["amount_paid"] else "partially_refunded",
+            "status": "refunded"
+            if not isinstance(amount, int) or amount >= order["amount_paid"]
+            else "partially_refunded",
         }
         obj: dict[str, Any] = {
             "id": creem_id("ref"),
             "object": "refund",
             "status": "succeeded",
             "refund_amount": amount,
-            "refund_currency": order["currency"],
+            "refund_currency": currency or order["currency"],
             "reason": "requested_by_customer",
             "transaction": transaction,
             "customer": {"id": customer["id"], "email": customer["email"]},
@@ -352,7 +419,10 @@ class FakeCreem(LocalHTTPServer):
             "created_at": _now_ms(),
             "object": obj,
         }
-        return orjson.dumps(envelope)
+        try:
+            return orjson.dumps(envelope)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits: still JSON, and Creem's to send
+            return json.dumps(envelope, separators=(",", ":")).encode()
 
     def sign(self, raw_body: bytes) -> str:
         return sign(raw_body, self.webhook_secret)

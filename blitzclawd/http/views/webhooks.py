@@ -75,4 +75,6 @@ async def creem_webhook(request: web.Request) -> web.Response:
         outcome = await apply_creem_event(ctx.pool, event, ctx.settings)
     for note in outcome.notifications:
         ctx.tell("notifier", note)
+    if outcome.status == "failed":  # nothing was recorded: Creem retries (30 s, 1 min, ...)
+        raise ApiError(500, "webhook_failed", "the event could not be processed; retry later")
     return json_response({"status": outcome.status})
