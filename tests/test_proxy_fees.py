@@ -490,3 +490,109 @@ async def test_allowed_unpriced_tools_pass_and_reserve_their_loops(database: str
         )
         assert row["cost_micros"] == 270  # (10 x $3 + 10 x $15) x 1.5: its tokens only
         assert env.fake.requests[-1].json["tools"] == [tool]
+
+
+# -- what a request reads: its bytes, its images, or the context window --------------------------
+
+
+def _assess(api_name: str, body: dict, headers: dict | None = None) -> Any:
+    from blitzclawd.config import fee_table, model_prices, parse_settings
+    from blitzclawd.metering.pricing import PriceTable
+    from blitzclawd.proxy import apis
+
+    pricing = parse_settings({}).pricing
+    table = PriceTable(model_prices(pricing), fees=fee_table(pricing))
+    api = {a.name: a for a in (apis.ANTHROPIC_MESSAGES, apis.OPENAI_CHAT, apis.OPENAI_RESPONSES)}
+    raw = orjson.dumps(body)
+    price = table.get(body["model"])
+    return apis.assess(api[api_name], body, raw, price, headers or {}, table, apis.Policy()), raw
+
+
+def _user(*blocks: dict) -> list[dict]:
+    return [{"role": "user", "content": list(blocks)}]
+
+
+IMAGE = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.webp"}}
+
+
+@pytest.mark.parametrize(
+    ("api", "body", "images", "window"),
+    [
+        ("anthropic-messages", {**SONNET}, 0, None),
+        ("anthropic-messages", {**SONNET, "messages": _user(IMAGE, IMAGE)}, 2, None),
+        (
+            "anthropic-messages",
+            {
+                **SONNET,
+                "messages": _user(
+                    {"type": "tool_result", "tool_use_id": "t", "content": [IMAGE]},
+                    {"type": "text", "text": "x"},
+                ),
+            },
+            1,
+            None,
+        ),
+        (
+            "anthropic-messages",
+            {**SONNET, "messages": _user({"type": "redacted_thinking", "data": "EmwK"})},
+            0,
+            200_000,
+        ),
+        (
+            "anthropic-messages",
+            {**SONNET, "messages": _user({"type": "hologram", "data": "?"})},
+            0,
+            200_000,
+        ),
+        (
+            "openai-chat",
+            {**CHAT, "messages": _user({"type": "file", "file": {"file_id": "file-1"}})},
+            0,
+            128_000,
+        ),
+        (
+            "openai-responses",
+            {**RESPONSES, "input": [{"type": "item_reference", "id": "msg_1"}]},
+            0,
+            400_000,
+        ),
+        (
+            "openai-responses",
+            {
+                **RESPONSES,
+                "input": [{"type": "reasoning", "encrypted_content": "gAAA", "summary": []}],
+            },
+            0,
+            400_000,
+        ),
+        (
+            "openai-responses",
+            {
+                **RESPONSES,
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_image", "image_url": "https://x"}],
+                    },
+                    {"type": "function_call_output", "call_id": "c", "output": "ok"},
+                ],
+            },
+            1,
+            None,
+        ),
+    ],
+)
+def test_input_bound(api: str, body: dict, images: int, window: int | None) -> None:
+    from blitzclawd.metering.pricing import max_input_tokens
+
+    worst, raw = _assess(api, body)
+    assert worst.input_bound == (window or max_input_tokens(len(raw), images))
+
+
+def test_the_1m_beta_widens_the_window_of_server_side_reads() -> None:
+    body = {**SONNET, "model": "claude-sonnet-4-5", "messages": _user({"type": "document"})}
+    worst, _ = _assess("anthropic-messages", body)
+    assert (worst.input_bound, worst.long_ok) == (200_000, False)
+    beta = {"anthropic-beta": "interleaved-thinking-2025-05-14, context-1m-2025-08-07"}
+    worst, _ = _assess("anthropic-messages", body, beta)
+    assert (worst.input_bound, worst.long_ok) == (1_000_000, True)

@@ -134,18 +134,107 @@ _R_UNPRICED = {
     "computer_use_preview": "computer_use",
     "computer_use": "computer_use",
 }
-# Content the provider fetches or expands on its side, not bounded by the body's size: a file
-# by id, a PDF (pages are billed as text plus an image each), a stored item, a container upload.
-_CONTEXT_MARKERS = (
-    b'"document"',
-    b'"file_id"',
-    b'"file_data"',
-    b'"input_file"',
-    b'"item_reference"',
-    b'"container_upload"',
+# Content blocks (and Responses input items) by what their tokens are bounded by. Their own text,
+# in the body: bounded by its bytes.
+_PLAIN = frozenset(
+    {
+        "text",
+        "input_text",
+        "output_text",
+        "refusal",
+        "summary_text",
+        "reasoning_text",
+        "tool_use",
+        "server_tool_use",
+        "mcp_tool_use",
+        "thinking",
+        "search_result",
+        "function_call",
+        "custom_tool_call",
+    }
 )
-_IMAGE_MARKERS = (b'"image"', b'"image_url"', b'"input_image"')
+# An image, whatever its bytes (a URL, a tiny but huge-resolution WebP): IMAGE_MAX_TOKENS each.
+_IMAGES = frozenset({"image", "image_url", "input_image", "computer_screenshot"})
+# Blocks holding more blocks (tool results, messages): their content is walked in turn.
+_NESTED = {
+    "tool_result": "content",
+    "mcp_tool_result": "content",
+    "function_call_output": "output",
+    "custom_tool_call_output": "output",
+    "computer_call_output": "output",
+    "message": "content",
+}
+# Everything else is expanded on the provider's side, beyond its bytes: a file by id, a PDF (each
+# page billed as text plus an image), a stored item, a container upload, encrypted thinking or
+# search results, a block type we do not know. Such a request reserves the context window.
+
+
+@dataclass(slots=True)
+class _Content:
+    images: int = 0
+    audio: bool = False
+    context: bool = False
+
+
+def _walk(blocks: Any, into: _Content, depth: int = 0) -> None:
+    """Classify content blocks (a list; a plain string is text). Runs over the parsed body: no
+    second pass over its bytes, and a type spelled with JSON escapes is seen as what it is."""
+    if type(blocks) is not list:
+        if blocks is not None and type(blocks) is not str:
+            into.context = True  # not a shape we know
+        return
+    plain = _PLAIN
+    for block in blocks:
+        # The hot loop: nearly every block is text or a tool call.
+        if type(block) is dict and block.get("type") in plain:
+            continue
+        _block(block, into, depth)
+
+
+def _block(block: Any, into: _Content, depth: int) -> None:
+    if type(block) is not dict:
+        if type(block) is not str:
+            into.context = True
+        return
+    kind = block.get("type")
+    if kind is None and "role" in block:
+        kind = "message"  # a Responses input message may omit its type
+    if kind in _IMAGES:
+        into.images += 1
+    elif kind == "input_audio":
+        into.audio = True
+    elif kind == "reasoning":
+        # Its summary is in the body; encrypted reasoning expands on the provider's side.
+        if block.get("encrypted_content") is not None:
+            into.context = True
+    elif kind in _NESTED and depth < 8:
+        _walk(block.get(_NESTED[kind]), into, depth + 1)  # type: ignore[index]
+    else:
+        into.context = True
+
+
+def _messages(messages: Any, into: _Content) -> None:
+    """The content of every message of a list (Anthropic, OpenAI chat)."""
+    plain = _PLAIN
+    for message in _list(messages):
+        content = message.get("content") if type(message) is dict else message
+        if type(content) is str:
+            continue
+        if type(content) is not list:
+            if content is not None:
+                into.context = True
+            continue
+        for block in content:
+            if type(block) is dict and block.get("type") in plain:
+                continue
+            _block(block, into, 0)
+
+
 _MAX_N = 128  # OpenAI's own limit on chat `n`
+
+
+def _list(v: Any) -> list[Any]:
+    return v if type(v) is list else []
 
 
 def _refuse(message: str) -> ProxyError:
@@ -169,7 +258,8 @@ def _uses(tool: dict[str, Any], field: str, default: int) -> tuple[int, bool]:
     if v is None:
         return default, True
     if type(v) is not int or v < 0 or v > 10_000:
-        raise _refuse(f"tools: {field} must be an integer between 0 and 10000")
+        where = "tools: " if field == "max_uses" else ""
+        raise _refuse(f"{where}{field}: must be an integer between 0 and 10000")
     return v, False
 
 
@@ -183,8 +273,8 @@ def assess(
     policy: Policy,
 ) -> Worst:
     """What the request in `body` (parsed from `raw`) can cost at most, or a 400 naming the
-    field that makes it unpriceable or unbounded. Reads top-level fields from the parsed body
-    and scans the raw bytes for content types (no second JSON pass)."""
+    field that makes it unpriceable or unbounded. Reads the parsed body (no second JSON pass);
+    `raw` only for its size."""
     stream = _flag(body, "stream")
     max_out: int | None = None
     for name in api.max_tokens_fields:
@@ -198,11 +288,19 @@ def assess(
                 f"{name}: at most {price.max_output_tokens} for {price.model}, got {value}"
             )
         max_out = value if max_out is None else max(max_out, value)
-    # A JSON string may spell a type name with \u escapes: scan an escape-free copy then.
-    scan = raw if b"\\u" not in raw else orjson.dumps(body)
     worst = Worst(stream, max_out, 0)
-    context = any(m in scan for m in _CONTEXT_MARKERS)
-    if b'"input_audio"' in scan:
+    content = _Content()
+    if api.provider == "anthropic":
+        system = body.get("system")
+        if type(system) is list:
+            _walk(system, content)
+        _messages(body.get("messages"), content)
+    elif api.name == "openai-chat":
+        _messages(body.get("messages"), content)
+    else:
+        _walk(body.get("input"), content)
+    context = content.context
+    if content.audio:
         if price.audio_input is None:
             raise _refuse(f"messages: audio input is not available for {price.model} here")
         worst.audio = True
@@ -226,8 +324,7 @@ def assess(
             )
         worst.input_bound = window
     else:
-        images = sum(scan.count(m) for m in _IMAGE_MARKERS)
-        worst.input_bound = max_input_tokens(len(raw), images)
+        worst.input_bound = max_input_tokens(len(raw), content.images)
         if window:
             worst.input_bound = min(worst.input_bound, window)
     return worst
