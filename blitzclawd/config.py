@@ -174,6 +174,30 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RateSettings:
+    # A service tier's list prices in USD per million tokens; no input price: not offered.
+    input: float | None = None
+    output: float | None = None
+    cache_write_5m: float | None = None  # left out: plain input (OpenAI has no cache writes)
+    cache_write_1h: float | None = None
+    cache_read: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LongContextSettings:
+    # Above `threshold` input tokens every token of the request is billed at these rates (USD per
+    # Mtok); a request may then read up to `context_window` tokens. threshold 0: none.
+    threshold: int = field(default=0, metadata=_range(0, 10**9))
+    context_window: int = field(default=0, metadata=_range(0, 10**9))
+    beta: str = ""  # the anthropic-beta value that enables it; "" = always on
+    input: float = field(default=0.0, metadata=_range(0))
+    output: float = field(default=0.0, metadata=_range(0))
+    cache_write_5m: float = field(default=0.0, metadata=_range(0))
+    cache_write_1h: float = field(default=0.0, metadata=_range(0))
+    cache_read: float = field(default=0.0, metadata=_range(0))
+
+
+@dataclass(frozen=True, slots=True)
 class ModelPriceSettings:
     # List prices in USD per million tokens, exact (decimal), before the markup.
     id: str = ""
@@ -184,24 +208,71 @@ class ModelPriceSettings:
     cache_write_1h: float | None = None
     cache_read: float | None = None
     max_output_tokens: int = field(default=64000, metadata=_range(1, 10**7))
+    # Most input tokens one model call reads; 0: unknown (requests pulling in server-side
+    # context — files, stored conversations, server tools — are then refused).
+    context_window: int = field(default=0, metadata=_range(0, 10**9))
+    audio_input: float | None = None  # audio tokens' own rates; none: audio is refused
+    audio_output: float | None = None
+    long_context: LongContextSettings = LongContextSettings()
+    priority: RateSettings = RateSettings()  # OpenAI service_tier "priority"
+    flex: RateSettings = RateSettings()  # OpenAI service_tier "flex"
 
 
 def _default_models() -> tuple[ModelPriceSettings, ...]:
-    from blitzclawd.metering.pricing import default_prices
+    from blitzclawd.metering.pricing import Rates, default_prices
 
-    return tuple(
-        ModelPriceSettings(
-            id=p.model,
-            api=p.api,
-            input=p.input / 1e6,
-            output=p.output / 1e6,
-            cache_write_5m=p.cache_write_5m / 1e6,
-            cache_write_1h=p.cache_write_1h / 1e6,
-            cache_read=p.cache_read / 1e6,
-            max_output_tokens=p.max_output_tokens,
+    def usd(v: int) -> float:
+        return v / 1e6
+
+    def tier(r: Rates | None) -> RateSettings:
+        if r is None:
+            return RateSettings()
+        # OpenAI tiers: no cache-write price (a write costs plain input).
+        return RateSettings(usd(r.input), usd(r.output), cache_read=usd(r.cache_read))
+
+    out = []
+    for p in default_prices():
+        lc = p.long_context
+        long = LongContextSettings()
+        if lc is not None:
+            long = LongContextSettings(
+                lc.threshold,
+                lc.context_window,
+                lc.beta,
+                usd(lc.rates.input),
+                usd(lc.rates.output),
+                usd(lc.rates.cache_write_5m),
+                usd(lc.rates.cache_write_1h),
+                usd(lc.rates.cache_read),
+            )
+        out.append(
+            ModelPriceSettings(
+                id=p.model,
+                api=p.api,
+                input=usd(p.input),
+                output=usd(p.output),
+                cache_write_5m=usd(p.cache_write_5m),
+                cache_write_1h=usd(p.cache_write_1h),
+                cache_read=usd(p.cache_read),
+                max_output_tokens=p.max_output_tokens,
+                context_window=p.context_window,
+                audio_input=None if p.audio_input is None else usd(p.audio_input),
+                audio_output=None if p.audio_output is None else usd(p.audio_output),
+                long_context=long,
+                priority=tier(p.tier("priority")),
+                flex=tier(p.tier("flex")),
+            )
         )
-        for p in default_prices()
-    )
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class FeeSettings:
+    # Server-side tools billed per use, in USD per 1,000 uses, before the markup.
+    anthropic_web_search: float = field(default=10.0, metadata=_range(0))
+    anthropic_web_fetch: float = field(default=0.0, metadata=_range(0))
+    openai_web_search: float = field(default=10.0, metadata=_range(0))
+    openai_file_search: float = field(default=2.5, metadata=_range(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +281,18 @@ class PricingSettings:
     markup: float = field(default=1.5, metadata=_range(1, 100))
     # The models the proxy serves; a request for any other model is refused before forwarding.
     models: tuple[ModelPriceSettings, ...] = field(default_factory=_default_models)
+    fees: FeeSettings = FeeSettings()
+    # A server tool (web search, web fetch) without max_uses gets this many (set in the body we
+    # forward: what bounds its cost); on OpenAI Responses, max_tool_calls likewise.
+    server_tool_default_max_uses: int = field(default=5, metadata=_range(1, 100))
+    # The tiers an OpenAI request that names none (or "auto") may be served at: the OpenAI
+    # project's default tier ("default"; add "priority" if the project defaults to it).
+    openai_default_tiers: tuple[str, ...] = ("default",)
+    # What is refused because it cannot be priced, unless listed here (then billed for its
+    # tokens only): "code_execution" (Anthropic code execution / OpenAI code_interpreter:
+    # billed per container time), "mcp_servers" (Anthropic MCP connector),
+    # "web_search_preview", "image_generation", "computer_use", or any other tool type by name.
+    allow_unpriced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,33 +567,98 @@ def _check_prices(p: PricingSettings, problems: list[str]) -> None:
     if problems:
         return
     try:
-        PriceTable(model_prices(p), markup=p.markup)
+        PriceTable(model_prices(p), markup=p.markup, fees=fee_table(p))
     except ValueError as exc:
         problems.append(f"pricing: {exc}")
 
 
 def model_prices(p: PricingSettings) -> list:
     """The configured models as metering ModelPrice objects (ValueError names model and field)."""
-    from blitzclawd.metering.pricing import ModelPrice
+    from blitzclawd.metering.pricing import LongContext, ModelPrice, Rates, usd_per_mtok_to_micros
+
+    def rate(field: str, v: float | None) -> int | None:
+        return None if v is None else usd_per_mtok_to_micros(field, v)
 
     out = []
     for m in p.models:
         try:
+            price = ModelPrice.from_usd(
+                m.id,
+                m.api,
+                input=m.input,
+                output=m.output,
+                cache_write_5m=m.cache_write_5m,
+                cache_write_1h=m.cache_write_1h,
+                cache_read=m.cache_read,
+                max_output_tokens=m.max_output_tokens,
+            )
+            tiers = []
+            for name in ("priority", "flex"):
+                t: RateSettings = getattr(m, name)
+                if t.input is None:
+                    continue
+                if t.output is None or t.cache_read is None:
+                    raise ValueError(f"{name}: input, output and cache_read are all required")
+                tiers.append(
+                    (
+                        name,
+                        Rates.from_usd(
+                            input=t.input,
+                            output=t.output,
+                            cache_read=t.cache_read,
+                            cache_write_5m=t.cache_write_5m,
+                            cache_write_1h=t.cache_write_1h,
+                        ),
+                    )
+                )
+            lc = m.long_context
+            long = None
+            if lc.threshold:
+                long = LongContext(
+                    lc.threshold,
+                    lc.context_window,
+                    lc.beta,
+                    Rates.from_usd(
+                        input=lc.input,
+                        output=lc.output,
+                        cache_read=lc.cache_read,
+                        cache_write_5m=lc.cache_write_5m,
+                        cache_write_1h=lc.cache_write_1h,
+                    ),
+                )
             out.append(
-                ModelPrice.from_usd(
-                    m.id,
-                    m.api,
-                    input=m.input,
-                    output=m.output,
-                    cache_write_5m=m.cache_write_5m,
-                    cache_write_1h=m.cache_write_1h,
-                    cache_read=m.cache_read,
-                    max_output_tokens=m.max_output_tokens,
+                dataclasses.replace(
+                    price,
+                    context_window=m.context_window,
+                    long_context=long,
+                    tiers=tuple(tiers),
+                    audio_input=rate("audio_input", m.audio_input),
+                    audio_output=rate("audio_output", m.audio_output),
                 )
             )
         except ValueError as exc:
             raise ValueError(f"model {m.id!r}: {exc}") from None
     return out
+
+
+def fee_table(p: PricingSettings) -> dict:
+    """[pricing.fees] (USD per 1,000 uses) as metering Fees (exact micro-USD per use)."""
+    from blitzclawd.metering.pricing import Fees, usd_per_mtok_to_micros
+
+    def per_use(name: str) -> int:
+        per_1k = usd_per_mtok_to_micros(f"fees.{name}", getattr(p.fees, name))
+        if per_1k % 1000:
+            raise ValueError(f"fees.{name}: not a whole number of micro-USD per use")
+        return per_1k // 1000
+
+    return {
+        "anthropic": Fees(
+            web_search=per_use("anthropic_web_search"), web_fetch=per_use("anthropic_web_fetch")
+        ),
+        "openai": Fees(
+            web_search=per_use("openai_web_search"), file_search=per_use("openai_file_search")
+        ),
+    }
 
 
 def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:

@@ -260,6 +260,7 @@ def test_default_prices_match_wire_table(table: PriceTable) -> None:
         "gpt-4.1",
         "gpt-5",
         "gpt-5.1",
+        "gpt-audio",
     ]
     rates = {
         p.model: (p.input, p.cache_write_5m, p.cache_write_1h, p.cache_read, p.output)
@@ -283,3 +284,95 @@ def test_estimate_input_tokens() -> None:
     assert estimate_input_tokens(b"") == 16
     assert estimate_input_tokens(b"x" * 300) == 116
     assert estimate_input_tokens(b"x" * 302) == 116
+
+
+# --- context windows, long context, tiers, audio, fees --------------------------------------------
+
+
+def test_every_model_knows_its_context_window(table: PriceTable) -> None:
+    windows = {p.model: p.context_window for p in table.models()}
+    assert windows["claude-sonnet-4-6"] == 200_000 and windows["gpt-4.1"] == 1_047_576
+    assert windows["gpt-5"] == 400_000 and windows["gpt-4o"] == 128_000
+    assert all(windows.values())
+
+
+def test_long_context_rates_apply_above_the_threshold_only_when_enabled(table: PriceTable) -> None:
+    sonnet = price(table, "claude-sonnet-4-5")
+    over = Usage(input_tokens=150_000, cache_write_1h_tokens=40_000, cache_read_tokens=20_000)
+    # 150K x $6 + 40K x $12 + 20K x $0.60 = 900000 + 480000 + 12000
+    assert table.list_cost(sonnet, over, long_ok=True) == 1_392_000
+    assert table.list_cost(sonnet, over) == 450_000 + 240_000 + 6_000  # not enabled
+    at = Usage(input_tokens=200_000, output_tokens=1000)
+    assert table.list_cost(sonnet, at, long_ok=True) == 600_000 + 15_000  # not above
+    # Opus 4.6 above 200K: $10 in, $37.50 out.
+    opus = price(table, "claude-opus-4-6")
+    assert table.list_cost(opus, Usage(input_tokens=200_001, output_tokens=2), long_ok=True) == (
+        Fraction(2_000_010) + 75
+    )
+    # Reserved at long rates once the bound can pass the threshold.
+    assert (
+        table.reserve_micros(
+            sonnet, input_tokens_estimate=300_000, max_output_tokens=1000, long_ok=True
+        )
+        == (300_000 * 12 + 1000 * 22.5) * 1.5
+    )
+
+
+def test_service_tiers(table: PriceTable) -> None:
+    gpt5 = price(table, "gpt-5")
+    u = Usage(input_tokens=800, cache_read_tokens=200, output_tokens=100)
+    assert table.list_cost(gpt5, u) == 1000 + 25 + 1000
+    assert table.list_cost(gpt5, u, tier="priority") == 2000 + 50 + 2000
+    assert table.list_cost(gpt5, u, tier="flex") == Fraction(2025, 2)
+    # What the answer reports wins over what was asked.
+    assert table.list_cost(gpt5, Usage(output_tokens=1, service_tier="flex"), tier="priority") == 5
+    assert table.known_tier(gpt5, "flex") and not table.known_tier(gpt5, "scale")
+    # An unpriced tier is billed at the dearest rates the model has.
+    assert table.list_cost(gpt5, Usage(output_tokens=1, service_tier="scale")) == 20
+    assert not price(table, "gpt-4o").tier("flex")
+    # Reserved at the dearest tier it may be served at.
+    assert (
+        table.reserve_micros(
+            gpt5, input_tokens_estimate=1, max_output_tokens=1, tiers=("default", "priority")
+        )
+        == 34
+    )  # (2.5 + 20) x 1.5 = 33.75 -> 34
+
+
+def test_audio_tokens(table: PriceTable) -> None:
+    audio = price(table, "gpt-audio")
+    u = Usage(input_tokens=1000, output_tokens=200, audio_input_tokens=400, audio_output_tokens=150)
+    assert table.list_cost(audio, u) == 600 * 2.5 + 400 * 32 + 50 * 10 + 150 * 64
+
+
+def test_per_use_fees(table: PriceTable) -> None:
+    sonnet = price(table, "claude-sonnet-4-6")
+    u = Usage(web_search_requests=500, web_fetch_requests=9)
+    assert table.cost_micros(sonnet, u) == 7_500_000  # 500 x $0.01 x 1.5; fetches free
+    gpt = price(table, "gpt-4o")
+    u = Usage(web_search_requests=1, file_search_calls=4)
+    assert table.list_cost(gpt, u) == 10_000 + 4 * 2_500
+    assert (
+        table.reserve_micros(gpt, input_tokens_estimate=0, max_output_tokens=0, fee_micros=20_000)
+        == 30_000
+    )
+
+
+def test_passes_and_outputs_multiply_the_worst_case(table: PriceTable) -> None:
+    gpt = price(table, "gpt-4o")
+    one = table.reserve_micros(gpt, input_tokens_estimate=1000, max_output_tokens=100)
+    assert one == 5250
+    assert (
+        table.reserve_micros(
+            gpt, input_tokens_estimate=1000, max_output_tokens=100, passes=3, outputs=2
+        )
+        == (3 * 1000 * 2.5 + 2 * 100 * 10) * 1.5
+    )
+
+
+def test_max_input_tokens_bounds_any_tokenizer() -> None:
+    from blitzclawd.metering.pricing import FRAMING_TOKENS, IMAGE_MAX_TOKENS, max_input_tokens
+
+    assert max_input_tokens(0) == FRAMING_TOKENS
+    assert max_input_tokens(1000, 2) == 1000 + FRAMING_TOKENS + 2 * IMAGE_MAX_TOKENS
+    assert max_input_tokens(300) > estimate_input_tokens(b"x" * 300)

@@ -379,15 +379,16 @@ async def test_concurrent_requests_cannot_overdraw(proxy_env) -> None:
     inst = await seed.create_instance(proxy_env.pool, user, msgs_per_hour=0)
     proxy = proxy_env.daemon.supervisor.child("proxy")
     price = proxy.prices.get("claude-sonnet-4-6")
-    body = {**ANTHROPIC_BODY, "max_tokens": 4400, "stream": True}
-    from blitzclawd.metering.pricing import estimate_input_tokens
+    body = {**ANTHROPIC_BODY, "max_tokens": 2500, "stream": True}
+    from blitzclawd.metering.pricing import max_input_tokens
 
     reserve = proxy.prices.reserve_micros(
         price,
-        input_tokens_estimate=estimate_input_tokens(orjson.dumps(body)),
-        max_output_tokens=4400,
+        input_tokens_estimate=max_input_tokens(len(orjson.dumps(body))),
+        max_output_tokens=2500,
     )
-    assert 5 * reserve <= 500_000 < 6 * reserve  # each reserves just under $0.10
+    # The client's JSON has a few more bytes (spaces): a few more micro-USD, still in range.
+    assert 5 * (reserve + 100) <= 500_000 < 6 * reserve  # each reserves just under $0.10
     # Slow answers (2 s) keep the admitted five in flight while the other 195 knock, even on a
     # busy machine: their holds are not released before every request has been answered.
     proxy_env.fake.scenario = Scenario(

@@ -537,3 +537,105 @@ def test_openai_responses_error_event_and_junk() -> None:
 def test_openai_responses_non_streaming() -> None:
     assert openai_responses_usage(response_obj("completed", R_USAGE)) == R_EXPECTED
     assert openai_responses_usage({"usage": None}) == Usage()
+
+
+# --- fees, tiers, audio, unknown fields -----------------------------------------------------------
+
+
+def test_anthropic_server_tool_uses_and_tier() -> None:
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 2},
+        "service_tier": "standard",
+        "inference_geo": "global",
+    }
+    want = Usage(
+        input_tokens=10,
+        output_tokens=5,
+        web_search_requests=3,
+        web_fetch_requests=2,
+        service_tier="standard",
+    )
+    assert anthropic_usage({"usage": usage}) == want
+    meter = AnthropicStreamMeter()
+    meter.feed("message_start", orjson.dumps({"message": {"usage": {"input_tokens": 10}}}))
+    meter.feed(
+        "message_delta",
+        orjson.dumps({"usage": {k: usage[k] for k in usage if k != "input_tokens"}}),
+    )
+    assert meter.billable_usage() == want
+    # $3 x 10 + $15 x 5 + 3 searches x $10/1K (fetches free) = 30 + 75 + 30000 = 30105; x 1.5
+    assert TABLE.cost_micros(TABLE.get("claude-sonnet-4-6"), want) == 45158
+
+
+def test_interrupted_stream_keeps_its_server_tool_uses() -> None:
+    meter = AnthropicStreamMeter()
+    start = {"input_tokens": 10, "server_tool_use": {"web_search_requests": 1}}
+    meter.feed("message_start", orjson.dumps({"message": {"usage": start}}))
+    meter.feed("content_block_delta", orjson.dumps({"delta": {"text": "abcdefgh"}}))
+    got = meter.billable_usage()  # cut before message_delta
+    # Output at least the text seen, and the search already made is still billed.
+    assert (got.input_tokens, got.output_tokens, got.web_search_requests) == (10, 2, 1)
+
+
+def test_openai_audio_tokens_and_tier() -> None:
+    body = {
+        "service_tier": "priority",
+        "usage": {
+            "prompt_tokens": 1000,
+            "completion_tokens": 200,
+            "total_tokens": 1200,
+            "prompt_tokens_details": {"cached_tokens": 100, "audio_tokens": 400},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 150},
+        },
+    }
+    assert openai_chat_usage(body) == Usage(
+        input_tokens=900,
+        output_tokens=200,
+        cache_read_tokens=100,
+        audio_input_tokens=400,
+        audio_output_tokens=150,
+        service_tier="priority",
+    )
+
+
+def test_openai_responses_built_in_tool_calls_and_tier() -> None:
+    resp = {
+        "service_tier": "flex",
+        "output": [
+            {"type": "web_search_call", "id": "ws_1"},
+            {"type": "web_search_call", "id": "ws_2"},
+            {"type": "file_search_call", "id": "fs_1"},
+            {"type": "message", "content": []},
+        ],
+        "usage": {"input_tokens": 50, "output_tokens": 5, "total_tokens": 55},
+    }
+    want = Usage(
+        input_tokens=50,
+        output_tokens=5,
+        web_search_requests=2,
+        file_search_calls=1,
+        service_tier="flex",
+    )
+    assert openai_responses_usage(resp) == want
+    meter = OpenAIResponsesStreamMeter()
+    meter.feed("response.completed", orjson.dumps({"response": resp}))
+    assert meter.billable_usage() == want
+
+
+def test_unknown_usage_fields_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    import uuid
+
+    name = f"teleport_tokens_{uuid.uuid4().hex[:8]}"
+    caplog.set_level("WARNING", logger="blitzclawd.metering")
+    for _ in range(3):
+        got = anthropic_usage({"usage": {"input_tokens": 7, name: 99}})
+        assert got == Usage(input_tokens=7)  # what is known is charged
+        openai_chat_usage({"usage": {"prompt_tokens": 7, "prompt_tokens_details": {name: 1}}})
+    fields = [getattr(r, "field", None) for r in caplog.records]
+    assert fields.count(f"anthropic.usage.{name}") == 1
+    assert fields.count(f"openai.usage.prompt_tokens_details.{name}") == 1
+    # Known informational fields are not reported.
+    openai_chat_usage({"usage": {"prompt_tokens_details": {"image_tokens": 5, "text_tokens": 1}}})
+    assert not [r for r in caplog.records if "image_tokens" in str(getattr(r, "field", ""))]

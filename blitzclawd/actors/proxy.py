@@ -38,18 +38,22 @@ from blitzclawd.config import (
     Secrets,
     Settings,
     billing_minimum_micros,
+    fee_table,
     model_prices,
     usd_to_micros,
 )
 from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_input_tokens
 from blitzclawd.metering.sse import SSEParser
-from blitzclawd.metering.usage import OpenAIChatStreamMeter
+from blitzclawd.metering.usage import OpenAIChatStreamMeter, warn_once
 from blitzclawd.proxy.apis import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,
     OPENAI_RESPONSES,
     ApiSpec,
     Meter,
+    Policy,
+    Worst,
+    assess,
 )
 from blitzclawd.proxy.connector import MostRecentFirstConnector
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
@@ -135,6 +139,7 @@ class InFlight:
     price: ModelPrice
     meter: Meter | None
     input_estimate: int
+    worst: Worst  # what admission reserved for: its tier and long-context terms price the usage
     # Its database record, once a checkpoint found it still in flight: written (True) or not.
     written: asyncio.Future[bool] | None = None
     checkpointed: int = 0  # the cost so far at the last checkpoint
@@ -184,7 +189,15 @@ class ProxyActor(Actor):
         self._admission_pool = admission_pool
         self._daemon_id = daemon_id
         self._billing = billing or (lambda: None)
-        self.prices = PriceTable(model_prices(settings.pricing), markup=settings.pricing.markup)
+        pricing = settings.pricing
+        self.prices = PriceTable(
+            model_prices(pricing), markup=pricing.markup, fees=fee_table(pricing)
+        )
+        self._policy = Policy(
+            pricing.server_tool_default_max_uses,
+            pricing.openai_default_tiers,
+            frozenset(pricing.allow_unpriced),
+        )
         self._minimum = billing_minimum_micros(settings)
         self.leases = LeaseBook(
             pool,
@@ -359,7 +372,8 @@ class ProxyActor(Actor):
         request_id = request[PROXY_REQUEST_ID]
         inst = await self._authenticate(request)
         raw = await request.read()
-        body, model, price, max_out, stream = self._parse(raw, api)
+        body, model, price, worst = self._parse(raw, api, request.headers)
+        stream = worst.stream
         limit_refusal = await self.limits.admit(
             inst.id,
             _limit(inst.msgs_per_hour, self._settings.limits.messages_per_hour),
@@ -375,9 +389,19 @@ class ProxyActor(Actor):
         key = self._keys[api.provider]
         if key is None:
             raise ProxyError(503, "api", f"the {api.provider} upstream is not configured")
-        estimate = estimate_input_tokens(raw)
+        if worst.body is not None:  # we capped a server tool's uses: forward what we priced
+            body, raw = worst.body, orjson.dumps(worst.body)
+        estimate = estimate_input_tokens(raw)  # likely; the reservation bounds the worst case
         amount = self.prices.reserve_micros(
-            price, input_tokens_estimate=estimate, max_output_tokens=max_out
+            price,
+            input_tokens_estimate=worst.input_bound,
+            max_output_tokens=worst.max_output,
+            tiers=worst.tiers,
+            long_ok=worst.long_ok,
+            passes=worst.passes,
+            outputs=worst.outputs,
+            audio=worst.audio,
+            fee_micros=worst.fee_micros,
         )
         prompt_cost = self.prices.cost_micros(price, Usage(input_tokens=estimate))
         if inst.status != "active":
@@ -406,7 +430,7 @@ class ProxyActor(Actor):
             )
         self._slots[request_id] = (slot, inst.user_id)
         meter = api.meter() if stream else None
-        flight = InFlight(record, slot, price, meter, estimate)
+        flight = InFlight(record, slot, price, meter, estimate, worst)
         self.inflight[request_id] = flight
         outcome = _Outcome()
         try:
@@ -468,8 +492,8 @@ class ProxyActor(Actor):
         return inst
 
     def _parse(
-        self, raw: bytes, api: ApiSpec
-    ) -> tuple[dict[str, Any], str, ModelPrice, int | None, bool]:
+        self, raw: bytes, api: ApiSpec, headers: Any
+    ) -> tuple[dict[str, Any], str, ModelPrice, Worst]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -482,17 +506,9 @@ class ProxyActor(Actor):
         price = self.prices.get(model)
         if price is None or price.api != api.provider:
             raise ProxyError(404, "not_found", f"model: {model!r} is not available here")
-        max_out: int | None = None
-        for name in api.max_tokens_fields:
-            value = body.get(name)
-            if value is None:
-                continue
-            if type(value) is not int or value < 1:
-                raise ProxyError(400, "invalid_request", f"{name}: must be a positive integer")
-            max_out = value
-            break
-        stream = body.get("stream") is True
-        return body, model, price, max_out, stream
+        # Every fee it can incur priced, every multiplier and server-side read bounded, or a 400.
+        worst = assess(api, body, raw, price, headers, self.prices, self._policy)
+        return body, model, price, worst
 
     async def _active(self, inst: InstanceAuth) -> InstanceAuth:
         """The instance, if it is active after all (the cached copy may be stale); else refuse."""
@@ -654,7 +670,25 @@ class ProxyActor(Actor):
             usage = flight.meter.billable_usage(flight.input_estimate)
         if outcome.status != 200:
             usage = Usage()  # refused upstream or never reached it: nothing was used
-        cost = self.prices.cost_micros(flight.price, usage)
+        worst = flight.worst
+        if usage.service_tier is not None and not self.prices.known_tier(
+            flight.price, usage.service_tier
+        ):
+            warn_once(f"service_tier:{usage.service_tier}", "unpriced service tier reported")
+        cost = self.prices.cost_micros(flight.price, usage, tier=worst.tier, long_ok=worst.long_ok)
+        if cost > flight.reserved:
+            # The worst case is meant to bound every cost: this one did not (an upstream
+            # reporting more than it can bill, or a price the bound misses). The settlement
+            # debits it all, but never below a zero balance (settle_usage, 0012).
+            log.error(
+                "a request cost more than its worst case",
+                extra={
+                    "request_id": flight.request_id,
+                    "model": model,
+                    "cost_micros": cost,
+                    "reserved_micros": flight.reserved,
+                },
+            )
         # The lease gives up what was spent (the balance drops by it), at most what was held.
         consumed = min(cost, flight.reserved)
         # Should its settlement not commit, recovery charges this cost (a void: nothing): from
@@ -676,6 +710,12 @@ class ProxyActor(Actor):
             cache_write_1h_tokens=usage.cache_write_1h_tokens,
             cache_read_tokens=usage.cache_read_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            audio_input_tokens=usage.audio_input_tokens,
+            audio_output_tokens=usage.audio_output_tokens,
+            web_search_requests=usage.web_search_requests,
+            web_fetch_requests=usage.web_fetch_requests,
+            file_search_calls=usage.file_search_calls,
+            service_tier=usage.service_tier,
             upstream_request_id=outcome.upstream_id,
             status_code=outcome.status,
             duration_ms=int((time.perf_counter() - started) * 1000),
@@ -799,7 +839,12 @@ class ProxyActor(Actor):
         stale: list[InFlight] = []
         for flight in list(self.inflight.values()):
             if flight.meter is not None:
-                cost = self.prices.cost_micros(flight.price, flight.meter.billable_usage(0))
+                cost = self.prices.cost_micros(
+                    flight.price,
+                    flight.meter.billable_usage(0),
+                    tier=flight.worst.tier,
+                    long_ok=flight.worst.long_ok,
+                )
                 cost = min(cost, flight.reserved)
                 if cost != flight.checkpointed:
                     flight.checkpointed = cost

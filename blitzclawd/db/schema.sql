@@ -430,6 +430,16 @@ CREATE TABLE usage_logs (
     created_at timestamptz NOT NULL DEFAULT now(),
     -- Settled by crash recovery from a checkpoint, not from the upstream's reported usage.
     recovered boolean NOT NULL DEFAULT false,
+    -- 0012: audio tokens (parts of input/output billed at audio rates), server-side tool uses
+    -- billed per use, the tier that served it, and what usage could not debit (the balance is
+    -- never taken below zero: a worst case that failed to bound the cost).
+    audio_input_tokens bigint NOT NULL DEFAULT 0 CHECK (audio_input_tokens >= 0),
+    audio_output_tokens bigint NOT NULL DEFAULT 0 CHECK (audio_output_tokens >= 0),
+    web_search_requests bigint NOT NULL DEFAULT 0 CHECK (web_search_requests >= 0),
+    web_fetch_requests bigint NOT NULL DEFAULT 0 CHECK (web_fetch_requests >= 0),
+    file_search_calls bigint NOT NULL DEFAULT 0 CHECK (file_search_calls >= 0),
+    service_tier text,
+    unbilled_micros bigint NOT NULL DEFAULT 0 CHECK (unbilled_micros >= 0),
     CHECK (
         LEAST(input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
               cache_read_tokens, reasoning_tokens) >= 0
@@ -465,6 +475,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     it jsonb;
     cost bigint;
+    charge bigint;
     tokens bigint;
     lease bigint;
 BEGIN
@@ -502,12 +513,20 @@ BEGIN
             CONTINUE;
         END IF;
         outcome := CASE WHEN (it->>'recovered')::boolean THEN 'recovered' ELSE 'settled' END;
-        IF cost > 0 THEN
+        -- Usage never takes a balance below zero (0012): admission reserved the worst case, so
+        -- a cost beyond the balance is a bound that failed; what is not debited is recorded.
+        SELECT LEAST(cost, GREATEST(b.balance_micros, 0)) INTO charge
+        FROM balances b WHERE b.user_id = settle_usage.user_id;
+        charge := COALESCE(charge, 0);
+        IF charge > 0 THEN
             -- No idempotency key: the usage row (UNIQUE request_id), written in this same
             -- transaction after the check above, already makes a second debit impossible.
             INSERT INTO ledger_entries (user_id, amount_micros, kind, reference)
-            VALUES (settle_usage.user_id, -cost, 'usage', settle_usage.request_id::text)
+            VALUES (settle_usage.user_id, -charge, 'usage', settle_usage.request_id::text)
             RETURNING balance_after_micros INTO balance_micros;
+        ELSIF cost > 0 THEN
+            SELECT b.balance_micros INTO balance_micros FROM balances b
+            WHERE b.user_id = settle_usage.user_id;
         END IF;
         -- After the debit, which locked the user's balances row: every writer of a lease takes
         -- that row first (lease_grow, lease_release), so none of them can deadlock with us.
@@ -519,20 +538,28 @@ BEGIN
         INSERT INTO usage_logs (
             request_id, instance_id, user_id, api, model, input_tokens, output_tokens,
             cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, reasoning_tokens,
-            cost_micros, upstream_request_id, status_code, duration_ms, interrupted, recovered)
+            cost_micros, upstream_request_id, status_code, duration_ms, interrupted, recovered,
+            audio_input_tokens, audio_output_tokens, web_search_requests, web_fetch_requests,
+            file_search_calls, service_tier, unbilled_micros)
         VALUES (
             settle_usage.request_id, (it->>'instance_id')::uuid, settle_usage.user_id,
             it->>'api', it->>'model', (it->>'input_tokens')::bigint,
             (it->>'output_tokens')::bigint, (it->>'cache_write_5m_tokens')::bigint,
             (it->>'cache_write_1h_tokens')::bigint, (it->>'cache_read_tokens')::bigint,
-            (it->>'reasoning_tokens')::bigint, cost, it->>'upstream_request_id',
+            (it->>'reasoning_tokens')::bigint, charge, it->>'upstream_request_id',
             (it->>'status_code')::integer, (it->>'duration_ms')::integer,
-            (it->>'interrupted')::boolean, (it->>'recovered')::boolean);
+            (it->>'interrupted')::boolean, (it->>'recovered')::boolean,
+            COALESCE((it->>'audio_input_tokens')::bigint, 0),
+            COALESCE((it->>'audio_output_tokens')::bigint, 0),
+            COALESCE((it->>'web_search_requests')::bigint, 0),
+            COALESCE((it->>'web_fetch_requests')::bigint, 0),
+            COALESCE((it->>'file_search_calls')::bigint, 0),
+            it->>'service_tier', cost - charge);
         IF balance_micros IS NOT NULL THEN
             SELECT b.topup_amount_micros INTO auto_topup_micros FROM balances b
             WHERE b.user_id = settle_usage.user_id AND b.auto_topup_enabled
               AND settle_usage.balance_micros < b.topup_threshold_micros
-              AND settle_usage.balance_micros + cost >= b.topup_threshold_micros;
+              AND settle_usage.balance_micros + charge >= b.topup_threshold_micros;
         END IF;
         IF balance_micros IS NOT NULL AND balance_micros < minimum_micros THEN
             UPDATE instances i SET status = 'paused', status_reason = 'balance_depleted'

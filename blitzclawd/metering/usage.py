@@ -12,14 +12,34 @@ billed at zero.
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from blitzclawd.metering.pricing import Usage
 
+log = logging.getLogger("blitzclawd.metering")
+
 _ZERO = Usage()
+# Usage fields we do not know, already logged (once per name, per process): what we know of
+# such a response is charged; someone must look at what we do not.
+_UNKNOWN_SEEN: set[str] = set()
+
+
+def _check_known(where: str, obj: dict[str, Any], known: frozenset[str]) -> None:
+    """Log (once per field name) every field of a usage object we do not price or understand."""
+    for k in obj:
+        if k not in known:
+            name = f"{where}.{k}"
+            if name not in _UNKNOWN_SEEN:
+                _UNKNOWN_SEEN.add(name)
+                log.warning(
+                    "unknown usage field: charged for what is known, not for this",
+                    extra={"field": name, "value": repr(obj[k])[:80]},
+                )
 
 
 def _count(v: Any) -> int | None:
@@ -54,17 +74,14 @@ def _billable(
         return usage
     output = max(usage.output_tokens, approx)
     if input_known:
-        return Usage(
-            input_tokens=usage.input_tokens,
-            output_tokens=output,
-            cache_write_5m_tokens=usage.cache_write_5m_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-        )
-    if output == 0:
+        return replace(usage, output_tokens=output)
+    if output == 0 and not _has_fees(usage):
         return _ZERO  # nothing was generated: upstream failed before doing work
-    return Usage(input_tokens=max(input_tokens_estimate, 0), output_tokens=output)
+    return replace(usage, input_tokens=max(input_tokens_estimate, 0), output_tokens=output)
+
+
+def _has_fees(u: Usage) -> bool:
+    return bool(u.web_search_requests or u.web_fetch_requests or u.file_search_calls)
 
 
 # --- Anthropic Messages -------------------------------------------------------------------------
@@ -72,23 +89,43 @@ def _billable(
 _A_INPUT_SIDE = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 _A_KEYS = ("output_tokens", *_A_INPUT_SIDE)
 _A_SPLIT = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+# usage.server_tool_use: uses of Anthropic's server tools, each priced per use (web fetch at 0).
+_A_SERVER = ("web_search_requests", "web_fetch_requests")
+_A_KNOWN = frozenset(
+    {*_A_KEYS, "cache_creation", "server_tool_use", "service_tier", "inference_geo"}
+)
+_A_SPLIT_KNOWN = frozenset(_A_SPLIT)
+_A_SERVER_KNOWN = frozenset(_A_SERVER)
+_TIER = "\x00tier"  # the counters dict also keeps the reported service tier (a str) here
 
 
-def _anthropic_counters(u: dict[str, Any], into: dict[str, int]) -> None:
+def _anthropic_counters(u: dict[str, Any], into: dict[str, Any]) -> None:
     """Copy every counter present in an Anthropic usage object into `into` (last value wins)."""
+    _check_known("anthropic.usage", u, _A_KNOWN)
     for k in _A_KEYS:
         n = _count(u.get(k))
         if n is not None:
             into[k] = n
     split = u.get("cache_creation")
     if type(split) is dict:
+        _check_known("anthropic.usage.cache_creation", split, _A_SPLIT_KNOWN)
         for k in _A_SPLIT:
             n = _count(split.get(k))
             if n is not None:
                 into[k] = n
+    server = u.get("server_tool_use")
+    if type(server) is dict:
+        _check_known("anthropic.usage.server_tool_use", server, _A_SERVER_KNOWN)
+        for k in _A_SERVER:
+            n = _count(server.get(k))
+            if n is not None:
+                into[k] = n
+    tier = u.get("service_tier")
+    if type(tier) is str:
+        into[_TIER] = tier
 
 
-def _anthropic_usage(c: dict[str, int]) -> Usage:
+def _anthropic_usage(c: dict[str, Any]) -> Usage:
     w1h = c.get("ephemeral_1h_input_tokens", 0)
     # No breakdown (or one that does not add up): the remainder of the total counts as 5m.
     w5m = max(c.get("ephemeral_5m_input_tokens", 0), c.get("cache_creation_input_tokens", 0) - w1h)
@@ -98,12 +135,15 @@ def _anthropic_usage(c: dict[str, int]) -> Usage:
         cache_write_5m_tokens=w5m,
         cache_write_1h_tokens=w1h,
         cache_read_tokens=c.get("cache_read_input_tokens", 0),
+        web_search_requests=c.get("web_search_requests", 0),
+        web_fetch_requests=c.get("web_fetch_requests", 0),
+        service_tier=c.get(_TIER),
     )
 
 
 def anthropic_usage(body: dict[str, Any]) -> Usage:
     """Usage of a non-streaming /v1/messages response object."""
-    c: dict[str, int] = {}
+    c: dict[str, Any] = {}
     _anthropic_counters(_dict(_dict(body).get("usage")), c)
     return _anthropic_usage(c)
 
@@ -130,7 +170,7 @@ class AnthropicStreamMeter:
     )
 
     def __init__(self) -> None:
-        self._counters: dict[str, int] = {}
+        self._counters: dict[str, Any] = {}
         self._chars = 0
         self.model: str | None = None
         self.upstream_id: str | None = None
@@ -189,7 +229,7 @@ class AnthropicStreamMeter:
 
     @property
     def saw_tokens(self) -> bool:
-        return any(self._counters.values()) or self._chars > 0
+        return any(v for k, v in self._counters.items() if k != _TIER) or self._chars > 0
 
     def billable_usage(self, input_tokens_estimate: int = 0) -> Usage:
         """Usage to settle: the report when complete, else output at least the text seen."""
@@ -206,21 +246,77 @@ class AnthropicStreamMeter:
 # --- OpenAI Chat Completions --------------------------------------------------------------------
 
 
-def _chat_usage(u: dict[str, Any]) -> Usage:
+# Known usage fields. text/image tokens are parts of the totals billed at the text rates (what
+# OpenAI bills image input at on the models priced here); audio tokens have their own rates;
+# accepted/rejected prediction tokens are inside completion_tokens.
+_O_IN_DETAILS = frozenset({"cached_tokens", "audio_tokens", "text_tokens", "image_tokens"})
+_O_OUT_DETAILS = frozenset(
+    {
+        "reasoning_tokens",
+        "audio_tokens",
+        "text_tokens",
+        "image_tokens",
+        "accepted_prediction_tokens",
+        "rejected_prediction_tokens",
+    }
+)
+_CHAT_KNOWN = frozenset(
+    {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+    }
+)
+_RESP_KNOWN = frozenset(
+    {
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "input_tokens_details",
+        "output_tokens_details",
+    }
+)
+
+
+def _details(where: str, v: Any, known: frozenset[str]) -> dict[str, Any]:
+    d = _dict(v)
+    if d:
+        _check_known(where, d, known)
+    return d
+
+
+def _tier(v: Any) -> str | None:
+    return v if type(v) is str else None
+
+
+def _chat_usage(u: dict[str, Any], tier: str | None = None) -> Usage:
+    _check_known("openai.usage", u, _CHAT_KNOWN)
     prompt = _count(u.get("prompt_tokens")) or 0
-    cached = min(_count(_dict(u.get("prompt_tokens_details")).get("cached_tokens")) or 0, prompt)
-    reasoning = _count(_dict(u.get("completion_tokens_details")).get("reasoning_tokens")) or 0
+    pd = _details(
+        "openai.usage.prompt_tokens_details", u.get("prompt_tokens_details"), _O_IN_DETAILS
+    )
+    cd = _details(
+        "openai.usage.completion_tokens_details", u.get("completion_tokens_details"), _O_OUT_DETAILS
+    )
+    cached = min(_count(pd.get("cached_tokens")) or 0, prompt)
+    output = _count(u.get("completion_tokens")) or 0
     return Usage(
         input_tokens=prompt - cached,  # prompt_tokens INCLUDES the cached ones
-        output_tokens=_count(u.get("completion_tokens")) or 0,
+        output_tokens=output,
         cache_read_tokens=cached,
-        reasoning_tokens=reasoning,
+        reasoning_tokens=_count(cd.get("reasoning_tokens")) or 0,
+        audio_input_tokens=min(_count(pd.get("audio_tokens")) or 0, prompt - cached),
+        audio_output_tokens=min(_count(cd.get("audio_tokens")) or 0, output),
+        service_tier=tier,
     )
 
 
 def openai_chat_usage(body: dict[str, Any]) -> Usage:
     """Usage of a non-streaming /v1/chat/completions response object."""
-    return _chat_usage(_dict(_dict(body).get("usage")))
+    body = _dict(body)
+    return _chat_usage(_dict(body.get("usage")), _tier(body.get("service_tier")))
 
 
 class _ReportedOrSeen:
@@ -280,7 +376,7 @@ class OpenAIChatStreamMeter(_ReportedOrSeen):
             self.upstream_id = obj["id"]
         u = obj.get("usage")
         if type(u) is dict:
-            self._usage = _chat_usage(u)
+            self._usage = _chat_usage(u, _tier(obj.get("service_tier")))
         choices = obj.get("choices")
         if type(choices) is list:
             for choice in choices:
@@ -318,21 +414,69 @@ def _chat_delta_chars(delta: dict[str, Any]) -> int:
 # --- OpenAI Responses ---------------------------------------------------------------------------
 
 
-def _responses_usage(u: dict[str, Any]) -> Usage:
+# Output items of a response: the built-in tool calls billed per call, and every other kind we
+# know (anything else is logged once: a new billable kind must not go unnoticed).
+_R_FEE_ITEMS = {"web_search_call": "web_search_requests", "file_search_call": "file_search_calls"}
+_R_ITEMS = frozenset(
+    {
+        *_R_FEE_ITEMS,
+        "message",
+        "reasoning",
+        "function_call",
+        "custom_tool_call",
+        "mcp_call",
+        "mcp_list_tools",
+        "mcp_approval_request",
+        "local_shell_call",
+        "shell_call",
+        "apply_patch_call",
+        "computer_call",
+        "code_interpreter_call",
+        "image_generation_call",
+    }
+)
+
+
+def _responses_usage(resp: dict[str, Any]) -> Usage:
+    """Usage of a Response object: its `usage`, its tier, and the tool calls in its output."""
+    u = _dict(resp.get("usage"))
+    _check_known("openai.response.usage", u, _RESP_KNOWN)
     total_in = _count(u.get("input_tokens")) or 0
-    cached = min(_count(_dict(u.get("input_tokens_details")).get("cached_tokens")) or 0, total_in)
-    reasoning = _count(_dict(u.get("output_tokens_details")).get("reasoning_tokens")) or 0
+    ind = _details(
+        "openai.response.usage.input_tokens_details", u.get("input_tokens_details"), _O_IN_DETAILS
+    )
+    outd = _details(
+        "openai.response.usage.output_tokens_details",
+        u.get("output_tokens_details"),
+        _O_OUT_DETAILS,
+    )
+    cached = min(_count(ind.get("cached_tokens")) or 0, total_in)
+    output = _count(u.get("output_tokens")) or 0
+    calls = {"web_search_requests": 0, "file_search_calls": 0}
+    items = resp.get("output")
+    if type(items) is list:
+        for item in items:
+            kind = _dict(item).get("type")
+            counter = _R_FEE_ITEMS.get(kind)  # type: ignore[arg-type]
+            if counter is not None:
+                calls[counter] += 1
+            elif type(kind) is str and kind not in _R_ITEMS:
+                _check_known("openai.response.output[].type", {kind: None}, _R_ITEMS)
     return Usage(
         input_tokens=total_in - cached,  # input_tokens INCLUDES the cached ones
-        output_tokens=_count(u.get("output_tokens")) or 0,
+        output_tokens=output,
         cache_read_tokens=cached,
-        reasoning_tokens=reasoning,
+        reasoning_tokens=_count(outd.get("reasoning_tokens")) or 0,
+        audio_input_tokens=min(_count(ind.get("audio_tokens")) or 0, total_in - cached),
+        audio_output_tokens=min(_count(outd.get("audio_tokens")) or 0, output),
+        service_tier=_tier(resp.get("service_tier")),
+        **calls,
     )
 
 
 def openai_responses_usage(body: dict[str, Any]) -> Usage:
     """Usage of a non-streaming /v1/responses response object."""
-    return _responses_usage(_dict(_dict(body).get("usage")))
+    return _responses_usage(_dict(body))
 
 
 # Generated-text deltas: their `delta` string is what we estimate output tokens from.
@@ -385,9 +529,8 @@ class OpenAIResponsesStreamMeter(_ReportedOrSeen):
             if type(resp.get("id")) is str:
                 self.upstream_id = resp["id"]
             if event in _R_TERMINAL:
-                u = resp.get("usage")
-                if type(u) is dict:
-                    self._usage = _responses_usage(u)
+                if type(resp.get("usage")) is dict:
+                    self._usage = _responses_usage(resp)
                 if event == "response.failed":
                     err = resp.get("error")
                     self.error = err if type(err) is dict else obj
@@ -396,3 +539,10 @@ class OpenAIResponsesStreamMeter(_ReportedOrSeen):
         elif event == "error":
             obj = obj or _loads(data)
             self.error = obj if obj is not None else {"type": "error", "code": "unparseable"}
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log `message` once per process for `key` (an unknown field, an unpriced tier)."""
+    if key not in _UNKNOWN_SEEN:
+        _UNKNOWN_SEEN.add(key)
+        log.warning(message, extra={"field": key})

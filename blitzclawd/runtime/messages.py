@@ -35,6 +35,14 @@ class Settlement:
     cache_write_1h_tokens: int = 0
     cache_read_tokens: int = 0
     reasoning_tokens: int = 0
+    # Audio tokens (parts of input/output), server-side tool uses billed per use, and the tier
+    # that served the request (as the upstream reported it).
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    file_search_calls: int = 0
+    service_tier: str | None = None
     upstream_request_id: str | None = None
     status_code: int | None = None
     duration_ms: int = 0

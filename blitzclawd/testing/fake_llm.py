@@ -87,6 +87,18 @@ class Scenario:
     retry_after: int = 1  # `retry-after` seconds on a 429
     ping_every: int = 2  # Anthropic: `event: ping` after every N content chunks (0: never)
     delta_repeats_input: bool = True  # Anthropic: final message_delta repeats input/cache counts
+    # Server-side tool uses: Anthropic reports them in usage.server_tool_use (web_search_requests,
+    # web_fetch_requests); OpenAI Responses as web_search_call / file_search_call output items.
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    file_search_calls: int = 0
+    # The tier that served it; None: Anthropic "standard", OpenAI the requested tier or "default".
+    service_tier: str | None = None
+    # OpenAI audio tokens, parts of prompt_tokens / completion_tokens (their *_details).
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    # Merged into the usage object as is (fields the API may add that we do not know).
+    extra_usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +176,13 @@ def _template(event: str | None, obj: Any) -> tuple[bytes, ...]:
 
 
 _ANTHROPIC_PING = _sse("ping", {"type": "ping"})
+
+
+def _streams(body: dict[str, Any]) -> bool:
+    """Like the real APIs' lax validation: a truthy 1 or "true" streams as well as true."""
+    return body.get("stream") in (True, 1, "true")
+
+
 _OPENAI_DONE = b"data: [DONE]\n\n"
 
 
@@ -408,6 +427,13 @@ class FakeLLM(LocalHTTPServer):
             "cache_creation_input_tokens": sc.cache_write_5m_tokens + sc.cache_write_1h_tokens,
             "cache_read_input_tokens": sc.cache_read_tokens,
         }
+        final: dict[str, Any] = {}  # what only the final usage carries
+        if sc.web_search_requests or sc.web_fetch_requests:
+            final["server_tool_use"] = {
+                "web_search_requests": sc.web_search_requests,
+                "web_fetch_requests": sc.web_fetch_requests,
+            }
+        final.update(sc.extra_usage or {})
 
         def message(content: list[Any], stop: str | None, output_tokens: int) -> dict[str, Any]:
             return {
@@ -425,11 +451,12 @@ class FakeLLM(LocalHTTPServer):
                         "ephemeral_1h_input_tokens": sc.cache_write_1h_tokens,
                     },
                     "output_tokens": output_tokens,
-                    "service_tier": "standard",
+                    "service_tier": sc.service_tier or "standard",
+                    **(final if stop is not None else {}),
                 },
             }
 
-        if body.get("stream") is not True:
+        if not _streams(body):
             return await self._send_json(
                 request,
                 turn,
@@ -464,8 +491,9 @@ class FakeLLM(LocalHTTPServer):
             return event + _ANTHROPIC_PING if every > 0 and (i + 1) % every == 0 else event
 
         def tail() -> bytes:
-            usage: dict[str, int] = dict(cache) if sc.delta_repeats_input else {}
+            usage: dict[str, Any] = dict(cache) if sc.delta_repeats_input else {}
             usage["output_tokens"] = turn.tokens  # cumulative: the total, not an increment
+            usage.update(final)
             return (
                 _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
                 + _sse(
@@ -538,7 +566,7 @@ class FakeLLM(LocalHTTPServer):
                 param="messages",
                 code="missing_required_parameter",
             )
-        if body.get("stream_options") is not None and body.get("stream") is not True:
+        if body.get("stream_options") is not None and not _streams(body):
             raise _Refusal(
                 400,
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -579,22 +607,24 @@ class FakeLLM(LocalHTTPServer):
             "prompt_tokens": turn.input_tokens,
             "completion_tokens": turn.tokens,
             "total_tokens": turn.input_tokens + turn.tokens,
-            "prompt_tokens_details": {"cached_tokens": sc.cache_read_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": {
+                "cached_tokens": sc.cache_read_tokens,
+                "audio_tokens": sc.audio_input_tokens,
+            },
             "completion_tokens_details": {
                 "reasoning_tokens": 0,
-                "audio_tokens": 0,
+                "audio_tokens": sc.audio_output_tokens,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
             },
+            **(sc.extra_usage or {}),
         }
-        if body.get("stream") is not True:
+        base["service_tier"] = _openai_tier(body, sc)
+        if not _streams(body):
             message = {"role": "assistant", "content": turn.text(), "refusal": None}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             return await self._send_json(
-                request,
-                turn,
-                lambda: {**base, "choices": [choice], "usage": usage, "service_tier": "default"},
-                headers,
+                request, turn, lambda: {**base, "choices": [choice], "usage": usage}, headers
             )
 
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
@@ -642,13 +672,39 @@ class FakeLLM(LocalHTTPServer):
             "object": "response",
             "created_at": int(time.time()),
             "status": "in_progress",
+            "background": body.get("background") is True,
             "error": None,
             "incomplete_details": None,
             "max_output_tokens": body.get("max_output_tokens"),
             "model": turn.model,
             "output": [],
+            "service_tier": _openai_tier(body, sc),
             "usage": None,
         }
+        if body.get("background") is True:
+            # Background mode: queued now, the answer (and its usage) fetched later by id.
+            return await self._send_json(
+                request, turn, lambda: {**response, "status": "queued"}, headers
+            )
+        # The built-in tool calls the model made before answering, one output item each.
+        calls: list[dict[str, Any]] = [
+            {
+                "id": _new_id("ws_"),
+                "type": "web_search_call",
+                "status": "completed",
+                "action": {"type": "search", "query": "lorem ipsum"},
+            }
+            for _ in range(sc.web_search_requests)
+        ] + [
+            {
+                "id": _new_id("fs_"),
+                "type": "file_search_call",
+                "status": "completed",
+                "queries": ["lorem ipsum"],
+                "results": None,
+            }
+            for _ in range(sc.file_search_calls)
+        ]
 
         def part(text: str) -> dict[str, Any]:
             return {"type": "output_text", "annotations": [], "text": text}
@@ -667,17 +723,18 @@ class FakeLLM(LocalHTTPServer):
                 **response,
                 "status": status,
                 "incomplete_details": {"reason": "max_output_tokens"} if turn.truncated else None,
-                "output": [item(True)],
+                "output": [*calls, item(True)],
                 "usage": {
                     "input_tokens": turn.input_tokens,
                     "input_tokens_details": {"cached_tokens": sc.cache_read_tokens},
                     "output_tokens": turn.tokens,
                     "output_tokens_details": {"reasoning_tokens": 0},
                     "total_tokens": turn.input_tokens + turn.tokens,
+                    **(sc.extra_usage or {}),
                 },
             }
 
-        if body.get("stream") is not True:
+        if not _streams(body):
             return await self._send_json(request, turn, finished, headers)
 
         where = {"item_id": item_id, "output_index": 0, "content_index": 0}
@@ -756,6 +813,14 @@ class FakeLLM(LocalHTTPServer):
         return web.json_response(
             {"received": self.received, "completed": self.completed}, dumps=_dumps
         )
+
+
+def _openai_tier(body: dict[str, Any], sc: Scenario) -> str:
+    """The tier OpenAI reports: the scenario's, else the one asked for, else "default"."""
+    if sc.service_tier is not None:
+        return sc.service_tier
+    asked = body.get("service_tier")
+    return asked if asked in ("priority", "flex") else "default"
 
 
 def _dumps(obj: Any) -> str:
