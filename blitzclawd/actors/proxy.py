@@ -679,7 +679,7 @@ class ProxyActor(Actor):
         if cost > flight.reserved:
             # The worst case is meant to bound every cost: this one did not (an upstream
             # reporting more than it can bill, or a price the bound misses). The settlement
-            # debits it all, but never below a zero balance (settle_usage, 0012).
+            # debits it all, but never below a zero balance (settle_usage, 0013).
             log.error(
                 "a request cost more than its worst case",
                 extra={

@@ -430,7 +430,7 @@ CREATE TABLE usage_logs (
     created_at timestamptz NOT NULL DEFAULT now(),
     -- Settled by crash recovery from a checkpoint, not from the upstream's reported usage.
     recovered boolean NOT NULL DEFAULT false,
-    -- 0012: audio tokens (parts of input/output billed at audio rates), server-side tool uses
+    -- 0013: audio tokens (parts of input/output billed at audio rates), server-side tool uses
     -- billed per use, the tier that served it, and what usage could not debit (the balance is
     -- never taken below zero: a worst case that failed to bound the cost).
     audio_input_tokens bigint NOT NULL DEFAULT 0 CHECK (audio_input_tokens >= 0),
@@ -513,7 +513,7 @@ BEGIN
             CONTINUE;
         END IF;
         outcome := CASE WHEN (it->>'recovered')::boolean THEN 'recovered' ELSE 'settled' END;
-        -- Usage never takes a balance below zero (0012): admission reserved the worst case, so
+        -- Usage never takes a balance below zero (0013): admission reserved the worst case, so
         -- a cost beyond the balance is a bound that failed; what is not debited is recorded.
         SELECT LEAST(cost, GREATEST(b.balance_micros, 0)) INTO charge
         FROM balances b WHERE b.user_id = settle_usage.user_id;

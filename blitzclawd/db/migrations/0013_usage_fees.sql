@@ -1,4 +1,4 @@
--- 0012_usage_fees: usage never takes a balance below zero, and the usage row records every fee.
+-- 0013_usage_fees: usage never takes a balance below zero, and the usage row records every fee.
 --
 -- Admission reserves a request's worst case (every token, tier, long-context rate and per-use
 -- fee it can incur), so its cost never exceeds what the user could spend. Should that bound ever
@@ -61,7 +61,7 @@ BEGIN
             CONTINUE;
         END IF;
         outcome := CASE WHEN (it->>'recovered')::boolean THEN 'recovered' ELSE 'settled' END;
-        -- Usage never takes a balance below zero (0012): admission reserved the worst case, so
+        -- Usage never takes a balance below zero (0013): admission reserved the worst case, so
         -- a cost beyond the balance is a bound that failed; what is not debited is recorded.
         SELECT LEAST(cost, GREATEST(b.balance_micros, 0)) INTO charge
         FROM balances b WHERE b.user_id = settle_usage.user_id;
