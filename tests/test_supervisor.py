@@ -474,6 +474,9 @@ def test_dependency_unavailable_classifies_connection_errors_only() -> None:
         asyncpg.CrashShutdownError("terminating connection because of crash of another process"),
         asyncpg.TooManyConnectionsError("sorry, too many clients already"),
         asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
+        asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
         DependencyUnavailable("the database is unavailable"),
     ]
     lost = LockLost("janitor: lock session lost")

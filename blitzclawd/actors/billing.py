@@ -35,6 +35,7 @@ from blitzclawd.runtime.messages import (
     Settlement,
     SettleResult,
 )
+from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.billing")
 
@@ -167,7 +168,17 @@ class BillingActor(Actor):
         items = [item for item, _ in batch]
         try:
             results = await ledger.settle(self._pool, items, self._minimum)
-        except (asyncpg.PostgresError, ValueError) as exc:
+        except Exception as exc:
+            if dependency_unavailable(exc):
+                # Nothing committed and nothing is wrong with us: each caller settles again
+                # (_flush fails their futures), and the proxy retries until the database is back.
+                log.warning(
+                    "batch settlement deferred: the database is unavailable",
+                    extra={"size": len(items), "error": repr(exc)},
+                )
+                return
+            if not isinstance(exc, (asyncpg.PostgresError, ValueError)):
+                raise
             # One bad item must not sink the others: settle them one by one.
             log.warning(
                 "batch settlement failed, settling one by one",
@@ -185,7 +196,11 @@ class BillingActor(Actor):
         for item, future in batch:
             try:
                 (result,) = await ledger.settle(self._pool, [item], self._minimum)
-            except asyncpg.PostgresError as exc:
+            except Exception as exc:
+                if dependency_unavailable(exc):
+                    return  # the rest are settled again by their callers (see _flush)
+                if not isinstance(exc, asyncpg.PostgresError):
+                    raise
                 log.error(
                     "settlement refused by the database",
                     extra={"request_id": item.request_id, "error": repr(exc)},

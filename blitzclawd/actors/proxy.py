@@ -15,6 +15,12 @@ that committed. Requests still in flight at a checkpoint are also recorded in th
 
 Instances are cached; every change that matters to a proxy (status, secret, limits) is announced
 by the database (NOTIFY blitzclaw_instances) and drops the cached copy at once.
+
+A database outage is ridden out: admission runs from the leases held in memory and the journal is
+on local disk, so what fits in a lease is still served, by instances authenticated from their
+cached copies (kept past their TTL while the database cannot be asked); what needs the database
+(a lease grow, an instance not cached, seeding its limits) is refused with 503 and retry-after.
+Settlements wait in a queue, retried on every checkpoint tick, and commit once it is back.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from blitzclawd.proxy.records import RecordWriter
 from blitzclawd.proxy.recovery import recover_journals
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Settlement, SettleResult, Tick
+from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.proxy")
 
@@ -214,6 +221,9 @@ class ProxyActor(Actor):
             for api in (ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES)
         }
         self._instances: dict[str, InstanceAuth] = {}
+        # Copies fetched before this (monotonic) time are re-read before use: announcements may
+        # have been missed (the listener was down). While the database is down they still serve.
+        self._stale_before = 0.0
         self._announcements = 0  # instance changes heard so far (see _instance)
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
@@ -283,7 +293,9 @@ class ProxyActor(Actor):
             try:
                 await self.leases.release_idle(self._settings.billing.lease_idle_seconds)
                 await self.leases.reconcile()
-            except (asyncpg.PostgresError, OSError) as exc:
+            except Exception as exc:
+                if not _database_trouble(exc):
+                    raise
                 log.warning("lease upkeep failed", extra={"error": repr(exc)})
 
     async def _recover_journals(self) -> None:
@@ -292,7 +304,9 @@ class ProxyActor(Actor):
             await recover_journals(
                 self._pool, self._journal.path.parent, self._daemon_id, self._minimum
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
             log.warning("journal recovery failed; retrying next tick", extra={"error": repr(exc)})
 
     # -- instance announcements ------------------------------------------------------------------
@@ -301,19 +315,24 @@ class ProxyActor(Actor):
         """Hold one connection that LISTENs for instance changes; on loss, forget every copy."""
         try:
             conn = await self._pool.acquire()
-        except (asyncpg.PostgresError, OSError) as exc:
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
             log.warning("cannot listen for instance changes", extra={"error": repr(exc)})
             return
         try:
             await conn.add_listener(INSTANCE_CHANNEL, self._announced)
             await conn.add_listener(LEASE_CHANNEL, self._lease_note)
-        except BaseException:
+        except BaseException as exc:
             await self._pool.release(conn)
-            raise
+            if not isinstance(exc, Exception) or not _database_trouble(exc):
+                raise
+            log.warning("cannot listen for instance changes", extra={"error": repr(exc)})
+            return
         conn.add_termination_listener(self._listener_lost)
         self._listener = conn
         self.leases.listening(True)
-        self._instances.clear()  # anything announced before now was not heard
+        self._stale_before = time.monotonic()  # anything announced before now was not heard
 
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None
@@ -335,7 +354,11 @@ class ProxyActor(Actor):
         """Give a listener connection that died back to the pool, which replaces it."""
         if self._lost_listener is not None:
             lost, self._lost_listener = self._lost_listener, None
-            await self._pool.release(lost)
+            try:
+                await self._pool.release(lost)
+            except Exception as exc:  # a dead connection: the pool replaces it all the same
+                if not _database_trouble(exc):
+                    raise
 
     def _lease_note(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.leases.notified(payload)
@@ -345,7 +368,8 @@ class ProxyActor(Actor):
         self._lost_listener, self._listener = self._listener, None
         self.leases.listening(False)
         self._announcements += 1
-        self._instances.clear()
+        # Re-read every copy before use; while the database is down, the copies still serve.
+        self._stale_before = time.monotonic()
 
     def forget_user(self, user_id: str) -> None:
         for instance_id, inst in list(self._instances.items()):
@@ -392,6 +416,10 @@ class ProxyActor(Actor):
                 f"(this request may cost up to ${amount / 1e6:.4f}; "
                 f"the minimum balance is ${self._minimum / 1e6:.2f})",
             ) from None
+        except Exception as exc:  # the lease must grow, and the database is not there
+            if not dependency_unavailable(exc):
+                raise
+            raise database_unavailable(exc) from None
         record = JournalRecord(
             request_id, inst.user_id, inst.id, amount, min(prompt_cost, amount), api.name, model
         )
@@ -450,14 +478,26 @@ class ProxyActor(Actor):
     async def _instance(self, instance_id: str, *, fresh: bool = False) -> InstanceAuth | None:
         now = time.monotonic()
         cached = self._instances.get(instance_id)
-        if cached is not None and not fresh and now - cached.fetched_at < INSTANCE_CACHE_TTL:
+        if (
+            cached is not None
+            and not fresh
+            and now - cached.fetched_at < INSTANCE_CACHE_TTL
+            and cached.fetched_at >= self._stale_before
+        ):
             return cached
         heard = self._announcements
-        row = await self._pool.fetchrow(
-            "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
-            "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
-            uuid.UUID(instance_id),
-        )
+        try:
+            row = await self._pool.fetchrow(
+                "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
+                "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
+                uuid.UUID(instance_id),
+            )
+        except Exception as exc:
+            if not dependency_unavailable(exc):
+                raise
+            if cached is not None and not fresh:
+                return cached  # the database cannot say otherwise: the copy we have serves
+            raise database_unavailable(exc) from None
         if row is None:
             self._instances.pop(instance_id, None)
             return None
@@ -730,7 +770,9 @@ class ProxyActor(Actor):
                 uuid.UUID(request_id),
                 cost,
             )
-        except (asyncpg.PostgresError, OSError) as exc:
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
             log.warning(
                 "a finished request's record is left unmarked (recovery would estimate it)",
                 extra={"request_id": request_id, "error": repr(exc)},
@@ -742,7 +784,9 @@ class ProxyActor(Actor):
     async def _delete_record(self, request_id: str) -> None:
         try:
             await self._admission_pool.execute("DELETE FROM reservations WHERE id = $1", request_id)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
             log.warning(
                 "a late record of a settled request is left for recovery",
                 extra={"request_id": request_id, "error": repr(exc)},
@@ -764,9 +808,14 @@ class ProxyActor(Actor):
                     )
             if result is None:
                 (result,) = await ledger.settle(self._pool, [item], self._minimum)
-        except Exception:
+        except Exception as exc:
             # Not lost: retried on every checkpoint tick until it commits (idempotent).
-            log.exception("settlement failed; will retry", extra={"request_id": item.request_id})
+            if dependency_unavailable(exc):  # an outage: _retry_unsettled says so, once a round
+                log.debug("settlement deferred", extra={"request_id": item.request_id})
+            else:
+                log.exception(
+                    "settlement failed; will retry", extra={"request_id": item.request_id}
+                )
             self._unsettled.append(item)
             return None
         self._after_settle(item, result)
@@ -824,22 +873,47 @@ class ProxyActor(Actor):
                 [uuid.UUID(f.request_id) for f in stale],
                 [f.checkpointed for f in stale],
             )
-        except (asyncpg.PostgresError, OSError) as exc:
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
             log.warning("checkpoint failed", extra={"error": repr(exc)})
         else:
             for flight in stale:
                 flight.recorded = flight.checkpointed
 
     async def _retry_unsettled(self) -> None:
-        for item in list(self._unsettled):  # kept listed (not idle) until settled
+        """Settle again what did not commit: one first, then (if it did) the rest together, so
+        a database that is still down costs one attempt a tick, and one that is back one batch."""
+        if not self._unsettled:
+            return
+        first, *rest = self._unsettled
+        if not await self._resettle([first]):
+            log.warning(
+                "settlements wait for the database", extra={"unsettled": len(self._unsettled)}
+            )
+            return
+        await self._resettle(rest)
+
+    async def _resettle(self, items: list[Settlement]) -> bool:
+        """Settle `items` at once (billing commits them in one batch); True if all committed."""
+        for item in items:  # kept counted (not idle) until settled or listed again
             self._unsettled.remove(item)
-            self._unsettling += 1
-            try:
-                await self._settle(item)  # lists it again if it fails
-            finally:
-                self._unsettling -= 1
+        self._unsettling += len(items)
+        try:  # each lists itself again if it fails
+            results = await asyncio.gather(*(self._settle(item) for item in items))
+        finally:
+            self._unsettling -= len(items)
+        return all(result is not None for result in results)
 
     async def _seed_limits(self, instance_id: str) -> tuple[list[float], int]:
+        try:
+            return await self._fetch_limits(instance_id)
+        except Exception as exc:  # not seeded: the next request of this instance tries again
+            if not dependency_unavailable(exc):
+                raise
+            raise database_unavailable(exc) from None
+
+    async def _fetch_limits(self, instance_id: str) -> tuple[list[float], int]:
         row = await self._pool.fetchrow(
             """SELECT
                  array(SELECT extract(epoch FROM created_at)::float8 FROM usage_logs
@@ -884,6 +958,23 @@ class ProxyActor(Actor):
                 ],
             }
         return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
+
+
+def database_unavailable(cause: BaseException) -> ProxyError:
+    """The refusal of a request that needs the database while it is unavailable."""
+    log.info("request refused: the database is unavailable", extra={"error": type(cause).__name__})
+    return ProxyError(
+        503,
+        "overloaded",
+        "the BlitzClaw database is briefly unavailable; retry shortly",
+        headers={"retry-after": "2"},
+    )
+
+
+def _database_trouble(exc: BaseException) -> bool:
+    """A database error a background step skips and retries on the next tick (its own query
+    refused, or the database unavailable) rather than crash the actor holding the leases."""
+    return isinstance(exc, asyncpg.PostgresError) or dependency_unavailable(exc)
 
 
 def _limit(own: int | None, default: int) -> int:

@@ -20,6 +20,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,  # 57P01
     asyncpg.CrashShutdownError,  # 57P02: another backend crashed, the server restarts
     asyncpg.TooManyConnectionsError,  # 53300
+    # asyncpg's protocol found a pooled connection in a half-finished state: what reusing a
+    # connection the server dropped mid-answer looks like (never raised for a bad query).
+    asyncpg.InternalClientError,
     ConnectionError,  # refused, reset, aborted, broken pipe
 )
 

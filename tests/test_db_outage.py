@@ -1,0 +1,263 @@
+"""A PostgreSQL outage under a real daemon: SIGKILL the server, keep serving, restart it.
+
+The test owns its PostgreSQL (a cluster of its own on loopback, so it can kill and restart it on
+the same port) and runs a real `blitzclawd serve` process against it, proxying to the fake LLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from blitzclawd.db.embedded import EmbeddedPostgres
+from blitzclawd.db.migrate import migrate
+from blitzclawd.testing import seed
+from blitzclawd.testing.daemon_process import proxying_to
+from blitzclawd.testing.fake_llm import FakeLLM, Scenario
+
+# The issue's outage lasts 30 s; BLITZCLAW_TEST_OUTAGE_SECONDS shortens it for quick runs.
+OUTAGE = float(os.environ.get("BLITZCLAW_TEST_OUTAGE_SECONDS", "30"))
+STREAMS = 20
+SMALL = {
+    "model": "claude-sonnet-4-6",
+    "max_tokens": 16,
+    "messages": [{"role": "user", "content": "Say hello."}],
+}
+# Its worst case ($1.44 at 64,000 output tokens) is more than a lease's headroom ($1): admitting
+# it needs a lease grow, a database round trip.
+BIG = {**SMALL, "max_tokens": 64000}
+STREAM = {**SMALL, "max_tokens": 200, "stream": True}
+SLOW_STREAM = '{"output_tokens": 40, "tokens_per_chunk": 1, "chunk_delay": 0.1}'
+
+# Beats every 0.5 s, presumed dead after a silence shorter than the outage: the outage must not
+# make the daemon presume itself dead (its requests would be charged by recovery's estimate).
+DAEMON = f"heartbeat_interval = 0.5\ndead_after = {max(2.0, OUTAGE / 4)}\n"
+CONFIG = """
+[billing]
+checkpoint_interval = 0.2
+lease_idle_seconds = 2
+[limits]
+messages_per_hour = 100000
+[supervisor]
+singleton_poll = 0.2
+"""
+
+
+@dataclass
+class Served:
+    """Every answer the proxy gave, by status; the request ids of those served (200)."""
+
+    statuses: list[int] = field(default_factory=list)
+    ok_ids: set[str] = field(default_factory=set)
+    refusals: list[tuple[int, str | None, bytes]] = field(default_factory=list)
+
+    def add(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.statuses.append(status)
+        if status == 200:
+            self.ok_ids.add(headers["X-BlitzClaw-Request-Id"])
+        else:
+            self.refusals.append((status, headers.get("retry-after"), body))
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[EmbeddedPostgres]:
+    base = tempfile.mkdtemp(prefix="blitzclawd-outage-pg-")
+    os.chmod(base, 0o755)  # as root, the cluster runs as an unprivileged user who must get in
+    pg = EmbeddedPostgres(Path(base) / "state")
+    try:
+        yield pg
+    finally:
+        await pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def sigkill(pg: EmbeddedPostgres) -> None:
+    """Kill the whole server at once: the postmaster and every backend (its process group)."""
+    assert pg.pid is not None
+    os.killpg(pg.pid, signal.SIGKILL)
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    url: str,
+    inst: seed.SeededInstance,
+    body: dict,
+    scenario: str | None = None,
+) -> tuple[int, Mapping[str, str], bytes]:
+    headers = {**inst.headers, "anthropic-version": "2023-06-01"}
+    if scenario:
+        headers["x-fake-scenario"] = scenario
+    async with http.post(url + "/v1/messages", json=body, headers=headers) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+async def readyz(http: aiohttp.ClientSession, base: str) -> tuple[int, dict] | None:
+    try:
+        async with http.get(base + "/readyz", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return resp.status, await resp.json()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def until(check, deadline: float, what: str):
+    """Poll an async predicate until it returns a truthy value, or fail after `deadline` s."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {deadline}s: {what}")
+
+
+@pytest.mark.timeout(180 + 2 * OUTAGE)
+async def test_a_postgres_sigkill_is_ridden_out(cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    dsn = await cluster.start()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        users = [await seed.create_user(conn) for _ in range(2)]
+        for user in users:
+            await seed.credit(conn, user, 50_000_000)
+        served_inst = await seed.create_instance(conn, users[0])  # cached, lease holds room
+        growing = await seed.create_instance(conn, users[1])  # cached, needs a lease grow
+        unseen = await seed.create_instance(conn, users[1])  # never seen by the proxy
+    finally:
+        await conn.close()
+
+    async with FakeLLM(scenario=Scenario(output_tokens=8)) as fake:
+        daemon = proxying_to(fake, tmp_path, database_url=dsn, config_extra=CONFIG)
+        listeners = [daemon.api_url, daemon.proxy_url]
+        served = Served()
+        try:
+            await daemon.start()
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+                await daemon.wait_ready(http)
+                # Warm up: both instances cached, both users holding a lease.
+                for inst in (served_inst, growing):
+                    served.add(*await call(http, daemon.proxy_url, inst, SMALL))
+                assert served.statuses == [200, 200]
+
+                # 20 slow streams in flight, and new requests arriving all along.
+                streams = [
+                    asyncio.create_task(
+                        call(http, daemon.proxy_url, served_inst, STREAM, SLOW_STREAM)
+                    )
+                    for _ in range(STREAMS)
+                ]
+
+                async def streams_started() -> bool:
+                    return fake.received >= STREAMS + 2
+
+                await until(streams_started, 30, "the streams reached the upstream")
+                arriving = asyncio.Event()
+                stop_arriving = asyncio.Event()
+
+                async def keep_arriving() -> None:
+                    # Bounded: ends when the test says so (after the outage).
+                    while not stop_arriving.is_set():
+                        served.add(*await call(http, daemon.proxy_url, served_inst, SMALL))
+                        arriving.set()
+                        await asyncio.sleep(0.05)
+
+                arrivals = asyncio.create_task(keep_arriving())
+                await asyncio.wait_for(arriving.wait(), 30)
+
+                sigkill(cluster)
+                killed = time.monotonic()
+
+                async def not_ready_everywhere() -> bool:
+                    answers = [await readyz(http, base) for base in listeners]
+                    return all(
+                        a is not None and a[0] == 503 and a[1]["reason"] == "database unavailable"
+                        for a in answers
+                    )
+
+                await until(not_ready_everywhere, 15, "readyz 503 'database unavailable'")
+                # The outage: what needs the database is refused (503, retry-after); the rest
+                # is served. Paced, bounded by the outage's end.
+                needed_db = Served()
+                while time.monotonic() - killed < OUTAGE:
+                    for inst, body in ((growing, BIG), (unseen, SMALL)):
+                        needed_db.add(*await call(http, daemon.proxy_url, inst, body))
+                    assert daemon.proc is not None and daemon.proc.returncode is None
+                    await asyncio.sleep(0.5)
+                assert await not_ready_everywhere()
+                # Cached copies outlive their TTL (30 s) during the outage: still served.
+                served.add(*await call(http, daemon.proxy_url, served_inst, SMALL))
+                stream_results = await asyncio.gather(*streams)
+
+                await cluster.restart()
+
+                async def ready_everywhere() -> bool:
+                    answers = [await readyz(http, base) for base in listeners]
+                    return all(a is not None and a[0] == 200 for a in answers)
+
+                await until(ready_everywhere, 5.0, "ready within 5 s of the database's return")
+                stop_arriving.set()
+                await arrivals
+                # The database is back: what was refused is served again.
+                for inst, body in ((growing, BIG), (unseen, SMALL)):
+                    served.add(*await call(http, daemon.proxy_url, inst, body))
+
+            # -- what the clients saw --------------------------------------------------------
+            for status, _, body in stream_results:
+                assert status == 200
+                assert body.rstrip().endswith(b'{"type":"message_stop"}')
+            for status, headers, _ in stream_results:
+                served.ok_ids.add(headers["X-BlitzClaw-Request-Id"])
+                served.statuses.append(status)
+            assert 500 not in served.statuses + needed_db.statuses
+            assert set(served.statuses) == {200}, served.refusals[:3]
+            assert needed_db.statuses and set(needed_db.statuses) == {503}
+            for _, retry_after, body in needed_db.refusals:
+                assert retry_after is not None and int(retry_after) >= 1
+                assert b'"type":"error"' in body  # Anthropic's error format
+
+            # -- the ledger, once everything settled and every lease went idle ---------------
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+            try:
+
+                async def settled() -> bool:
+                    held = await pool.fetchval(
+                        "SELECT (SELECT count(*) FROM reservations)"
+                        " + (SELECT count(*) FROM balance_leases WHERE amount_micros > 0)"
+                    )
+                    usage = await pool.fetchval("SELECT count(*) FROM usage_logs")
+                    return held == 0 and usage >= len(served.ok_ids)
+
+                await until(settled, 30, "settled and leases given back")
+                ids = {str(r[0]) for r in await pool.fetch("SELECT request_id FROM usage_logs")}
+                assert ids == served.ok_ids  # one usage row per request served, no other
+                assert not await pool.fetchval("SELECT count(*) FROM usage_logs WHERE recovered")
+                for user in users:
+                    balance, reserved, entries = await pool.fetchrow(
+                        "SELECT b.balance_micros, b.reserved_micros,"
+                        " (SELECT sum(amount_micros) FROM ledger_entries WHERE user_id = $1)"
+                        " FROM balances b WHERE b.user_id = $1",
+                        uuid.UUID(user),
+                    )
+                    assert balance == entries and reserved == 0
+                costs = await pool.fetchval("SELECT sum(cost_micros) FROM usage_logs")
+                debits = await pool.fetchval(
+                    "SELECT -sum(amount_micros) FROM ledger_entries WHERE kind = 'usage'"
+                )
+                assert costs == debits
+            finally:
+                await pool.close()
+            assert daemon.proc is not None and daemon.proc.returncode is None
+        finally:
+            code = await daemon.stop()
+        assert code == 0, daemon.log_text()[-4000:]
