@@ -24,7 +24,7 @@ import pytest
 from blitzclawd.db.embedded import EmbeddedPostgres
 from blitzclawd.db.migrate import migrate
 from blitzclawd.testing import seed
-from blitzclawd.testing.daemon_process import proxying_to
+from blitzclawd.testing.daemon_process import DaemonProcess, proxying_to
 from blitzclawd.testing.fake_llm import FakeLLM, Scenario
 
 # The issue's outage lasts 30 s; BLITZCLAW_TEST_OUTAGE_SECONDS shortens it for quick runs.
@@ -261,3 +261,49 @@ async def test_a_postgres_sigkill_is_ridden_out(cluster: EmbeddedPostgres, tmp_p
         finally:
             code = await daemon.stop()
         assert code == 0, daemon.log_text()[-4000:]
+
+
+def postmasters_of(state: Path) -> list[int]:
+    """Pids of postmasters running on a data directory under `state` (only they name it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"postgres") and any(str(state).encode() in a for a in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+async def test_the_embedded_postgres_is_started_again_when_it_dies(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # A state dir the unprivileged PostgreSQL user can reach (pytest's tmp_path is 0700).
+    state = Path(tempfile.mkdtemp(prefix="blitzclawd-embedded-"))
+    os.chmod(state, 0o755)
+    request.addfinalizer(lambda: shutil.rmtree(state, ignore_errors=True))
+    d = DaemonProcess(tmp_path, database_url=None, env={"BLITZCLAW_STATE_DIR": str(state)})
+    d.config_path.write_text(f"[api]\nport = {d.api_port}\n[proxy]\nport = {d.proxy_port}\n")
+    try:
+        await d.start()
+        async with aiohttp.ClientSession() as http:
+            await d.wait_ready(http, deadline=30.0)
+            (first,) = postmasters_of(state)
+            os.kill(first, signal.SIGKILL)  # the postmaster alone, as the OOM killer would
+
+            async def another_postmaster() -> bool:
+                return bool(set(postmasters_of(state)) - {first})
+
+            await until(another_postmaster, 30, "the daemon starts PostgreSQL again")
+            body = await d.wait_ready(http, deadline=30.0)
+            assert body["database"] == "ok"
+            assert d.proc is not None and d.proc.returncode is None
+            assert "embedded PostgreSQL started again" in d.log_text()
+        d.signal(signal.SIGTERM)
+        assert await d.wait_exit(15.0) == 0
+        assert postmasters_of(state) == []
+    finally:
+        await d.stop()

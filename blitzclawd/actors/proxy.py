@@ -228,6 +228,7 @@ class ProxyActor(Actor):
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
         self._unsettled: list[Settlement] = []
+        self._failing_steps: set[str] = set()  # background steps failing since they last worked
         self._unsettling = 0  # being settled again by _retry_unsettled
         self._settling: set[asyncio.Future[Any]] = set()  # settlements not committed yet
         self._session: aiohttp.ClientSession | None = None
@@ -296,7 +297,9 @@ class ProxyActor(Actor):
             except Exception as exc:
                 if not _database_trouble(exc):
                     raise
-                log.warning("lease upkeep failed", extra={"error": repr(exc)})
+                self._failing("lease upkeep", exc)
+            else:
+                self._works("lease upkeep")
 
     async def _recover_journals(self) -> None:
         """Charge what stopped daemons left in their journals in our state directory."""
@@ -309,6 +312,17 @@ class ProxyActor(Actor):
                 raise
             log.warning("journal recovery failed; retrying next tick", extra={"error": repr(exc)})
 
+    def _failing(self, step: str, exc: BaseException | None, **extra: object) -> None:
+        """A background step failed on the database: said once, not on every tick it retries."""
+        level = logging.DEBUG if step in self._failing_steps else logging.WARNING
+        self._failing_steps.add(step)
+        log.log(level, "%s failed; retrying every tick", step, extra={"error": repr(exc), **extra})
+
+    def _works(self, step: str) -> None:
+        if step in self._failing_steps:
+            self._failing_steps.discard(step)
+            log.warning("%s works again", step)
+
     # -- instance announcements ------------------------------------------------------------------
 
     async def _listen(self) -> None:
@@ -318,7 +332,7 @@ class ProxyActor(Actor):
         except Exception as exc:
             if not _database_trouble(exc):
                 raise
-            log.warning("cannot listen for instance changes", extra={"error": repr(exc)})
+            self._failing("listening for instance changes", exc)
             return
         try:
             await conn.add_listener(INSTANCE_CHANNEL, self._announced)
@@ -327,8 +341,9 @@ class ProxyActor(Actor):
             await self._pool.release(conn)
             if not isinstance(exc, Exception) or not _database_trouble(exc):
                 raise
-            log.warning("cannot listen for instance changes", extra={"error": repr(exc)})
+            self._failing("listening for instance changes", exc)
             return
+        self._works("listening for instance changes")
         conn.add_termination_listener(self._listener_lost)
         self._listener = conn
         self.leases.listening(True)
@@ -888,10 +903,9 @@ class ProxyActor(Actor):
             return
         first, *rest = self._unsettled
         if not await self._resettle([first]):
-            log.warning(
-                "settlements wait for the database", extra={"unsettled": len(self._unsettled)}
-            )
+            self._failing("settling again", None, unsettled=len(self._unsettled))
             return
+        self._works("settling again")
         await self._resettle(rest)
 
     async def _resettle(self, items: list[Settlement]) -> bool:

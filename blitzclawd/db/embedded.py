@@ -107,17 +107,18 @@ class EmbeddedPostgres:
         self._dsn = _make_dsn(password, port, self._database)
         return self._dsn
 
-    def exited(self) -> int | None:
-        """The postmaster's exit status if it died (reaped here), None while it runs."""
+    def died(self) -> bool:
+        """True if the postmaster was started and is not running now (it died, or a restart
+        failed); reaps it."""
         proc = self._proc
-        return None if proc is None else proc.poll()
+        return self._port is not None and (proc is None or proc.poll() is not None)
 
     async def restart(self) -> str:
         """Start the postmaster again after it died, on the same port, so every DSN handed out
         stays valid; its crash recovery (WAL replay) runs before this returns. Raises
         EmbeddedPostgresError if it cannot (try again later: the dead server's backends may still
         hold its shared memory, or someone took the port)."""
-        if self._port is None or self._lock_fd is None:
+        if self._port is None:
             raise EmbeddedPostgresError("embedded PostgreSQL was never started; call start()")
         if self._proc is not None and self._proc.poll() is None:
             return self.dsn
