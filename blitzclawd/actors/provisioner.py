@@ -107,6 +107,7 @@ class Provisioner(Actor):
         self._ssh_public_key = ssh_public_key
         self._provider = provider
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._waiting = False  # for the database: claims fail (logged once)
 
     async def on_start(self) -> None:
         self.every(self._cfg.job_poll, "jobs")
@@ -127,14 +128,18 @@ class Provisioner(Actor):
     async def handle(self, message: object) -> int | None:
         if isinstance(message, (Tick, JobsQueued)):
             try:
-                return await self.claim()
+                claimed = await self.claim()
             except Exception as exc:
                 # Jobs already running go on (their own database writes may fail: the job is
                 # then claimed again); claiming waits for the next tick.
                 if not dependency_unavailable(exc):
                     raise
-                log.warning("no jobs claimed: the database is unavailable")
+                if not self._waiting:
+                    self._waiting = True
+                    log.warning("no jobs claimed until the database is back")
                 return 0
+            self._waiting = False
+            return claimed
         return None
 
     async def claim(self) -> int:

@@ -316,7 +316,9 @@ class ProxyActor(Actor):
         """A background step failed on the database: said once, not on every tick it retries."""
         level = logging.DEBUG if step in self._failing_steps else logging.WARNING
         self._failing_steps.add(step)
-        log.log(level, "%s failed; retrying every tick", step, extra={"error": repr(exc), **extra})
+        if exc is not None:
+            extra["error"] = repr(exc)
+        log.log(level, "%s failed; retrying every tick", step, extra=extra)
 
     def _works(self, step: str) -> None:
         if step in self._failing_steps:
@@ -765,6 +767,9 @@ class ProxyActor(Actor):
         """A settlement handed to billing committed, or did not (then it is settled again)."""
         self._settling.discard(future)
         if future.cancelled() or future.exception() is not None:
+            if not future.cancelled() and dependency_unavailable(future.exception()):
+                self._unsettled.append(item)  # settled again on a tick, once it is back
+                return
             self._track(self._settle(item))  # directly, or retried on the next tick
             return
         self._after_settle(item, future.result())
@@ -788,10 +793,9 @@ class ProxyActor(Actor):
         except Exception as exc:
             if not _database_trouble(exc):
                 raise
-            log.warning(
-                "a finished request's record is left unmarked (recovery would estimate it)",
-                extra={"request_id": request_id, "error": repr(exc)},
-            )
+            # Its settlement deletes the record, when it commits; only if it never does would
+            # recovery estimate the request instead of charging its final cost.
+            self._failing("marking finished requests", exc, request_id=request_id)
 
     def _forget_record(self, request_id: str) -> None:
         self._track(self._delete_record(request_id))
@@ -815,7 +819,7 @@ class ProxyActor(Actor):
                 try:
                     result = await billing.settle(item)
                 except Exception as exc:  # billing busy or restarting: settle directly
-                    if isinstance(exc, asyncpg.PostgresError):
+                    if isinstance(exc, asyncpg.PostgresError) or dependency_unavailable(exc):
                         raise
                     log.info(
                         "billing actor unavailable, settling directly",
@@ -891,8 +895,9 @@ class ProxyActor(Actor):
         except Exception as exc:
             if not _database_trouble(exc):
                 raise
-            log.warning("checkpoint failed", extra={"error": repr(exc)})
+            self._failing("checkpoint", exc)
         else:
+            self._works("checkpoint")
             for flight in stale:
                 flight.recorded = flight.checkpointed
 
