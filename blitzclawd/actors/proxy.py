@@ -72,6 +72,10 @@ from blitzclawd.runtime.outage import dependency_unavailable
 log = logging.getLogger("blitzclawd.proxy")
 
 INSTANCE_CACHE_TTL = 30.0  # s; a backstop: changes are announced (NOTIFY) and drop the copy
+# While the database is unavailable a cached copy serves as it is: asked again at most this often
+# (s), and a refresh that hangs (an unreachable host) holds its request at most REFRESH_WAIT s.
+DB_RETRY_AFTER = 1.0
+REFRESH_WAIT = 2.0
 INSTANCE_CHANNEL = "blitzclaw_instances"
 RECORD_WAIT = 10.0  # s a settlement (or, while records fail, a request) waits for its record
 ERROR_BODY_MAX = 1 << 20
@@ -224,6 +228,7 @@ class ProxyActor(Actor):
         # Copies fetched before this (monotonic) time are re-read before use: announcements may
         # have been missed (the listener was down). While the database is down they still serve.
         self._stale_before = 0.0
+        self._db_failed_at = -DB_RETRY_AFTER  # when a refresh last found the database down
         self._announcements = 0  # instance changes heard so far (see _instance)
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
@@ -502,18 +507,23 @@ class ProxyActor(Actor):
             and cached.fetched_at >= self._stale_before
         ):
             return cached
+        fallback = cached if not fresh else None  # what serves if the database cannot answer
+        if fallback is not None and now - self._db_failed_at < DB_RETRY_AFTER:
+            return fallback
         heard = self._announcements
         try:
-            row = await self._pool.fetchrow(
-                "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
-                "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
-                uuid.UUID(instance_id),
-            )
+            async with asyncio.timeout(REFRESH_WAIT if fallback is not None else None):
+                row = await self._pool.fetchrow(
+                    "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
+                    "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
+                    uuid.UUID(instance_id),
+                )
         except Exception as exc:
-            if not dependency_unavailable(exc):
+            if not dependency_unavailable(exc):  # (a timeout is: a hung connection attempt)
                 raise
-            if cached is not None and not fresh:
-                return cached  # the database cannot say otherwise: the copy we have serves
+            self._db_failed_at = time.monotonic()
+            if fallback is not None:
+                return fallback  # the database cannot say otherwise: the copy we have serves
             raise database_unavailable(exc) from None
         if row is None:
             self._instances.pop(instance_id, None)
