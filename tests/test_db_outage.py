@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from blitzclawd.actors.janitor import Janitor
 from blitzclawd.db.embedded import EmbeddedPostgres
 from blitzclawd.db.migrate import migrate
 from blitzclawd.testing import seed
@@ -307,3 +308,22 @@ async def test_the_embedded_postgres_is_started_again_when_it_dies(
         assert postmasters_of(state) == []
     finally:
         await d.stop()
+
+
+async def test_a_janitor_counts_only_the_silence_it_watched(db_pool: asyncpg.Pool) -> None:
+    # A daemon silent for an hour, as every daemon is after the database was down for an hour.
+    silent = await db_pool.fetchval(
+        "INSERT INTO daemons (hostname, pid, version, last_seen) "
+        "VALUES ('elsewhere', 1, 'test', now() - interval '1 hour') RETURNING id::text"
+    )
+    janitor = Janitor(db_pool, interval=3600, dead_after=0.2)
+    # A janitor that has just come up (after the outage) did not see that silence.
+    assert await janitor.sweep() == []
+    # Once it has watched the daemon stay silent for dead_after, it is presumed dead.
+    end = time.monotonic() + 10
+    presumed: list[str] = []
+    while not presumed:  # bounded by the deadline
+        assert time.monotonic() < end, "never presumed dead"
+        await asyncio.sleep(0.05)
+        presumed = await janitor.sweep()
+    assert presumed == [silent]
