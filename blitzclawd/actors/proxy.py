@@ -333,7 +333,7 @@ class ProxyActor(Actor):
     # -- instance announcements ------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Hold one connection that LISTENs for instance changes; on loss, forget every copy."""
+        """Hold one connection that LISTENs for instance changes; on loss, re-read every copy."""
         try:
             conn = await self._pool.acquire()
         except Exception as exc:
@@ -896,9 +896,10 @@ class ProxyActor(Actor):
             return
         try:
             await self._admission_pool.execute(
+                # Not a finished one: its final cost (marked meanwhile) is what recovery charges.
                 """UPDATE reservations r SET seen_micros = LEAST(v.cost, r.amount_micros)
                    FROM unnest($1::uuid[], $2::bigint[]) AS v(id, cost)
-                   WHERE r.id = v.id""",
+                   WHERE r.id = v.id AND NOT r.finished""",
                 [uuid.UUID(f.request_id) for f in stale],
                 [f.checkpointed for f in stale],
             )
