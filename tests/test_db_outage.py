@@ -299,10 +299,14 @@ async def test_the_embedded_postgres_is_started_again_when_it_dies(
                 return bool(set(postmasters_of(state)) - {first})
 
             await until(another_postmaster, 30, "the daemon starts PostgreSQL again")
+
+            async def keeper_done() -> bool:  # (it may answer before the keeper says so)
+                return "embedded PostgreSQL started again" in d.log_text()
+
+            await until(keeper_done, 30, "the keeper has started PostgreSQL again")
             body = await d.wait_ready(http, deadline=30.0)
             assert body["database"] == "ok"
             assert d.proc is not None and d.proc.returncode is None
-            assert "embedded PostgreSQL started again" in d.log_text()
         d.signal(signal.SIGTERM)
         assert await d.wait_exit(15.0) == 0
         assert postmasters_of(state) == []
