@@ -176,6 +176,7 @@ async def test_a_postgres_sigkill_is_ridden_out(cluster: EmbeddedPostgres, tmp_p
                 arrivals = asyncio.create_task(keep_arriving())
                 await asyncio.wait_for(arriving.wait(), 30)
 
+                assert not any(stream.done() for stream in streams)  # all 20 in flight
                 sigkill(cluster)
                 killed = time.monotonic()
 
@@ -212,6 +213,24 @@ async def test_a_postgres_sigkill_is_ridden_out(cluster: EmbeddedPostgres, tmp_p
                 # The database is back: what was refused is served again.
                 for inst, body in ((growing, BIG), (unseen, SMALL)):
                     served.add(*await call(http, daemon.proxy_url, inst, body))
+
+                # The listener is back: a change is heard at once (not after the cache's TTL).
+                conn = await asyncpg.connect(dsn)
+                try:
+                    await conn.execute(
+                        "UPDATE instances SET status = 'paused' WHERE id = $1",
+                        uuid.UUID(unseen.id),
+                    )
+                finally:
+                    await conn.close()
+
+                async def change_heard() -> bool:
+                    answer = await call(http, daemon.proxy_url, unseen, SMALL)
+                    if answer[0] == 200:  # not heard (yet): served from the cached copy
+                        served.add(*answer)
+                    return answer[0] == 402
+
+                await until(change_heard, 5.0, "the paused instance is refused")
 
             # -- what the clients saw --------------------------------------------------------
             for status, _, body in stream_results:
