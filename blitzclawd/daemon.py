@@ -3,6 +3,10 @@
 Start order: PostgreSQL (embedded when no URL is configured) -> migrations -> pool -> actors ->
 listeners, then READY=1. SIGTERM/SIGINT reverse it: STOPPING=1, listeners stop accepting and
 drain, actors stop in reverse order, the pool closes, the embedded cluster stops.
+
+A database outage is waited out, not escalated (see blitzclawd.runtime.outage): an external
+PostgreSQL is someone else's to bring back; the embedded one is ours, and its keeper (the first
+child) starts it again on the same port whenever its postmaster dies.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import os
 import pwd
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +35,7 @@ from blitzclawd.actors.proxy import ProxyActor
 from blitzclawd.auth.clerk import ClerkVerifier
 from blitzclawd.config import Secrets, Settings, billing_minimum_micros
 from blitzclawd.db import pool as db_pool
-from blitzclawd.db.embedded import EmbeddedPostgres
+from blitzclawd.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from blitzclawd.db.migrate import migrate
 from blitzclawd.fleet.keys import public_key_line
 from blitzclawd.http.app import make_api_app, make_proxy_app
@@ -42,7 +47,7 @@ from blitzclawd.proxy.journal import InflightJournal, journal_path
 from blitzclawd.proxy.recovery import recover_orphaned_reservations
 from blitzclawd.runtime.messages import JobsQueued
 from blitzclawd.runtime.singleton import SingletonChild
-from blitzclawd.runtime.supervisor import ChildSpec, StartFailed, Supervisor
+from blitzclawd.runtime.supervisor import ChildSpec, StartFailed, Supervisor, backoff_delay
 
 log = logging.getLogger("blitzclawd.daemon")
 
@@ -73,6 +78,59 @@ async def open_database(settings: Settings, secrets: Secrets) -> Database:
     return Database(await embedded.start(), embedded)
 
 
+class PostgresKeeper:
+    """Starts the embedded cluster again whenever its postmaster dies (a crash, the OOM killer).
+
+    The daemon owns that server, so nobody else would; on the same port, so every pool and DSN
+    handed out reconnects to it. Meanwhile the actors wait for the database like for any outage.
+    """
+
+    name = "postgres"
+    POLL = 0.5  # s between checks: reaping a dead child is a cheap waitpid
+    BACKOFF_MAX = 5.0
+
+    def __init__(self, cluster: EmbeddedPostgres) -> None:
+        self.started = asyncio.Event()
+        self.started.set()  # the cluster is up: the daemon started it before the actors
+        self.state = "running"
+        self._cluster = cluster
+        self._stop = asyncio.Event()
+        self._rng = random.Random()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():  # ends on stop(); every wait below is interrupted by it
+            if not self._cluster.died():
+                await self._pause(self.POLL)
+                continue
+            if self.state == "running":
+                log.error("embedded PostgreSQL died; starting it again")
+                self.state = "restarting"
+            try:
+                await self._cluster.restart()
+            except EmbeddedPostgresError as exc:  # e.g. its old backends still hold its memory
+                failures += 1
+                delay = backoff_delay(failures, 0.2, self.BACKOFF_MAX, self._rng)
+                log.warning(
+                    "embedded PostgreSQL did not start; retrying",
+                    extra={"error": str(exc)[:500], "backoff": delay},
+                )
+                await self._pause(delay)
+                continue
+            failures = 0
+            self.state = "running"
+            log.warning("embedded PostgreSQL started again")
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+
 class Daemon:
     def __init__(
         self, settings: Settings, secrets: Secrets, *, extra_children: Sequence[ChildSpec] = ()
@@ -92,12 +150,12 @@ class Daemon:
     async def run(self) -> int:
         db = await open_database(self.settings, self.secrets)
         try:
-            return await self._run_on(db.dsn)
+            return await self._run_on(db.dsn, db.embedded)
         finally:
             if db.embedded is not None:
                 await db.embedded.stop()
 
-    async def _run_on(self, dsn: str) -> int:
+    async def _run_on(self, dsn: str, embedded: EmbeddedPostgres | None = None) -> int:
         conn = await db_pool.connect(dsn)
         try:
             applied = await migrate(conn)
@@ -125,7 +183,9 @@ class Daemon:
             )
             self.context.clerk = self._clerk(self.context.http)
             self.context.provider = self._provider()
-            self.supervisor = self._build_supervisor(dsn, self.context, admission_pool, journal)
+            self.supervisor = self._build_supervisor(
+                dsn, self.context, admission_pool, journal, embedded
+            )
             self.context.supervisor = self.supervisor
             return await self._supervise(self.supervisor)
         finally:
@@ -198,6 +258,7 @@ class Daemon:
         ctx: DaemonContext,
         admission_pool: asyncpg.Pool,
         journal: InflightJournal,
+        embedded: EmbeddedPostgres | None = None,
     ) -> Supervisor:
         s = self.settings
         grace = s.daemon.shutdown_grace
@@ -261,8 +322,13 @@ class Daemon:
                 )
             )
 
-        # Listeners last: they open only once the actors they serve are up, and close first.
+        # The embedded cluster's keeper first (stopped last); listeners last: they open only
+        # once the actors they serve are up, and close first.
+        keeper: list[ChildSpec] = []
+        if embedded is not None:
+            keeper.append(ChildSpec("postgres", lambda: PostgresKeeper(embedded)))
         specs: list[ChildSpec] = [
+            *keeper,
             ChildSpec(
                 "heartbeat",
                 lambda: Heartbeat(ctx.pool, self.daemon_id, s.daemon.heartbeat_interval),

@@ -1,4 +1,5 @@
-"""The daemon in-process: a crashing actor is restarted while the listeners keep answering."""
+"""The daemon in-process: a crashing actor is restarted while the listeners keep answering; an
+actor that keeps finding a dependency unavailable is waited for, never a reason to exit."""
 
 from __future__ import annotations
 
@@ -24,6 +25,21 @@ class Crashy(Actor):
         if message == "crash":
             raise RuntimeError("boom")
         return "pong"
+
+
+class Unlucky(Actor):
+    """Finds its dependency gone on every start while `down` is set, as on a database outage."""
+
+    down = True
+    attempts = 0
+
+    def __init__(self) -> None:
+        super().__init__("unlucky")
+
+    async def on_start(self) -> None:
+        Unlucky.attempts += 1
+        if Unlucky.down:
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
 
 
 def settings_for_test():
@@ -72,5 +88,43 @@ async def test_crashing_actor_is_restarted_while_listeners_answer(database: str)
         async with http.get(f"http://127.0.0.1:{settings.proxy.port}/healthz") as resp:
             assert resp.status == 200
     assert statuses and set(statuses) == {200}
+    daemon.request_stop()
+    assert await asyncio.wait_for(run, 15) == EXIT_OK
+
+
+async def test_an_unavailable_dependency_never_makes_the_daemon_exit(database: str) -> None:
+    settings = settings_for_test()  # 3 restarts in 5 s would escalate
+    daemon = Daemon(
+        settings,
+        Secrets({"database_url": Secret(database)}),
+        extra_children=[ChildSpec("unlucky", Unlucky)],
+    )
+    Unlucky.down = False  # up for the start (a dependency missing at start-up is exit 69)
+    run = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.ready.wait(), 30)
+    sup = daemon.supervisor
+    assert sup is not None
+    first = sup.child("unlucky")
+    url = f"http://127.0.0.1:{settings.api.port}/readyz"
+    async with aiohttp.ClientSession() as http:
+        Unlucky.down = True
+        start = Unlucky.attempts
+        first.stop()  # it goes, and every restart finds the dependency gone
+        deadline = time.monotonic() + 15
+        while Unlucky.attempts < start + 6:  # twice the window's allowance, within the window
+            assert time.monotonic() < deadline, Unlucky.attempts
+            async with http.get(url) as resp:
+                if resp.status == 503:
+                    assert "unlucky is" in (await resp.json())["reason"]
+            await asyncio.sleep(0.01)
+        assert not run.done() and not sup.escalated.is_set()
+        Unlucky.down = False
+        deadline = time.monotonic() + 15
+        while True:  # bounded by the deadline: ready again once the dependency is back
+            assert time.monotonic() < deadline
+            async with http.get(url) as resp:
+                if resp.status == 200:
+                    break
+            await asyncio.sleep(0.01)
     daemon.request_stop()
     assert await asyncio.wait_for(run, 15) == EXIT_OK

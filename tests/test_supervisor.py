@@ -8,9 +8,12 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 
-from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.actor import Actor, AskTimeout
+from blitzclawd.runtime.outage import DependencyUnavailable, dependency_unavailable
+from blitzclawd.runtime.singleton import LockLost
 from blitzclawd.runtime.supervisor import (
     ChildSpec,
     Restart,
@@ -21,7 +24,7 @@ from blitzclawd.runtime.supervisor import (
 )
 
 DEADLINE = 5.0
-FAST = {"backoff_base": 0.001, "backoff_max": 0.01}
+FAST = {"backoff_base": 0.001, "backoff_max": 0.01, "outage_backoff_max": 0.01}
 
 
 class Probe(Actor):
@@ -43,6 +46,8 @@ class Probe(Actor):
     async def handle(self, message: object) -> object | None:
         if message == "crash":
             raise RuntimeError(f"{self.name} crashed on purpose")
+        if message == "outage":  # what asyncpg raises when PostgreSQL is gone
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
         if message == "exit":
             self.stop()
             return None
@@ -354,3 +359,150 @@ def test_duplicate_child_names_are_refused() -> None:
     log: list[str] = []
     with pytest.raises(ValueError, match="duplicate"):
         Supervisor([spec(Built("a", log)), spec(Built("a", log))])
+
+
+# -- an unavailable dependency is waited out, not counted -----------------------------------------
+
+
+class Dependency:
+    """A stand-in for the database: children built while it is down fail to start."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+
+class NeedsDependency(Probe):
+    def __init__(self, name: str, log: list[str], dependency: Dependency) -> None:
+        super().__init__(name, log)
+        self.dependency = dependency
+        self.settled = asyncio.Event()  # on_start has succeeded or failed
+
+    async def on_start(self) -> None:
+        try:
+            if not self.dependency.up:
+                raise asyncpg.CannotConnectNowError("the database system is starting up")
+            await super().on_start()
+        finally:
+            self.settled.set()
+
+
+async def test_a_dependency_outage_never_exceeds_the_window(decisions: Decisions) -> None:
+    log: list[str] = []
+    a = Built("a", log)
+    sup = await started([spec(a)], max_restarts=2, within=60.0)
+    for _ in range(10):  # five times the window's allowance
+        (await a.next()).tell("outage")
+    await a.next()
+    assert not sup.escalated.is_set()
+    assert sup.status()[0].restarts == 10
+    assert "ConnectionRefusedError" in (sup.status()[0].last_error or "")
+    waits = [r for r in decisions.records if getattr(r, "action", None) == "waiting"]
+    assert len(waits) == 10
+    assert all(r.exc_info is None for r in waits)  # an outage is no bug: no traceback
+    assert [r.levelno for r in waits[:2]] == [logging.WARNING, logging.INFO]  # loud once
+    await sup.stop()
+
+
+async def test_a_child_waits_while_its_dependency_is_down_then_runs(decisions: Decisions) -> None:
+    log: list[str] = []
+    dependency = Dependency()
+    built: asyncio.Queue[NeedsDependency] = asyncio.Queue()
+
+    def build() -> NeedsDependency:
+        probe = NeedsDependency("db-user", log, dependency)
+        built.put_nowait(probe)
+        return probe
+
+    sup = await started([ChildSpec("db-user", build)], max_restarts=1, within=60.0)
+    first = await asyncio.wait_for(built.get(), DEADLINE)
+    dependency.up = False
+    first.tell("outage")
+    # Every restart fails in on_start while the dependency is down; none of them counts.
+    await decisions.until(
+        lambda: sum(getattr(r, "action", None) == "waiting" for r in decisions.records) >= 5
+    )
+    assert state_of(sup, "db-user") in ("waiting", "starting")
+    assert sup.children_running()[0] is False
+    assert not sup.escalated.is_set()
+    dependency.up = True
+
+    while True:  # bounded: the first child built after `up` starts (each step has a deadline)
+        probe = await asyncio.wait_for(built.get(), DEADLINE)
+        await asyncio.wait_for(probe.settled.wait(), DEADLINE)
+        if probe.started.is_set():
+            break
+    assert await sup.child("db-user").ask("ping") == "db-user:ping"
+    assert sup.children_running() == (True, None)
+    await sup.stop()
+
+
+async def test_a_real_crash_still_escalates_after_an_outage() -> None:
+    log: list[str] = []
+    a = Built("a", log)
+    sup = await started([spec(a)], max_restarts=2, within=60.0)
+    for _ in range(4):
+        (await a.next()).tell("outage")
+    for _ in range(3):
+        (await a.next()).tell("crash")
+    await asyncio.wait_for(sup.wait(), DEADLINE)
+    assert sup.escalated.is_set()
+    assert isinstance(sup.escalation, SupervisorEscalation)
+    assert isinstance(sup.escalation.__cause__, RuntimeError)
+    assert a.count == 7  # four outages and two crashes were restarted; the third crash was not
+
+
+async def test_stop_interrupts_an_outage_wait_at_once(decisions: Decisions) -> None:
+    log: list[str] = []
+    a = Built("a", log)
+    sup = await started([spec(a)], backoff_base=3600.0, outage_backoff_max=3600.0)
+    (await a.next()).tell("outage")
+    await decisions.until(lambda: state_of(sup, "a") == "waiting")
+    await asyncio.wait_for(sup.stop(), DEADLINE)
+    assert state_of(sup, "a") == "stopped"
+    assert a.count == 1
+
+
+def test_dependency_unavailable_classifies_connection_errors_only() -> None:
+    down: list[BaseException] = [
+        ConnectionRefusedError(111, "Connect call failed"),
+        ConnectionResetError(104, "reset by peer"),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed"),
+        TimeoutError(),  # a connect timeout
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.CrashShutdownError("terminating connection because of crash of another process"),
+        asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+        asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
+        asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
+        DependencyUnavailable("the database is unavailable"),
+    ]
+    lost = LockLost("janitor: lock session lost")
+    lost.__cause__ = asyncpg.ConnectionDoesNotExistError("connection was closed")
+    down.append(lost)
+    for error in down:
+        assert dependency_unavailable(error), repr(error)
+
+    bugs: list[BaseException | None] = [
+        None,
+        RuntimeError("boom"),
+        KeyError("x"),
+        asyncpg.UndefinedTableError('relation "daemons" does not exist'),
+        asyncpg.UniqueViolationError("duplicate key"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+        FileNotFoundError(2, "No such file"),
+        PermissionError(13, "Permission denied"),
+        AskTimeout("billing did not answer a Credit within 5s"),
+    ]
+    # A bug made while handling an outage is still a bug: the implicit context is not followed.
+    try:
+        try:
+            raise ConnectionRefusedError(111, "refused")
+        except ConnectionRefusedError:
+            raise NameError("undefined_name")  # noqa: B904 -- the point of the test
+    except NameError as exc:
+        bugs.append(exc)
+    for error in bugs:
+        assert not dependency_unavailable(error), repr(error)

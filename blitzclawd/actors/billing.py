@@ -35,6 +35,7 @@ from blitzclawd.runtime.messages import (
     Settlement,
     SettleResult,
 )
+from blitzclawd.runtime.outage import DependencyUnavailable, dependency_unavailable
 
 log = logging.getLogger("blitzclawd.billing")
 
@@ -79,6 +80,7 @@ class BillingActor(Actor):
         self._notify = notify
         self._batch: list[tuple[Settlement, asyncio.Future[SettleResult]]] = []
         self._journals = journals  # (state directory, this daemon's id)
+        self._deferring = False  # commits fail for want of the database (logged once)
 
     async def on_start(self) -> None:
         # Journals first: they hold the final costs of requests that were over, and a dead
@@ -196,7 +198,13 @@ class BillingActor(Actor):
         items = [item for item, _ in batch]
         try:
             results = await ledger.settle(self._pool, items, self._minimum)
-        except (asyncpg.PostgresError, ValueError) as exc:
+        except Exception as exc:
+            if dependency_unavailable(exc):
+                self._defer(batch, exc)
+                return
+            if not isinstance(exc, (asyncpg.PostgresError, ValueError)):
+                raise
+            self._deferring = False
             # One bad item must not sink the others: settle them one by one.
             log.warning(
                 "batch settlement failed, settling one by one",
@@ -204,9 +212,29 @@ class BillingActor(Actor):
             )
             await self._settle_each(batch)
             return
+        if self._deferring:
+            self._deferring = False
+            log.warning("settlements commit again", extra={"size": len(items)})
         for (item, future), result in zip(batch, results, strict=True):
             future.set_result(result)
             self._after(item, result)
+
+    def _defer(
+        self, batch: list[tuple[Settlement, asyncio.Future[SettleResult]]], exc: Exception
+    ) -> None:
+        """Nothing committed, and nothing is wrong with us: each caller is told the database
+        is unavailable, and settles again once it is back (the proxy, on its checkpoint tick)."""
+        if not self._deferring:
+            self._deferring = True
+            log.warning(
+                "settlements deferred: the database is unavailable",
+                extra={"size": len(batch), "error": repr(exc)},
+            )
+        for _, future in batch:
+            if not future.done():
+                error = DependencyUnavailable("settlement not committed: database unavailable")
+                error.__cause__ = exc
+                future.set_exception(error)
 
     async def _settle_each(
         self, batch: list[tuple[Settlement, asyncio.Future[SettleResult]]]
@@ -214,7 +242,12 @@ class BillingActor(Actor):
         for item, future in batch:
             try:
                 (result,) = await ledger.settle(self._pool, [item], self._minimum)
-            except asyncpg.PostgresError as exc:
+            except Exception as exc:
+                if dependency_unavailable(exc):
+                    self._defer(batch, exc)  # the ones not settled yet
+                    return
+                if not isinstance(exc, asyncpg.PostgresError):
+                    raise
                 log.error(
                     "settlement refused by the database",
                     extra={"request_id": item.request_id, "error": repr(exc)},

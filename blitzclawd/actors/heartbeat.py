@@ -15,6 +15,7 @@ import asyncpg
 from blitzclawd import __version__
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Tick
+from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.heartbeat")
 
@@ -25,6 +26,7 @@ class Heartbeat(Actor):
         self._pool = pool
         self._daemon_id = daemon_id
         self._interval = interval
+        self._missed = 0  # beats in a row the database was not there for
 
     async def on_start(self) -> None:
         # Upsert: after a restart of this actor the row exists; after a janitor presumed us dead
@@ -62,12 +64,25 @@ class Heartbeat(Actor):
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick):
-            was_stopped = await self._pool.fetchval(
-                """WITH was AS (SELECT stopped_at FROM daemons WHERE id = $1 FOR UPDATE)
-                   UPDATE daemons d SET last_seen = now(), stopped_at = NULL FROM was
-                   WHERE d.id = $1 RETURNING was.stopped_at IS NOT NULL""",
-                self._daemon_id,
-            )
+            try:
+                was_stopped = await self._pool.fetchval(
+                    """WITH was AS (SELECT stopped_at FROM daemons WHERE id = $1 FOR UPDATE)
+                       UPDATE daemons d SET last_seen = now(), stopped_at = NULL FROM was
+                       WHERE d.id = $1 RETURNING was.stopped_at IS NOT NULL""",
+                    self._daemon_id,
+                )
+            except Exception as exc:
+                # Nobody can see us while the database is down; the next tick beats again.
+                # (Janitors do not count such a silence: see actors/janitor.py.)
+                if not dependency_unavailable(exc):
+                    raise
+                if not self._missed:
+                    log.warning("heartbeat missed: the database is unavailable")
+                self._missed += 1
+                return
+            if self._missed:
+                log.warning("heartbeat back", extra={"missed": self._missed})
+                self._missed = 0
             if was_stopped is None:  # our row vanished: crash, the restart re-registers
                 raise RuntimeError("daemon row missing from `daemons`")
             if was_stopped:
@@ -80,9 +95,15 @@ class Heartbeat(Actor):
                 )
 
     async def on_stop(self) -> None:
-        await self._pool.execute(
-            "UPDATE daemons SET stopped_at = now() WHERE id = $1", self._daemon_id
-        )
+        try:
+            await self._pool.execute(
+                "UPDATE daemons SET stopped_at = now() WHERE id = $1", self._daemon_id
+            )
+        except Exception as exc:
+            if not dependency_unavailable(exc):
+                raise
+            # The janitor of the next daemon up marks us stopped after dead_after.
+            log.warning("stopping without marking this daemon stopped: database unavailable")
 
 
 def _is_live_daemon(pid: int) -> bool:

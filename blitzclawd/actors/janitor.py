@@ -5,10 +5,16 @@ A daemon killed without a clean stop leaves its `daemons` row open. Once it has 
 claimed jobs) is recovered by the owners of that work, which subscribe through `on_dead`.
 Hooks in `every_sweep` run on every sweep: they pick up what any stopped daemon still left
 behind (a clean stop cut short, a daemon marked stopped by its successor on the same host).
+
+Silence is only counted while this janitor could watch: from its first sweep on (a new janitor
+after a database outage, a lost lock or a takeover starts watching afresh). A daemon that could
+not beat because the database was down is not presumed dead once the database is back — else
+recovery would charge its requests at an estimate and release its leases under it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -39,6 +45,7 @@ class Janitor(Actor):
         self._dead_after = dead_after
         self._on_dead = tuple(on_dead)
         self._every_sweep = tuple(every_sweep)
+        self._watching_since: dt.datetime | None = None  # the database's clock
 
     async def on_start(self) -> None:
         self.every(self._interval, "sweep")
@@ -49,12 +56,15 @@ class Janitor(Actor):
         return None
 
     async def sweep(self) -> list[str]:
+        if self._watching_since is None:
+            self._watching_since = await self._pool.fetchval("SELECT now()")
         rows = await self._pool.fetch(
             """UPDATE daemons SET stopped_at = last_seen
                WHERE stopped_at IS NULL
-                 AND last_seen < now() - make_interval(secs => $1)
+                 AND greatest(last_seen, $2) < now() - make_interval(secs => $1)
                RETURNING id::text, hostname, pid""",
             self._dead_after,
+            self._watching_since,
         )
         for row in rows:
             log.warning(

@@ -43,6 +43,7 @@ from blitzclawd.fleet.personas import soul_md
 from blitzclawd.providers.base import ProviderError, ServerProvider
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import JobsQueued, Tick
+from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.provisioner")
 
@@ -51,7 +52,11 @@ WITH next AS (
     SELECT j.id FROM instance_jobs j
     LEFT JOIN daemons d ON d.id = j.locked_by
     WHERE ((j.status = 'queued' AND j.run_after <= now())
-           OR (j.status = 'running' AND (j.locked_by IS NULL OR d.stopped_at IS NOT NULL)))
+           OR (j.status = 'running'
+               AND (j.locked_by IS NULL OR d.stopped_at IS NOT NULL
+                    -- ours, yet not running here (the $3 test below): a job whose end could
+                    -- not be recorded (the database was down) or left by our crashed predecessor
+                    OR j.locked_by = $1)))
       AND NOT EXISTS (
           SELECT 1 FROM instance_jobs e
           WHERE e.instance_id = j.instance_id AND e.id < j.id
@@ -102,6 +107,7 @@ class Provisioner(Actor):
         self._ssh_public_key = ssh_public_key
         self._provider = provider
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._waiting = False  # for the database: claims fail (logged once)
 
     async def on_start(self) -> None:
         self.every(self._cfg.job_poll, "jobs")
@@ -121,7 +127,19 @@ class Provisioner(Actor):
 
     async def handle(self, message: object) -> int | None:
         if isinstance(message, (Tick, JobsQueued)):
-            return await self.claim()
+            try:
+                claimed = await self.claim()
+            except Exception as exc:
+                # Jobs already running go on (their own database writes may fail: the job is
+                # then claimed again); claiming waits for the next tick.
+                if not dependency_unavailable(exc):
+                    raise
+                if not self._waiting:
+                    self._waiting = True
+                    log.warning("no jobs claimed until the database is back")
+                return 0
+            self._waiting = False
+            return claimed
         return None
 
     async def claim(self) -> int:

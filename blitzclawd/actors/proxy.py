@@ -15,6 +15,12 @@ that committed. Requests still in flight at a checkpoint are also recorded in th
 
 Instances are cached; every change that matters to a proxy (status, secret, limits) is announced
 by the database (NOTIFY blitzclaw_instances) and drops the cached copy at once.
+
+A database outage is ridden out: admission runs from the leases held in memory and the journal is
+on local disk, so what fits in a lease is still served, by instances authenticated from their
+cached copies (kept past their TTL while the database cannot be asked); what needs the database
+(a lease grow, an instance not cached, seeding its limits) is refused with 503 and retry-after.
+Settlements wait in a queue, retried on every checkpoint tick, and commit once it is back.
 """
 
 from __future__ import annotations
@@ -65,10 +71,15 @@ from blitzclawd.proxy.records import RecordWriter
 from blitzclawd.proxy.recovery import recover_journals
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Settlement, SettleResult, Tick
+from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.proxy")
 
 INSTANCE_CACHE_TTL = 30.0  # s; a backstop: changes are announced (NOTIFY) and drop the copy
+# While the database is unavailable a cached copy serves as it is: asked again at most this often
+# (s), and a refresh that hangs (an unreachable host) holds its request at most REFRESH_WAIT s.
+DB_RETRY_AFTER = 1.0
+REFRESH_WAIT = 2.0
 INSTANCE_CHANNEL = "blitzclaw_instances"
 RECORD_WAIT = 10.0  # s a settlement (or, while records fail, a request) waits for its record
 ERROR_BODY_MAX = 1 << 20
@@ -227,10 +238,15 @@ class ProxyActor(Actor):
             for api in (ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES)
         }
         self._instances: dict[str, InstanceAuth] = {}
+        # Copies fetched before this (monotonic) time are re-read before use: announcements may
+        # have been missed (the listener was down). While the database is down they still serve.
+        self._stale_before = 0.0
+        self._db_failed_at = -DB_RETRY_AFTER  # when a refresh last found the database down
         self._announcements = 0  # instance changes heard so far (see _instance)
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
         self._unsettled: list[Settlement] = []
+        self._failing_steps: set[str] = set()  # background steps failing since they last worked
         self._unsettling = 0  # being settled again by _retry_unsettled
         self._settling: set[asyncio.Future[Any]] = set()  # settlements not committed yet
         self._session: aiohttp.ClientSession | None = None
@@ -296,8 +312,12 @@ class ProxyActor(Actor):
             try:
                 await self.leases.release_idle(self._settings.billing.lease_idle_seconds)
                 await self.leases.reconcile()
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("lease upkeep failed", extra={"error": repr(exc)})
+            except Exception as exc:
+                if not _database_trouble(exc):
+                    raise
+                self._failing("lease upkeep", exc)
+            else:
+                self._works("lease upkeep")
 
     async def _recover_journals(self) -> None:
         """Charge what stopped daemons left in their journals in our state directory."""
@@ -305,28 +325,49 @@ class ProxyActor(Actor):
             await recover_journals(
                 self._pool, self._journal.path.parent, self._daemon_id, self._minimum
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
             log.warning("journal recovery failed; retrying next tick", extra={"error": repr(exc)})
+
+    def _failing(self, step: str, exc: BaseException | None, **extra: object) -> None:
+        """A background step failed on the database: said once, not on every tick it retries."""
+        level = logging.DEBUG if step in self._failing_steps else logging.WARNING
+        self._failing_steps.add(step)
+        if exc is not None:
+            extra["error"] = repr(exc)
+        log.log(level, "%s failed; retrying every tick", step, extra=extra)
+
+    def _works(self, step: str) -> None:
+        if step in self._failing_steps:
+            self._failing_steps.discard(step)
+            log.warning("%s works again", step)
 
     # -- instance announcements ------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Hold one connection that LISTENs for instance changes; on loss, forget every copy."""
+        """Hold one connection that LISTENs for instance changes; on loss, re-read every copy."""
         try:
             conn = await self._pool.acquire()
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("cannot listen for instance changes", extra={"error": repr(exc)})
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
+            self._failing("listening for instance changes", exc)
             return
         try:
             await conn.add_listener(INSTANCE_CHANNEL, self._announced)
             await conn.add_listener(LEASE_CHANNEL, self._lease_note)
-        except BaseException:
+        except BaseException as exc:
             await self._pool.release(conn)
-            raise
+            if not isinstance(exc, Exception) or not _database_trouble(exc):
+                raise
+            self._failing("listening for instance changes", exc)
+            return
+        self._works("listening for instance changes")
         conn.add_termination_listener(self._listener_lost)
         self._listener = conn
         self.leases.listening(True)
-        self._instances.clear()  # anything announced before now was not heard
+        self._stale_before = time.monotonic()  # anything announced before now was not heard
 
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None
@@ -348,7 +389,11 @@ class ProxyActor(Actor):
         """Give a listener connection that died back to the pool, which replaces it."""
         if self._lost_listener is not None:
             lost, self._lost_listener = self._lost_listener, None
-            await self._pool.release(lost)
+            try:
+                await self._pool.release(lost)
+            except Exception as exc:  # a dead connection: the pool replaces it all the same
+                if not _database_trouble(exc):
+                    raise
 
     def _lease_note(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.leases.notified(payload)
@@ -358,7 +403,8 @@ class ProxyActor(Actor):
         self._lost_listener, self._listener = self._listener, None
         self.leases.listening(False)
         self._announcements += 1
-        self._instances.clear()
+        # Re-read every copy before use; while the database is down, the copies still serve.
+        self._stale_before = time.monotonic()
 
     def forget_user(self, user_id: str) -> None:
         for instance_id, inst in list(self._instances.items()):
@@ -416,6 +462,10 @@ class ProxyActor(Actor):
                 f"(this request may cost up to ${amount / 1e6:.4f}; "
                 f"the minimum balance is ${self._minimum / 1e6:.2f})",
             ) from None
+        except Exception as exc:  # the lease must grow, and the database is not there
+            if not dependency_unavailable(exc):
+                raise
+            raise database_unavailable(exc) from None
         record = JournalRecord(
             request_id, inst.user_id, inst.id, amount, min(prompt_cost, amount), api.name, model
         )
@@ -474,14 +524,31 @@ class ProxyActor(Actor):
     async def _instance(self, instance_id: str, *, fresh: bool = False) -> InstanceAuth | None:
         now = time.monotonic()
         cached = self._instances.get(instance_id)
-        if cached is not None and not fresh and now - cached.fetched_at < INSTANCE_CACHE_TTL:
+        if (
+            cached is not None
+            and not fresh
+            and now - cached.fetched_at < INSTANCE_CACHE_TTL
+            and cached.fetched_at >= self._stale_before
+        ):
             return cached
+        fallback = cached if not fresh else None  # what serves if the database cannot answer
+        if fallback is not None and now - self._db_failed_at < DB_RETRY_AFTER:
+            return fallback
         heard = self._announcements
-        row = await self._pool.fetchrow(
-            "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
-            "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
-            uuid.UUID(instance_id),
-        )
+        try:
+            async with asyncio.timeout(REFRESH_WAIT if fallback is not None else None):
+                row = await self._pool.fetchrow(
+                    "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
+                    "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
+                    uuid.UUID(instance_id),
+                )
+        except Exception as exc:
+            if not dependency_unavailable(exc):  # (a timeout is: a hung connection attempt)
+                raise
+            self._db_failed_at = time.monotonic()
+            if fallback is not None:
+                return fallback  # the database cannot say otherwise: the copy we have serves
+            raise database_unavailable(exc) from None
         if row is None:
             self._instances.pop(instance_id, None)
             return None
@@ -750,6 +817,9 @@ class ProxyActor(Actor):
         """A settlement handed to billing committed, or did not (then it is settled again)."""
         self._settling.discard(future)
         if future.cancelled() or future.exception() is not None:
+            if not future.cancelled() and dependency_unavailable(future.exception()):
+                self._unsettled.append(item)  # settled again on a tick, once it is back
+                return
             self._track(self._settle(item))  # directly, or retried on the next tick
             return
         self._after_settle(item, future.result())
@@ -774,11 +844,12 @@ class ProxyActor(Actor):
                 uuid.UUID(request_id),
                 cost,
             )
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning(
-                "a finished request's record is left unmarked (recovery would estimate it)",
-                extra={"request_id": request_id, "error": repr(exc)},
-            )
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
+            # Its settlement deletes the record, when it commits; only if it never does would
+            # recovery estimate the request instead of charging its final cost.
+            self._failing("marking finished requests", exc, request_id=request_id)
 
     def _forget_record(self, request_id: str) -> None:
         self._track(self._delete_record(request_id))
@@ -786,7 +857,9 @@ class ProxyActor(Actor):
     async def _delete_record(self, request_id: str) -> None:
         try:
             await self._admission_pool.execute("DELETE FROM reservations WHERE id = $1", request_id)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
             log.warning(
                 "a late record of a settled request is left for recovery",
                 extra={"request_id": request_id, "error": repr(exc)},
@@ -800,7 +873,7 @@ class ProxyActor(Actor):
                 try:
                     result = await billing.settle(item)
                 except Exception as exc:  # billing busy or restarting: settle directly
-                    if isinstance(exc, asyncpg.PostgresError):
+                    if isinstance(exc, asyncpg.PostgresError) or dependency_unavailable(exc):
                         raise
                     log.info(
                         "billing actor unavailable, settling directly",
@@ -808,9 +881,14 @@ class ProxyActor(Actor):
                     )
             if result is None:
                 (result,) = await ledger.settle(self._pool, [item], self._minimum)
-        except Exception:
+        except Exception as exc:
             # Not lost: retried on every checkpoint tick until it commits (idempotent).
-            log.exception("settlement failed; will retry", extra={"request_id": item.request_id})
+            if dependency_unavailable(exc):  # an outage: _retry_unsettled says so, once a round
+                log.debug("settlement deferred", extra={"request_id": item.request_id})
+            else:
+                log.exception(
+                    "settlement failed; will retry", extra={"request_id": item.request_id}
+                )
             self._unsettled.append(item)
             return None
         self._after_settle(item, result)
@@ -867,28 +945,54 @@ class ProxyActor(Actor):
             return
         try:
             await self._admission_pool.execute(
+                # Not a finished one: its final cost (marked meanwhile) is what recovery charges.
                 """UPDATE reservations r SET seen_micros = LEAST(v.cost, r.amount_micros)
                    FROM unnest($1::uuid[], $2::bigint[]) AS v(id, cost)
-                   WHERE r.id = v.id""",
+                   WHERE r.id = v.id AND NOT r.finished""",
                 [uuid.UUID(f.request_id) for f in stale],
                 [f.checkpointed for f in stale],
             )
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("checkpoint failed", extra={"error": repr(exc)})
+        except Exception as exc:
+            if not _database_trouble(exc):
+                raise
+            self._failing("checkpoint", exc)
         else:
+            self._works("checkpoint")
             for flight in stale:
                 flight.recorded = flight.checkpointed
 
     async def _retry_unsettled(self) -> None:
-        for item in list(self._unsettled):  # kept listed (not idle) until settled
+        """Settle again what did not commit: one first, then (if it did) the rest together, so
+        a database that is still down costs one attempt a tick, and one that is back one batch."""
+        if not self._unsettled:
+            return
+        first, *rest = self._unsettled
+        if not await self._resettle([first]):
+            self._failing("settling again", None, unsettled=len(self._unsettled))
+            return
+        self._works("settling again")
+        await self._resettle(rest)
+
+    async def _resettle(self, items: list[Settlement]) -> bool:
+        """Settle `items` at once (billing commits them in one batch); True if all committed."""
+        for item in items:  # kept counted (not idle) until settled or listed again
             self._unsettled.remove(item)
-            self._unsettling += 1
-            try:
-                await self._settle(item)  # lists it again if it fails
-            finally:
-                self._unsettling -= 1
+        self._unsettling += len(items)
+        try:  # each lists itself again if it fails
+            results = await asyncio.gather(*(self._settle(item) for item in items))
+        finally:
+            self._unsettling -= len(items)
+        return all(result is not None for result in results)
 
     async def _seed_limits(self, instance_id: str) -> tuple[list[float], int]:
+        try:
+            return await self._fetch_limits(instance_id)
+        except Exception as exc:  # not seeded: the next request of this instance tries again
+            if not dependency_unavailable(exc):
+                raise
+            raise database_unavailable(exc) from None
+
+    async def _fetch_limits(self, instance_id: str) -> tuple[list[float], int]:
         row = await self._pool.fetchrow(
             """SELECT
                  array(SELECT extract(epoch FROM created_at)::float8 FROM usage_logs
@@ -933,6 +1037,23 @@ class ProxyActor(Actor):
                 ],
             }
         return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
+
+
+def database_unavailable(cause: BaseException) -> ProxyError:
+    """The refusal of a request that needs the database while it is unavailable."""
+    log.info("request refused: the database is unavailable", extra={"error": type(cause).__name__})
+    return ProxyError(
+        503,
+        "overloaded",
+        "the BlitzClaw database is briefly unavailable; retry shortly",
+        headers={"retry-after": "2"},
+    )
+
+
+def _database_trouble(exc: BaseException) -> bool:
+    """A database error a background step skips and retries on the next tick (its own query
+    refused, or the database unavailable) rather than crash the actor holding the leases."""
+    return isinstance(exc, asyncpg.PostgresError) or dependency_unavailable(exc)
 
 
 def _limit(own: int | None, default: int) -> int:

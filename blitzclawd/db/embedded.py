@@ -70,6 +70,7 @@ class EmbeddedPostgres:
         self.lock_file = self.base_dir / "lock"
         self._proc: subprocess.Popen[bytes] | None = None
         self._dsn: str | None = None
+        self._port: int | None = None  # kept across a restart: the DSN in use must stay valid
         self._lock_fd: int | None = None
 
     @property
@@ -102,7 +103,32 @@ class EmbeddedPostgres:
         except BaseException:
             self._unlock_state_dir()
             raise
+        self._port = port
         self._dsn = _make_dsn(password, port, self._database)
+        return self._dsn
+
+    def died(self) -> bool:
+        """True if the postmaster was started and is not running now (it died, or a restart
+        failed); reaps it."""
+        proc = self._proc
+        return self._port is not None and (proc is None or proc.poll() is not None)
+
+    async def restart(self) -> str:
+        """Start the postmaster again after it died, on the same port, so every DSN handed out
+        stays valid; its crash recovery (WAL replay) runs before this returns. Raises
+        EmbeddedPostgresError if it cannot (try again later: the dead server's backends may still
+        hold its shared memory, or someone took the port)."""
+        if self._port is None:
+            raise EmbeddedPostgresError("embedded PostgreSQL was never started; call start()")
+        if self._proc is not None and self._proc.poll() is None:
+            return self.dsn
+        bindir = find_bindir()
+        account = _resolve_account(self._run_as)
+        password = self._password(account)
+        await self._wait_for_leftover_postmaster()
+        self._rotate_log()
+        await self._launch(bindir, account, password, port=self._port)
+        self._dsn = _make_dsn(password, self._port, self._database)
         return self._dsn
 
     async def stop(self) -> None:
@@ -232,17 +258,21 @@ class EmbeddedPostgres:
         if _size(self.log_file) > _LOG_ROTATE_BYTES:
             self.log_file.replace(self.log_file.with_suffix(".1"))
 
-    async def _launch(self, bindir: Path, account: _Account, password: str) -> int:
-        """Start the postmaster on a free port, wait until it serves; return the port."""
+    async def _launch(
+        self, bindir: Path, account: _Account, password: str, *, port: int | None = None
+    ) -> int:
+        """Start the postmaster on `port` (else a free one), wait until it serves; the port."""
         for _ in range(_PORT_ATTEMPTS):
-            port = _free_port()
+            chosen = port or _free_port()
             log_offset = _size(self.log_file)
-            self._proc = self._spawn_postmaster(bindir, account, port)
+            self._proc = self._spawn_postmaster(bindir, account, chosen)
             try:
-                await self._wait_ready_and_create_db(password, port, log_offset)
-                return port
+                await self._wait_ready_and_create_db(password, chosen, log_offset)
+                return chosen
             except _PortTaken:
                 await self._stop_postmaster()
+                if port is not None:
+                    raise EmbeddedPostgresError(f"port {port} on 127.0.0.1 is taken") from None
             except BaseException:
                 # Includes cancellation: never leave a half-started postmaster behind.
                 await asyncio.shield(self._stop_postmaster())

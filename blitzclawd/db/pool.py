@@ -8,6 +8,9 @@ import asyncpg
 import orjson
 
 _SERVER_SETTINGS = {"application_name": "blitzclawd"}
+# s a new connection may take (asyncpg's default is 60): an unreachable database host must fail
+# fast enough for a request waiting on it to be refused (503), not held for a minute.
+CONNECT_TIMEOUT = 10.0
 
 
 def _dumps(value: Any) -> str:
@@ -51,12 +54,13 @@ async def create_pool(
         init=init_connection,
         reset=_light_reset,
         server_settings=settings,
+        timeout=CONNECT_TIMEOUT,
     )
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
     """A dedicated connection (e.g. an advisory-lock holder) with the pool's codecs."""
-    conn = await asyncpg.connect(dsn, server_settings=_SERVER_SETTINGS)
+    conn = await asyncpg.connect(dsn, server_settings=_SERVER_SETTINGS, timeout=CONNECT_TIMEOUT)
     try:
         await init_connection(conn)
     except BaseException:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from blitzclawd.runtime.outage import dependency_unavailable
 from blitzclawd.runtime.supervisor import Child
 
 log = logging.getLogger("blitzclawd.singleton")
@@ -165,10 +166,13 @@ class SingletonChild:
                 try:
                     await conn.fetchval("SELECT 1", timeout=self._query_timeout)
                 except Exception as exc:
-                    log.error(
-                        "%s: lock session lost, stopping the singleton",
+                    outage = dependency_unavailable(exc)  # expected then: no traceback
+                    log.log(
+                        logging.WARNING if outage else logging.ERROR,
+                        "%s: lock session lost, stopping the singleton: %r",
                         self.name,
-                        exc_info=exc,
+                        exc,
+                        exc_info=None if outage else exc,
                         extra={"actor": self.name},
                     )
                     return exc

@@ -4,6 +4,10 @@ Each child runs as an asyncio task named after it; a watcher task per child appl
 rule when that task ends. Too many restarts inside the window means something is structurally
 wrong: the supervisor stops everything and escalates, so the daemon can exit and systemd can
 restart it from scratch.
+
+A child that ends because a dependency is unavailable (the database restarting: see
+blitzclawd.runtime.outage) is not counted: the supervisor waits with capped exponential backoff
+and restarts it, for as long as the outage lasts. Only real crashes count towards the window.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from blitzclawd.runtime.outage import dependency_unavailable
+
 log = logging.getLogger("blitzclawd.supervisor")
+
+# Seconds an outage wait is remembered for its child's backoff: a new outage after a quiet minute
+# starts again from the shortest wait.
+OUTAGE_MEMORY = 60.0
 
 
 class Restart(enum.Enum):
@@ -80,10 +90,11 @@ class _Slot:
     instance: Child | None = None
     task: asyncio.Task[None] | None = None
     watcher: asyncio.Task[None] | None = None
-    phase: str = "stopped"  # "running" | "restarting" | "stopped" | "failed"
+    phase: str = "stopped"  # "running" | "restarting" | "waiting" | "stopped" | "failed"
     restarts: int = 0
     last_error: str | None = None
     recent: deque[float] = field(default_factory=deque)  # this child's restart times
+    outages: deque[float] = field(default_factory=deque)  # its recent outage waits
 
     def live(self) -> bool:
         return self.task is not None and not self.task.done()
@@ -99,8 +110,12 @@ class Supervisor:
         within: float = 5.0,
         backoff_base: float = 0.1,
         backoff_max: float = 5.0,
+        outage_backoff_max: float = 2.0,
+        is_outage: Callable[[BaseException], bool] = dependency_unavailable,
         rng: random.Random | None = None,
     ) -> None:
+        """outage_backoff_max: the longest wait before retrying a child that found a dependency
+        unavailable (short: once the database is back, every child must be up within seconds)."""
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate child names in {names}")
@@ -111,6 +126,8 @@ class Supervisor:
         self._within = within
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
+        self._outage_backoff_max = outage_backoff_max
+        self._is_outage = is_outage
         self._rng = rng or random.Random()
         self._restart_times: deque[float] = deque()  # all children: the intensity window
         self._stopping = False
@@ -262,6 +279,8 @@ class Supervisor:
             self._log_exit(slot, error, "not restarted")
             return False
         now = time.monotonic()
+        if error is not None and self._is_outage(error):
+            return await self._wait_out(slot, now)
         _prune(self._restart_times, now - self._within)
         if len(self._restart_times) >= self._max_restarts:
             slot.phase = "failed"
@@ -280,6 +299,31 @@ class Supervisor:
         slot.phase = "restarting"
         delay = backoff_delay(len(slot.recent), self._backoff_base, self._backoff_max, self._rng)
         self._log_exit(slot, error, f"restarting in {delay:.3f}s", backoff=delay)
+        return await self._pause(slot, delay)
+
+    async def _wait_out(self, slot: _Slot, now: float) -> bool:
+        """A dependency is unavailable: wait and retry, outside the intensity window."""
+        _prune(slot.outages, now - OUTAGE_MEMORY)
+        slot.outages.append(now)
+        slot.restarts += 1
+        slot.phase = "waiting"
+        delay = backoff_delay(
+            len(slot.outages), self._backoff_base, self._outage_backoff_max, self._rng
+        )
+        # No traceback: nothing is broken. Loud once per outage, quiet for every retry after.
+        level = logging.WARNING if len(slot.outages) == 1 else logging.INFO
+        log.log(
+            level,
+            "child %s waits for an unavailable dependency: %s; retrying in %.3fs",
+            slot.spec.name,
+            slot.last_error,
+            delay,
+            extra=self._extra(slot, action="waiting", backoff=delay, restarts=slot.restarts),
+        )
+        return await self._pause(slot, delay)
+
+    async def _pause(self, slot: _Slot, delay: float) -> bool:
+        """Wait `delay` unless the supervisor stops first; True if the child should be rebuilt."""
         try:
             await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
         except TimeoutError:

@@ -1,4 +1,8 @@
-"""GET /healthz (the process answers) and GET /readyz (it can do its job)."""
+"""GET /healthz (the process answers) and GET /readyz (it can do its job).
+
+While the database is unavailable /readyz says so and only that ("database unavailable"): the
+actors waiting for it are its consequence, listed in the body with their states.
+"""
 
 from __future__ import annotations
 
@@ -23,15 +27,15 @@ async def readyz(request: web.Request) -> web.Response:
         async with asyncio.timeout(DB_CHECK_TIMEOUT):
             await ctx.pool.fetchval("SELECT 1")
         database = "ok"
-    except Exception as exc:  # any failure means not ready; the reason says which
+    except Exception as exc:  # any failure means not ready; the body says which
         database = f"unreachable: {type(exc).__name__}"
-        reasons.append(f"database {database}")
+        reasons.append("database unavailable")
     actors: list[dict] = []
     if ctx.supervisor is None:
         reasons.append("actors not started")
     else:
         ok, why = ctx.supervisor.children_running()
-        if not ok:
+        if not ok and not reasons:
             reasons.append(why or "an actor is not running")
         actors = [
             {"name": s.name, "state": s.state, "restarts": s.restarts, "restart": s.restart}
