@@ -55,6 +55,9 @@ async def create_key(request: web.Request) -> web.Response:
     body = await validate.json_object(request)
     name = validate.text(body, "name", max_length=100)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        # One user's key creations serialise on their users row (every daemon, same database):
+        # the count below and the insert happen with no other creation in between.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
         live = await conn.fetchval(
             "SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL", user_id
         )
