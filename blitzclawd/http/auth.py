@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from blitzclawd.accounts import erased_clerk_id
 from blitzclawd.auth.clerk import KeysUnavailable, TokenError
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
@@ -116,13 +117,16 @@ async def _session_caller(ctx: DaemonContext, token: str) -> Caller:
     if cached is not None and time.monotonic() - cached[2] < _USER_CACHE_TTL:
         return Caller(cached[0], cached[1], "session")
     # The first authenticated call creates the user (Clerk's webhook may not have arrived yet).
+    # A deleted account's id is a tombstone: its still-valid sessions find it and stay out.
     row = await ctx.pool.fetchrow(
-        """INSERT INTO users (clerk_user_id) VALUES ($1)
+        """INSERT INTO users (clerk_user_id)
+           SELECT $1 WHERE NOT EXISTS (SELECT FROM users WHERE clerk_user_id = $2)
            ON CONFLICT (clerk_user_id) DO UPDATE SET clerk_user_id = EXCLUDED.clerk_user_id
            RETURNING id::text, role, deleted_at""",
         session.user_id,
+        erased_clerk_id(session.user_id),
     )
-    if row["deleted_at"] is not None:
+    if row is None or row["deleted_at"] is not None:
         raise ApiError(401, "unauthenticated", "this account has been deleted")
     role = _role(ctx, row["role"], session.user_id)
     ctx.user_cache[session.user_id] = (row["id"], role, time.monotonic())
