@@ -191,3 +191,23 @@ async def test_ids_in_paths_of_any_shape_are_404(api_env) -> None:
         assert status == 404 and err["error"]["code"] == "not_found"
         status, err = await api_env.call("GET", f"/api/instances/{raw}", headers=session)
         assert status == 404 and err["error"]["code"] == "not_found"
+
+
+async def test_concurrent_instance_creations_stop_at_the_per_user_limit(api_env) -> None:
+    session = api_env.session_headers("user_many")
+    _, me = await api_env.call("GET", "/api/auth/me", headers=session)
+    await seed.credit(api_env.pool, me["id"], 50_000_000)
+    limit = api_env.daemon.settings.fleet.max_instances_per_user
+
+    async def create() -> int:
+        status, _ = await api_env.call(
+            "POST",
+            "/api/instances",
+            headers=session,
+            json={"channel_type": "whatsapp", "persona_template": "assistant"},
+        )
+        return status
+
+    statuses = await asyncio.gather(*(create() for _ in range(12)))
+    assert sorted(statuses) == [201] * limit + [409] * (12 - limit)
+    assert await api_env.pool.fetchval("SELECT count(*) FROM instances") == limit
