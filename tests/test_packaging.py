@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import setuptools
 
 ROOT = Path(__file__).resolve().parent.parent
 # The top-level directories and the import names they install as.
@@ -55,8 +56,10 @@ def test_every_package_directory_is_listed_under_its_installed_name() -> None:
     assert config["package-dir"] == {name: top for top, name in INSTALLED_AS.items() if top != name}
 
 
-def run(*args: str | Path, cwd: Path) -> str:
+def run(*args: str | Path, cwd: Path, pythonpath: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     done = subprocess.run(
         [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
@@ -76,9 +79,17 @@ def test_pip_install_dot_renders_cloud_init_and_claims_no_generic_names(tmp_path
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
-    # Rendering needs only the standard library, so no dependency is installed (--no-deps);
-    # the build backend comes from the configured package index, as for any `pip install .`.
-    run(python, "-m", "pip", "install", "--no-deps", "-q", ".", cwd=source)
+    # Nothing is downloaded: rendering needs only the standard library (--no-deps), and the
+    # build backend is this environment's setuptools (a dev dependency), lent to the fresh venv's
+    # pip for the build only. PYTHONPATH adds the directory without running its .pth files, so
+    # this checkout's editable install stays out of the fresh venv.
+    build_backend = str(Path(setuptools.__file__).parent.parent)
+    run(
+        python,
+        *("-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q", "."),
+        cwd=source,
+        pythonpath=build_backend,
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.rmtree(source)  # nothing may still point into a checkout
