@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import orjson
 import pytest
+from test_protocol_errors import raw_exchange
 
 from blitzclawd.http.views.auth import MAX_KEYS_PER_USER
 from blitzclawd.testing import seed
@@ -211,3 +213,28 @@ async def test_concurrent_instance_creations_stop_at_the_per_user_limit(api_env)
     statuses = await asyncio.gather(*(create() for _ in range(12)))
     assert sorted(statuses) == [201] * limit + [409] * (12 - limit)
     assert await api_env.pool.fetchval("SELECT count(*) FROM instances") == limit
+
+
+@pytest.mark.parametrize(
+    ("path", "header"),
+    [
+        ("/api/auth/me", b"Authorization: Bearer sk_\xff\xfe"),
+        ("/api/auth/me", b"Authorization: Bearer eyJ\xff.e30.sig"),
+        ("/api/auth/me", b"Cookie: __session=\xff\xfe"),
+        ("/internal/instance-ready", b"Authorization: Bearer \xffsecret"),
+    ],
+)
+async def test_credentials_that_are_not_ascii_are_401_not_500(api_env, path, header) -> None:
+    body = b'{"server_name": "blitz-pool-1", "host_key": "x"}'
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n".encode()
+        + header
+        + b"\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    if path == "/api/auth/me":
+        request = request.replace(b"POST ", b"GET ", 1)
+    status, _, raw = await raw_exchange(api_env.api, request)
+    err = orjson.loads(raw)["error"]
+    assert status == 401 and err["code"] == "unauthenticated" and err["request_id"], raw

@@ -56,6 +56,10 @@ async def authenticate(request: web.Request) -> Caller:
     token = _bearer(request) or request.cookies.get(SESSION_COOKIE)
     if not token:
         raise ApiError(401, "unauthenticated", "sign in or send an API key (Authorization: Bearer)")
+    # Keys and session tokens are printable ASCII; other header bytes arrive as lone surrogates,
+    # which cannot be encoded to hash or compare.
+    if not (token.isascii() and token.isprintable()):
+        raise ApiError(401, "unauthenticated", "the credential is not a key or a session token")
     admin_key = ctx.secrets.get("admin_api_key")
     if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.reveal().encode()):
         caller = Caller(None, "admin", "admin_key")
