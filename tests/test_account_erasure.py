@@ -4,11 +4,12 @@ usage history stay, attached to an anonymous row."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 import orjson
-from test_accounts import completed_topup, signed_up
+from test_accounts import completed_topup, signed_up, until
 
 from blitzclawd.testing import seed
 
@@ -129,3 +130,35 @@ async def test_user_deleted_leaves_no_personal_data_in_any_column(api_env) -> No
     assert await api_env.pool.fetchval("SELECT count(*) FROM users") == 1
     for needle in personal:
         assert await where_found(api_env.pool, needle) == [], needle
+
+
+async def test_a_creation_racing_the_deletion_adds_nothing_to_the_erased_account(api_env) -> None:
+    """A request authenticated just before user.deleted (its session still cached) waits on the
+    user's row while the deletion holds it, then finds the account deleted: 401, nothing made."""
+    user = await signed_up(api_env, "user_racing_delete")
+    session = api_env.session_headers("user_racing_delete")
+    status, _ = await api_env.call("GET", "/api/auth/me", headers=session)  # session now cached
+    assert status == 200
+    async with api_env.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        # What user.deleted does first: lock the row; then mark it deleted.
+        await conn.execute(
+            "UPDATE users SET deleted_at = now() WHERE id = $1", uuid.UUID(user), timeout=10
+        )
+        pending = asyncio.ensure_future(
+            api_env.call("POST", "/api/auth/api-keys", headers=session, json={"name": "late"})
+        )
+
+        async def waiting_on_the_row() -> bool:
+            return await api_env.pool.fetchval(
+                """SELECT EXISTS (SELECT FROM pg_stat_activity
+                   WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'
+                     AND pid <> pg_backend_pid())"""
+            )
+
+        assert await until(waiting_on_the_row)
+        await tx.commit()
+    status, body = await pending
+    assert status == 401, body
+    assert await api_env.pool.fetchval("SELECT count(*) FROM api_keys") == 0

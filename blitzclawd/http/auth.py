@@ -10,8 +10,10 @@ import hashlib
 import hmac
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 
+import asyncpg
 from aiohttp import web
 
 from blitzclawd.accounts import erased_clerk_id
@@ -135,6 +137,19 @@ async def _session_caller(ctx: DaemonContext, token: str) -> Caller:
     role = _role(ctx, row["role"], session.user_id)
     ctx.user_cache[session.user_id] = (row["id"], role, time.monotonic())
     return Caller(row["id"], role, "session")
+
+
+async def lock_live_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Lock the user's row for the rest of the transaction; 401 if the account is deleted.
+
+    Every per-user limit (count, then insert) takes this first, so one user's creations run one
+    at a time on every daemon; and a request authenticated just before a user.deleted (which
+    locks the same row) cannot add personal data to an erased account after it."""
+    deleted = await conn.fetchval(
+        "SELECT deleted_at IS NOT NULL FROM users WHERE id = $1 FOR UPDATE", user_id
+    )
+    if deleted is not False:
+        raise ApiError(401, "unauthenticated", "this account has been deleted")
 
 
 def _role(ctx: DaemonContext, role: str, clerk_user_id: str | None) -> str:

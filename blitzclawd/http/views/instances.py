@@ -33,7 +33,7 @@ from blitzclawd.fleet.telegram_bot import (
     bot_identity,
 )
 from blitzclawd.http import validate
-from blitzclawd.http.auth import require_user
+from blitzclawd.http.auth import lock_live_user, require_user
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
@@ -211,8 +211,9 @@ async def create(request: web.Request) -> web.Response:
     minimum = billing_minimum_micros(ctx.settings)
     limit = ctx.settings.fleet.max_instances_per_user
     async with ctx.pool.acquire() as conn, conn.transaction():
-        # One user's creates serialise here, so the per-user limit holds under concurrency.
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        # One user's creations run one at a time (the count below, then the insert), on every
+        # daemon: the per-user limit holds under concurrency.
+        await lock_live_user(conn, user_id)
         available = await conn.fetchval(
             "SELECT balance_micros - (SELECT coalesce(sum(amount_micros), 0)::bigint "
             "FROM reservations r WHERE r.user_id = $1) FROM balances WHERE user_id = $1",
