@@ -68,8 +68,11 @@ async def apply_clerk_event(
                VALUES ('clerk', $1, $2, $3::text::jsonb) ON CONFLICT DO NOTHING RETURNING true""",
             svix_id,
             event_type,
-            # Only the id: the rest of the payload is personal data we would have to erase.
-            None if erased else orjson.dumps({"id": clerk_id}).decode(),
+            # Only the id: the rest of the payload is personal data we would have to erase. A
+            # deletion (or a late event about an erased account) keeps not even that.
+            None
+            if erased or event_type == "user.deleted"
+            else orjson.dumps({"id": clerk_id}).decode(),
         )
         if not first:
             return ClerkOutcome("duplicate")
@@ -125,9 +128,12 @@ async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
     owned = "(SELECT id FROM instances WHERE user_id = $1)"
     await conn.execute(f"DELETE FROM health_alerts WHERE instance_id IN {owned}", user_id)
     await conn.execute(f"DELETE FROM instance_health WHERE instance_id IN {owned}", user_id)
+    # A job's error can quote what the user configured (a bot, a SOUL line); a finished job's
+    # payload is no longer needed. Queued ones (the teardowns above) keep theirs.
     await conn.execute(
-        f"""UPDATE instance_jobs SET last_error = NULL, payload = '{{}}'
-            WHERE instance_id IN {owned} AND status IN ('done', 'failed')""",
+        f"""UPDATE instance_jobs SET last_error = NULL,
+                  payload = CASE WHEN status IN ('done', 'failed') THEN '{{}}' ELSE payload END
+            WHERE instance_id IN {owned}""",
         user_id,
     )
     await conn.execute("DELETE FROM user_integrations WHERE user_id = $1", user_id)

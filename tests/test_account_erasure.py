@@ -88,6 +88,13 @@ async def test_user_deleted_leaves_no_personal_data_in_any_column(api_env) -> No
             uuid.UUID(inst.id),
             f"@{BOT_USERNAME} is not answering",
         )
+        # A retried job whose last attempt's error quotes the bot.
+        await api_env.pool.execute(
+            """INSERT INTO instance_jobs (instance_id, kind, status, attempts, last_error)
+               VALUES ($1, 'configure', 'queued', 1, $2)""",
+            uuid.UUID(inst.id),
+            f"telegram refused @{BOT_USERNAME}",
+        )
     status, _ = await api_env.call(
         "POST", "/api/auth/api-keys", headers=session, json={"name": KEY_NAME}
     )
@@ -162,3 +169,12 @@ async def test_a_creation_racing_the_deletion_adds_nothing_to_the_erased_account
     status, body = await pending
     assert status == 401, body
     assert await api_env.pool.fetchval("SELECT count(*) FROM api_keys") == 0
+
+
+async def test_a_deletion_for_an_unknown_account_stores_no_id(api_env) -> None:
+    status, _ = await api_env.clerk.deliver(
+        api_env.api + "/api/webhooks/clerk", "user.deleted", api_env.clerk.user_deleted(CLERK_ID)
+    )
+    assert status == 200
+    assert await where_found(api_env.pool, CLERK_ID) == []
+    assert await api_env.pool.fetchval("SELECT count(*) FROM processed_webhook_events") == 1
