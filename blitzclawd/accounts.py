@@ -1,13 +1,19 @@
 """Clerk's user lifecycle applied to our rows, each event once (svix-id), in one transaction.
 
-user.created makes the user (and welcomes them). user.deleted erases everything secret the user
-left with us (channel credentials, their own API keys, OAuth tokens, our API keys), stops and
-deletes their instances, and anonymises the user row — the ledger and usage history stay, as
-accounting requires, attached to a row that no longer says who it was.
+user.created makes the user (and welcomes them). user.deleted erases everything secret or
+personal the user left with us: channel credentials, their own API keys, OAuth tokens, our API keys
+(with their names), their instances' SOUL texts and channel details (bot id, name, link,
+allowlist), their emails, health reports, stored webhook payloads (Clerk's and Creem's), and the
+user row's email and provider ids. Their instances are stopped and their servers wiped. The ledger,
+top-ups and usage history stay, as accounting requires, attached to a row that no longer says who
+it was: its Clerk id is replaced by a tombstone (``erased:`` + SHA-256 of the id), which only
+someone already holding the id can recognise, and which keeps a deleted account deleted when a
+still-valid session or a late user.created arrives.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -30,6 +36,11 @@ class ClerkOutcome:
     deleted_instances: tuple[str, ...] = ()
 
 
+def erased_clerk_id(clerk_id: str) -> str:
+    """What stands in users.clerk_user_id once the account is deleted."""
+    return "erased:" + hashlib.sha256(clerk_id.encode()).hexdigest()
+
+
 def primary_email(data: dict[str, Any]) -> str | None:
     emails = data.get("email_addresses")
     if not isinstance(emails, list):
@@ -45,19 +56,27 @@ def primary_email(data: dict[str, Any]) -> str | None:
 async def apply_clerk_event(
     pool: asyncpg.Pool, svix_id: str, event_type: str, data: dict[str, Any]
 ) -> ClerkOutcome:
+    clerk_id = data.get("id")
+    known = isinstance(clerk_id, str) and bool(clerk_id)
     async with pool.acquire() as conn, conn.transaction():
+        # A late event about an erased account is recorded without its id.
+        erased = known and await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM users WHERE clerk_user_id = $1)", erased_clerk_id(clerk_id)
+        )
         first = await conn.fetchval(
             """INSERT INTO processed_webhook_events (provider, event_id, event_type, payload)
                VALUES ('clerk', $1, $2, $3::text::jsonb) ON CONFLICT DO NOTHING RETURNING true""",
             svix_id,
             event_type,
-            # Only the ids: the payload holds personal data we would have to erase later.
-            orjson.dumps({"id": data.get("id")}).decode(),
+            # Only the id: the rest of the payload is personal data we would have to erase. A
+            # deletion (or a late event about an erased account) keeps not even that.
+            None
+            if erased or event_type == "user.deleted"
+            else orjson.dumps({"id": clerk_id}).decode(),
         )
         if not first:
             return ClerkOutcome("duplicate")
-        clerk_id = data.get("id")
-        if not isinstance(clerk_id, str) or not clerk_id:
+        if not known or erased:
             return ClerkOutcome("recorded")
         if event_type == "user.created":
             return await _created(conn, clerk_id, data)
@@ -68,12 +87,14 @@ async def apply_clerk_event(
 
 async def _created(conn: asyncpg.Connection, clerk_id: str, data: dict[str, Any]) -> ClerkOutcome:
     row = await conn.fetchrow(
-        """INSERT INTO users (clerk_user_id, email) VALUES ($1, $2)
+        """INSERT INTO users (clerk_user_id, email)
+           SELECT $1, $2 WHERE NOT EXISTS (SELECT FROM users WHERE clerk_user_id = $3)
            ON CONFLICT (clerk_user_id) DO UPDATE SET email = coalesce(EXCLUDED.email, users.email)
            WHERE users.deleted_at IS NULL
            RETURNING id::text""",
         clerk_id,
         primary_email(data),
+        erased_clerk_id(clerk_id),
     )
     if row is None:  # a deleted account stays deleted
         return ClerkOutcome("recorded")
@@ -81,34 +102,61 @@ async def _created(conn: asyncpg.Connection, clerk_id: str, data: dict[str, Any]
 
 
 async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
-    user_id = await conn.fetchval(
-        "SELECT id FROM users WHERE clerk_user_id = $1 AND deleted_at IS NULL", clerk_id
+    user = await conn.fetchrow(
+        """SELECT id, email, creem_customer_id FROM users
+           WHERE clerk_user_id = $1 AND deleted_at IS NULL FOR UPDATE""",
+        clerk_id,
     )
-    if user_id is None:
+    if user is None:
         return ClerkOutcome("recorded")
+    user_id = user["id"]
     instances = await conn.fetch(
-        """UPDATE instances SET status = 'deleted', status_reason = 'account deleted',
-                  deleted_at = now(), channel_secret_enc = NULL, own_api_key_enc = NULL,
-                  use_own_api_key = false, own_api_provider = NULL
+        """UPDATE instances SET status = 'deleted', deleted_at = now()
            WHERE user_id = $1 AND status <> 'deleted' RETURNING id::text""",
         user_id,
     )
     for row in instances:  # the fleet wipes their servers (rebuilt from the image)
         await enqueue_job(conn, uuid.UUID(row["id"]), "teardown")
-    await conn.execute("DELETE FROM user_integrations WHERE user_id = $1", user_id)
+    # Every instance the user ever had, deleted earlier or now: nothing of theirs stays on it.
     await conn.execute(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE user_id = $1", user_id
-    )
-    await conn.execute("UPDATE balances SET auto_topup_enabled = false WHERE user_id = $1", user_id)
-    await conn.execute(
-        "UPDATE notifications SET status = 'failed', last_error = 'account deleted' "
-        "WHERE user_id = $1 AND status = 'pending'",
+        """UPDATE instances SET status_reason = 'account deleted', channel_config = '{}',
+                  soul_md = NULL, channel_secret_enc = NULL, own_api_key_enc = NULL,
+                  use_own_api_key = false, own_api_provider = NULL
+           WHERE user_id = $1""",
         user_id,
     )
+    owned = "(SELECT id FROM instances WHERE user_id = $1)"
+    await conn.execute(f"DELETE FROM health_alerts WHERE instance_id IN {owned}", user_id)
+    await conn.execute(f"DELETE FROM instance_health WHERE instance_id IN {owned}", user_id)
+    # A job's error can quote what the user configured (a bot, a SOUL line); a finished job's
+    # payload is no longer needed. Queued ones (the teardowns above) keep theirs.
     await conn.execute(
-        """UPDATE users SET deleted_at = now(), email = NULL, google_id = NULL,
+        f"""UPDATE instance_jobs SET last_error = NULL,
+                  payload = CASE WHEN status IN ('done', 'failed') THEN '{{}}' ELSE payload END
+            WHERE instance_id IN {owned}""",
+        user_id,
+    )
+    await conn.execute("DELETE FROM user_integrations WHERE user_id = $1", user_id)
+    await conn.execute("DELETE FROM api_keys WHERE user_id = $1", user_id)
+    await conn.execute("UPDATE balances SET auto_topup_enabled = false WHERE user_id = $1", user_id)
+    await conn.execute("DELETE FROM notifications WHERE user_id = $1", user_id)
+    # Stored webhook payloads that speak of the user: Clerk's (by their id) and Creem's (by our
+    # user id, their customer id or their email anywhere in the event).
+    needles = [
+        n.lower() for n in (clerk_id, str(user_id), user["email"], user["creem_customer_id"]) if n
+    ]
+    await conn.execute(
+        """UPDATE processed_webhook_events SET payload = NULL
+           WHERE payload IS NOT NULL
+             AND EXISTS (SELECT FROM unnest($1::text[]) n
+                         WHERE strpos(lower(payload::text), n) > 0)""",
+        needles,
+    )
+    await conn.execute(
+        """UPDATE users SET deleted_at = now(), clerk_user_id = $2, email = NULL, google_id = NULL,
                   creem_customer_id = NULL WHERE id = $1""",
         user_id,
+        erased_clerk_id(clerk_id),
     )
     log.info(
         "user deleted and anonymised", extra={"user_id": str(user_id), "instances": len(instances)}

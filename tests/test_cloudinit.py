@@ -63,6 +63,9 @@ class CloudInit:
             [str(DEBIAN_PYTHON), *args],
             input=stdin,
             env=env,
+            # Not the checkout: `python -c` puts its cwd first on sys.path, where our cloudinit/
+            # (installed as blitzclawd_cloudinit) would shadow Debian's `cloudinit` package.
+            cwd=self.root,
             capture_output=True,
             text=True,
             timeout=120,

@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 IMPORT_ALL = """
 import importlib, pkgutil, sys
-import blitzclawd, plugins
-for pkg in (blitzclawd, plugins):
+import blitzclawd, blitzclawd_plugins
+for pkg in (blitzclawd, blitzclawd_plugins):
     for mod in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(mod.name)
 bad = sorted(m for m in sys.modules if m == "textual" or m.startswith("textual."))

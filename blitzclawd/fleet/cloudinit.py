@@ -1,5 +1,9 @@
 """User data for pool servers: ``cloudinit/pool-server.yaml.tmpl`` with validated values.
 
+The templates are package data of ``blitzclawd_cloudinit`` (the top-level ``cloudinit/``
+directory, installed under the project's own name), read with importlib.resources, so an installed
+wheel finds them as well as a checkout.
+
 Defence in depth against a hostile value: every value is checked against a narrow pattern
 (ValueError naming the argument otherwise), then inserted only as a JSON string, which is a YAML
 double-quoted scalar, so it cannot end its scalar or open a new key. The scripts on the server
@@ -15,7 +19,8 @@ import ipaddress
 import json
 import re
 import struct
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 from blitzclawd.fleet.versions import (
     NODE_MAJOR,
@@ -24,7 +29,7 @@ from blitzclawd.fleet.versions import (
     OPENCLAW_VERSION,
 )
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "cloudinit"
+TEMPLATE_PACKAGE = "blitzclawd_cloudinit"
 POOL_SERVER_TEMPLATE = "pool-server.yaml.tmpl"
 
 _VALUE = re.compile(r"\{\{ ([a-z0-9_]+) \}\}")
@@ -104,9 +109,12 @@ def render_pool_server(
     return render_template(POOL_SERVER_TEMPLATE, values)
 
 
-def render_template(name: str, values: dict[str, str], directory: Path = TEMPLATE_DIR) -> str:
+def render_template(name: str, values: dict[str, str], directory: Traversable | None = None) -> str:
     """Fill a template: ``{{> file }}`` lines with that file, indented; ``{{| key }}`` lines
     with the value's lines, indented (a literal block); ``{{ key }}`` with the value as JSON."""
+
+    if directory is None:
+        directory = files(TEMPLATE_PACKAGE)
 
     def indented(indent: str, text: str) -> str:
         return "\n".join(indent + line if line else "" for line in text.rstrip("\n").split("\n"))
@@ -118,8 +126,8 @@ def render_template(name: str, values: dict[str, str], directory: Path = TEMPLAT
         return indented(match.group(1), text)
 
     text = _INCLUDE.sub(
-        lambda m: indented(m.group(1), (directory / m.group(2)).read_text()),
-        (directory / name).read_text(),
+        lambda m: indented(m.group(1), (directory / m.group(2)).read_text(encoding="utf-8")),
+        (directory / name).read_text(encoding="utf-8"),
     )
     used = set(_VALUE.findall(text)) | {key for _, key in _BLOCK.findall(text)}
     if used != set(values):

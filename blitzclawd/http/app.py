@@ -7,6 +7,11 @@ from aiohttp import web
 from blitzclawd.http.auth import require_auth
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.middlewares import request_context
+from blitzclawd.http.protocol_errors import (
+    PROTOCOL_ERRORS,
+    api_protocol_error,
+    proxy_protocol_error,
+)
 from blitzclawd.http.proxy_middleware import proxy_errors
 from blitzclawd.http.routes import setup_api_routes, setup_proxy_routes
 
@@ -17,6 +22,7 @@ MAX_BODY = 8 * 1024 * 1024
 def make_api_app(ctx: DaemonContext) -> web.Application:
     app = web.Application(middlewares=[request_context, require_auth], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
+    app[PROTOCOL_ERRORS] = api_protocol_error
     setup_api_routes(app)
     return app
 
@@ -24,5 +30,6 @@ def make_api_app(ctx: DaemonContext) -> web.Application:
 def make_proxy_app(ctx: DaemonContext) -> web.Application:
     app = web.Application(middlewares=[proxy_errors], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
+    app[PROTOCOL_ERRORS] = proxy_protocol_error
     setup_proxy_routes(app)
     return app

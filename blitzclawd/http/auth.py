@@ -10,10 +10,13 @@ import hashlib
 import hmac
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 
+import asyncpg
 from aiohttp import web
 
+from blitzclawd.accounts import erased_clerk_id
 from blitzclawd.auth.clerk import KeysUnavailable, TokenError
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
@@ -55,6 +58,10 @@ async def authenticate(request: web.Request) -> Caller:
     token = _bearer(request) or request.cookies.get(SESSION_COOKIE)
     if not token:
         raise ApiError(401, "unauthenticated", "sign in or send an API key (Authorization: Bearer)")
+    # Keys and session tokens are printable ASCII; other header bytes arrive as lone surrogates,
+    # which cannot be encoded to hash or compare.
+    if not (token.isascii() and token.isprintable()):
+        raise ApiError(401, "unauthenticated", "the credential is not a key or a session token")
     admin_key = ctx.secrets.get("admin_api_key")
     if admin_key is not None and hmac.compare_digest(token.encode(), admin_key.reveal().encode()):
         caller = Caller(None, "admin", "admin_key")
@@ -116,17 +123,33 @@ async def _session_caller(ctx: DaemonContext, token: str) -> Caller:
     if cached is not None and time.monotonic() - cached[2] < _USER_CACHE_TTL:
         return Caller(cached[0], cached[1], "session")
     # The first authenticated call creates the user (Clerk's webhook may not have arrived yet).
+    # A deleted account's id is a tombstone: its still-valid sessions find it and stay out.
     row = await ctx.pool.fetchrow(
-        """INSERT INTO users (clerk_user_id) VALUES ($1)
+        """INSERT INTO users (clerk_user_id)
+           SELECT $1 WHERE NOT EXISTS (SELECT FROM users WHERE clerk_user_id = $2)
            ON CONFLICT (clerk_user_id) DO UPDATE SET clerk_user_id = EXCLUDED.clerk_user_id
            RETURNING id::text, role, deleted_at""",
         session.user_id,
+        erased_clerk_id(session.user_id),
     )
-    if row["deleted_at"] is not None:
+    if row is None or row["deleted_at"] is not None:
         raise ApiError(401, "unauthenticated", "this account has been deleted")
     role = _role(ctx, row["role"], session.user_id)
     ctx.user_cache[session.user_id] = (row["id"], role, time.monotonic())
     return Caller(row["id"], role, "session")
+
+
+async def lock_live_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Lock the user's row for the rest of the transaction; 401 if the account is deleted.
+
+    Every per-user limit (count, then insert) takes this first, so one user's creations run one
+    at a time on every daemon; and a request authenticated just before a user.deleted (which
+    locks the same row) cannot add personal data to an erased account after it."""
+    deleted = await conn.fetchval(
+        "SELECT deleted_at IS NOT NULL FROM users WHERE id = $1 FOR UPDATE", user_id
+    )
+    if deleted is not False:
+        raise ApiError(401, "unauthenticated", "this account has been deleted")
 
 
 def _role(ctx: DaemonContext, role: str, clerk_user_id: str | None) -> str:

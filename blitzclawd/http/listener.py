@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from blitzclawd.http.protocol_errors import AppRunner
+
 log = logging.getLogger("blitzclawd.http")
 
 
@@ -43,7 +45,7 @@ class HttpListener:
         return "running" if self.started.is_set() else "starting"
 
     async def run(self) -> None:
-        runner = web.AppRunner(
+        runner = AppRunner(
             self._app_factory(),
             handle_signals=False,
             access_log=None,

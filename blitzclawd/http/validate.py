@@ -1,13 +1,32 @@
-"""Request-body validation that names the field and changes nothing when it refuses."""
+"""Request validation that names the field and changes nothing when it refuses.
+
+Every value a view takes from a body or a query string comes through here, so the same rules
+hold everywhere: the declared type exactly (a JSON 20.0 or "20" is not an integer, a string is
+not a list), text without NUL (PostgreSQL cannot store it) and bounded, integers inside bigint,
+dates and query numbers parsed from plain ASCII digits (``"²".isdigit()`` is true).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from blitzclawd.http.errors import ApiError
+
+INT8_MIN = -(2**63)
+INT8_MAX = 2**63 - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def invalid(name: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_field", message, field=name)
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -30,38 +49,104 @@ def integer(
     required: bool = True,
     unit: str = "",
 ) -> int | None:
-    """An integer field; 422 naming it for strings, floats, booleans, and out-of-range values."""
+    """An integer field; 422 naming it for strings, floats, booleans, and out-of-range values.
+
+    Without explicit bounds it is still kept inside bigint, so no value reaches SQL as an
+    overflow."""
     if name not in body or body[name] is None:
         if required:
-            raise ApiError(422, "invalid_field", f"{name} is required", field=name)
+            raise invalid(name, f"{name} is required")
         return None
     value = body[name]
     if type(value) is not int:  # bool is an int subclass; 20.0 and "20" are not integers here
-        raise ApiError(422, "invalid_field", f"{name} must be an integer", field=name)
-    if minimum is not None and value < minimum:
-        raise ApiError(422, "invalid_field", f"{name} must be at least {minimum}{unit}", field=name)
-    if maximum is not None and value > maximum:
-        raise ApiError(422, "invalid_field", f"{name} must be at most {maximum}{unit}", field=name)
+        raise invalid(name, f"{name} must be an integer")
+    low = INT8_MIN if minimum is None else max(minimum, INT8_MIN)
+    high = INT8_MAX if maximum is None else min(maximum, INT8_MAX)
+    if value < low:
+        raise invalid(name, f"{name} must be at least {low}{unit}")
+    if value > high:
+        raise invalid(name, f"{name} must be at most {high}{unit}")
     return value
 
 
 def boolean(body: dict[str, Any], name: str) -> bool:
     value = body.get(name)
     if type(value) is not bool:
-        raise ApiError(422, "invalid_field", f"{name} must be true or false", field=name)
+        raise invalid(name, f"{name} must be true or false")
     return value
 
 
-def text(body: dict[str, Any], name: str, *, max_length: int, required: bool = True) -> str | None:
+def check_text(value: object, name: str, *, max_length: int, multiline: bool = False) -> str:
+    """A string that PostgreSQL can store and a log line can hold; 422 naming `name`."""
+    if not isinstance(value, str):
+        raise invalid(name, f"{name} must be a string")
+    if len(value) > max_length:
+        raise invalid(name, f"{name} must be at most {max_length} characters")
+    if "\x00" in value:
+        raise invalid(name, f"{name} must not contain NUL characters")
+    if not multiline and _CONTROL.search(value):
+        raise invalid(name, f"{name} must not contain control characters")
+    return value
+
+
+def text(
+    body: dict[str, Any],
+    name: str,
+    *,
+    max_length: int,
+    required: bool = True,
+    multiline: bool = False,
+) -> str | None:
+    """A non-blank string field, stripped; single-line unless `multiline`."""
     value = body.get(name)
     if value is None:
         if required:
-            raise ApiError(422, "invalid_field", f"{name} is required", field=name)
+            raise invalid(name, f"{name} is required")
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ApiError(422, "invalid_field", f"{name} must be a non-empty string", field=name)
-    if len(value) > max_length:
-        raise ApiError(
-            422, "invalid_field", f"{name} must be at most {max_length} characters", field=name
-        )
-    return value.strip()
+        raise invalid(name, f"{name} must be a non-empty string")
+    return check_text(value, name, max_length=max_length, multiline=multiline).strip()
+
+
+def choice(body: dict[str, Any], name: str, options: Iterable[str]) -> str:
+    """One of `options` (a string: a list or an object is refused, never hashed)."""
+    allowed = tuple(options)
+    value = body.get(name)
+    if not isinstance(value, str) or value not in allowed:
+        raise invalid(name, f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
+# -- query strings -------------------------------------------------------------------------------
+
+
+def query_int(request: web.Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """A query parameter of ASCII digits within [minimum, maximum]; absent or empty: default."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not _DIGITS.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise invalid(name, f"{name} must be a whole number from {minimum} to {maximum}")
+    return int(raw)
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "")
+    if raw in ("", "0", "false"):
+        return False
+    if raw in ("1", "true"):
+        return True
+    raise invalid(name, f"{name} must be 1, 0, true or false")
+
+
+def query_date(request: web.Request, name: str) -> dt.date | None:
+    """A YYYY-MM-DD query parameter, or None when absent or empty."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        if not _ISO_DATE.fullmatch(raw):
+            raise ValueError(raw)
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise invalid(name, f"{name} must be a date (YYYY-MM-DD)") from None

@@ -7,7 +7,7 @@ import uuid
 from aiohttp import web
 
 from blitzclawd.http import validate
-from blitzclawd.http.auth import caller_of, hash_key, new_api_key, require_user
+from blitzclawd.http.auth import caller_of, hash_key, lock_live_user, new_api_key, require_user
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
@@ -55,6 +55,9 @@ async def create_key(request: web.Request) -> web.Response:
     body = await validate.json_object(request)
     name = validate.text(body, "name", max_length=100)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        # One user's creations run one at a time (the count below, then the insert), on every
+        # daemon: the per-user limit holds under concurrency.
+        await lock_live_user(conn, user_id)
         live = await conn.fetchval(
             "SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL", user_id
         )

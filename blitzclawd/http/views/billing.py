@@ -118,24 +118,16 @@ async def topup(request: web.Request) -> web.Response:
     )
 
 
-def _date(request: web.Request, name: str, default: dt.date) -> dt.date:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(
-            422, "invalid_field", f"{name} must be a date (YYYY-MM-DD)", field=name
-        ) from None
-
-
 async def usage(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
     today = dt.datetime.now(dt.UTC).date()
-    to = _date(request, "to", today)
-    frm = _date(request, "from", to - dt.timedelta(days=30))
+    to = validate.query_date(request, "to") or today
+    frm = validate.query_date(request, "from")
+    if frm is None:  # the 30 days up to `to`, computed only when no `from` was given
+        frm = (
+            to - dt.timedelta(days=30) if to > dt.date.min + dt.timedelta(days=30) else dt.date.min
+        )
     if frm > to:
         raise ApiError(422, "invalid_field", "from must not be after to", field="from")
     if (to - frm).days > MAX_USAGE_DAYS:

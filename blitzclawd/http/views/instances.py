@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -32,7 +33,7 @@ from blitzclawd.fleet.telegram_bot import (
     bot_identity,
 )
 from blitzclawd.http import validate
-from blitzclawd.http.auth import require_user
+from blitzclawd.http.auth import lock_live_user, require_user
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
@@ -95,6 +96,37 @@ def _soul(persona: str, raw: Any) -> str | None:
     return raw
 
 
+# What a client may send in channel_config: the telegram inputs, plus the bot's description as
+# GET shows it (ignored: Telegram says which bot a token is), so a read-modify-write round-trips.
+_TELEGRAM_KEYS = frozenset(
+    {"bot_token", "allow_from", "bot_id", "bot_username", "bot_name", "bot_link"}
+)
+_TELEGRAM_ID = re.compile(r"[0-9]{1,20}")
+MAX_ALLOW_FROM = 100
+
+
+def _allow_from(raw: Any) -> list[str] | None:
+    """Telegram numeric user ids, as a JSON list (a bare string is not a list of its digits)."""
+    name = "channel_config.allow_from"
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise validate.invalid(name, f"{name} must be a list of numeric Telegram user ids")
+    if len(raw) > MAX_ALLOW_FROM:
+        raise validate.invalid(name, f"{name} may hold at most {MAX_ALLOW_FROM} ids")
+    ids: list[str] = []
+    for item in raw:
+        value = item.strip() if isinstance(item, str) else item
+        if type(value) is int and value > 0:
+            value = str(value)
+        if not isinstance(value, str) or not _TELEGRAM_ID.fullmatch(value) or int(value) == 0:
+            raise validate.invalid(
+                name, f'{name} must be a list of numeric Telegram user ids, e.g. ["123456789"]'
+            )
+        ids.append(value)
+    return ids
+
+
 def _channel(kind: str, raw: Any) -> tuple[dict[str, Any], str | None]:
     """(non-secret channel_config to store, bot token or None); 422 naming the field."""
     if raw is None:
@@ -103,10 +135,15 @@ def _channel(kind: str, raw: Any) -> tuple[dict[str, Any], str | None]:
         raise ApiError(
             422, "invalid_field", "channel_config must be an object", field="channel_config"
         )
+    allowed = _TELEGRAM_KEYS if kind == "telegram" else frozenset()
+    unknown = sorted(k for k in raw if k not in allowed)
+    if unknown:
+        name = f"channel_config.{unknown[0]}"[:200]
+        raise validate.invalid(name, f"{name} is not a {kind} setting")
     if kind == "whatsapp":
         return {}, None
     token = raw.get("bot_token")
-    allow = raw.get("allow_from")
+    allow = _allow_from(raw.get("allow_from"))
     if token is None:
         raise ApiError(
             422,
@@ -161,22 +198,8 @@ async def create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
     body = await validate.json_object(request)
-    kind = body.get("channel_type")
-    if kind not in CHANNEL_TYPES:
-        raise ApiError(
-            422,
-            "invalid_field",
-            f"channel_type must be one of {', '.join(CHANNEL_TYPES)}",
-            field="channel_type",
-        )
-    persona = body.get("persona_template")
-    if persona not in PERSONA_NAMES:
-        raise ApiError(
-            422,
-            "invalid_field",
-            f"persona_template must be one of {', '.join(PERSONA_NAMES)}",
-            field="persona_template",
-        )
+    kind = validate.choice(body, "channel_type", CHANNEL_TYPES)
+    persona = validate.choice(body, "persona_template", PERSONA_NAMES)
     soul = _soul(persona, body.get("soul_md"))
     config, token = _channel(kind, body.get("channel_config"))
     if token is not None:  # before anything is stored or a server claimed
@@ -188,8 +211,9 @@ async def create(request: web.Request) -> web.Response:
     minimum = billing_minimum_micros(ctx.settings)
     limit = ctx.settings.fleet.max_instances_per_user
     async with ctx.pool.acquire() as conn, conn.transaction():
-        # One user's creates serialise here, so the per-user limit holds under concurrency.
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        # One user's creations run one at a time (the count below, then the insert), on every
+        # daemon: the per-user limit holds under concurrency.
+        await lock_live_user(conn, user_id)
         available = await conn.fetchval(
             "SELECT balance_micros - (SELECT coalesce(sum(amount_micros), 0)::bigint "
             "FROM reservations r WHERE r.user_id = $1) FROM balances WHERE user_id = $1",
@@ -373,12 +397,10 @@ async def logs(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     instance_id = _parse_id(request)
     await _owned(ctx, require_user(request), instance_id)
-    raw_lines = request.query.get("lines", "100")
-    if not raw_lines.isdigit() or not 1 <= int(raw_lines) <= remote.MAX_LOG_LINES:
-        raise ApiError(
-            422, "invalid_field", f"lines must be 1..{remote.MAX_LOG_LINES}", field="lines"
-        )
-    follow = request.query.get("follow", "0") in ("1", "true")
+    lines = validate.query_int(
+        request, "lines", default=100, minimum=1, maximum=remote.MAX_LOG_LINES
+    )
+    follow = validate.query_flag(request, "follow")
     server = await ctx.pool.fetchrow(
         """SELECT host(s.ip_address) AS ip, s.ssh_host_key FROM instances i
            JOIN server_pool s ON s.id = i.server_id WHERE i.id = $1""",
@@ -388,7 +410,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         raise ApiError(409, "not_ready", "the instance has no server yet")
     cfg = ctx.settings.fleet
     target = remote.Target(server["ip"], cfg.ssh_port, server["ssh_host_key"])
-    command = remote.journal_command(int(raw_lines), follow)
+    command = remote.journal_command(lines, follow)
     try:
         conn = await remote.connect(target, ctx.ssh_key(), timeout=cfg.ssh_connect_timeout)
     except remote.RemoteError:
@@ -458,14 +480,7 @@ async def set_api_key(request: web.Request) -> web.Response:
     instance_id = _parse_id(request)
     row = await _owned(ctx, require_user(request), instance_id)
     body = await validate.json_object(request)
-    provider = body.get("provider")
-    if provider not in OFFICIAL_APIS:
-        raise ApiError(
-            422,
-            "invalid_field",
-            f"provider must be one of {', '.join(OFFICIAL_APIS)}",
-            field="provider",
-        )
+    provider = validate.choice(body, "provider", OFFICIAL_APIS)
     key = body.get("api_key")
     if not isinstance(key, str) or not OWN_API_KEY.fullmatch(key):
         raise ApiError(

@@ -25,8 +25,11 @@ _NO_HASH = b"\x00" * 32
 
 
 def _bearer(request: web.Request) -> str:
+    """The bearer secret, or "" when there is none or it is not printable ASCII (other header
+    bytes arrive as lone surrogates, which cannot be hashed)."""
     value = request.headers.get("Authorization", "")
-    return value[7:].strip() if value[:7].lower() == "bearer " else ""
+    secret = value[7:].strip() if value[:7].lower() == "bearer " else ""
+    return secret if secret.isascii() and secret.isprintable() else ""
 
 
 def _host_key(raw: object) -> str:
