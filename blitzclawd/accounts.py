@@ -152,6 +152,25 @@ async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
                          WHERE strpos(lower(payload::text), n) > 0)""",
         needles,
     )
+    # Payments we could not match keep their amounts for the operator's books, not who sent them.
+    await conn.execute(
+        """UPDATE unmatched_payments u SET payload = NULL, claimed_user = NULL,
+                  detail = CASE WHEN m.in_detail THEN 'erased with the account' ELSE detail END,
+                  request_id = CASE WHEN m.in_request THEN NULL ELSE request_id END
+           FROM (SELECT id,
+                   EXISTS (SELECT FROM unnest($1::text[]) n
+                           WHERE strpos(lower(detail), n) > 0) AS in_detail,
+                   EXISTS (SELECT FROM unnest($1::text[]) n
+                           WHERE strpos(lower(coalesce(request_id, '')), n) > 0) AS in_request,
+                   EXISTS (SELECT FROM unnest($1::text[]) n
+                           WHERE strpos(lower(coalesce(payload::text, '')
+                                              || ' ' || coalesce(claimed_user, '')), n) > 0)
+                     AS in_rest
+                 FROM unmatched_payments) m
+           WHERE u.id = m.id AND (u.user_id = $2 OR m.in_detail OR m.in_request OR m.in_rest)""",
+        needles,
+        user_id,
+    )
     await conn.execute(
         """UPDATE users SET deleted_at = now(), clerk_user_id = $2, email = NULL, google_id = NULL,
                   creem_customer_id = NULL WHERE id = $1""",

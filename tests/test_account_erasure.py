@@ -59,6 +59,23 @@ async def test_user_deleted_leaves_no_personal_data_in_any_column(api_env) -> No
     ) as resp:
         assert resp.status == 200
     assert EMAIL in raw.decode()
+    # An order through a product link, in the user's name: recorded as unmatched (we sold no
+    # such top-up), with its payload and the user it claimed, for the operator.
+    _, link_raw = api_env.creem.product_link_order(
+        next(iter(api_env.creem.products)),
+        customer_email=EMAIL,
+        metadata={"user_id": user},
+    )
+    async with api_env.http.post(
+        api_env.api + "/api/billing/webhook",
+        data=link_raw,
+        headers={
+            "creem-signature": api_env.creem.sign(link_raw),
+            "content-type": "application/json",
+        },
+    ) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["status"] == "unmatched"
     # An instance with a SOUL text and a Telegram bot, and an older one deleted before.
     for soul, deleted in ((SOUL, False), (OLD_SOUL, True)):
         inst = await seed.create_instance(api_env.pool, user)
@@ -104,6 +121,7 @@ async def test_user_deleted_leaves_no_personal_data_in_any_column(api_env) -> No
     for needle in personal:  # the walk finds them while the account exists
         assert await where_found(api_env.pool, needle), needle
     assert "processed_webhook_events.payload" in await where_found(api_env.pool, EMAIL)
+    assert "unmatched_payments.payload" in await where_found(api_env.pool, EMAIL)
     ledger_before = await api_env.pool.fetch(
         "SELECT id, amount_micros, kind FROM ledger_entries WHERE user_id = $1 ORDER BY id",
         uuid.UUID(user),

@@ -191,9 +191,19 @@ async def test_a_postgres_sigkill_is_ridden_out(cluster: EmbeddedPostgres, tmp_p
                 # The outage: what needs the database is refused (503, retry-after); the rest
                 # is served. Paced, bounded by the outage's end.
                 needed_db = Served()
+                api_statuses: list[int] = []
                 while time.monotonic() - killed < OUTAGE:
                     for inst, body in ((growing, BIG), (unseen, SMALL)):
                         needed_db.add(*await call(http, daemon.proxy_url, inst, body))
+                    # The API as well: a call that needs the database is a 503, not a 500.
+                    async with http.get(
+                        daemon.api_url + "/api/auth/me",
+                        headers={"Authorization": "Bearer sk_" + "k" * 43},
+                    ) as resp:
+                        api_statuses.append(resp.status)
+                        if resp.status == 503:
+                            assert resp.headers.get("Retry-After")
+                            assert (await resp.json())["error"]["code"] == "database_unavailable"
                     assert daemon.proc is not None and daemon.proc.returncode is None
                     await asyncio.sleep(0.5)
                 assert await not_ready_everywhere()
@@ -242,6 +252,7 @@ async def test_a_postgres_sigkill_is_ridden_out(cluster: EmbeddedPostgres, tmp_p
             assert 500 not in served.statuses + needed_db.statuses
             assert set(served.statuses) == {200}, served.refusals[:3]
             assert needed_db.statuses and set(needed_db.statuses) == {503}
+            assert api_statuses and set(api_statuses) == {503}
             for _, retry_after, body in needed_db.refusals:
                 assert retry_after is not None and int(retry_after) >= 1
                 assert b'"type":"error"' in body  # Anthropic's error format

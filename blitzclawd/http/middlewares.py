@@ -13,6 +13,7 @@ from aiohttp import web
 from blitzclawd.http.errors import ApiError, error_body, error_response
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.logs import request_id_var
+from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.http")
 
@@ -71,7 +72,14 @@ async def _errors_to_json(request: web.Request, handler: Handler, rid: str) -> w
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return json_response(body, status=exc.status, headers=headers)
-    except Exception:
+    except Exception as exc:
+        if dependency_unavailable(exc):  # an outage is waited out, not a bug: retry shortly
+            log.warning("database unavailable", extra={"path": request.path})
+            return json_response(
+                error_body("database_unavailable", "database unavailable; retry shortly", rid),
+                status=503,
+                headers={"Retry-After": "5"},
+            )
         # The traceback goes to the log, never to the caller (it may hold secrets).
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return json_response(error_body("internal_error", "internal server error", rid), status=500)

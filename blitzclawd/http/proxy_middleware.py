@@ -16,6 +16,7 @@ from blitzclawd.proxy.errors import (
     style_for_path,
 )
 from blitzclawd.proxy.ids import new_request_id
+from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.proxy")
 
@@ -37,7 +38,16 @@ async def proxy_errors(request: web.Request, handler: Handler) -> web.StreamResp
             exc.status, "invalid_request"
         )
         return _with_id(error_response(style, ProxyError(exc.status, kind, exc.reason), rid), rid)
-    except Exception:
+    except Exception as exc:
+        if dependency_unavailable(exc):  # an outage is waited out, not a bug: retry shortly
+            log.warning("database unavailable", extra={"path": request.path})
+            failure = ProxyError(
+                503,
+                "overloaded",
+                "database unavailable; retry shortly",
+                headers={"retry-after": "5"},
+            )
+            return _with_id(error_response(style, failure, rid), rid)
         log.exception("proxy request failed", extra={"path": request.path})
         failure = ProxyError(500, "api", "internal error in the BlitzClaw proxy")
         return _with_id(error_response(style, failure, rid), rid)
