@@ -161,10 +161,15 @@ class ProxyEnv:
 
 @asynccontextmanager
 async def running_proxy_env(
-    database: str, billing: dict[str, Any] | None = None, *, upstream_host: str = "127.0.0.1"
+    database: str,
+    billing: dict[str, Any] | None = None,
+    *,
+    upstream_host: str = "127.0.0.1",
+    pricing: dict[str, Any] | None = None,
 ) -> AsyncIterator[ProxyEnv]:
-    """A ProxyEnv; `billing` overrides [billing] settings (checkpoints every 50 ms otherwise);
-    the proxy reaches the fake upstream by `upstream_host` (a loopback name or address)."""
+    """A ProxyEnv; `billing` overrides [billing] settings (checkpoints every 50 ms otherwise),
+    `pricing` the [pricing] ones; the proxy reaches the fake upstream by `upstream_host` (a
+    loopback name or address)."""
     from blitzclawd.config import Secret, Secrets, parse_settings
     from blitzclawd.daemon import Daemon
     from blitzclawd.testing import seed
@@ -182,6 +187,7 @@ async def running_proxy_env(
                 },
                 "billing": {"checkpoint_interval": 0.05, **(billing or {})},
                 "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
+                **({"pricing": pricing} if pricing is not None else {}),
             }
         )
         secrets = Secrets(

@@ -58,49 +58,10 @@ async def ok(env, path: str, body: dict, scenario: Scenario, **kw: Any) -> Any:
 @asynccontextmanager
 async def proxy_with(database: str, pricing: dict[str, Any]) -> AsyncIterator[Any]:
     """The suite's ProxyEnv, with [pricing] settings of our own."""
-    import aiohttp
-    from conftest import ProxyEnv
+    from conftest import running_proxy_env
 
-    from blitzclawd.config import Secret, Secrets, parse_settings
-    from blitzclawd.daemon import Daemon
-    from blitzclawd.db.pool import create_pool
-    from blitzclawd.testing.daemon_process import free_port
-    from blitzclawd.testing.fake_llm import FakeLLM
-
-    async with FakeLLM() as fake:
-        settings = parse_settings(
-            {
-                "api": {"port": free_port()},
-                "proxy": {"port": free_port()},
-                "upstream": {"anthropic_url": fake.base_url, "openai_url": fake.base_url},
-                "billing": {"checkpoint_interval": 0.05},
-                "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
-                "pricing": pricing,
-            }
-        )
-        secrets = Secrets(
-            {
-                "database_url": Secret(database),
-                "anthropic_api_key": Secret(fake.anthropic_key),
-                "openai_api_key": Secret(fake.openai_key),
-            }
-        )
-        daemon = Daemon(settings, secrets)
-        run = asyncio.create_task(daemon.run())
-        await asyncio.wait_for(daemon.ready.wait(), 30)
-        pool = await create_pool(database, min_size=1, max_size=4)
-        try:
-            user = await seed.create_user(pool)
-            await seed.credit(pool, user, 50_000_000)
-            instance = await seed.create_instance(pool, user)
-            async with aiohttp.ClientSession() as http:
-                yield ProxyEnv(
-                    daemon, fake, http, pool, f"http://127.0.0.1:{settings.proxy.port}", instance
-                )
-        finally:
-            daemon.request_stop()
-            await asyncio.wait_for(run, 30)
-            await pool.close()
+    async with running_proxy_env(database, pricing=pricing) as env:
+        yield env
 
 
 async def ledger_sum(env, user: str) -> int:
