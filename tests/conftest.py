@@ -36,6 +36,15 @@ from blitzclawd.db.pool import create_pool
 
 TEST_DATABASE_URL_ENV = "BLITZCLAW_TEST_DATABASE_URL"
 
+# A refusal the proxy tells as the assistant's answer (blitzclawd.proxy.notices): its reason.
+NOTICE_HEADER = "X-BlitzClaw-Notice"
+
+
+def notice_of(resp: Any) -> str | None:
+    """The notice a proxy answer stands for (hourly limit, low balance, ...), or None."""
+    return resp.headers.get(NOTICE_HEADER) if resp.status == 200 else None
+
+
 # Daemons run in this process keep their state (in-flight journals) in a directory of this run,
 # never in the machine's /var/lib/blitzclawd. Daemon processes get their own (DaemonProcess).
 os.environ["BLITZCLAW_STATE_DIR"] = tempfile.mkdtemp(prefix="blitzclawd-test-state-")

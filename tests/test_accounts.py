@@ -9,6 +9,7 @@ import uuid
 
 import orjson
 import pytest
+from conftest import notice_of
 
 from blitzclawd.testing import seed
 from blitzclawd.testing.fake_llm import Scenario
@@ -438,7 +439,7 @@ async def test_signup_topup_usage_and_emails_end_to_end(api_env) -> None:
             headers={**inst.headers, "anthropic-version": "2023-06-01"},
         ) as resp:
             await resp.read()
-            return resp.status
+            return 402 if notice_of(resp) else resp.status  # told to top up in the chat
 
     async def settled() -> bool:
         proxy = api_env.daemon.supervisor.child("proxy")

@@ -11,6 +11,7 @@ import uuid
 
 import orjson
 import pytest
+from conftest import notice_of
 
 from blitzclawd.testing import seed
 from blitzclawd.testing.fake_llm import Scenario
@@ -172,7 +173,7 @@ async def test_wire_md_cross_checks(proxy_env) -> None:
     body = {**ANTHROPIC_BODY, "model": "claude-sonnet-4-5", "stream": True}
     await read_all(await proxy_env.post("/v1/messages", body))
     await proxy_env.settled()
-    gpt, claude = await usage_rows(proxy_env)
+    claude, gpt = sorted(await usage_rows(proxy_env), key=lambda r: r["api"])
     assert gpt["cost_micros"] == 694  # 462.5 x 1.5 = 693.75, rounded up once
     assert claude["cost_micros"] == 1103  # 735 x 1.5 = 1102.5, rounded up once
 
@@ -235,7 +236,6 @@ async def test_wrong_secret_of_a_real_instance_is_401(proxy_env) -> None:
 @pytest.mark.parametrize(
     ("status", "code", "kind"),
     [
-        ("paused", 402, "billing_error"),
         ("stopped", 403, "permission_error"),
         ("error", 403, "permission_error"),
         ("deleted", 404, "not_found_error"),
@@ -246,6 +246,15 @@ async def test_instance_states_are_refused(proxy_env, status, code, kind) -> Non
     resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
     got, body = await error_of(resp)
     assert (got, body["error"]["type"]) == (code, kind)
+    assert proxy_env.fake.received == 0
+
+
+async def test_a_paused_instance_is_told_to_top_up_in_its_chat(proxy_env) -> None:
+    inst = await seed.create_instance(proxy_env.pool, proxy_env.instance.user_id, status="paused")
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
+    body = orjson.loads(await read_all(resp))
+    assert notice_of(resp) == "paused"
+    assert "Top up at http://localhost:3000/dashboard/topup" in body["content"][0]["text"]
     assert proxy_env.fake.received == 0
 
 
@@ -399,9 +408,10 @@ async def test_concurrent_requests_cannot_overdraw(proxy_env) -> None:
     )
     bodies = await asyncio.gather(*(read_all(r) for r in responses))
     statuses = [r.status for r in responses]
-    assert statuses.count(200) == 5 and statuses.count(402) == 195
-    refused = orjson.loads(bodies[statuses.index(402)])
-    assert refused["error"]["type"] == "billing_error"
+    told = [notice_of(r) for r in responses]
+    assert statuses.count(200) == 200 and told.count(None) == 5 and told.count("balance") == 195
+    refused = notice_text("/v1/messages", bodies[told.index("balance")])
+    assert "balance is too low for this message (it may cost up to $0.10, and $10.00" in refused
     await proxy_env.settled()
     costs = await proxy_env.pool.fetchval(
         "SELECT sum(cost_micros) FROM usage_logs WHERE user_id = $1", uuid.UUID(user)
@@ -449,8 +459,9 @@ async def test_depletion_pauses_and_a_credit_resumes(proxy_env) -> None:
         "SELECT status FROM instances WHERE id = $1", uuid.UUID(inst.id)
     )
     assert status == "paused"
-    got, body_ = await error_of(await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst))
-    assert got == 402 and body_["error"]["type"] == "billing_error"
+    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
+    await read_all(resp)
+    assert notice_of(resp) == "paused"
     # A top-up through the billing actor brings the user back over the minimum: resumed.
     from blitzclawd.runtime.messages import Credit
 
@@ -458,24 +469,64 @@ async def test_depletion_pauses_and_a_credit_resumes(proxy_env) -> None:
     result = await billing.credit(Credit(user, 5_000_000, "topup", "test", "topup:test-1"))
     assert result.outcome == "credited" and result.resumed == 1
     resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
-    assert resp.status == 200
+    assert resp.status == 200 and notice_of(resp) is None
     await read_all(resp)
 
 
-async def test_hourly_message_limit_is_429_with_retry_after(proxy_env) -> None:
+def notice_text(path: str, raw: bytes) -> str:
+    """What the client shows of a notice, read the way its SDK assembles the answer."""
+    if raw.startswith(b"{"):
+        body = orjson.loads(raw)
+        if path == "/v1/messages":
+            return body["content"][0]["text"]
+        if path == "/v1/chat/completions":
+            return body["choices"][0]["message"]["content"]
+        return body["output"][0]["content"][0]["text"]
+    text = ""
+    for _event, data in sse_events(raw):
+        if not isinstance(data, dict):
+            continue
+        if data.get("type") == "content_block_delta":
+            text += data["delta"]["text"]
+        elif data.get("type") == "response.output_text.delta":
+            text += data["delta"]
+        elif data.get("object") == "chat.completion.chunk":
+            assert "usage" not in data  # the client did not ask for usage
+            text += "".join(c["delta"].get("content") or "" for c in data["choices"])
+    return text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_the_hourly_limit_is_told_in_the_chat_and_never_billed(proxy_env, stream) -> None:
     inst = await seed.create_instance(proxy_env.pool, proxy_env.instance.user_id, msgs_per_hour=2)
     for _ in range(2):
         await read_all(await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst))
-    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
-    got, body = await error_of(resp)
-    assert got == 429 and body["error"]["type"] == "rate_limit_error"
-    assert 1 <= int(resp.headers["retry-after"]) <= 3601
-    resp = await proxy_env.post("/v1/chat/completions", CHAT_BODY, instance=inst)
-    got, body = await error_of(resp)
-    assert got == 429 and body["error"]["code"] == "rate_limit_exceeded"
+    await proxy_env.settled()
+    forwarded, before = proxy_env.fake.received, await proxy_env.balance()
+    for path, body in (
+        ("/v1/messages", ANTHROPIC_BODY),
+        ("/v1/chat/completions", CHAT_BODY),
+        ("/v1/responses", RESPONSES_BODY),
+    ):
+        resp = await proxy_env.post(path, {**body, "stream": stream}, instance=inst)
+        raw = await read_all(resp)
+        assert notice_of(resp) == "messages_per_hour", raw
+        assert resp.headers["content-type"].startswith(
+            "text/event-stream" if stream else "application/json"
+        )
+        assert "retry-after" not in resp.headers
+        text = notice_text(path, raw)
+        assert "this hour's limit of 2 messages" in text and " UTC)" in text, text
+    # Nothing forwarded, billed or counted for them.
+    await proxy_env.settled()
+    assert proxy_env.fake.received == forwarded and await proxy_env.balance() == before
+    logged = await proxy_env.pool.fetchval(
+        "SELECT count(*) FROM usage_logs WHERE instance_id = $1", uuid.UUID(inst.id)
+    )
+    assert logged == 2
 
 
-async def test_daily_token_limit_is_429(proxy_env) -> None:
+async def test_the_daily_token_limit_is_told_in_the_chat(proxy_env) -> None:
     inst = await seed.create_instance(
         proxy_env.pool, proxy_env.instance.user_id, tokens_per_day=500
     )
@@ -484,10 +535,16 @@ async def test_daily_token_limit_is_429(proxy_env) -> None:
     assert resp.status == 200
     await read_all(resp)
     await proxy_env.settled()
-    resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
-    got, body = await error_of(resp)
-    assert got == 429 and "token" in body["error"]["message"]
-    assert int(resp.headers["retry-after"]) <= 86401
+    body = {**CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}}
+    resp = await proxy_env.post("/v1/chat/completions", body, instance=inst)
+    raw = await read_all(resp)
+    assert notice_of(resp) == "tokens_per_day"
+    chunks = [d for _, d in sse_events(raw) if isinstance(d, dict)]
+    # Asked for usage: every chunk says null but the last, which reports nothing used.
+    assert chunks[-1]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert all(c["usage"] is None for c in chunks[:-1])
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1])
+    assert "today's allowance of 500 tokens" in text and "midnight UTC" in text
 
 
 async def test_settlement_is_idempotent_on_the_request_id(proxy_env) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import notice_of
 
 from blitzclawd.testing import seed
 from blitzclawd.testing.fake_llm import Scenario
@@ -109,7 +110,7 @@ async def test_server_side_context_reserves_the_context_window_so_no_overdraft(p
     ]
     responses = await asyncio.gather(*requests)
     bodies = await asyncio.gather(*(body_of(r) for r in responses))
-    assert [r.status for r in responses] == [402] * 20, bodies[0]
+    assert [notice_of(r) for r in responses] == ["balance"] * 20, bodies[0]
     assert proxy_env.fake.received == 0
     await proxy_env.settled()
     assert await proxy_env.balance(user) == 11_000_000 == await ledger_sum(proxy_env, user)
@@ -256,7 +257,7 @@ async def test_a_type_name_hidden_in_escapes_is_still_seen(proxy_env) -> None:
     )
     await body_of(resp)
     # 200K x $6 x 1.5 = $1.80 > the $1 available
-    assert resp.status == 402 and proxy_env.fake.received == 0
+    assert notice_of(resp) == "balance" and proxy_env.fake.received == 0
 
 
 # -- every fee priced ----------------------------------------------------------------------------
@@ -422,7 +423,7 @@ async def test_n_choices_multiply_the_reserved_output(proxy_env) -> None:
     assert resp.status == 200
     resp = await proxy_env.post("/v1/chat/completions", {**body, "n": 2}, instance=inst)
     await body_of(resp)
-    assert resp.status == 402  # two choices may cost $0.12
+    assert notice_of(resp) == "balance"  # two choices may cost $0.12
 
 
 async def test_an_unknown_usage_field_is_logged_once_and_the_rest_charged(

@@ -51,6 +51,7 @@ from blitzclawd.config import (
 from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_input_tokens
 from blitzclawd.metering.sse import SSEParser
 from blitzclawd.metering.usage import OpenAIChatStreamMeter, warn_once
+from blitzclawd.proxy import notices
 from blitzclawd.proxy.apis import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,
@@ -140,6 +141,7 @@ class InstanceAuth:
     use_own_api_key: bool
     msgs_per_hour: int | None
     tokens_per_day: int | None
+    status_reason: str | None
     fetched_at: float
 
 
@@ -210,6 +212,7 @@ class ProxyActor(Actor):
             frozenset(pricing.allow_unpriced),
         )
         self._minimum = billing_minimum_micros(settings)
+        self._topup_url = settings.notify.app_url.rstrip("/") + "/dashboard/topup"
         self.leases = LeaseBook(
             pool,
             daemon_id,
@@ -420,18 +423,16 @@ class ProxyActor(Actor):
         raw = await request.read()
         body, model, price, worst = self._parse(raw, api, request.headers)
         stream = worst.stream
-        limit_refusal = await self.limits.admit(
-            inst.id,
-            _limit(inst.msgs_per_hour, self._settings.limits.messages_per_hour),
-            _limit(inst.tokens_per_day, self._settings.limits.tokens_per_day),
-        )
+        hourly = _limit(inst.msgs_per_hour, self._settings.limits.messages_per_hour)
+        daily = _limit(inst.tokens_per_day, self._settings.limits.tokens_per_day)
+        limit_refusal = await self.limits.admit(inst.id, hourly, daily)
         if limit_refusal is not None:
-            raise ProxyError(
-                429,
-                "rate_limit",
-                limit_refusal.message,
-                headers={"retry-after": str(limit_refusal.retry_after)},
-            )
+            # Told in the chat, not as a 429 its client would sleep on (proxy/notices.py).
+            if limit_refusal.limit == "messages_per_hour":
+                notice = notices.hourly_limit(hourly, limit_refusal.retry_after)
+            else:
+                notice = notices.daily_limit(daily, limit_refusal.retry_after)
+            return self._notice(api, body, model, notice, request_id)
         key = self._keys[api.provider]
         if key is None:
             raise ProxyError(503, "api", f"the {api.provider} upstream is not configured")
@@ -452,16 +453,14 @@ class ProxyActor(Actor):
         prompt_cost = self.prices.cost_micros(price, Usage(input_tokens=estimate))
         if inst.status != "active":
             inst = await self._active(inst)
+            if inst.status == "paused":  # told in the chat, not as a 402 (proxy/notices.py)
+                notice = notices.paused(inst.status_reason, self._topup_url)
+                return self._notice(api, body, model, notice, request_id)
         try:
             await self.leases.admit(inst.user_id, amount)
         except InsufficientBalance:
-            raise ProxyError(
-                402,
-                "billing",
-                "insufficient balance: top up to continue using your assistant "
-                f"(this request may cost up to ${amount / 1e6:.4f}; "
-                f"the minimum balance is ${self._minimum / 1e6:.2f})",
-            ) from None
+            notice = notices.low_balance(amount, self._minimum, self._topup_url)
+            return self._notice(api, body, model, notice, request_id)
         except Exception as exc:  # the lease must grow, and the database is not there
             if not dependency_unavailable(exc):
                 raise
@@ -539,7 +538,7 @@ class ProxyActor(Actor):
             async with asyncio.timeout(REFRESH_WAIT if fallback is not None else None):
                 row = await self._pool.fetchrow(
                     "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
-                    "msgs_per_hour, tokens_per_day FROM instances WHERE id = $1",
+                    "msgs_per_hour, tokens_per_day, status_reason FROM instances WHERE id = $1",
                     uuid.UUID(instance_id),
                 )
         except Exception as exc:
@@ -578,17 +577,14 @@ class ProxyActor(Actor):
         return body, model, price, worst
 
     async def _active(self, inst: InstanceAuth) -> InstanceAuth:
-        """The instance, if it is active after all (the cached copy may be stale); else refuse."""
+        """The instance, if it is active after all (the cached copy may be stale) or paused;
+        else refuse."""
         fresh = await self._instance(inst.id, fresh=True)
         status = fresh.status if fresh else "deleted"
         if fresh is not None and status == "active":
             return fresh
-        if status == "paused":
-            raise ProxyError(
-                402,
-                "billing",
-                "this instance is paused: top up to continue using your assistant",
-            )
+        if fresh is not None and status == "paused":
+            return fresh  # serve() answers with a notice to top up
         if status == "deleted":
             raise ProxyError(404, "not_found", "this instance has been deleted")
         raise ProxyError(403, "permission", f"this instance is {status}")
@@ -1005,6 +1001,13 @@ class ProxyActor(Actor):
             uuid.UUID(instance_id),
         )
         return list(row[0]), int(row[1])
+
+    def _notice(
+        self, api: ApiSpec, body: dict[str, Any], model: str, notice: notices.Notice, rid: str
+    ) -> web.Response:
+        """A refusal told as the assistant's answer: not forwarded, not billed, not counted."""
+        log.info("answered with a notice", extra={"reason": notice.reason, "model": model})
+        return notices.respond(api, body, model, notice, rid)
 
     # -- /v1/models --------------------------------------------------------------------------------
 
