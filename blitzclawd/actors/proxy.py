@@ -438,7 +438,8 @@ class ProxyActor(Actor):
             raise ProxyError(503, "api", f"the {api.provider} upstream is not configured")
         if worst.body is not None:  # we capped a server tool's uses: forward what we priced
             body, raw = worst.body, orjson.dumps(worst.body)
-        estimate = estimate_input_tokens(raw)  # likely; the reservation bounds the worst case
+        # Likely; the reservation bounds the worst case.
+        estimate = estimate_input_tokens(raw, worst.image_bytes, worst.image_tokens)
         amount = self.prices.reserve_micros(
             price,
             input_tokens_estimate=worst.input_bound,

@@ -17,6 +17,9 @@ from blitzclawd.http.routes import setup_api_routes, setup_proxy_routes
 
 # Request bodies above this are refused with 413 before a view sees them (OpenClaw sends ~60 KB).
 MAX_BODY = 8 * 1024 * 1024
+# The proxy takes what the providers take (Anthropic: 32 MB): a conversation with a few photos
+# (base64, ~2.7 MB each from a phone) is well above the API's limit.
+MAX_PROXY_BODY = 32 * 1024 * 1024
 
 
 def make_api_app(ctx: DaemonContext) -> web.Application:
@@ -28,7 +31,7 @@ def make_api_app(ctx: DaemonContext) -> web.Application:
 
 
 def make_proxy_app(ctx: DaemonContext) -> web.Application:
-    app = web.Application(middlewares=[proxy_errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[proxy_errors], client_max_size=MAX_PROXY_BODY)
     app[CONTEXT] = ctx
     app[PROTOCOL_ERRORS] = proxy_protocol_error
     setup_proxy_routes(app)

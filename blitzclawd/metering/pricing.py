@@ -556,15 +556,17 @@ def default_prices() -> list[ModelPrice]:
     ]
 
 
-def estimate_input_tokens(body: bytes) -> int:
+def estimate_input_tokens(body: bytes, image_bytes: int = 0, image_tokens: int = 0) -> int:
     """A cheap, likely-high estimate of a request's prompt tokens, from its byte size.
 
     Text averages ~4 bytes/token (English) and ~3 (code, UTF-8 CJK), and JSON framing adds bytes
     but no tokens, so bytes/3 + 16 is what a request most likely reads. It is what an interrupted
     stream with no reported input is billed, and recovery's lower bound; admission reserves
     `max_input_tokens` instead, which no tokenizer can beat.
+    Base64 images (`image_bytes` of the body) count as the `image_tokens` they are likely
+    billed as (metering/images.py), not as text.
     """
-    return len(body) // 3 + 16
+    return max(0, len(body) - image_bytes) // 3 + 16 + image_tokens
 
 
 # Tokens a request reads beyond its own bytes: role and message framing, and the system prompt a

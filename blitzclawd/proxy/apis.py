@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
+from blitzclawd.metering import images
 from blitzclawd.metering.pricing import (
     STANDARD_TIERS,
     Fees,
@@ -116,6 +117,8 @@ class Worst:
     audio: bool = False  # it may read or produce audio
     fee_micros: int = 0  # per-use fees it may incur, at list price
     body: dict[str, Any] | None = None  # set when we changed the body (caps on tool uses)
+    image_bytes: int = 0  # base64 image data in the body: billed as image tokens, not text
+    image_tokens: int = 0  # what its images are likely billed as (metering/images.py)
 
 
 # Anthropic-defined tools the client runs (no fee; their system prompt is within FRAMING_TOKENS).
@@ -174,6 +177,7 @@ class _Content:
     images: int = 0
     audio: bool = False
     context: bool = False
+    image_blocks: list[tuple[dict[str, Any], str | None]] = field(default_factory=list)
 
 
 def _walk(blocks: Any, into: _Content, depth: int = 0) -> None:
@@ -201,6 +205,7 @@ def _block(block: Any, into: _Content, depth: int) -> None:
         kind = "message"  # a Responses input message may omit its type
     if kind in _IMAGES:
         into.images += 1
+        into.image_blocks.append((block, images.data_of(block)))
     elif kind == "input_audio":
         into.audio = True
     elif kind == "reasoning":
@@ -323,8 +328,13 @@ def assess(
                 "reads files, stored conversations or server tools' results cannot be bounded"
             )
         worst.input_bound = window
-    else:
-        worst.input_bound = max_input_tokens(len(raw), content.images)
+    for block, data in content.image_blocks:
+        if data is not None:
+            worst.image_bytes += len(data)
+        worst.image_tokens += images.likely_tokens(block, api.provider, data)
+    if not context:
+        # An image's base64 bytes are billed as at most IMAGE_MAX_TOKENS, not as text.
+        worst.input_bound = max_input_tokens(len(raw) - worst.image_bytes, content.images)
         if window:
             worst.input_bound = min(worst.input_bound, window)
     return worst

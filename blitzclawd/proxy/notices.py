@@ -96,8 +96,9 @@ def low_balance(may_cost: int, minimum: int, topup_url: str) -> Notice:
     return Notice(
         "balance",
         "Your BlitzClaw balance is too low for this message "
-        f"(it may cost up to ${math.ceil(may_cost / 10_000) / 100:.2f}, and ${minimum / 1e6:.2f} must stay in your "
-        f"balance). Top up at {topup_url} and I'll answer again right away.",
+        f"(it may cost up to ${math.ceil(may_cost / 10_000) / 100:.2f}, and "
+        f"${minimum / 1e6:.2f} must stay in your balance). "
+        f"Top up at {topup_url} and I'll answer again right away.",
     )
 
 
