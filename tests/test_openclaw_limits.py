@@ -196,6 +196,7 @@ async def test_a_paused_user_is_told_to_top_up_and_the_turn_after_the_top_up_is_
     )
     assert status == 201, topup
     _, raw = env.creem.complete_checkout(topup["checkout_id"])
+    paid_at = time.monotonic()
     async with env.http.post(
         env.api + "/api/billing/webhook",
         data=raw,
@@ -209,8 +210,11 @@ async def test_a_paused_user_is_told_to_top_up_and_the_turn_after_the_top_up_is_
     await until(resumed, "the top-up resumes the instance")
     forwarded = env.llm.received
     credited_at = time.monotonic()
-    answered, _, report = await bot.turn("Thanks, go on")
+    answered, took, report = await bot.turn("Thanks, go on")
     assert env.llm.received == forwarded + 1, report  # answered by the model, at once
     assert "balance" not in answered and answered, answered
     assert time.monotonic() - credited_at < TURN_TIMEOUT
+    # README's figure (`pytest -s`): from the signed webhook to the answered turn, and the part
+    # of it that is OpenClaw's own turn (process start, agent, model call).
+    print(f"\ncredit to answer: {time.monotonic() - paid_at:.1f} s; turn {took:.1f} s")
     assert await bot.unusable_profiles() == []
