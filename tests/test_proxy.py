@@ -294,6 +294,30 @@ async def test_unknown_model_and_bad_bodies_are_refused_before_forwarding(proxy_
     assert await proxy_env.pool.fetchval("SELECT count(*) FROM reservations") == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/v1/messages", ANTHROPIC_BODY, 401),
+        ("/v1/messages", ANTHROPIC_BODY, 403),
+        ("/v1/chat/completions", CHAT_BODY, 401),
+    ],
+)
+async def test_an_upstream_refusing_our_key_is_not_blamed_on_the_instance(
+    proxy_env, path, body, status
+) -> None:
+    """Relayed as is, OpenClaw would disable the instance's provider key for up to an hour and
+    stay silent after we fixed ours: the instance hears a short, retryable 502 instead."""
+    before = await proxy_env.balance()
+    proxy_env.fake.set_next(Scenario(status=status))
+    got, answer = await error_of(await proxy_env.post(path, body))
+    assert got == 502, answer
+    kind = answer["error"]["type"]
+    assert kind == ("api_error" if path == "/v1/messages" else "server_error")
+    assert "unavailable" in answer["error"]["message"]
+    await proxy_env.settled()
+    assert await proxy_env.balance() == before
+
+
 async def test_upstream_errors_reach_the_client_unchanged_and_charge_nothing(proxy_env) -> None:
     before = await proxy_env.balance()
     proxy_env.fake.set_next(Scenario(status=529))

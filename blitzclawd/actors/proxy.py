@@ -622,6 +622,17 @@ class ProxyActor(Actor):
                 # The upstream refused: its status and error body reach the client unchanged,
                 # and nothing was used (the reservation is voided).
                 body = await upstream.content.read(ERROR_BODY_MAX)
+                if _our_key_refused(upstream.status, body):
+                    # Our master key's fault, not the instance's: relayed as is, OpenClaw would
+                    # disable the instance's provider key (auth: up to 1 h; billing: up to 24 h)
+                    # and stay silent after we fixed ours. A 502 is a short retry for it.
+                    log.error(
+                        "the upstream refused our master key",
+                        extra={"upstream": api.provider, "status": upstream.status},
+                    )
+                    raise ProxyError(
+                        502, "api", f"the {api.provider} upstream is unavailable; retry shortly"
+                    )
                 return web.Response(body=body, status=upstream.status, headers=out_headers)
             if meter is None:
                 return await self._relay_whole(request, api, upstream, out_headers, outcome)
@@ -1058,6 +1069,17 @@ def _database_trouble(exc: BaseException) -> bool:
     """A database error a background step skips and retries on the next tick (its own query
     refused, or the database unavailable) rather than crash the actor holding the leases."""
     return isinstance(exc, asyncpg.PostgresError) or dependency_unavailable(exc)
+
+
+# What an upstream says when our own account is the problem (a bad or revoked key, no credit
+# left with the provider), not the instance's request.
+_OUR_BILLING = (b"credit balance is too low", b"insufficient_quota", b"billing_hard_limit")
+
+
+def _our_key_refused(status: int, body: bytes) -> bool:
+    if status in (401, 403):  # the upstream only ever sees our key
+        return True
+    return status in (400, 402, 429) and any(m in body for m in _OUR_BILLING)
 
 
 def _limit(own: int | None, default: int) -> int:
