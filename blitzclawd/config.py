@@ -171,6 +171,8 @@ class LimitsSettings:
     # Per instance; an instance's own limits (instances.msgs_per_hour/tokens_per_day) override.
     messages_per_hour: int = field(default=100, metadata=_range(0, 10**9))
     tokens_per_day: int = field(default=1_000_000, metadata=_range(0, 10**15))
+    # POST /v1/messages/count_tokens (free upstream, so not billed): calls a minute per instance.
+    count_tokens_per_minute: int = field(default=60, metadata=_range(0, 10**6))
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,10 +175,11 @@ async def running_proxy_env(
     *,
     upstream_host: str = "127.0.0.1",
     pricing: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> AsyncIterator[ProxyEnv]:
     """A ProxyEnv; `billing` overrides [billing] settings (checkpoints every 50 ms otherwise),
-    `pricing` the [pricing] ones; the proxy reaches the fake upstream by `upstream_host` (a
-    loopback name or address)."""
+    `pricing` the [pricing] ones, `limits` the [limits] ones; the proxy reaches the fake
+    upstream by `upstream_host` (a loopback name or address)."""
     from blitzclawd.config import Secret, Secrets, parse_settings
     from blitzclawd.daemon import Daemon
     from blitzclawd.testing import seed
@@ -197,6 +198,7 @@ async def running_proxy_env(
                 "billing": {"checkpoint_interval": 0.05, **(billing or {})},
                 "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
                 **({"pricing": pricing} if pricing is not None else {}),
+                **({"limits": limits} if limits is not None else {}),
             }
         )
         secrets = Secrets(

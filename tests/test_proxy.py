@@ -134,6 +134,8 @@ async def test_openai_chat_counters_and_cost(proxy_env, stream: bool) -> None:
         events = sse_events(raw)
         # We asked the upstream for the usage chunk; the client, who did not, never sees it.
         assert all(data == "[DONE]" or data["choices"] for _, data in events)
+        # Nor the `"usage": null` asking adds to every chunk: OpenAI sends no usage key then.
+        assert all(data == "[DONE]" or "usage" not in data for _, data in events)
         assert proxy_env.fake.requests[-1].json["stream_options"] == {"include_usage": True}
 
 

@@ -26,6 +26,7 @@ Settlements wait in a queue, retried on every checkpoint tick, and commit once i
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid
@@ -84,6 +85,7 @@ REFRESH_WAIT = 2.0
 INSTANCE_CHANNEL = "blitzclaw_instances"
 RECORD_WAIT = 10.0  # s a settlement (or, while records fail, a request) waits for its record
 ERROR_BODY_MAX = 1 << 20
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 # Request headers that never go upstream: hop-by-hop, our own credentials, the client's.
 _DROP_REQUEST = frozenset(
@@ -240,6 +242,8 @@ class ProxyActor(Actor):
             api.name: yarl.URL(bases[api.provider] + api.path)
             for api in (ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES)
         }
+        self._count_tokens_url = yarl.URL(bases["anthropic"] + COUNT_TOKENS_PATH)
+        self._count_calls: dict[str, collections.deque[float]] = {}
         self._instances: dict[str, InstanceAuth] = {}
         # Copies fetched before this (monotonic) time are re-read before use: announcements may
         # have been missed (the listener was down). While the database is down they still serve.
@@ -695,7 +699,7 @@ class ProxyActor(Actor):
                     continue
                 if strip_usage:  # rebuilt from whole events (chat streams are data lines only)
                     chunk = b"".join(
-                        b"data: " + data + b"\n\n"
+                        b"data: " + _without_usage(data) + b"\n\n"
                         for _, data in events
                         if not OpenAIChatStreamMeter.is_usage_only_chunk(data)
                     )
@@ -1021,22 +1025,79 @@ class ProxyActor(Actor):
         log.info("answered with a notice", extra={"reason": notice.reason, "model": model})
         return notices.respond(api, body, model, notice, rid)
 
+    # -- /v1/messages/count_tokens -------------------------------------------------------------
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """Forwarded to Anthropic's free token counter: authenticated, never billed, limited
+        per instance (`limits.count_tokens_per_minute`) so it cannot be used to flood our key."""
+        inst = await self._authenticate(request)
+        if inst.status != "active":
+            # Counting is free: a paused instance may count (a 402 here would make OpenClaw
+            # disable its key); a stopped or deleted one may not.
+            await self._active(inst)
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ProxyError(400, "invalid_request", "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ProxyError(400, "invalid_request", "the request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ProxyError(400, "invalid_request", "model: a model name is required")
+        price = self.prices.get(model)
+        if price is None or price.api != "anthropic":
+            raise ProxyError(404, "not_found", f"model: {model!r} is not available here")
+        self._count_call(inst.id)
+        key = self._keys["anthropic"]
+        if key is None:
+            raise ProxyError(503, "api", "the anthropic upstream is not configured")
+        assert self._session is not None
+        headers = _upstream_headers(request, "anthropic", key.reveal())
+        try:
+            async with self._session.post(
+                self._count_tokens_url, data=raw, headers=headers
+            ) as upstream:
+                answer = await upstream.content.read(ERROR_BODY_MAX)
+                status = upstream.status
+                out = _client_headers(upstream.headers, request[PROXY_REQUEST_ID])
+        except (aiohttp.ClientError, TimeoutError):
+            raise ProxyError(502, "api", "the anthropic upstream is unreachable") from None
+        if _our_key_refused(status, answer):
+            log.error("the upstream refused our master key", extra={"status": status})
+            raise ProxyError(502, "api", "the anthropic upstream is unavailable; retry shortly")
+        return web.Response(body=answer, status=status, headers=out)
+
+    def _count_call(self, instance_id: str) -> None:
+        limit = self._settings.limits.count_tokens_per_minute
+        if not limit:
+            return
+        now = time.monotonic()
+        calls = self._count_calls.setdefault(instance_id, collections.deque())
+        while calls and calls[0] <= now - 60:
+            calls.popleft()
+        if len(calls) >= limit:
+            # A counter is a helper, not a turn: its caller can go on without it, so it is told
+            # to stop at once (x-should-retry: false) rather than sleep a retry-after.
+            raise ProxyError(
+                429,
+                "rate_limit",
+                f"token counting is limited to {limit} calls a minute per instance; "
+                "try again in a minute",
+                headers={"x-should-retry": "false"},
+            )
+        calls.append(now)
+        if len(self._count_calls) > 100_000:  # bounded: forget instances idle for a minute
+            for iid in [i for i, c in self._count_calls.items() if not c or c[-1] <= now - 60]:
+                del self._count_calls[iid]
+
     # -- /v1/models --------------------------------------------------------------------------------
 
     async def models(self, request: web.Request) -> web.Response:
         await self._authenticate(request)
-        anthropic_style = "anthropic-version" in request.headers or "x-api-key" in request.headers
-        prices = self.prices.models()
+        anthropic_style = _anthropic_style(request)
+        data = [_model_entry(p, anthropic_style) for p in self.prices.models()]
         if anthropic_style:
-            data = [
-                {
-                    "type": "model",
-                    "id": p.model,
-                    "display_name": p.model,
-                    "created_at": "2025-01-01T00:00:00Z",
-                }
-                for p in prices
-            ]
             body: dict[str, Any] = {
                 "data": data,
                 "has_more": False,
@@ -1044,14 +1105,33 @@ class ProxyActor(Actor):
                 "last_id": data[-1]["id"] if data else None,
             }
         else:
-            body = {
-                "object": "list",
-                "data": [
-                    {"id": p.model, "object": "model", "created": 0, "owned_by": p.api}
-                    for p in prices
-                ],
-            }
+            body = {"object": "list", "data": data}
         return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
+
+    async def model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{model_id}: one entry of the price table, in the caller's style."""
+        await self._authenticate(request)
+        model_id = request.match_info["model_id"]
+        price = self.prices.get(model_id)
+        if price is None:
+            raise ProxyError(404, "not_found", f"model: {model_id!r} is not available here")
+        entry = _model_entry(price, _anthropic_style(request))
+        return web.json_response(entry, dumps=lambda v: orjson.dumps(v).decode())
+
+
+def _anthropic_style(request: web.Request) -> bool:
+    return "anthropic-version" in request.headers or "x-api-key" in request.headers
+
+
+def _model_entry(price: ModelPrice, anthropic_style: bool) -> dict[str, Any]:
+    if anthropic_style:
+        return {
+            "type": "model",
+            "id": price.model,
+            "display_name": price.model,
+            "created_at": "2025-01-01T00:00:00Z",
+        }
+    return {"id": price.model, "object": "model", "created": 0, "owned_by": price.api}
 
 
 def database_unavailable(cause: BaseException) -> ProxyError:
@@ -1104,6 +1184,21 @@ def _client_headers(upstream: Any, request_id: str) -> dict[str, str]:
     }
     headers[REQUEST_ID_HEADER] = request_id
     return headers
+
+
+def _without_usage(data: bytes) -> bytes:
+    """A chat chunk without the `"usage": null` that asking for usage adds to every chunk: OpenAI
+    sends no usage key to a client that did not ask."""
+    if b'"usage"' not in data:
+        return data
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    if type(obj) is not dict or "usage" not in obj or obj["usage"] is not None:
+        return data
+    del obj["usage"]
+    return orjson.dumps(obj)
 
 
 def _asked_usage(body: dict[str, Any]) -> bool:

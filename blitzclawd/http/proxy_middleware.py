@@ -26,7 +26,7 @@ async def proxy_errors(request: web.Request, handler: Handler) -> web.StreamResp
     rid = new_request_id()
     request[PROXY_REQUEST_ID] = rid
     token = request_id_var.set(rid)
-    style = style_for_path(request.path)
+    style = style_for_path(request.path, request.headers)
     try:
         return await handler(request)
     except ProxyError as exc:
@@ -45,7 +45,7 @@ async def proxy_errors(request: web.Request, handler: Handler) -> web.StreamResp
                 503,
                 "overloaded",
                 "database unavailable; retry shortly",
-                headers={"retry-after": "5"},
+                headers={"retry-after": "2"},
             )
             return _with_id(error_response(style, failure, rid), rid)
         log.exception("proxy request failed", extra={"path": request.path})

@@ -46,4 +46,6 @@ def setup_proxy_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages", proxy.messages)
     app.router.add_post("/v1/chat/completions", proxy.chat_completions)
     app.router.add_post("/v1/responses", proxy.responses)
+    app.router.add_post("/v1/messages/count_tokens", proxy.count_tokens)
     app.router.add_get("/v1/models", proxy.models)
+    app.router.add_get("/v1/models/{model_id}", proxy.model)

@@ -6,6 +6,8 @@ endpoints answer like OpenAI ({"error":{"message","type","param","code"}}).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from blitzclawd.http.jsonutil import json_response
@@ -46,12 +48,38 @@ class ProxyError(Exception):
         self.headers = headers or {}
 
 
-def style_for_path(path: str) -> str:
-    return ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+def style_for_path(path: str, headers: Mapping[str, str] | None = None) -> str:
+    """Whose error format a request gets: by its path; /v1/models, shared by both SDKs, by
+    whether the caller speaks Anthropic (anthropic-version or x-api-key)."""
+    if path.startswith("/v1/messages"):
+        return ANTHROPIC
+    if path.startswith("/v1/models") and headers is not None:
+        if "anthropic-version" in headers or "x-api-key" in headers:
+            return ANTHROPIC
+    return OPENAI
+
+
+# Refusals a retry cannot change. Both official SDKs retry 408/409/429/5xx twice by default and
+# obey `x-should-retry` over the status (anthropic/_base_client.py and openai/_base_client.py,
+# `_should_retry`); they also sleep any `retry-after` first (the anthropic SDK 2.x with no cap),
+# so every retry-after the proxy sets itself is at most MAX_RETRY_AFTER seconds: two retries stay
+# well inside the 10 s a caller may wait.
+_FINAL_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
+MAX_RETRY_AFTER = 2
 
 
 def error_response(style: str, exc: ProxyError, request_id: str) -> web.Response:
     anthropic_type, openai_type, openai_code = _KINDS[exc.kind]
+    headers = dict(exc.headers)
+    # The header each SDK reads into `e.request_id` (Anthropic: request-id, OpenAI: x-request-id).
+    headers["request-id" if style == ANTHROPIC else "x-request-id"] = request_id
+    if exc.status in _FINAL_STATUSES:
+        headers["x-should-retry"] = "false"
+    retry_after = headers.get("retry-after")
+    if retry_after is not None and (
+        not retry_after.isdigit() or int(retry_after) > MAX_RETRY_AFTER
+    ):
+        headers["retry-after"] = str(MAX_RETRY_AFTER)
     if style == ANTHROPIC:
         body: dict = {
             "type": "error",
@@ -67,4 +95,4 @@ def error_response(style: str, exc: ProxyError, request_id: str) -> web.Response
                 "code": openai_code,
             }
         }
-    return json_response(body, status=exc.status, headers=exc.headers)
+    return json_response(body, status=exc.status, headers=headers)

@@ -247,6 +247,7 @@ class FakeLLM(LocalHTTPServer):
         app = web.Application(client_max_size=MAX_BODY + 1)
         app.on_response_prepare.append(self._with_cookie)
         app.router.add_post("/v1/messages", self._anthropic_messages)
+        app.router.add_post("/v1/messages/count_tokens", self._anthropic_count_tokens)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
@@ -400,6 +401,34 @@ class FakeLLM(LocalHTTPServer):
 
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, self._anthropic_refuse, self._anthropic_answer)
+
+    async def _anthropic_count_tokens(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._anthropic_refuse, self._anthropic_count)
+
+    async def _anthropic_count(
+        self, request: web.Request, body: Any, sc: Scenario
+    ) -> web.StreamResponse:
+        """Anthropic's free counter: like a message request without max_tokens; answers
+        {"input_tokens": N} (the scenario's count, else a quarter of the body's bytes)."""
+        self._anthropic_auth(request)
+        if ANTHROPIC_VERSION_HEADER not in request.headers:
+            raise _Refusal(400, "anthropic-version: header is required")
+        if not isinstance(body, dict):
+            raise _Refusal(400, "There was an error parsing the body of your request as JSON")
+        for field, kind, name in (
+            ("model", str, "a valid string"),
+            ("messages", list, "a valid list"),
+        ):
+            if field not in body:
+                raise _Refusal(400, f"{field}: Field required")
+            if not isinstance(body[field], kind):
+                raise _Refusal(400, f"{field}: Input should be {name}")
+        if sc.status != 200:
+            raise _Refusal(sc.status, retry_after=sc.retry_after)
+        headers = {**self._anthropic_headers, "request-id": _new_id("req_")}
+        return web.json_response(
+            {"input_tokens": sc.input_tokens or 0}, headers=headers, dumps=_dumps
+        )
 
     async def _anthropic_answer(
         self, request: web.Request, body: Any, sc: Scenario

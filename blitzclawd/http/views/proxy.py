@@ -38,3 +38,11 @@ responses = _endpoint(OPENAI_RESPONSES)
 
 async def models(request: web.Request) -> web.StreamResponse:
     return await _proxy(request).models(request)
+
+
+async def model(request: web.Request) -> web.StreamResponse:
+    return await _proxy(request).model(request)
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    return await _proxy(request).count_tokens(request)
