@@ -116,18 +116,17 @@ async def test_at_the_hourly_limit_the_turn_ends_at_once_with_when_it_resets(
     inst = await seed.create_instance(env.pool, user, msgs_per_hour=1)
     bot = assistant(openclaw, env.proxy, inst, tmp_path)
 
-    answered, normal, report = await bot.turn("Say hi")
+    answered, _, report = await bot.turn("Say hi")
     assert report["meta"]["executionTrace"]["winnerProvider"] == "blitzclaw", report
     assert answered and "limit" not in answered
     forwarded = env.llm.received
 
-    told, took, _ = await bot.turn("Are you there?")
+    told, _, _ = await bot.turn("Are you there?")
     assert "this hour's limit of 1 messages" in told, told
     assert "UTC)" in told  # when it ends
     assert env.llm.received == forwarded  # nothing forwarded, nothing billed
-    # No retry delay: a turn told "limit" takes no longer than an answered one (+10 s slack
-    # for a busy machine); before, OpenClaw slept the 429's retry-after: up to an hour.
-    assert took < normal + 10.0, (took, normal)
+    # No retry delay: before, OpenClaw slept the 429's retry-after (up to an hour), which
+    # TURN_TIMEOUT turns into a failure here; how long a turn takes is not asserted.
     assert await bot.unusable_profiles() == []
 
 
@@ -141,7 +140,7 @@ async def test_over_the_daily_token_limit_the_user_is_told_when_it_resets(
     inst = await seed.create_instance(env.pool, user, tokens_per_day=5_000)
     bot = assistant(openclaw, env.proxy, inst, tmp_path)
     env.llm.set_next(Scenario(input_tokens=6_000, output_tokens=20))
-    answered, normal, _ = await bot.turn("Say hi")
+    answered, _, _ = await bot.turn("Say hi")
     assert answered and "allowance" not in answered
 
     async def settled() -> bool:
@@ -149,9 +148,8 @@ async def test_over_the_daily_token_limit_the_user_is_told_when_it_resets(
         return proxy.idle and not await env.pool.fetchval("SELECT count(*) FROM reservations")
 
     await until(settled, "the first turn is settled")
-    told, took, _ = await bot.turn("And now?")
+    told, _, _ = await bot.turn("And now?")
     assert "today's allowance of 5,000 tokens" in told and "midnight UTC" in told, told
-    assert took < normal + 10.0, (took, normal)
     assert await bot.unusable_profiles() == []
 
 
