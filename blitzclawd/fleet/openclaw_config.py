@@ -44,6 +44,7 @@ SECRET_HEADER = "X-BlitzClaw-Secret"
 ANTHROPIC_MESSAGES = "anthropic-messages"
 OPENAI_COMPLETIONS = "openai-completions"
 PROXY_APIS = (ANTHROPIC_MESSAGES, OPENAI_COMPLETIONS)
+_PRICE_API = {ANTHROPIC_MESSAGES: "anthropic", OPENAI_COMPLETIONS: "openai"}  # ModelPrice.api
 # Own keys go straight to the provider's official API (no BlitzClaw headers, no proxy).
 OFFICIAL_APIS: dict[str, tuple[str, str]] = {
     "anthropic": ("https://api.anthropic.com", ANTHROPIC_MESSAGES),
@@ -149,7 +150,14 @@ def _proxy_provider(proxy: ProxyTarget) -> tuple[str, dict[str, Any], str]:
             price = proxy.prices.get(model["id"])
             if price is None:  # the proxy would refuse every request for it
                 raise ValueError(f"models: {model['id']!r} is not in the price table")
+            if _PRICE_API[proxy.api] != price.api:
+                raise ValueError(f"models: {model['id']!r} is not served over {proxy.api}")
             model.update(model_fields(price, proxy.prices.markup))
+            if proxy.api == OPENAI_COMPLETIONS and price.reasoning:
+                # OpenClaw sends `reasoning_effort` on a custom Chat Completions route only when
+                # the model declares it (openai-completions payload: model.reasoning &&
+                # compat.supportsReasoningEffort); the proxy forwards it to OpenAI untouched.
+                model["compat"] = {"supportsReasoningEffort": True}
     provider = {
         "baseUrl": base,
         "api": proxy.api,
