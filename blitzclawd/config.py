@@ -216,6 +216,10 @@ class ModelPriceSettings:
     audio_input: float | None = None  # audio tokens' own rates; none: audio is refused
     audio_output: float | None = None
     long_context: LongContextSettings = LongContextSettings()
+    # Capabilities instances' OpenClaw is told about: extended thinking / reasoning effort, and
+    # the input kinds it reads ("text", "image", "audio", "video"; text always).
+    reasoning: bool = False
+    modalities: tuple[str, ...] = ("text", "image")
     priority: RateSettings = RateSettings()  # OpenAI service_tier "priority"
     flex: RateSettings = RateSettings()  # OpenAI service_tier "flex"
 
@@ -261,6 +265,8 @@ def _default_models() -> tuple[ModelPriceSettings, ...]:
                 audio_input=None if p.audio_input is None else usd(p.audio_input),
                 audio_output=None if p.audio_output is None else usd(p.audio_output),
                 long_context=long,
+                reasoning=p.reasoning,
+                modalities=p.modalities,
                 priority=tier(p.tier("priority")),
                 flex=tier(p.tier("flex")),
             )
@@ -636,11 +642,21 @@ def model_prices(p: PricingSettings) -> list:
                     tiers=tuple(tiers),
                     audio_input=rate("audio_input", m.audio_input),
                     audio_output=rate("audio_output", m.audio_output),
+                    reasoning=m.reasoning,
+                    modalities=tuple(m.modalities),
                 )
             )
         except ValueError as exc:
             raise ValueError(f"model {m.id!r}: {exc}") from None
     return out
+
+
+def price_table(p: PricingSettings) -> Any:
+    """[pricing] as the metering PriceTable (models, markup, fees): what the proxy charges and
+    what instances' OpenClaw configs declare."""
+    from blitzclawd.metering.pricing import PriceTable
+
+    return PriceTable(model_prices(p), markup=p.markup, fees=fee_table(p))
 
 
 def fee_table(p: PricingSettings) -> dict:

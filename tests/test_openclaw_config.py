@@ -473,3 +473,175 @@ async def test_real_agent_turn_through_the_proxy(
     assert "You are a technical assistant for developers." in json.dumps(upstream.json)
     await proxy_env.settled()
     assert await proxy_env.balance() < before  # metered against this instance
+
+
+# -- models that tell the truth: capabilities and our marked-up prices from the price table ------
+
+
+def _table() -> Any:
+    from blitzclawd.config import PricingSettings, price_table
+
+    return price_table(PricingSettings())
+
+
+def test_models_declare_capabilities_and_marked_up_costs() -> None:
+    table = _table()
+    anthropic = MODELS["proxy-anthropic"]["proxy"]
+    cfg = build_config(
+        gateway_token=GATEWAY_TOKEN,
+        channel=whatsapp_channel(),
+        proxy=ProxyTarget(**{**_fields(anthropic), "prices": table}),
+    )
+    sonnet, haiku = cfg["models"]["providers"]["blitzclaw"]["models"]
+    # OpenClaw's cost unit is USD per million tokens; ours is list x markup (1.5): $3 -> $4.50.
+    assert sonnet == {
+        "id": "claude-sonnet-4-6",
+        "name": "Claude Sonnet 4.6",
+        "reasoning": True,
+        "input": ["text", "image"],
+        "cost": {"input": 4.5, "output": 22.5, "cacheRead": 0.45, "cacheWrite": 5.625},
+        "maxTokens": 64000,
+        "contextWindow": 200000,
+    }
+    assert haiku["reasoning"] is True and haiku["cost"]["output"] == 7.5
+    openai = MODELS["proxy-openai"]["proxy"]
+    cfg = build_config(
+        gateway_token=GATEWAY_TOKEN,
+        channel=whatsapp_channel(),
+        proxy=ProxyTarget(
+            **{**_fields(openai), "models": [("gpt-4o", "GPT-4o"), ("gpt-5", "GPT-5")]},
+            prices=table,
+        ),
+    )
+    gpt4o, gpt5 = cfg["models"]["providers"]["blitzclaw"]["models"]
+    assert gpt4o["reasoning"] is False and "compat" not in gpt4o
+    assert gpt5["reasoning"] is True and gpt5["compat"] == {"supportsReasoningEffort": True}
+    assert gpt5["cost"] == {
+        "input": 1.875,
+        "output": 15.0,
+        "cacheRead": 0.1875,
+        "cacheWrite": 1.875,
+    }
+    # A price change (here the markup) is what the next configure declares.
+    from blitzclawd.config import PricingSettings, price_table
+
+    dearer = price_table(PricingSettings(markup=2.0))
+    cfg = build_config(
+        gateway_token=GATEWAY_TOKEN,
+        channel=whatsapp_channel(),
+        proxy=ProxyTarget(**{**_fields(anthropic), "prices": dearer}),
+    )
+    assert cfg["models"]["providers"]["blitzclaw"]["models"][0]["cost"]["input"] == 6.0
+    # The user's own key: capabilities and the provider's list price (they pay it, not us).
+    own = build_config(
+        gateway_token=GATEWAY_TOKEN,
+        channel=whatsapp_channel(),
+        own_key=OwnKey(
+            provider="anthropic",
+            api_key="sk-user-key-123456",
+            model="claude-sonnet-4-6",
+            prices=table,
+        ),
+    )
+    (model,) = own["models"]["providers"]["anthropic"]["models"]
+    assert model["reasoning"] is True and model["cost"]["input"] == 3.0
+
+
+def test_models_must_be_priced_and_served_over_the_targets_api() -> None:
+    table = _table()
+    anthropic = _fields(MODELS["proxy-anthropic"]["proxy"])
+    for models, why in (
+        ([("claude-unknown-9", "X")], "not in the price table"),
+        ([("gpt-4o", "GPT-4o")], "not served over anthropic-messages"),
+    ):
+        target = ProxyTarget(
+            **{**anthropic, "models": models, "primary": models[0][0]}, prices=table
+        )
+        with pytest.raises(ValueError, match=f"^models: .*{why}"):
+            build_config(gateway_token=GATEWAY_TOKEN, channel=whatsapp_channel(), proxy=target)
+
+
+def _fields(target: ProxyTarget) -> dict[str, Any]:
+    return {
+        f: getattr(target, f)
+        for f in ("base_url", "api", "instance_id", "secret", "models", "primary")
+    }
+
+
+@SLOW
+@pytest.mark.parametrize(
+    ("api", "base", "model"),
+    [("anthropic-messages", "", "claude-sonnet-4-6"), ("openai-completions", "/v1", "gpt-5")],
+    ids=["anthropic", "openai"],
+)
+async def test_real_thinking_turn_through_the_proxy_reports_our_price(
+    openclaw: OpenClaw, proxy_env: Any, tmp_path: Path, api: str, base: str, model: str
+) -> None:
+    """With the models declared from the daemon's price table, ``agent --local --thinking low``
+    works: the upstream is asked to think (Anthropic adaptive thinking at effort low, OpenAI
+    reasoning_effort low), the thinking tokens are billed as output, and OpenClaw's own report
+    of the turn's cost (``--json`` meta.agentMeta.costUsd) is exactly what we charged."""
+    from blitzclawd.metering.pricing import Usage
+
+    table = _table()
+    inst = proxy_env.instance
+    target = ProxyTarget(
+        base_url=proxy_env.url + base,
+        api=api,
+        instance_id=inst.id,
+        secret=inst.secret,
+        models=[(model, model)],
+        primary=model,
+        prices=table,
+    )
+    channel = telegram_channel(bot_token=BOT_TOKEN, allow_from=None)
+    config, secrets = split_secrets(
+        build_config(gateway_token=GATEWAY_TOKEN, channel=channel, proxy=target)
+    )
+    home = write_instance(tmp_path, render_config(config), render_config(secrets), PERSONAS["dev"])
+    check = await asyncio.to_thread(openclaw.run_json, home, "config", "validate")
+    assert check[0] == 0 and check[1]["valid"] is True and check[1]["warnings"] == [], check
+    before = await proxy_env.balance()
+
+    done = await asyncio.to_thread(
+        openclaw.run,
+        home,
+        "agent",
+        "--local",
+        "--thinking",
+        "low",
+        "-m",
+        "Say hi",
+        "--json",
+        timeout=240,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    start = done.stdout.find("{")
+    report, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
+    assert report["meta"]["requestShaping"]["thinking"] == "low", report["meta"]
+    (upstream,) = [r.json for r in proxy_env.fake.requests if r.json and r.json["model"] == model]
+    if api == "anthropic-messages":
+        # Claude 4.6: adaptive thinking with an effort (older models: enabled + budget_tokens).
+        assert upstream["thinking"] == {"type": "adaptive", "display": "summarized"}, upstream
+        assert upstream["output_config"] == {"effort": "low"}
+    else:
+        assert upstream["reasoning_effort"] == "low", upstream
+    await proxy_env.settled()
+    row = await proxy_env.pool.fetchrow(
+        """SELECT input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+                  cache_read_tokens, cost_micros FROM usage_logs WHERE model = $1""",
+        model,
+    )
+    thinking = proxy_env.fake.scenario.thinking_tokens
+    text = proxy_env.fake.scenario.output_tokens
+    assert row["output_tokens"] == thinking + text  # thinking is billed as output
+    usage = Usage(**{k: row[k] for k in row.keys() if k != "cost_micros"})
+    charged = table.cost_micros(table.get(model), usage)
+    assert row["cost_micros"] == charged and await proxy_env.balance() == before - charged
+    # OpenClaw prices the same tokens with the declared (marked-up) rates: the user sees what
+    # they pay, within our once-per-request round-up to a whole micro-dollar.
+    agent_usage = report["meta"]["agentMeta"]["usage"]
+    assert agent_usage["output"] == thinking + text
+    assert abs(report["meta"]["agentMeta"]["costUsd"] * 1e6 - charged) < 1, report["meta"]
+    assert agent_usage["cost"]["total"] == report["meta"]["agentMeta"]["costUsd"]

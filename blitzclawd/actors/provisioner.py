@@ -26,7 +26,7 @@ import asyncpg
 
 from blitzclawd import credentials
 from blitzclawd.actors.pool_manager import user_data_for
-from blitzclawd.config import Settings
+from blitzclawd.config import Settings, price_table
 from blitzclawd.crypto import Keyring
 from blitzclawd.fleet import remote
 from blitzclawd.fleet.openclaw_config import (
@@ -106,6 +106,7 @@ class Provisioner(Actor):
         self._ssh_key = ssh_key
         self._ssh_public_key = ssh_public_key
         self._provider = provider
+        self._prices = price_table(settings.pricing)
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._waiting = False  # for the database: claims fail (logged once)
 
@@ -260,6 +261,9 @@ class Provisioner(Actor):
                 secret=secret,
                 models=[(self._cfg.model, self._cfg.model)],
                 primary=self._cfg.model,
+                # Capabilities and marked-up costs from the daemon's own price table (the one
+                # the proxy charges by): a price change reaches the instance at its next configure.
+                prices=self._prices,
             ),
             own_key=own_key,
         )
@@ -309,7 +313,7 @@ class Provisioner(Actor):
         provider = inst["own_api_provider"]
         key = self._keyring().decrypt_text(inst["own_api_key_enc"], own_key_context(inst["id"]))
         model = self._cfg.model if provider == "anthropic" else self._cfg.own_key_openai_model
-        return OwnKey(provider=provider, api_key=key, model=model)
+        return OwnKey(provider=provider, api_key=key, model=model, prices=self._prices)
 
     def _channel(self, inst: asyncpg.Record) -> dict[str, Any]:
         kind = inst["channel_type"]

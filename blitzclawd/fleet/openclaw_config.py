@@ -10,6 +10,15 @@ Secrets: :func:`split_secrets` moves every credential into a JSON file read thro
 private (0600, single-link, owned by the gateway user) regular file. That one file covers the
 gateway token, the provider key and secret header, and the Telegram bot token; OpenClaw keeps
 SecretRef values out of what the agent can read, unlike plaintext in ``openclaw.json``.
+
+Models: given the daemon's price table (``ProxyTarget.prices``), each model is declared with
+what the table knows (its one source): ``reasoning`` (without it OpenClaw sends ``thinking:
+disabled`` and refuses every thinking level), ``input`` modalities, ``contextWindow``,
+``maxTokens``, and ``cost`` in OpenClaw's unit, USD per million tokens, at OUR marked-up rates
+(list x markup, as the proxy charges), so OpenClaw's own usage report shows what the user pays.
+Field names and units are the pinned release's: ``ModelDefinitionSchema`` in
+``dist/zod-schema.core-*.mjs`` and ``calculateUsageCost`` in ``dist/usage-cost-*.mjs``
+(``tokens * rate / 1e6``; a 1 h cache write at 2x input, as Anthropic bills it).
 """
 
 from __future__ import annotations
@@ -18,9 +27,11 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from blitzclawd.credentials import api_key as instance_api_key
+from blitzclawd.metering.pricing import MTOK, ModelPrice, PriceTable
 
 PROVIDER_ID = "blitzclaw"
 GATEWAY_PORT = 18789
@@ -33,6 +44,7 @@ SECRET_HEADER = "X-BlitzClaw-Secret"
 ANTHROPIC_MESSAGES = "anthropic-messages"
 OPENAI_COMPLETIONS = "openai-completions"
 PROXY_APIS = (ANTHROPIC_MESSAGES, OPENAI_COMPLETIONS)
+_PRICE_API = {ANTHROPIC_MESSAGES: "anthropic", OPENAI_COMPLETIONS: "openai"}  # ModelPrice.api
 # Own keys go straight to the provider's official API (no BlitzClaw headers, no proxy).
 OFFICIAL_APIS: dict[str, tuple[str, str]] = {
     "anthropic": ("https://api.anthropic.com", ANTHROPIC_MESSAGES),
@@ -59,6 +71,9 @@ class ProxyTarget:
     secret: str
     models: list[tuple[str, str]]  # (id, display name)
     primary: str  # one of the model ids
+    # The daemon's price table: each model's capabilities and marked-up cost come from it (every
+    # model must be priced). None: ids and names only (OpenClaw then assumes no thinking, cost 0).
+    prices: PriceTable | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +83,9 @@ class OwnKey:
     provider: str  # "anthropic" | "openai"
     api_key: str
     model: str
+    # Capabilities from the price table and the provider's LIST prices (the user pays the
+    # provider, not us: no markup); a model the table does not know gets id and name only.
+    prices: PriceTable | None = None
 
 
 def build_config(
@@ -127,6 +145,19 @@ def _proxy_provider(proxy: ProxyTarget) -> tuple[str, dict[str, Any], str]:
     if "sk-ant-oat" in key:  # OpenClaw would take it for an OAuth token
         raise ValueError("secret: must not contain 'sk-ant-oat'")
     models = _check_models(proxy.models, proxy.primary)
+    if proxy.prices is not None:
+        for model in models:
+            price = proxy.prices.get(model["id"])
+            if price is None:  # the proxy would refuse every request for it
+                raise ValueError(f"models: {model['id']!r} is not in the price table")
+            if _PRICE_API[proxy.api] != price.api:
+                raise ValueError(f"models: {model['id']!r} is not served over {proxy.api}")
+            model.update(model_fields(price, proxy.prices.markup))
+            if proxy.api == OPENAI_COMPLETIONS and price.reasoning:
+                # OpenClaw sends `reasoning_effort` on a custom Chat Completions route only when
+                # the model declares it (openai-completions payload: model.reasoning &&
+                # compat.supportsReasoningEffort); the proxy forwards it to OpenAI untouched.
+                model["compat"] = {"supportsReasoningEffort": True}
     provider = {
         "baseUrl": base,
         "api": proxy.api,
@@ -144,6 +175,9 @@ def _own_provider(own: OwnKey) -> tuple[str, dict[str, Any], str]:
         raise ValueError("api_key: 8-512 printable characters without spaces")
     base, api = OFFICIAL_APIS[own.provider]
     models = _check_models([(own.model, own.model)], own.model)
+    price = None if own.prices is None else own.prices.get(own.model)
+    if price is not None and OFFICIAL_APIS.get(price.api, ("", ""))[1] == api:
+        models[0].update(model_fields(price, 1))
     provider = {"baseUrl": base, "api": api, "apiKey": own.api_key, "models": models}
     return own.provider, provider, own.model
 
@@ -154,10 +188,37 @@ def _check_url(url: str, field: str) -> str:
     return url.rstrip("/")
 
 
-def _check_models(models: list[tuple[str, str]], primary: str) -> list[dict[str, str]]:
+def model_fields(price: ModelPrice, markup: Fraction | int) -> dict[str, Any]:
+    """OpenClaw's per-model capability and cost fields for one priced model.
+
+    ``cost`` is USD per million tokens at list x ``markup`` (our price: what the proxy charges
+    per token before its once-per-request round-up); ``cacheWrite`` is the 5-minute write
+    (OpenClaw prices a 1 h write at 2x input, Anthropic's own rule).
+    """
+
+    def usd(rate: int) -> float:  # micro-USD per Mtok -> USD per Mtok, marked up
+        return float(Fraction(rate) * markup / MTOK)
+
+    fields: dict[str, Any] = {
+        "reasoning": price.reasoning,
+        "input": list(price.modalities),
+        "cost": {
+            "input": usd(price.input),
+            "output": usd(price.output),
+            "cacheRead": usd(price.cache_read),
+            "cacheWrite": usd(price.cache_write_5m),
+        },
+        "maxTokens": price.max_output_tokens,
+    }
+    if price.context_window:
+        fields["contextWindow"] = price.context_window
+    return fields
+
+
+def _check_models(models: list[tuple[str, str]], primary: str) -> list[dict[str, Any]]:
     if not models:
         raise ValueError("models: at least one")
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     for model_id, name in models:
         if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id):
             raise ValueError(f"models: bad model id {model_id!r}")

@@ -16,6 +16,7 @@ from fractions import Fraction
 
 MTOK = 1_000_000  # tokens per rate unit; also micro-USD per USD
 APIS = frozenset({"anthropic", "openai"})
+MODALITIES = frozenset({"text", "image", "audio", "video"})  # OpenClaw's model `input` values
 
 # Snapshot ids: "claude-sonnet-4-5-20250929", "gpt-4o-2024-08-06".
 _DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
@@ -127,6 +128,10 @@ class ModelPrice:
     # Audio tokens (a part of input/output tokens) at their own rates; None: no audio here.
     audio_input: int | None = None
     audio_output: int | None = None
+    # Capabilities (what instances' OpenClaw configs declare, blitzclawd.fleet.openclaw_config):
+    # extended thinking (Anthropic) / reasoning effort (OpenAI), and the kinds of input it reads.
+    reasoning: bool = False
+    modalities: tuple[str, ...] = ("text", "image")
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -147,6 +152,18 @@ class ModelPrice:
             v = getattr(self, name)
             if v is not None and (type(v) is not int or v < 0):
                 raise ValueError(f"{name}: must be an int >= 0 (micro-USD per Mtok), got {v!r}")
+        if type(self.reasoning) is not bool:
+            raise ValueError(f"reasoning: must be true or false, got {self.reasoning!r}")
+        mods = self.modalities
+        if (
+            not isinstance(mods, tuple)
+            or "text" not in mods
+            or not set(mods) <= MODALITIES
+            or len(set(mods)) != len(mods)
+        ):
+            raise ValueError(
+                f"modalities: distinct values of {sorted(MODALITIES)} with 'text', got {mods!r}"
+            )
 
     @property
     def rates(self) -> Rates:
@@ -458,6 +475,8 @@ def _anthropic(
     output: str,
     max_out: int,
     long: tuple[str, str, str, str, str] | None = None,
+    *,
+    reasoning: bool = True,
 ) -> ModelPrice:
     long_context = None
     if long is not None:  # the 1M-token beta: above 200K input tokens, every token at these
@@ -479,6 +498,7 @@ def _anthropic(
         ),
         context_window=200_000,
         long_context=long_context,
+        reasoning=reasoning,
     )
 
 
@@ -492,6 +512,7 @@ def _openai(
     *,
     priority: tuple[str, str, str] | None = None,
     flex: tuple[str, str, str] | None = None,
+    reasoning: bool = False,
 ) -> ModelPrice:
     # OpenAI caches automatically and charges no cache write: a "write" costs plain input.
     tiers = tuple(
@@ -513,6 +534,7 @@ def _openai(
         ),
         context_window=window,
         tiers=tiers,
+        reasoning=reasoning,
     )
 
 
@@ -522,7 +544,9 @@ _SONNET_LONG = ("6", "7.50", "12", "0.60", "22.50")
 
 def default_prices() -> list[ModelPrice]:
     """WIRE.md's list-price table (USD/Mtok), with each model's maximum output tokens, context
-    window, long-context rates and other service tiers (see blitzclawd.toml for sources)."""
+    window, long-context rates, other service tiers and capabilities (see blitzclawd.toml for
+    sources). Reasoning: every Claude 4.x model has extended thinking (Claude 3.5 Haiku has
+    none); GPT-5 / 5.1 take a reasoning effort, GPT-4o / 4.1 do not."""
     gpt5_tiers = {"priority": ("2.50", "0.25", "20"), "flex": ("0.625", "0.0625", "5")}
     return [
         _anthropic("claude-opus-4-5", "5", "6.25", "10", "0.50", "25", 64_000),
@@ -540,18 +564,19 @@ def default_prices() -> list[ModelPrice]:
         _anthropic("claude-sonnet-4-5", "3", "3.75", "6", "0.30", "15", 64_000, _SONNET_LONG),
         _anthropic("claude-sonnet-4-6", "3", "3.75", "6", "0.30", "15", 64_000, _SONNET_LONG),
         _anthropic("claude-haiku-4-5", "1", "1.25", "2", "0.10", "5", 64_000),
-        _anthropic("claude-3-5-haiku", "0.80", "1", "1.6", "0.08", "4", 8_192),
+        _anthropic("claude-3-5-haiku", "0.80", "1", "1.6", "0.08", "4", 8_192, reasoning=False),
         _openai("gpt-4o", "2.50", "1.25", "10", 16_384, 128_000, priority=("4.25", "2.125", "17")),
         _openai(
             "gpt-4o-mini", "0.15", "0.075", "0.60", 16_384, 128_000, priority=("0.25", "0.125", "1")
         ),
         _openai("gpt-4.1", "2", "0.50", "8", 32_768, 1_047_576, priority=("3.50", "0.875", "14")),
-        _openai("gpt-5", "1.25", "0.125", "10", 128_000, 400_000, **gpt5_tiers),
-        _openai("gpt-5.1", "1.25", "0.125", "10", 128_000, 400_000, **gpt5_tiers),
+        _openai("gpt-5", "1.25", "0.125", "10", 128_000, 400_000, **gpt5_tiers, reasoning=True),
+        _openai("gpt-5.1", "1.25", "0.125", "10", 128_000, 400_000, **gpt5_tiers, reasoning=True),
         replace(
             _openai("gpt-audio", "2.50", "2.50", "10", 16_384, 128_000),
             audio_input=32_000_000,
             audio_output=64_000_000,
+            modalities=("text", "audio"),
         ),
     ]
 

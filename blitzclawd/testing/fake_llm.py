@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import dataclasses
 import functools
 import os
@@ -99,6 +100,11 @@ class Scenario:
     audio_output_tokens: int = 0
     # Merged into the usage object as is (fields the API may add that we do not know).
     extra_usage: dict[str, Any] | None = None
+    # Reasoning tokens produced before the answer when the request enables it (Anthropic
+    # `thinking` enabled / adaptive: a thinking block with its signature; OpenAI Chat
+    # `reasoning_effort` other than "none": hidden, counted in reasoning_tokens). Billed as output:
+    # Anthropic's output_tokens and OpenAI's completion_tokens include them.
+    thinking_tokens: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +190,34 @@ def _streams(body: dict[str, Any]) -> bool:
 
 
 _OPENAI_DONE = b"data: [DONE]\n\n"
+
+
+def _anthropic_thinking(body: dict[str, Any], sc: Scenario) -> int:
+    """Thinking tokens an Anthropic request gets (0 unless enabled); refuses what the API does.
+
+    `enabled` needs 1024 <= budget_tokens < max_tokens; `adaptive` lets the model choose (here:
+    the scenario's count, within max_tokens); `disabled` or none: no thinking.
+    """
+    thinking = body.get("thinking")
+    if thinking is None:
+        return 0
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "disabled":
+        return 0
+    if kind == "adaptive":
+        return min(sc.thinking_tokens, max(0, body["max_tokens"] - 1))
+    if kind != "enabled":
+        raise _Refusal(400, "thinking.type: Input should be 'enabled', 'adaptive' or 'disabled'")
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
+        raise _Refusal(400, "thinking.enabled.budget_tokens: Input should be >= 1024")
+    if budget >= body["max_tokens"]:
+        raise _Refusal(400, "`max_tokens` must be greater than `thinking.budget_tokens`")
+    return min(sc.thinking_tokens, budget)
+
+
+def _thinking_delta(text: str) -> dict[str, str]:
+    return {"type": "thinking_delta", "thinking": text}
 
 
 class FakeLLM(LocalHTTPServer):
@@ -447,7 +481,8 @@ class FakeLLM(LocalHTTPServer):
                 raise _Refusal(400, f"{field}: Field required")
             if not isinstance(body[field], kind) or isinstance(body[field], bool):
                 raise _Refusal(400, f"{field}: Input should be {name}")
-        turn = self._turn(body, sc, body["max_tokens"])
+        thinking = _anthropic_thinking(body, sc)
+        turn = self._turn(body, sc, body["max_tokens"] - thinking)
         rid, msg_id = _new_id("req_"), _new_id("msg_")
         headers = {**self._anthropic_headers, "request-id": rid}
         stop_reason = "max_tokens" if turn.truncated else "end_turn"
@@ -485,21 +520,52 @@ class FakeLLM(LocalHTTPServer):
                 },
             }
 
+        # A thinking block comes first (its text: "" when display is "omitted"), then the text.
+        think_text = "" if (body.get("thinking") or {}).get("display") == "omitted" else None
+        think_text = _text(0, thinking) if think_text is None else think_text
+        signature = base64.b64encode(os.urandom(48)).decode()
+        block = {"type": "thinking", "thinking": think_text, "signature": signature}
+        blocks = [block] if thinking else []
+        at = len(blocks)  # the text block's index
+        output_tokens = thinking + turn.tokens
+
         if not _streams(body):
             return await self._send_json(
                 request,
                 turn,
-                lambda: message([{"type": "text", "text": turn.text()}], stop_reason, turn.tokens),
+                lambda: message(
+                    [*blocks, {"type": "text", "text": turn.text()}], stop_reason, output_tokens
+                ),
                 headers,
             )
 
-        head = (
-            _sse("message_start", {"type": "message_start", "message": message([], None, 1)})
-            + _sse(
+        head = _sse("message_start", {"type": "message_start", "message": message([], None, 1)})
+        if thinking:
+            head += b"".join(
+                _sse(kind, {"type": kind, "index": 0, **fields})
+                for kind, fields in (
+                    (
+                        "content_block_start",
+                        {"content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+                    ),
+                    *(
+                        [("content_block_delta", {"delta": _thinking_delta(think_text)})]
+                        if think_text
+                        else []
+                    ),
+                    (
+                        "content_block_delta",
+                        {"delta": {"type": "signature_delta", "signature": signature}},
+                    ),
+                    ("content_block_stop", {}),
+                )
+            )
+        head += (
+            _sse(
                 "content_block_start",
                 {
                     "type": "content_block_start",
-                    "index": 0,
+                    "index": at,
                     "content_block": {"type": "text", "text": ""},
                 },
             )
@@ -509,7 +575,7 @@ class FakeLLM(LocalHTTPServer):
             "content_block_delta",
             {
                 "type": "content_block_delta",
-                "index": 0,
+                "index": at,
                 "delta": {"type": "text_delta", "text": _SLOT},
             },
         )
@@ -521,10 +587,10 @@ class FakeLLM(LocalHTTPServer):
 
         def tail() -> bytes:
             usage: dict[str, Any] = dict(cache) if sc.delta_repeats_input else {}
-            usage["output_tokens"] = turn.tokens  # cumulative: the total, not an increment
+            usage["output_tokens"] = output_tokens  # cumulative: the total, not an increment
             usage.update(final)
             return (
-                _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+                _sse("content_block_stop", {"type": "content_block_stop", "index": at})
                 + _sse(
                     "message_delta",
                     {
@@ -622,7 +688,12 @@ class FakeLLM(LocalHTTPServer):
         self, request: web.Request, body: Any, sc: Scenario
     ) -> web.StreamResponse:
         cap = self._openai_check(request, body, True, ("max_tokens", "max_completion_tokens"))
-        turn = self._openai_turn(body, sc, cap)
+        effort = body.get("reasoning_effort")
+        # Reasoning (hidden in Chat Completions) comes out of the same max_completion_tokens.
+        reasoning = 0
+        if effort is not None and effort != "none":
+            reasoning = sc.thinking_tokens if cap is None else min(sc.thinking_tokens, cap)
+        turn = self._openai_turn(body, sc, None if cap is None else cap - reasoning)
         headers = {**self._openai_headers, "x-request-id": _new_id("req_")}
         finish = "length" if turn.truncated else "stop"
         base = {
@@ -634,14 +705,14 @@ class FakeLLM(LocalHTTPServer):
         }
         usage = {
             "prompt_tokens": turn.input_tokens,
-            "completion_tokens": turn.tokens,
-            "total_tokens": turn.input_tokens + turn.tokens,
+            "completion_tokens": turn.tokens + reasoning,
+            "total_tokens": turn.input_tokens + turn.tokens + reasoning,
             "prompt_tokens_details": {
                 "cached_tokens": sc.cache_read_tokens,
                 "audio_tokens": sc.audio_input_tokens,
             },
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": reasoning,
                 "audio_tokens": sc.audio_output_tokens,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
