@@ -288,6 +288,7 @@ class Daemon:
                     ssh_key=ctx.ssh_key,
                     ssh_public_key=ssh_public_key,
                     provider=ctx.provider,
+                    notify=tell_notifier,
                 ),
                 shutdown_timeout=grace + 5,
             ),

@@ -19,12 +19,20 @@ import asyncpg
 import orjson
 
 from blitzclawd.config import Secrets, Settings
+from blitzclawd.notify.queue import queue_notification
 from blitzclawd.notify.resend import ResendClient, ResendError
 from blitzclawd.notify.templates import render
 from blitzclawd.payments.creem import CreemError
 from blitzclawd.payments.topups import PaymentsUnconfigured, create_topup
 from blitzclawd.runtime.actor import Actor
-from blitzclawd.runtime.messages import AutoTopupDue, BalanceDepleted, LowBalance, Notify, Tick
+from blitzclawd.runtime.messages import (
+    AutoTopupDue,
+    BalanceDepleted,
+    LowBalance,
+    NotificationQueued,
+    Notify,
+    Tick,
+)
 
 log = logging.getLogger("blitzclawd.notifier")
 
@@ -67,6 +75,8 @@ class NotifierActor(Actor):
             return await self.notify(message)
         if isinstance(message, (BalanceDepleted, LowBalance)):
             return await self.notify(await self._balance_note(message))
+        if isinstance(message, NotificationQueued):
+            return await self._send(message.notification_id)
         if isinstance(message, AutoTopupDue):
             return await self._auto_topup(message)
         if isinstance(message, Tick):
@@ -75,15 +85,7 @@ class NotifierActor(Actor):
 
     async def notify(self, n: Notify) -> int | None:
         """Record the email (once per user, kind, period) and try to send it; returns its id."""
-        notification_id = await self._pool.fetchval(
-            """INSERT INTO notifications (user_id, kind, period, facts)
-               VALUES ($1, $2, $3, $4::text::jsonb)
-               ON CONFLICT (user_id, kind, period) DO NOTHING RETURNING id""",
-            uuid.UUID(n.user_id),
-            n.kind,
-            n.period,
-            orjson.dumps(n.facts).decode(),
-        )
+        notification_id = await queue_notification(self._pool, n)
         if notification_id is not None:
             await self._send(notification_id)
         return notification_id

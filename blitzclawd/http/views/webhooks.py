@@ -16,7 +16,7 @@ from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments import creem
 from blitzclawd.payments.apply import apply_creem_event
-from blitzclawd.runtime.messages import CreemWebhook, JobsQueued
+from blitzclawd.runtime.messages import CreemWebhook, JobsQueued, NotificationQueued
 
 log = logging.getLogger("blitzclawd.webhooks")
 
@@ -75,6 +75,8 @@ async def creem_webhook(request: web.Request) -> web.Response:
         outcome = await apply_creem_event(ctx.pool, event, ctx.settings)
     for note in outcome.notifications:
         ctx.tell("notifier", note)
+    for notification_id in outcome.queued:
+        ctx.tell("notifier", NotificationQueued(notification_id))
     if outcome.status == "failed":  # nothing was recorded: Creem retries (30 s, 1 min, ...)
         raise ApiError(500, "webhook_failed", "the event could not be processed; retry later")
     return json_response({"status": outcome.status})
