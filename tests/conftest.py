@@ -289,6 +289,7 @@ async def api_env(database: str) -> AsyncIterator[ApiEnv]:
                 "upstream": {"anthropic_url": llm.base_url, "openai_url": llm.base_url},
                 "auth": {
                     "clerk_jwks_url": clerk.jwks_url,
+                    "clerk_api_url": clerk.api_url,
                     "allowed_origins": ["http://localhost:3000"],
                 },
                 "creem": {

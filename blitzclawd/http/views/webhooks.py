@@ -46,9 +46,17 @@ async def clerk(request: web.Request) -> web.Response:
     data = envelope.get("data")
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_event", "data must be an object", field="data")
-    outcome = await apply_clerk_event(ctx.pool, request.headers["svix-id"], envelope["type"], data)
-    if envelope["type"] == "user.deleted" and isinstance(data.get("id"), str):
-        ctx.user_cache.pop(data["id"], None)  # this daemon stops honouring its sessions at once
+    try:
+        outcome = await apply_clerk_event(
+            ctx.pool, request.headers["svix-id"], envelope["type"], data
+        )
+    except ValueError as exc:  # "data.<field>: reason"
+        where, _, reason = str(exc).partition(": ")
+        raise ApiError(400, "invalid_event", reason or str(exc), field=where) from None
+    if envelope["type"] in ("user.deleted", "user.updated") and isinstance(data.get("id"), str):
+        # This daemon applies the change to its sessions at once (a deletion, an unverified
+        # primary email), not when the cached entry expires.
+        ctx.user_cache.pop(data["id"], None)
     if outcome.notify is not None:
         ctx.tell("notifier", outcome.notify)
     if outcome.deleted_instances:
