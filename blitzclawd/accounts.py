@@ -203,7 +203,8 @@ async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
     )
     await conn.execute(
         """UPDATE users SET deleted_at = now(), clerk_user_id = $2, email = NULL, google_id = NULL,
-                  creem_customer_id = NULL WHERE id = $1""",
+                  creem_customer_id = NULL, email_verified = NULL, clerk_checked_at = NULL
+           WHERE id = $1""",
         user_id,
         erased_clerk_id(clerk_id),
     )

@@ -355,3 +355,21 @@ async def test_an_unverified_email_is_refused_and_a_verified_one_is_not(api_env:
         "GET", "/api/billing/balance", headers=env.session_headers("user_unknown")
     )
     assert status == 200, body
+
+
+def test_the_primary_emails_verification_is_read_as_clerk_sends_it() -> None:
+    from blitzclawd.auth.clerk_users import ClerkUser, parse_user
+    from blitzclawd.testing.fake_clerk import FakeClerk
+
+    clerk = FakeClerk()
+    verified = clerk.add_user("user_a", "a@example.test")
+    unverified = clerk.add_user("user_b", "b@example.test", verified=False)
+    assert parse_user(verified) == ClerkUser("user_a", "a@example.test", True)
+    assert parse_user(unverified) == ClerkUser("user_b", "b@example.test", False)
+    # No verification object says nothing: unknown, never a lock-out.
+    verified["email_addresses"][0]["verification"] = None
+    assert parse_user(verified) == ClerkUser("user_a", "a@example.test", None)
+    # No primary address at all.
+    assert parse_user(
+        {"id": "user_c", "email_addresses": [], "primary_email_address_id": None}
+    ) == (ClerkUser("user_c", None, None))

@@ -81,8 +81,12 @@ def parse_user(data: Any) -> ClerkUser:
         raise ValueError("data.primary_email_address_id: names none of data.email_addresses")
     if primary is None:
         return ClerkUser(user_id, None, None)
-    verification = primary.get("verification") or {}
-    return ClerkUser(user_id, primary["email_address"], verification.get("status") == "verified")
+    # No verification object at all says nothing either way: unknown (None), not "unverified",
+    # so a payload that merely leaves it out never locks a user out.
+    verification = primary.get("verification")
+    if verification is None or not isinstance(verification.get("status"), str):
+        return ClerkUser(user_id, primary["email_address"], None)
+    return ClerkUser(user_id, primary["email_address"], verification["status"] == "verified")
 
 
 def _looks_like_email(address: str) -> bool:
