@@ -1,6 +1,7 @@
 """Clerk's user lifecycle applied to our rows, each event once (svix-id), in one transaction.
 
-user.created makes the user (and welcomes them). user.deleted erases everything secret or
+user.created makes the user (and welcomes them); user.updated keeps their primary email and its
+verification current. user.deleted erases everything secret or
 personal the user left with us: channel credentials, their own API keys, OAuth tokens, our API keys
 (with their names), their instances' SOUL texts and channel details (bot id, name, link,
 allowlist), their emails, health reports, stored webhook payloads (Clerk's and Creem's), and the
@@ -22,6 +23,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from blitzclawd.auth.clerk_users import ClerkUser, parse_user
 from blitzclawd.fleet.pool import enqueue_job
 from blitzclawd.runtime.messages import Notify
 
@@ -56,6 +58,9 @@ def primary_email(data: dict[str, Any]) -> str | None:
 async def apply_clerk_event(
     pool: asyncpg.Pool, svix_id: str, event_type: str, data: dict[str, Any]
 ) -> ClerkOutcome:
+    """Raises ValueError naming the field of a user.updated payload we refuse (nothing changes:
+    not even the event id is recorded, so Clerk's retry of a fixed payload is applied)."""
+    updated = parse_user(data) if event_type == "user.updated" else None
     clerk_id = data.get("id")
     known = isinstance(clerk_id, str) and bool(clerk_id)
     async with pool.acquire() as conn, conn.transaction():
@@ -82,23 +87,48 @@ async def apply_clerk_event(
             return await _created(conn, clerk_id, data)
         if event_type == "user.deleted":
             return await _deleted(conn, clerk_id)
+        if updated is not None:
+            return await _updated(conn, updated)
         return ClerkOutcome("recorded")
 
 
 async def _created(conn: asyncpg.Connection, clerk_id: str, data: dict[str, Any]) -> ClerkOutcome:
+    try:
+        verified = parse_user(data).email_verified
+    except ValueError:
+        verified = None  # not known: looked up at Clerk when the user signs in
     row = await conn.fetchrow(
-        """INSERT INTO users (clerk_user_id, email)
-           SELECT $1, $2 WHERE NOT EXISTS (SELECT FROM users WHERE clerk_user_id = $3)
-           ON CONFLICT (clerk_user_id) DO UPDATE SET email = coalesce(EXCLUDED.email, users.email)
+        """INSERT INTO users (clerk_user_id, email, email_verified)
+           SELECT $1, $2, $4 WHERE NOT EXISTS (SELECT FROM users WHERE clerk_user_id = $3)
+           ON CONFLICT (clerk_user_id) DO UPDATE SET
+               email = coalesce(EXCLUDED.email, users.email),
+               email_verified = coalesce(EXCLUDED.email_verified, users.email_verified)
            WHERE users.deleted_at IS NULL
            RETURNING id::text""",
         clerk_id,
         primary_email(data),
         erased_clerk_id(clerk_id),
+        verified,
     )
     if row is None:  # a deleted account stays deleted
         return ClerkOutcome("recorded")
     return ClerkOutcome("applied", row["id"], Notify(row["id"], "welcome", "once", {}))
+
+
+async def _updated(conn: asyncpg.Connection, user: ClerkUser) -> ClerkOutcome:
+    """The primary email as it is now (an address change, a verification), for a user we know.
+
+    A user we have not seen yet is left to their first sign-in (or user.created) to create."""
+    user_id = await conn.fetchval(
+        """UPDATE users SET email = coalesce($2, email), email_verified = $3
+           WHERE clerk_user_id = $1 AND deleted_at IS NULL RETURNING id::text""",
+        user.id,
+        user.email,
+        user.email_verified,
+    )
+    if user_id is None:
+        return ClerkOutcome("recorded")
+    return ClerkOutcome("applied", user_id)
 
 
 async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
@@ -173,7 +203,8 @@ async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
     )
     await conn.execute(
         """UPDATE users SET deleted_at = now(), clerk_user_id = $2, email = NULL, google_id = NULL,
-                  creem_customer_id = NULL WHERE id = $1""",
+                  creem_customer_id = NULL, email_verified = NULL, clerk_checked_at = NULL
+           WHERE id = $1""",
         user_id,
         erased_clerk_id(clerk_id),
     )

@@ -127,6 +127,11 @@ class AuthSettings:
     # Clerk's keys: https://api.clerk.com/v1/jwks (sent the clerk_secret_key secret) or your
     # frontend API's /.well-known/jwks.json.
     clerk_jwks_url: str = "https://api.clerk.com/v1/jwks"
+    # Clerk's Backend API, for user lookups (email address and its verification); sent the
+    # clerk_secret_key secret.
+    clerk_api_url: str = "https://api.clerk.com/v1"
+    # Refuse API calls of users whose primary email Clerk reports as not verified (403).
+    require_verified_email: bool = True
     # Origins allowed in a session token's `azp` claim (your dashboard's URLs).
     allowed_origins: tuple[str, ...] = ("http://localhost:3000",)
     # Expected `iss` of session tokens (your Clerk frontend API URL); empty: not checked.
@@ -523,6 +528,7 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         "upstream.anthropic_url",
         "upstream.openai_url",
         "auth.clerk_jwks_url",
+        "auth.clerk_api_url",
         "creem.api_url",
         "notify.resend_url",
         "telegram.api_url",

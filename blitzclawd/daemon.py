@@ -33,6 +33,7 @@ from blitzclawd.actors.pool_manager import PoolManager
 from blitzclawd.actors.provisioner import Provisioner
 from blitzclawd.actors.proxy import ProxyActor
 from blitzclawd.auth.clerk import ClerkVerifier
+from blitzclawd.auth.clerk_users import clerk_users
 from blitzclawd.config import Secrets, Settings, billing_minimum_micros
 from blitzclawd.db import pool as db_pool
 from blitzclawd.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
@@ -182,6 +183,7 @@ class Daemon:
                 timeout=aiohttp.ClientTimeout(total=30, connect=10)
             )
             self.context.clerk = self._clerk(self.context.http)
+            self.context.clerk_users = clerk_users(self.context.http, self.settings, self.secrets)
             self.context.provider = self._provider()
             self.supervisor = self._build_supervisor(
                 dsn, self.context, admission_pool, journal, embedded
@@ -288,6 +290,7 @@ class Daemon:
                     ssh_key=ctx.ssh_key,
                     ssh_public_key=ssh_public_key,
                     provider=ctx.provider,
+                    notify=tell_notifier,
                 ),
                 shutdown_timeout=grace + 5,
             ),

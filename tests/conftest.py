@@ -274,6 +274,15 @@ class ApiEnv:
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def api_env(database: str) -> AsyncIterator[ApiEnv]:
+    async with running_api_env(database) as env:
+        yield env
+
+
+@asynccontextmanager
+async def running_api_env(
+    database: str, sections: dict[str, dict[str, Any]] | None = None
+) -> AsyncIterator[ApiEnv]:
+    """An ApiEnv; `sections` overrides settings keys section by section (e.g. fleet)."""
     from blitzclawd.config import Secret, Secrets, parse_settings
     from blitzclawd.daemon import Daemon
     from blitzclawd.testing.daemon_process import free_port
@@ -284,25 +293,27 @@ async def api_env(database: str) -> AsyncIterator[ApiEnv]:
 
     async with FakeClerk() as clerk, FakeCreem() as creem, FakeResend() as resend, FakeLLM() as llm:
         product_id = next(iter(creem.products))
-        settings = parse_settings(
-            {
-                "api": {"port": free_port()},
-                "proxy": {"port": free_port()},
-                "upstream": {"anthropic_url": llm.base_url, "openai_url": llm.base_url},
-                "auth": {
-                    "clerk_jwks_url": clerk.jwks_url,
-                    "allowed_origins": ["http://localhost:3000"],
-                },
-                "creem": {
-                    "api_url": creem.base_url,
-                    "product_id": product_id,
-                    "unit_cents": creem.products[product_id],
-                },
-                "notify": {"resend_url": resend.base_url, "sweep_interval": 0.1},
-                "limits": {"messages_per_hour": 0, "tokens_per_day": 0},
-                "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
-            }
-        )
+        config: dict[str, dict[str, Any]] = {
+            "api": {"port": free_port()},
+            "proxy": {"port": free_port()},
+            "upstream": {"anthropic_url": llm.base_url, "openai_url": llm.base_url},
+            "auth": {
+                "clerk_jwks_url": clerk.jwks_url,
+                "clerk_api_url": clerk.api_url,
+                "allowed_origins": ["http://localhost:3000"],
+            },
+            "creem": {
+                "api_url": creem.base_url,
+                "product_id": product_id,
+                "unit_cents": creem.products[product_id],
+            },
+            "notify": {"resend_url": resend.base_url, "sweep_interval": 0.1},
+            "limits": {"messages_per_hour": 0, "tokens_per_day": 0},
+            "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
+        }
+        for section, values in (sections or {}).items():
+            config[section] = {**config.get(section, {}), **values}
+        settings = parse_settings(config)
         admin_key = "blitzclaw-admin-" + uuid.uuid4().hex
         secrets = Secrets(
             {

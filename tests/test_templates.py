@@ -18,6 +18,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "balance_depleted": {"balance_micros": -3_712_000},
     "instance_created": {"instance_name": "Jarvis"},
     "instance_error": {"instance_name": "Jarvis", "error": "the gateway stopped answering"},
+    "payment_failed": {"dashboard_url": "https://app.blitzclaw.test/dashboard"},
     "weekly_digest": {
         "week": "2026-W19",
         "cost_micros": 1_234_501,
@@ -35,7 +36,8 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "minimum_micros": 10_000_000,
     },
     "instance_created": {"instance_id": "inst_42", "setup_url": "https://app.blitzclaw.test/i/42"},
-    "instance_error": {},
+    "instance_error": {"advice": "Try again from your dashboard."},
+    "payment_failed": {"paused_instances": 2},
     "weekly_digest": {
         "balance_micros": 12_345_678,
         "instances": [

@@ -18,13 +18,22 @@ import aiohttp
 import asyncpg
 import orjson
 
+from blitzclawd.auth.clerk_users import ClerkUsers, clerk_users, ensure_email
 from blitzclawd.config import Secrets, Settings
+from blitzclawd.notify.queue import queue_notification
 from blitzclawd.notify.resend import ResendClient, ResendError
 from blitzclawd.notify.templates import render
 from blitzclawd.payments.creem import CreemError
 from blitzclawd.payments.topups import PaymentsUnconfigured, create_topup
 from blitzclawd.runtime.actor import Actor
-from blitzclawd.runtime.messages import AutoTopupDue, BalanceDepleted, LowBalance, Notify, Tick
+from blitzclawd.runtime.messages import (
+    AutoTopupDue,
+    BalanceDepleted,
+    LowBalance,
+    NotificationQueued,
+    Notify,
+    Tick,
+)
 
 log = logging.getLogger("blitzclawd.notifier")
 
@@ -46,9 +55,11 @@ class NotifierActor(Actor):
         self._key = secrets.get("resend_api_key")
         self._session: aiohttp.ClientSession | None = None
         self._client: ResendClient | None = None
+        self._clerk: ClerkUsers | None = None  # looks up a missing email address
 
     async def on_start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self._clerk = clerk_users(self._session, self._settings, self._secrets)
         if self._key is None:
             log.warning("no resend_api_key: emails are recorded but not sent")
         else:
@@ -67,6 +78,8 @@ class NotifierActor(Actor):
             return await self.notify(message)
         if isinstance(message, (BalanceDepleted, LowBalance)):
             return await self.notify(await self._balance_note(message))
+        if isinstance(message, NotificationQueued):
+            return await self._send(message.notification_id)
         if isinstance(message, AutoTopupDue):
             return await self._auto_topup(message)
         if isinstance(message, Tick):
@@ -75,15 +88,7 @@ class NotifierActor(Actor):
 
     async def notify(self, n: Notify) -> int | None:
         """Record the email (once per user, kind, period) and try to send it; returns its id."""
-        notification_id = await self._pool.fetchval(
-            """INSERT INTO notifications (user_id, kind, period, facts)
-               VALUES ($1, $2, $3, $4::text::jsonb)
-               ON CONFLICT (user_id, kind, period) DO NOTHING RETURNING id""",
-            uuid.UUID(n.user_id),
-            n.kind,
-            n.period,
-            orjson.dumps(n.facts).decode(),
-        )
+        notification_id = await queue_notification(self._pool, n)
         if notification_id is not None:
             await self._send(notification_id)
         return notification_id
@@ -102,14 +107,18 @@ class NotifierActor(Actor):
         if self._client is None:
             return  # stays pending until a key is configured
         row = await self._pool.fetchrow(
-            """SELECT n.kind, n.facts, n.attempts, n.status, u.email
+            """SELECT n.kind, n.facts, n.attempts, n.status, n.user_id, u.email
                FROM notifications n JOIN users u ON u.id = n.user_id WHERE n.id = $1""",
             notification_id,
         )
         if row is None or row["status"] != "pending":
             return
-        if not row["email"]:
-            await self._finish(notification_id, "failed", error="the user has no email address")
+        address = row["email"] or await ensure_email(self._pool, self._clerk, row["user_id"])
+        if not address:
+            if self._clerk is None:
+                await self._finish(notification_id, "failed", error="the user has no email address")
+            else:  # Clerk may know it later (it was down, or the user has not added one yet)
+                await self._retry(notification_id, row["attempts"] + 1, "no email address yet")
             return
         facts = row["facts"] if isinstance(row["facts"], dict) else orjson.loads(row["facts"])
         try:
@@ -119,7 +128,7 @@ class NotifierActor(Actor):
             return
         try:
             provider_id = await self._client.send(
-                to=row["email"],
+                to=address,
                 subject=email.subject,
                 text=email.text,
                 html=email.html,
@@ -129,20 +138,27 @@ class NotifierActor(Actor):
         except (ResendError, aiohttp.ClientError, TimeoutError) as exc:
             attempts = row["attempts"] + 1
             retryable = getattr(exc, "retryable", True)
-            if retryable and attempts < MAX_ATTEMPTS:
-                await self._pool.execute(
-                    "UPDATE notifications SET attempts = $2, last_error = $3, "
-                    "next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
-                    notification_id,
-                    attempts,
-                    _short(exc),
-                    backoff(attempts),
-                )
+            if retryable:
+                await self._retry(notification_id, attempts, _short(exc))
             else:
                 await self._finish(notification_id, "failed", error=_short(exc), attempts=attempts)
             return
         await self._finish(
             notification_id, "sent", provider_id=provider_id, attempts=row["attempts"] + 1
+        )
+
+    async def _retry(self, notification_id: int, attempts: int, error: str) -> None:
+        """Try again after a backoff; give up (failed) after MAX_ATTEMPTS."""
+        if attempts >= MAX_ATTEMPTS:
+            await self._finish(notification_id, "failed", error=error, attempts=attempts)
+            return
+        await self._pool.execute(
+            "UPDATE notifications SET attempts = $2, last_error = $3, "
+            "next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
+            notification_id,
+            attempts,
+            error,
+            backoff(attempts),
         )
 
     async def _finish(

@@ -40,9 +40,10 @@ from blitzclawd.fleet.openclaw_config import (
     whatsapp_channel,
 )
 from blitzclawd.fleet.personas import soul_md
+from blitzclawd.notify.queue import queue_notification
 from blitzclawd.providers.base import ProviderError, ServerProvider
 from blitzclawd.runtime.actor import Actor
-from blitzclawd.runtime.messages import JobsQueued, Tick
+from blitzclawd.runtime.messages import JobsQueued, NotificationQueued, Notify, Tick
 from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.provisioner")
@@ -81,6 +82,37 @@ def own_key_context(instance_id: uuid.UUID | str) -> str:
     return f"instances.own_api_key_enc:{instance_id}"
 
 
+# What the owner reads when a job fails for good: what happened, what we do, what they can do,
+# in their words. The technical reason (hosts, SSH errors, exception names) stays in the job's
+# last_error, the instance's status_reason and the log.
+_OWNER_TEXT = {
+    "deploy": "we could not finish setting it up, even after several attempts",
+    "configure": "we could not apply your latest changes to it, even after several attempts",
+    "restart": "we could not restart it, even after several attempts",
+}
+_OWNER_ADVICE = (
+    "Nothing you set up is lost: your persona, memory and channel settings are kept. Our team "
+    "has been alerted and looks into it. You can try again from your dashboard (save your "
+    "assistant's settings again, or restart it); if it still does not work, contact support "
+    "and mention the assistant's name."
+)
+
+
+def _owner_note(job: dict[str, Any], owner: asyncpg.Record) -> Notify:
+    bot = (owner["channel_config"] or {}).get("bot_username")
+    name = f"@{bot}" if bot else f"assistant {str(job['instance_id'])[:8]}"
+    return Notify(
+        owner["user_id"],
+        "instance_error",
+        f"job:{job['id']}",
+        {
+            "instance_name": name,
+            "error": _OWNER_TEXT.get(job["kind"], _OWNER_TEXT["configure"]),
+            "advice": _OWNER_ADVICE,
+        },
+    )
+
+
 class JobFailed(Exception):
     """A job that must not be retried (the instance goes to error with this reason)."""
 
@@ -96,6 +128,7 @@ class Provisioner(Actor):
         ssh_key: Callable[[], Any],
         ssh_public_key: Callable[[], str],
         provider: ServerProvider | None,
+        notify: Callable[[object], None] | None = None,
     ) -> None:
         super().__init__("provisioner")
         self._pool = pool
@@ -107,6 +140,7 @@ class Provisioner(Actor):
         self._ssh_public_key = ssh_public_key
         self._provider = provider
         self._prices = price_table(settings.pricing)
+        self._notify = notify  # the notifier: a job's final failure is emailed to the owner
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._waiting = False  # for the database: claims fail (logged once)
 
@@ -190,6 +224,7 @@ class Provisioner(Actor):
         )
 
     async def _fail(self, job: dict[str, Any], reason: str, final: bool) -> None:
+        queued: int | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             if final:
                 await conn.execute(
@@ -199,11 +234,20 @@ class Provisioner(Actor):
                     reason,
                 )
                 if job["kind"] != "teardown":
-                    await conn.execute(
+                    owner = await conn.fetchrow(
                         """UPDATE instances SET status = 'error', status_reason = $2
-                           WHERE id = $1 AND status <> 'deleted'""",
+                           WHERE id = $1 AND status <> 'deleted'
+                           RETURNING user_id::text, channel_config""",
                         job["instance_id"],
                         reason,
+                    )
+                    if owner is not None:
+                        # In the transaction that records the failure: the email exists exactly
+                        # when the failure does, once per job (its id is the period).
+                        queued = await queue_notification(conn, _owner_note(job, owner))
+                    log.error(
+                        "job failed for good; the instance is in error",
+                        extra={"job": job["id"], "kind": job["kind"], "error": reason},
                     )
             else:
                 backoff = min(2.0 ** job["attempts"], 300.0) * 0.5
@@ -216,6 +260,8 @@ class Provisioner(Actor):
                     reason,
                     backoff,
                 )
+        if queued is not None and self._notify is not None:
+            self._notify(NotificationQueued(queued))  # else the notifier's sweep sends it
 
     # -- the jobs --------------------------------------------------------------------------------
 

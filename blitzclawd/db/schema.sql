@@ -40,7 +40,9 @@ CREATE TABLE users (
     creem_customer_id text UNIQUE,  -- webhooks find the user by it
     role text NOT NULL DEFAULT 'user' CHECK (role IN ('user', 'admin')),
     created_at timestamptz NOT NULL DEFAULT now(),
-    deleted_at timestamptz  -- anonymised, not deleted: the ledger stays
+    deleted_at timestamptz,  -- anonymised, not deleted: the ledger stays
+    email_verified boolean,  -- Clerk's word on the primary email; NULL: not known
+    clerk_checked_at timestamptz  -- last Backend API lookup of the user (spaces retries out)
 );
 
 CREATE TABLE api_keys (

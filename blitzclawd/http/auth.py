@@ -18,6 +18,7 @@ from aiohttp import web
 
 from blitzclawd.accounts import erased_clerk_id
 from blitzclawd.auth.clerk import KeysUnavailable, TokenError
+from blitzclawd.auth.clerk_users import refresh_user
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
 
@@ -95,7 +96,7 @@ def _bearer(request: web.Request) -> str | None:
 
 async def _api_key_caller(ctx: DaemonContext, key: str) -> Caller:
     row = await ctx.pool.fetchrow(
-        """SELECT k.id, k.user_id::text, u.role, u.clerk_user_id, u.deleted_at,
+        """SELECT k.id, k.user_id::text, u.role, u.clerk_user_id, u.deleted_at, u.email_verified,
                   (k.last_used_at IS NULL
                    OR k.last_used_at < now() - make_interval(secs => $2)) AS stale
            FROM api_keys k JOIN users u ON u.id = k.user_id
@@ -105,6 +106,7 @@ async def _api_key_caller(ctx: DaemonContext, key: str) -> Caller:
     )
     if row is None or row["deleted_at"] is not None:
         raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+    _require_verified(ctx, row["email_verified"])
     if row["stale"]:
         await ctx.pool.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", row["id"])
     return Caller(row["user_id"], _role(ctx, row["role"], row["clerk_user_id"]), "api_key")
@@ -128,12 +130,25 @@ async def _session_caller(ctx: DaemonContext, token: str) -> Caller:
         """INSERT INTO users (clerk_user_id)
            SELECT $1 WHERE NOT EXISTS (SELECT FROM users WHERE clerk_user_id = $2)
            ON CONFLICT (clerk_user_id) DO UPDATE SET clerk_user_id = EXCLUDED.clerk_user_id
-           RETURNING id::text, role, deleted_at""",
+           RETURNING id::text, role, deleted_at, email, email_verified""",
         session.user_id,
         erased_clerk_id(session.user_id),
     )
     if row is None or row["deleted_at"] is not None:
         raise ApiError(401, "unauthenticated", "this account has been deleted")
+    if (not row["email"] or row["email_verified"] is not True) and ctx.clerk_users is not None:
+        # First sight without the user.created webhook (no email yet), or a state still to
+        # learn: ask Clerk now (bounded by a short timeout, at most once a minute per user), so
+        # a checkout right after sign-in carries the address. A failure only logs.
+        if await refresh_user(ctx.pool, ctx.clerk_users, session.user_id):
+            row = await ctx.pool.fetchrow(
+                "SELECT id::text, role, deleted_at, email, email_verified FROM users "
+                "WHERE clerk_user_id = $1",
+                session.user_id,
+            )
+            if row is None or row["deleted_at"] is not None:
+                raise ApiError(401, "unauthenticated", "this account has been deleted")
+    _require_verified(ctx, row["email_verified"])
     role = _role(ctx, row["role"], session.user_id)
     ctx.user_cache[session.user_id] = (row["id"], role, time.monotonic())
     return Caller(row["id"], role, "session")
@@ -150,6 +165,24 @@ async def lock_live_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
     )
     if deleted is not False:
         raise ApiError(401, "unauthenticated", "this account has been deleted")
+
+
+def _require_verified(ctx: DaemonContext, email_verified: bool | None) -> None:
+    """403 for a user whose primary email Clerk reports as not verified.
+
+    Only a known "not verified" refuses. Unknown (NULL: Clerk not asked yet, or unreachable, or
+    not knowing the user) lets the user in: Clerk issues sessions only after its own sign-in
+    checks, so refusing on "unknown" would lock every verified user out during a Clerk blip,
+    for no gain against an attacker, who cannot make Clerk unreachable for us on demand. The
+    state is learnt at first sight, from the webhooks, and re-asked while it is not "verified".
+    """
+    if email_verified is False and ctx.settings.auth.require_verified_email:
+        raise ApiError(
+            403,
+            "email_unverified",
+            "verify your email address first: open the link Clerk sent you, then sign in again",
+            field="email",
+        )
 
 
 def _role(ctx: DaemonContext, role: str, clerk_user_id: str | None) -> str:

@@ -14,6 +14,7 @@ from blitzclawd.config import Secrets, Settings
 
 if TYPE_CHECKING:
     from blitzclawd.auth.clerk import ClerkVerifier
+    from blitzclawd.auth.clerk_users import ClerkUsers
     from blitzclawd.crypto import Keyring
     from blitzclawd.providers.base import ServerProvider
     from blitzclawd.runtime.supervisor import Supervisor
@@ -32,6 +33,8 @@ class DaemonContext:
     # Outbound HTTP (Clerk keys, Creem) — one pooled session for the daemon's lifetime.
     http: aiohttp.ClientSession | None = None
     clerk: ClerkVerifier | None = None
+    # Clerk's Backend API user lookups (None without the clerk_secret_key secret).
+    clerk_users: ClerkUsers | None = None
     # clerk user id -> (our user id, role, fetched at): spares a write per authenticated call.
     user_cache: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     # Where servers come from (None without the hetzner_api_token secret).

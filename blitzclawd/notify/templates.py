@@ -222,12 +222,41 @@ def _instance_error(f: Mapping[str, Any]) -> Email:
     blocks: list[_Block] = [
         _P(f"Your assistant {name} ran into a problem: {f['error']}"),
         _P(
-            "We are on it and will restore it automatically if we can. If it keeps happening, "
-            "contact support and mention the assistant's name."
+            f.get("advice")
+            or "We are on it and will restore it automatically if we can. If it keeps "
+            "happening, contact support and mention the assistant's name."
         ),
         _Button("Contact support", f["support_url"]),
     ]
     return _email(f"Problem with your assistant {name}", "Something went wrong", blocks, f)
+
+
+def _payment_failed(f: Mapping[str, Any]) -> Email:
+    paused = f.get("paused_instances")
+    if paused:
+        which = _plural(paused, "assistant")
+        what_we_did = f"Until it is sorted out, we paused {which}."
+        resume = "It resumes" if paused == 1 else "They resume"
+        comeback = (
+            f"Nothing is lost: memory, persona and channels stay as they are. {resume} "
+            "automatically as soon as the payment goes through."
+        )
+    else:
+        what_we_did = "You have no running assistants right now, so nothing was paused."
+        comeback = "Nothing is lost: everything stays as it is."
+    blocks: list[_Block] = [
+        _P(f"Your latest payment to {BRAND} did not go through."),
+        _P(what_we_did),
+        _P(comeback),
+        _P(
+            "What you can do: update your payment details, or top up your balance, from your "
+            "dashboard. If you think this is a mistake, contact support."
+        ),
+        _Button("Open your dashboard", f["dashboard_url"]),
+    ]
+    return _email(
+        "Action needed: your payment did not go through", "Payment did not go through", blocks, f
+    )
 
 
 def _weekly_digest(f: Mapping[str, Any]) -> Email:
@@ -345,6 +374,8 @@ _TYPES: dict[str, _Check] = {
     "instance_name": _str,
     "instance_id": _str,
     "error": _str,
+    "advice": _str,
+    "dashboard_url": _url,
     "week": _week,
     "instances": _instances,
 }
@@ -367,7 +398,8 @@ _KINDS: dict[str, _Kind] = {
         _balance_depleted, ("balance_micros",), ("topup_url", "paused_instances", "minimum_micros")
     ),
     "instance_created": _Kind(_instance_created, ("instance_name",), ("instance_id", "setup_url")),
-    "instance_error": _Kind(_instance_error, ("instance_name", "error")),
+    "instance_error": _Kind(_instance_error, ("instance_name", "error"), ("advice",)),
+    "payment_failed": _Kind(_payment_failed, ("dashboard_url",), ("paused_instances",)),
     "weekly_digest": _Kind(
         _weekly_digest,
         ("week", "cost_micros", "tokens", "requests"),

@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 
 from blitzclawd.config import Settings, billing_minimum_micros, usd_to_micros
+from blitzclawd.notify.queue import queue_notification
 from blitzclawd.payments import creem, unmatched
 from blitzclawd.payments.creem import CreemEvent
 from blitzclawd.payments.unmatched import Unmatched
@@ -45,6 +46,8 @@ class WebhookOutcome:
     user_id: str | None = None
     balance_micros: int | None = None
     notifications: list[Notify] = field(default_factory=list)
+    # Emails already written in the event's transaction: the notifier only has to send them.
+    queued: list[int] = field(default_factory=list)
 
 
 async def apply_creem_event(
@@ -340,12 +343,27 @@ async def _payment_failed(
     conn: asyncpg.Connection, event: CreemEvent, settings: Settings
 ) -> WebhookOutcome:
     user_id = await _user_for(conn, event.object)
-    await conn.execute(
+    paused = await conn.fetch(
         "UPDATE instances SET status = 'paused', status_reason = 'payment_failed' "
-        "WHERE user_id = $1 AND status = 'active'",
+        "WHERE user_id = $1 AND status = 'active' RETURNING id",
         uuid.UUID(user_id),
     )
-    return WebhookOutcome("applied", user_id)
+    # Told once per event, in this transaction (a replay is a duplicate before it gets here;
+    # the event id as the period guards the rest): what happened, what we did, what they can do.
+    note = Notify(
+        user_id,
+        "payment_failed",
+        f"creem:{event.id}",
+        {
+            "dashboard_url": settings.notify.app_url.rstrip("/") + "/dashboard",
+            "paused_instances": len(paused),
+        },
+    )
+    out = WebhookOutcome("applied", user_id)
+    queued = await queue_notification(conn, note)
+    if queued is not None:
+        out.queued.append(queued)
+    return out
 
 
 async def _resume_payment_failed(conn: asyncpg.Connection, user_id: str) -> None:

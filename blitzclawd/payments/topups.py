@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 
+from blitzclawd.auth.clerk_users import clerk_users, ensure_email
 from blitzclawd.config import Secrets, Settings
 from blitzclawd.payments.creem import Checkout, CreemClient
 
@@ -35,7 +36,9 @@ async def create_topup(
     key, creem = secrets.get("creem_api_key"), settings.creem
     if key is None or not creem.product_id:
         raise PaymentsUnconfigured
-    email = await pool.fetchval("SELECT email FROM users WHERE id = $1", uuid.UUID(user_id))
+    # Looked up at Clerk if still missing (a session-only user): Creem's checkout then knows
+    # who pays; without it (Clerk unreachable) the customer types it in at the checkout.
+    email = await ensure_email(pool, clerk_users(http, settings, secrets), user_id)
     topup_id = uuid.uuid4()
     checkout = await CreemClient(http, creem.api_url, key.reveal()).create_checkout(
         product_id=creem.product_id,

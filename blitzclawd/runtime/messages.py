@@ -138,3 +138,11 @@ class PoolCheck:
 @dataclass(frozen=True, slots=True)
 class JobsQueued:
     """Instance jobs were queued: the provisioner claims what it can now instead of next poll."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationQueued:
+    """A `notifications` row was written in the transaction of what it tells (a job's final
+    failure): the notifier sends it now instead of at its next sweep."""
+
+    notification_id: int

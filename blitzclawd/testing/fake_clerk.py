@@ -5,9 +5,14 @@
         token = clerk.mint("user_123")                    # a valid session token
         clerk.rotate_key()                                # Clerk rotated its signing key
         headers, body = clerk.webhook("user.created", clerk.user_created("user_123", "a@b.c"))
+        clerk.add_user("user_456", "c@d.e", verified=False)  # known to the Backend API only
+        headers, body = clerk.webhook("user.updated", clerk.user_updated("user_123", "new@b.c"))
 
 Serves ``GET /v1/jwks`` (Backend API, needs ``Authorization: Bearer <secret_key>``) and the public
-``GET /.well-known/jwks.json`` (Frontend API). ``mint`` also forges the hostile tokens a verifier
+``GET /.well-known/jwks.json`` (Frontend API), and the Backend API's ``GET /v1/users/{user_id}``
+(Bearer secret key; the user object of every user this fake made with ``user_created``,
+``add_user`` or ``user_updated``, their emails verified unless said otherwise; 404 in Clerk's
+error shape for anyone else). ``mint`` also forges the hostile tokens a verifier
 must refuse: ``alg="HS256"`` keyed with the public key PEM (algorithm confusion), ``alg="none"``,
 unknown kids and keys that were never published (``sign_with=clerk.unpublished_key()``).
 """
@@ -55,6 +60,17 @@ def _clerk_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(13)}"
 
 
+def _verification(verified: bool) -> dict[str, Any]:
+    if verified:
+        return {"attempts": 1, "expire_at": None, "status": "verified", "strategy": "email_code"}
+    return {
+        "attempts": 0,
+        "expire_at": int(time.time() * 1000) + 600_000,
+        "status": "unverified",
+        "strategy": "email_code",
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class _SigningKey:
     kid: str
@@ -87,6 +103,9 @@ class FakeClerk(LocalHTTPServer):
         self._pool_index = 0
         self._runner: web.AppRunner | None = None
         self._requests_changed = asyncio.Condition()
+        self.users: dict[str, dict[str, Any]] = {}  # what GET /v1/users/{id} answers
+        self.user_requests: list[str] = []  # user ids asked for, refused requests included
+        self.users_status = 200  # set to e.g. 503 or 429 to make the users route fail
 
     # -- server --------------------------------------------------------------------------------
 
@@ -94,11 +113,17 @@ class FakeClerk(LocalHTTPServer):
         app = web.Application()
         app.router.add_get("/v1/jwks", self._backend_jwks)
         app.router.add_get("/.well-known/jwks.json", self._frontend_jwks)
+        app.router.add_get("/v1/users/{user_id}", self._backend_user)
         return app
 
     @property
     def jwks_url(self) -> str:
         return self.base_url + "/v1/jwks"
+
+    @property
+    def api_url(self) -> str:
+        """The Backend API's base (the daemon's ``auth.clerk_api_url``)."""
+        return self.base_url + "/v1"
 
     @property
     def public_jwks_url(self) -> str:
@@ -117,14 +142,40 @@ class FakeClerk(LocalHTTPServer):
     async def _backend_jwks(self, request: web.Request) -> web.Response:
         await self._count()
         if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
-            error = {
-                "message": "Invalid authentication",
-                "long_message": "Unable to authenticate the request, "
-                "you need to supply an active API key",
-                "code": "authentication_invalid",
-            }
-            return self._json({"errors": [error], "clerk_trace_id": secrets.token_hex(16)}, 401)
+            return self._unauthenticated()
         return await self._serve_keys()
+
+    def _unauthenticated(self) -> web.Response:
+        return self._error(
+            401,
+            "Invalid authentication",
+            "Unable to authenticate the request, you need to supply an active API key",
+            "authentication_invalid",
+        )
+
+    def _error(self, status: int, message: str, long_message: str, code: str) -> web.Response:
+        error = {"message": message, "long_message": long_message, "code": code}
+        return self._json({"errors": [error], "clerk_trace_id": secrets.token_hex(16)}, status)
+
+    async def _backend_user(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        self.user_requests.append(user_id)
+        if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
+            return self._unauthenticated()
+        if self.users_status == 429:
+            return self._error(
+                429, "Too many requests", "Too many requests, retry later", "too_many_requests"
+            )
+        if self.users_status != 200:
+            return self._error(
+                self.users_status, "Oops, an unexpected error occurred", "", "internal_clerk_error"
+            )
+        user = self.users.get(user_id)
+        if user is None:
+            return self._error(
+                404, "not found", f"No user was found with id {user_id}", "resource_not_found"
+            )
+        return self._json(user)
 
     async def _frontend_jwks(self, request: web.Request) -> web.Response:
         await self._count()
@@ -277,11 +328,28 @@ class FakeClerk(LocalHTTPServer):
         *,
         first_name: str | None = None,
         last_name: str | None = None,
+        verified: bool = True,
     ) -> dict[str, Any]:
-        """``data`` of a ``user.created`` event for an email sign-up."""
+        """``data`` of a ``user.created`` event for an email sign-up (the Backend API knows the
+        user from now on)."""
+        return self.add_user(
+            user_id, email, first_name=first_name, last_name=last_name, verified=verified
+        )
+
+    def add_user(
+        self,
+        user_id: str,
+        email: str,
+        *,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        verified: bool = True,
+    ) -> dict[str, Any]:
+        """A user Clerk knows (served by ``GET /v1/users/{id}``), without sending any webhook;
+        returns the user object."""
         now_ms = int(time.time() * 1000)
         email_id = _clerk_id("idn")
-        return {
+        user = {
             "backup_code_enabled": False,
             "banned": False,
             "created_at": now_ms,
@@ -292,7 +360,7 @@ class FakeClerk(LocalHTTPServer):
                     "linked_to": [],
                     "object": "email_address",
                     "reserved": False,
-                    "verification": {"attempts": 1, "status": "verified", "strategy": "email_code"},
+                    "verification": _verification(verified),
                 }
             ],
             "external_accounts": [],
@@ -318,7 +386,34 @@ class FakeClerk(LocalHTTPServer):
             "username": None,
             "web3_wallets": [],
         }
+        self.users[user_id] = user
+        return orjson.loads(orjson.dumps(user))  # a copy: later changes are the fake's own
+
+    def user_updated(
+        self, user_id: str, email: str | None = None, *, verified: bool = True
+    ) -> dict[str, Any]:
+        """``data`` of a ``user.updated`` event: with ``email``, a new primary address (the old
+        one stays, as in Clerk); else the primary address's verification set to ``verified``."""
+        user = self.users[user_id]
+        if email is not None:
+            entry = {
+                "email_address": email,
+                "id": _clerk_id("idn"),
+                "linked_to": [],
+                "object": "email_address",
+                "reserved": False,
+                "verification": _verification(verified),
+            }
+            user["email_addresses"].append(entry)
+            user["primary_email_address_id"] = entry["id"]
+        else:
+            for entry in user["email_addresses"]:
+                if entry["id"] == user["primary_email_address_id"]:
+                    entry["verification"] = _verification(verified)
+        user["updated_at"] = int(time.time() * 1000)
+        return orjson.loads(orjson.dumps(user))
 
     def user_deleted(self, user_id: str) -> dict[str, Any]:
-        """``data`` of a ``user.deleted`` event."""
+        """``data`` of a ``user.deleted`` event (the Backend API forgets the user)."""
+        self.users.pop(user_id, None)
         return {"deleted": True, "id": user_id, "object": "user"}

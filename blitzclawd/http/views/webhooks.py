@@ -16,7 +16,7 @@ from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments import creem
 from blitzclawd.payments.apply import apply_creem_event
-from blitzclawd.runtime.messages import CreemWebhook, JobsQueued
+from blitzclawd.runtime.messages import CreemWebhook, JobsQueued, NotificationQueued
 
 log = logging.getLogger("blitzclawd.webhooks")
 
@@ -46,9 +46,17 @@ async def clerk(request: web.Request) -> web.Response:
     data = envelope.get("data")
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_event", "data must be an object", field="data")
-    outcome = await apply_clerk_event(ctx.pool, request.headers["svix-id"], envelope["type"], data)
-    if envelope["type"] == "user.deleted" and isinstance(data.get("id"), str):
-        ctx.user_cache.pop(data["id"], None)  # this daemon stops honouring its sessions at once
+    try:
+        outcome = await apply_clerk_event(
+            ctx.pool, request.headers["svix-id"], envelope["type"], data
+        )
+    except ValueError as exc:  # "data.<field>: reason"
+        where, _, reason = str(exc).partition(": ")
+        raise ApiError(400, "invalid_event", reason or str(exc), field=where) from None
+    if envelope["type"] in ("user.deleted", "user.updated") and isinstance(data.get("id"), str):
+        # This daemon applies the change to its sessions at once (a deletion, an unverified
+        # primary email), not when the cached entry expires.
+        ctx.user_cache.pop(data["id"], None)
     if outcome.notify is not None:
         ctx.tell("notifier", outcome.notify)
     if outcome.deleted_instances:
@@ -75,6 +83,8 @@ async def creem_webhook(request: web.Request) -> web.Response:
         outcome = await apply_creem_event(ctx.pool, event, ctx.settings)
     for note in outcome.notifications:
         ctx.tell("notifier", note)
+    for notification_id in outcome.queued:
+        ctx.tell("notifier", NotificationQueued(notification_id))
     if outcome.status == "failed":  # nothing was recorded: Creem retries (30 s, 1 min, ...)
         raise ApiError(500, "webhook_failed", "the event could not be processed; retry later")
     return json_response({"status": outcome.status})
