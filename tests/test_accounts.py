@@ -344,7 +344,7 @@ async def test_unknown_event_types_are_acknowledged_and_recorded(api_env) -> Non
     )
 
 
-async def test_refund_debits_and_past_due_pauses(api_env) -> None:
+async def test_refund_debits_and_past_due_pauses_until_a_payment_goes_through(api_env) -> None:
     user = await signed_up(api_env, "user_refund")
     checkout_id, raw = await completed_topup(api_env, "user_refund", 5000)
     url = api_env.api + "/api/billing/webhook"
@@ -367,6 +367,20 @@ async def test_refund_debits_and_past_due_pauses(api_env) -> None:
         )
         == "payment_failed"
     )
+    # The email and the assistant's notice say "update your payment or top up": a paid top-up
+    # resumes it; an instance paused for another reason stays paused.
+    other = await seed.create_instance(api_env.pool, user)
+    await api_env.pool.execute(
+        "UPDATE instances SET status = 'paused', status_reason = 'by operator' WHERE id = $1",
+        uuid.UUID(other.id),
+    )
+    _, raw = await completed_topup(api_env, "user_refund", 1000)
+    assert await api_env.creem.deliver(url, raw) == [200]
+    rows = await api_env.pool.fetch(
+        "SELECT id::text, status, status_reason FROM instances WHERE user_id = $1", uuid.UUID(user)
+    )
+    state = {r["id"]: (r["status"], r["status_reason"]) for r in rows}
+    assert state == {inst.id: ("active", None), other.id: ("paused", "by operator")}
 
 
 # -- balance, usage, auto top-up -------------------------------------------------------------------

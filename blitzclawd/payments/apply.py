@@ -240,6 +240,9 @@ async def _checkout_completed(
     )
     out = WebhookOutcome(row["outcome"], user_id, row["balance_micros"])
     if row["outcome"] == "applied":
+        # A paid top-up is a payment that went through: what the payment_failed email and the
+        # paused notice ask for ("update your payment or top up"). Prepaid credit covers usage.
+        await _resume_payment_failed(conn, user_id)
         out.notifications.append(
             Notify(
                 user_id,
