@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,28 @@ def assistant(openclaw: OpenClaw, proxy_url: str, inst: Any, home: Path) -> Assi
     return Assistant(openclaw, home)
 
 
+@contextmanager
+def notices_told() -> Iterator[list[str]]:
+    """The reasons of the notices the proxy answers with meanwhile, one per request it got
+    (its "answered with a notice" log line): a client retrying would show up as more."""
+    told: list[str] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "answered with a notice":
+                told.append(record.__dict__["reason"])
+
+    logger, handler = logging.getLogger("blitzclawd.proxy"), Seen(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield told
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 async def until(check: Any, what: str, deadline: float = 15.0) -> Any:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -121,12 +146,15 @@ async def test_at_the_hourly_limit_the_turn_ends_at_once_with_when_it_resets(
     assert answered and "limit" not in answered
     forwarded = env.llm.received
 
-    told, _, _ = await bot.turn("Are you there?")
+    with notices_told() as notices:
+        told, took, _ = await bot.turn("Are you there?")
     assert "this hour's limit of 1 messages" in told, told
     assert "UTC)" in told  # when it ends
     assert env.llm.received == forwarded  # nothing forwarded, nothing billed
-    # No retry delay: before, OpenClaw slept the 429's retry-after (up to an hour), which
-    # TURN_TIMEOUT turns into a failure here; how long a turn takes is not asserted.
+    # The turn ends on its first answer: one request, no retry, so no retry delay. Before,
+    # OpenClaw slept the 429's retry-after (up to an hour); TURN_TIMEOUT fails such a turn.
+    assert notices == ["messages_per_hour"], notices
+    print(f"\nturn told the hourly limit: {took:.1f} s")
     assert await bot.unusable_profiles() == []
 
 
@@ -148,7 +176,9 @@ async def test_over_the_daily_token_limit_the_user_is_told_when_it_resets(
         return proxy.idle and not await env.pool.fetchval("SELECT count(*) FROM reservations")
 
     await until(settled, "the first turn is settled")
-    told, _, _ = await bot.turn("And now?")
+    with notices_told() as notices:
+        told, _, _ = await bot.turn("And now?")
+    assert notices == ["tokens_per_day"], notices  # one request, no retry
     assert "today's allowance of 5,000 tokens" in told and "midnight UTC" in told, told
     assert await bot.unusable_profiles() == []
 
@@ -182,7 +212,9 @@ async def test_a_paused_user_is_told_to_top_up_and_the_turn_after_the_top_up_is_
         return got == "paused"
 
     await until(paused, "the instance is paused")
-    told, _, _ = await bot.turn("Hello?")
+    with notices_told() as notices:
+        told, _, _ = await bot.turn("Hello?")
+    assert notices == ["paused"], notices  # one request: OpenClaw neither retries nor backs off
     assert "balance has run out" in told and "/dashboard/topup" in told, told
 
     # The top-up, as the user makes it: a Creem checkout, paid, its signed webhook.

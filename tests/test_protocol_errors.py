@@ -67,6 +67,10 @@ async def test_parser_errors_on_the_proxy_listener_are_provider_shaped(api_env, 
     err = orjson.loads(body)["error"]
     assert err["type"] == "invalid_request_error" and err["message"]
     assert headers["x-blitzclaw-request-id"]
+    # The path was never parsed: the id goes where either SDK reads it; no retry can help.
+    rid = headers["x-blitzclaw-request-id"]
+    assert headers["request-id"] == headers["x-request-id"] == rid
+    assert headers["x-should-retry"] == "false"
 
 
 async def test_a_well_formed_request_after_all_that_is_served(api_env) -> None:

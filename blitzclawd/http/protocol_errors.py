@@ -67,6 +67,7 @@ def proxy_protocol_error(status: int, code: str, message: str) -> web.Response:
     kind = "api" if status >= 500 else "request_too_large" if status == 413 else "invalid_request"
     response = error_response(OPENAI, ProxyError(status, kind, message), rid)
     response.headers[REQUEST_ID_HEADER] = rid
+    response.headers["request-id"] = rid  # the style is unknown: also where Anthropic's SDK reads
     return response
 
 
