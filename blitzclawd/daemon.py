@@ -4,6 +4,8 @@ Start order: PostgreSQL (embedded when no URL is configured) -> migrations -> po
 listeners, then READY=1. SIGTERM/SIGINT reverse it: STOPPING=1, listeners stop accepting and
 drain, actors stop in reverse order, the pool closes, the embedded cluster stops.
 
+The tree of actors is declared in blitzclawd.tree (how each child is built: blitzclawd.children).
+
 A database outage is waited out, not escalated (see blitzclawd.runtime.outage): an external
 PostgreSQL is someone else's to bring back; the embedded one is ours, and its keeper (the first
 child) starts it again on the same port whenever its postmaster dies.
@@ -12,43 +14,30 @@ child) starts it again on the same port whenever its postmaster dies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pwd
-import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
-import asyncpg
 
-from blitzclawd import sdnotify
-from blitzclawd.actors.billing import BillingActor
-from blitzclawd.actors.health_monitor import HealthMonitor
-from blitzclawd.actors.heartbeat import Heartbeat
-from blitzclawd.actors.janitor import Janitor
-from blitzclawd.actors.notifier import NotifierActor
-from blitzclawd.actors.pool_manager import PoolManager
-from blitzclawd.actors.provisioner import Provisioner
-from blitzclawd.actors.proxy import ProxyActor
+from blitzclawd import sdnotify, tree
 from blitzclawd.auth.clerk import ClerkVerifier
 from blitzclawd.auth.clerk_users import clerk_users
-from blitzclawd.config import Secrets, Settings, billing_minimum_micros
+from blitzclawd.children import Children, Resources
+from blitzclawd.config import Secrets, Settings
+from blitzclawd.context import DaemonContext
 from blitzclawd.db import pool as db_pool
-from blitzclawd.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from blitzclawd.db.embedded import EmbeddedPostgres
 from blitzclawd.db.migrate import migrate
-from blitzclawd.fleet.keys import public_key_line
-from blitzclawd.http.app import make_api_app, make_proxy_app
-from blitzclawd.http.context import DaemonContext
-from blitzclawd.http.listener import HttpListener
 from blitzclawd.providers.base import ServerProvider
 from blitzclawd.providers.hetzner import HetznerProvider
 from blitzclawd.proxy.journal import InflightJournal, journal_path
-from blitzclawd.proxy.recovery import recover_orphaned_reservations
-from blitzclawd.runtime.messages import JobsQueued
-from blitzclawd.runtime.singleton import SingletonChild
-from blitzclawd.runtime.supervisor import ChildSpec, StartFailed, Supervisor, backoff_delay
+from blitzclawd.registry import Actors
+from blitzclawd.runtime.supervisor import ChildSpec, StartFailed, Supervisor
 
 log = logging.getLogger("blitzclawd.daemon")
 
@@ -77,59 +66,6 @@ async def open_database(settings: Settings, secrets: Secrets) -> Database:
     embedded = EmbeddedPostgres(state / "postgres", run_as=run_as)
     log.info("starting embedded PostgreSQL", extra={"dir": str(state / "postgres")})
     return Database(await embedded.start(), embedded)
-
-
-class PostgresKeeper:
-    """Starts the embedded cluster again whenever its postmaster dies (a crash, the OOM killer).
-
-    The daemon owns that server, so nobody else would; on the same port, so every pool and DSN
-    handed out reconnects to it. Meanwhile the actors wait for the database like for any outage.
-    """
-
-    name = "postgres"
-    POLL = 0.5  # s between checks: reaping a dead child is a cheap waitpid
-    BACKOFF_MAX = 5.0
-
-    def __init__(self, cluster: EmbeddedPostgres) -> None:
-        self.started = asyncio.Event()
-        self.started.set()  # the cluster is up: the daemon started it before the actors
-        self.state = "running"
-        self._cluster = cluster
-        self._stop = asyncio.Event()
-        self._rng = random.Random()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():  # ends on stop(); every wait below is interrupted by it
-            if not self._cluster.died():
-                await self._pause(self.POLL)
-                continue
-            if self.state == "running":
-                log.error("embedded PostgreSQL died; starting it again")
-                self.state = "restarting"
-            try:
-                await self._cluster.restart()
-            except EmbeddedPostgresError as exc:  # e.g. its old backends still hold its memory
-                failures += 1
-                delay = backoff_delay(failures, 0.2, self.BACKOFF_MAX, self._rng)
-                log.warning(
-                    "embedded PostgreSQL did not start; retrying",
-                    extra={"error": str(exc)[:500], "backoff": delay},
-                )
-                await self._pause(delay)
-                continue
-            failures = 0
-            self.state = "running"
-            log.warning("embedded PostgreSQL started again")
-
-    async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
 
 class Daemon:
@@ -165,42 +101,61 @@ class Daemon:
         if applied:
             log.info("migrations applied", extra={"migrations": applied})
         cfg = self.settings.database
-        pool = await db_pool.create_pool(dsn, min_size=cfg.pool_min, max_size=cfg.pool_max)
-        admission_pool = await db_pool.create_pool(
-            dsn, min_size=1, max_size=cfg.pool_max, async_commit=True
-        )
-        journal: InflightJournal | None = None
-        try:
-            # The daemon's, not the proxy actor's: a restarted proxy actor goes on with the same
-            # file, while the requests its crashed predecessor had in flight still settle into it.
+        # Everything the tree uses is opened here and closed here, in reverse, after the tree
+        # has stopped: actors never open or close a shared resource.
+        async with contextlib.AsyncExitStack() as resources:
+            pool = await db_pool.create_pool(dsn, min_size=cfg.pool_min, max_size=cfg.pool_max)
+            resources.push_async_callback(pool.close)
+            admission_pool = await db_pool.create_pool(
+                dsn, min_size=1, max_size=cfg.pool_max, async_commit=True
+            )
+            resources.push_async_callback(admission_pool.close)
             journal = InflightJournal(
                 journal_path(self.settings.state_path(), self.daemon_id),
                 self.daemon_id,
                 self.settings.billing.max_in_flight,
             )
-            self.context = DaemonContext(self.settings, self.secrets, pool, self.daemon_id)
-            self.context.http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=30, connect=10)
+            resources.callback(self._close_journal, journal)
+            http = await resources.enter_async_context(
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10))
             )
-            self.context.clerk = self._clerk(self.context.http)
-            self.context.clerk_users = clerk_users(self.context.http, self.settings, self.secrets)
-            self.context.provider = self._provider()
-            self.supervisor = self._build_supervisor(
-                dsn, self.context, admission_pool, journal, embedded
+            children = Children(
+                self.settings,
+                Resources(dsn, admission_pool, journal, embedded),
+                lambda: context,
             )
-            self.context.supervisor = self.supervisor
-            return await self._supervise(self.supervisor)
-        finally:
-            if journal is not None and not journal.close():
-                # Left for the next daemon on this state directory to charge by recovery.
-                log.warning(
-                    "in-flight journal kept: requests not settled",
-                    extra={"journal": str(journal.path), "records": journal.in_use},
-                )
-            if self.context is not None and self.context.http is not None:
-                await self.context.http.close()
-            await admission_pool.close()
-            await pool.close()
+            root = tree.build(
+                tree.declare(
+                    children,
+                    embedded=embedded is not None,
+                    pool_manager=self.secrets.get("hetzner_api_token") is not None,
+                    extra=self._extra_children,
+                ),
+                self.settings.supervisor,
+            )
+            context = DaemonContext(
+                self.settings,
+                self.secrets,
+                pool,
+                self.daemon_id,
+                supervisor=root,
+                actors=Actors.of(root.child),
+                http=http,
+                clerk=self._clerk(http),
+                clerk_users=clerk_users(http, self.settings, self.secrets),
+                provider=self._provider(),
+            )
+            self.supervisor, self.context = root, context
+            return await self._supervise(root)
+
+    @staticmethod
+    def _close_journal(journal: InflightJournal) -> None:
+        if not journal.close():
+            # Left for the next daemon on this state directory to charge by recovery.
+            log.warning(
+                "in-flight journal kept: requests not settled",
+                extra={"journal": str(journal.path), "records": journal.in_use},
+            )
 
     async def _supervise(self, supervisor: Supervisor) -> int:
         try:
@@ -253,157 +208,3 @@ class Daemon:
             ssh_keys=[f.ssh_key_name] if f.ssh_key_name else [],
             poll_interval=f.hetzner_poll_interval,
         )
-
-    def _build_supervisor(
-        self,
-        dsn: str,
-        ctx: DaemonContext,
-        admission_pool: asyncpg.Pool,
-        journal: InflightJournal,
-        embedded: EmbeddedPostgres | None = None,
-    ) -> Supervisor:
-        s = self.settings
-        grace = s.daemon.shutdown_grace
-        minimum = billing_minimum_micros(s)
-
-        def billing() -> BillingActor | None:
-            child = supervisor.child("billing")
-            return child if isinstance(child, BillingActor) else None
-
-        def tell_notifier(message: object) -> None:
-            ctx.tell("notifier", message)  # never lets email trouble touch the money path
-
-        def wake_provisioner() -> None:
-            ctx.tell("provisioner", JobsQueued())  # else its poll picks the job up
-
-        def ssh_public_key() -> str:
-            return public_key_line(ctx.ssh_key())
-
-        fleet: list[ChildSpec] = [
-            ChildSpec(
-                "provisioner",
-                lambda: Provisioner(
-                    ctx.pool,
-                    s,
-                    self.daemon_id,
-                    keyring=ctx.keyring,
-                    ssh_key=ctx.ssh_key,
-                    ssh_public_key=ssh_public_key,
-                    provider=ctx.provider,
-                    notify=tell_notifier,
-                ),
-                shutdown_timeout=grace + 5,
-            ),
-            ChildSpec(
-                "health-monitor",
-                lambda: SingletonChild(
-                    "health-monitor",
-                    lambda: HealthMonitor(ctx.pool, s.fleet, ctx.ssh_key, notify=tell_notifier),
-                    lambda: db_pool.connect(dsn),
-                    poll_interval=s.supervisor.singleton_poll,
-                ),
-                shutdown_timeout=grace + 5,
-            ),
-        ]
-        provider = ctx.provider
-        if provider is not None:
-            fleet.append(
-                ChildSpec(
-                    "pool-manager",
-                    lambda: SingletonChild(
-                        "pool-manager",
-                        lambda: PoolManager(
-                            ctx.pool,
-                            s.fleet,
-                            provider,
-                            ssh_public_key(),
-                            on_deploy=wake_provisioner,
-                        ),
-                        lambda: db_pool.connect(dsn),
-                        poll_interval=s.supervisor.singleton_poll,
-                    ),
-                )
-            )
-
-        # The embedded cluster's keeper first (stopped last); listeners last: they open only
-        # once the actors they serve are up, and close first.
-        keeper: list[ChildSpec] = []
-        if embedded is not None:
-            keeper.append(ChildSpec("postgres", lambda: PostgresKeeper(embedded)))
-        specs: list[ChildSpec] = [
-            *keeper,
-            ChildSpec(
-                "heartbeat",
-                lambda: Heartbeat(ctx.pool, self.daemon_id, s.daemon.heartbeat_interval),
-            ),
-            ChildSpec(
-                "janitor",
-                lambda: SingletonChild(
-                    "janitor",
-                    lambda: Janitor(
-                        ctx.pool,
-                        interval=s.daemon.heartbeat_interval,
-                        dead_after=s.daemon.dead_after,
-                        # Every sweep, not only for the daemons it finds dead: a stopped
-                        # daemon may have left records or leases however it stopped.
-                        every_sweep=[lambda pool: recover_orphaned_reservations(pool, minimum)],
-                    ),
-                    lambda: db_pool.connect(dsn),
-                    poll_interval=s.supervisor.singleton_poll,
-                ),
-            ),
-            ChildSpec("notifier", lambda: NotifierActor(ctx.pool, s, self.secrets)),
-            ChildSpec(
-                "billing",
-                lambda: BillingActor(
-                    ctx.pool,
-                    s,
-                    notify=tell_notifier,
-                    journals=(s.state_path(), self.daemon_id),
-                ),
-                shutdown_timeout=30,
-            ),
-            ChildSpec(
-                "proxy",
-                lambda: ProxyActor(
-                    s,
-                    self.secrets,
-                    pool=ctx.pool,
-                    admission_pool=admission_pool,
-                    daemon_id=self.daemon_id,
-                    journal=journal,
-                    billing=billing,
-                ),
-                # Its stop waits up to 30 s for the settlements of the last requests.
-                shutdown_timeout=45,
-            ),
-            *fleet,
-            *self._extra_children,
-            ChildSpec(
-                "proxy-listener",
-                lambda: HttpListener(
-                    "proxy-listener",
-                    lambda: make_proxy_app(ctx),
-                    s.proxy.host,
-                    s.proxy.port,
-                    grace=grace,
-                ),
-                shutdown_timeout=grace + 5,
-            ),
-            ChildSpec(
-                "api-listener",
-                lambda: HttpListener(
-                    "api-listener", lambda: make_api_app(ctx), s.api.host, s.api.port, grace=grace
-                ),
-                shutdown_timeout=grace + 5,
-            ),
-        ]
-        sv = s.supervisor
-        supervisor = Supervisor(
-            specs,
-            max_restarts=sv.max_restarts,
-            within=sv.within,
-            backoff_base=sv.backoff_base,
-            backoff_max=sv.backoff_max,
-        )
-        return supervisor

@@ -176,9 +176,11 @@ async def running_proxy_env(
     upstream_host: str = "127.0.0.1",
     pricing: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    supervisor: dict[str, Any] | None = None,
 ) -> AsyncIterator[ProxyEnv]:
     """A ProxyEnv; `billing` overrides [billing] settings (checkpoints every 50 ms otherwise),
-    `pricing` the [pricing] ones, `limits` the [limits] ones; the proxy reaches the fake
+    `pricing` the [pricing] ones, `limits` the [limits] ones, `supervisor` the
+    [supervisor] ones; the proxy reaches the fake
     upstream by `upstream_host` (a loopback name or address)."""
     from blitzclawd.config import Secret, Secrets, parse_settings
     from blitzclawd.daemon import Daemon
@@ -196,7 +198,7 @@ async def running_proxy_env(
                     "openai_url": fake.base_url.replace("127.0.0.1", upstream_host),
                 },
                 "billing": {"checkpoint_interval": 0.05, **(billing or {})},
-                "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05},
+                "supervisor": {"backoff_base": 0.01, "backoff_max": 0.05, **(supervisor or {})},
                 **({"pricing": pricing} if pricing is not None else {}),
                 **({"limits": limits} if limits is not None else {}),
             }

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import pytest
@@ -13,12 +14,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from blitzclawd.config import Secrets, Settings
+from blitzclawd.context import DaemonContext
 from blitzclawd.db.pool import create_pool
 from blitzclawd.http.app import make_api_app
-from blitzclawd.http.context import DaemonContext
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.listener import HttpListener
 from blitzclawd.http.middlewares import request_context
+from blitzclawd.registry import Actors
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.supervisor import ChildSpec, Restart, Supervisor
 from blitzclawd.testing.daemon_process import free_port
@@ -89,11 +91,26 @@ class Idle(Actor):
     pass
 
 
+def context_for(pool: Any, sup: Supervisor) -> DaemonContext:
+    return DaemonContext(
+        Settings(),
+        Secrets(),
+        pool,
+        "test-daemon",
+        supervisor=sup,
+        actors=Actors.of(sup.child),
+        http=None,  # type: ignore[arg-type]  # views here make no outbound call
+        clerk=None,  # type: ignore[arg-type]
+        clerk_users=None,
+        provider=None,
+    )
+
+
 async def readiness(database: str, specs: list[ChildSpec], *, crash: str | None = None):
     pool = await create_pool(database, min_size=1, max_size=2)
     # A long backoff keeps a crashed child down while readiness is asked.
     sup = Supervisor(specs, backoff_base=30, backoff_max=30)
-    ctx = DaemonContext(Settings(), Secrets(), pool, "test-daemon", sup)
+    ctx = context_for(pool, sup)
     await sup.start()
     try:
         if crash is not None:
@@ -143,7 +160,7 @@ async def test_a_temporary_actor_that_ended_leaves_the_daemon_ready(database: st
 async def test_readyz_is_503_when_the_database_is_gone(database: str) -> None:
     pool = await create_pool(database, min_size=1, max_size=1)
     await pool.close()  # every acquire now fails, as with a database that went away
-    ctx = DaemonContext(Settings(), Secrets(), pool, "test-daemon", None)
+    ctx = context_for(pool, Supervisor([]))  # built, not started
     async with client_for(make_api_app(ctx)) as client:
         resp = await client.get("/readyz")
         body = await resp.json()

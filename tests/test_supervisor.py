@@ -16,8 +16,10 @@ from blitzclawd.runtime.outage import DependencyUnavailable, dependency_unavaila
 from blitzclawd.runtime.singleton import LockLost
 from blitzclawd.runtime.supervisor import (
     ChildSpec,
+    NoSuchChild,
     Restart,
     StartFailed,
+    Strategy,
     Supervisor,
     SupervisorEscalation,
     backoff_delay,
@@ -506,3 +508,106 @@ def test_dependency_unavailable_classifies_connection_errors_only() -> None:
         bugs.append(exc)
     for error in bugs:
         assert not dependency_unavailable(error), repr(error)
+
+
+# -- nesting, rest_for_one, terminate/restart_child ---------------------------------------------
+
+
+def subtree(name: str, specs: list[ChildSpec], **kwargs: Any) -> ChildSpec:
+    return ChildSpec(name, lambda: Supervisor(specs, name=name, **{**FAST, **kwargs}))
+
+
+async def test_a_subtree_restarts_its_own_children_and_escalates_only_past_its_window(
+    decisions: Decisions,
+) -> None:
+    log: list[str] = []
+    flaky, worker, steady = Built("flaky", log), Built("worker", log), Built("steady", log)
+    root = await started(
+        [
+            subtree("fleet", [spec(flaky), spec(worker)], max_restarts=2, within=60.0),
+            subtree("money", [spec(steady)]),
+        ],
+        max_restarts=1,
+        within=60.0,
+    )
+    fleet = root.child("fleet")
+    serving = await steady.next()
+    assert isinstance(fleet, Supervisor) and root.child("fleet/worker") is await worker.next()
+
+    # Two crashes: within the subtree's window, restarted there; the root sees nothing.
+    current = await flaky.next()
+    for _ in range(2):
+        current.tell("crash")
+        current = await flaky.next()
+    assert root.child("fleet") is fleet and [s.restarts for s in root.status()] == [0, 0]
+    assert await serving.ask("ping") == "steady:ping"
+
+    # A third: the subtree escalates, the root restarts it whole (fresh children).
+    current.tell("crash")
+    current = await flaky.next()  # the new subtree's
+    await worker.next()  # its last child: the subtree has started
+    assert root.child("fleet") not in (None, fleet)
+    assert [s.restarts for s in root.status()] == [1, 0]
+    assert isinstance(root.child("worker"), Probe) and worker.count == 2
+    assert root.child("steady") is serving and steady.count == 1  # the other subtree: untouched
+    assert await serving.ask("ping") == "steady:ping"
+    assert not root.escalated.is_set()
+
+    # The new subtree escalating within the root's own window escalates the root.
+    for _ in range(2):
+        current.tell("crash")
+        current = await flaky.next()
+    current.tell("crash")
+    await asyncio.wait_for(root.wait(), DEADLINE)
+    assert root.escalated.is_set() and "fleet" in str(root.escalation)
+    assert "steady:stop" in log
+
+
+async def test_rest_for_one_restarts_the_children_after_the_one_that_crashed() -> None:
+    log: list[str] = []
+    a, b, c = (Built(n, log) for n in "abc")
+    sup = await started([spec(a), spec(b), spec(c)], strategy=Strategy.REST_FOR_ONE)
+    first_a, first_b = await a.next(), await b.next()
+    await c.next()
+    log.clear()
+    first_b.tell("crash")
+    second_b, second_c = await b.next(), await c.next()
+    # b ends (its on_stop), c (after b) is stopped, then both start again in order.
+    assert log == ["b:stop", "c:stop", "b:start", "c:start"]
+    assert sup.child("a") is first_a and a.count == 1
+    assert sup.child("b") is second_b is not first_b and sup.child("c") is second_c
+    assert [s.restarts for s in sup.status()] == [0, 1, 0]  # c was held, not crashed
+    log.clear()
+    second_c.tell("crash")  # the last one: nothing after it
+    await c.next()
+    assert log == ["c:stop", "c:start"] and b.count == 2
+    await sup.stop()
+
+
+async def test_terminate_child_and_restart_child_by_path() -> None:
+    log: list[str] = []
+    a, b = Built("a", log), Built("b", log)
+    root = await started([subtree("fleet", [spec(a), spec(b)])])
+    await b.next()
+    await asyncio.wait_for(root.terminate_child("fleet/b"), DEADLINE)
+    assert root.child("fleet/b") is None and "b:stop" in log
+    assert root.children_running() == (False, "fleet/b is terminated")
+    fleet_status = root.status()[0]
+    assert fleet_status.strategy == "one_for_one"
+    assert [(c.name, c.state) for c in fleet_status.children] == [
+        ("a", "running"),
+        ("b", "terminated"),
+    ]
+    assert b.instances.empty()  # not restarted: a deliberate stop is no crash
+    with pytest.raises(RuntimeError, match="not terminated"):
+        await root.restart_child("fleet/a")
+    with pytest.raises(NoSuchChild):
+        await root.terminate_child("fleet/nope")
+    with pytest.raises(NoSuchChild):
+        await root.restart_child("nope/b")
+    await asyncio.wait_for(root.restart_child("fleet/b"), DEADLINE)
+    again = await b.next()
+    assert root.child("fleet/b") is again and root.children_running() == (True, None)
+    again.tell("crash")  # watched again like any child
+    assert root.child("b") is not None or await b.next()
+    await root.stop()

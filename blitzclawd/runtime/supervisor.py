@@ -5,6 +5,14 @@ rule when that task ends. Too many restarts inside the window means something is
 wrong: the supervisor stops everything and escalates, so the daemon can exit and systemd can
 restart it from scratch.
 
+Supervisors nest: a Supervisor is itself a child (run/stop/started), so a subtree restarts on
+its own within its own window and escalates to its parent only when that window is exceeded;
+the parent then restarts the subtree whole, counting it once in its own window. Strategies:
+one_for_one restarts the child that ended; rest_for_one also stops the children started after
+it and starts them again once it is back (they depend on it). `terminate_child` and
+`restart_child` (OTP's) stop a child for good and start it again, addressed by a path
+("money/proxy").
+
 A child that ends because a dependency is unavailable (the database restarting: see
 blitzclawd.runtime.outage) is not counted: the supervisor waits with capped exponential backoff
 and restarts it, for as long as the outage lasts. Only real crashes count towards the window.
@@ -36,6 +44,11 @@ class Restart(enum.Enum):
     PERMANENT = "permanent"  # always restarted, even after a normal return
     TRANSIENT = "transient"  # restarted only after a crash
     TEMPORARY = "temporary"  # never restarted
+
+
+class Strategy(enum.Enum):
+    ONE_FOR_ONE = "one_for_one"  # only the child that ended is restarted
+    REST_FOR_ONE = "rest_for_one"  # and the children after it, which depend on it
 
 
 class Child(Protocol):
@@ -73,6 +86,26 @@ class ChildStatus:
     state: str
     restarts: int
     last_error: str | None
+    # A supervisor child: its strategy, window and children (empty while it is down).
+    strategy: str | None = None
+    children: tuple[ChildStatus, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "name": self.name,
+            "state": self.state,
+            "restarts": self.restarts,
+            "restart": self.restart,
+            "last_error": self.last_error,
+        }
+        if self.strategy is not None:
+            out["strategy"] = self.strategy
+            out["children"] = [c.as_dict() for c in self.children]
+        return out
+
+
+class NoSuchChild(LookupError):
+    """No child at that path."""
 
 
 def backoff_delay(restarts: int, base: float, cap: float, rng: random.Random) -> float:
@@ -90,7 +123,9 @@ class _Slot:
     instance: Child | None = None
     task: asyncio.Task[None] | None = None
     watcher: asyncio.Task[None] | None = None
-    phase: str = "stopped"  # "running" | "restarting" | "waiting" | "stopped" | "failed"
+    # "running" | "restarting" | "waiting" | "stopped" | "failed" | "terminated" (by
+    # terminate_child, until restart_child)
+    phase: str = "stopped"
     restarts: int = 0
     last_error: str | None = None
     recent: deque[float] = field(default_factory=deque)  # this child's restart times
@@ -106,6 +141,7 @@ class Supervisor:
         specs: Sequence[ChildSpec],
         *,
         name: str = "root",
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
         max_restarts: int = 3,
         within: float = 5.0,
         backoff_base: float = 0.1,
@@ -120,6 +156,8 @@ class Supervisor:
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate child names in {names}")
         self.name = name
+        self.strategy = strategy
+        self.started = asyncio.Event()  # as a child of another supervisor: all children up
         self._slots = [_Slot(spec) for spec in specs]
         self._by_name = {slot.spec.name: slot for slot in self._slots}
         self._max_restarts = max_restarts
@@ -171,45 +209,124 @@ class Supervisor:
                 raise StartFailed(
                     f"child {slot.spec.name} failed to start: {slot.last_error}"
                 ) from error
-            slot.watcher = asyncio.create_task(
-                self._watch(slot), name=f"{self.name}:watch:{slot.spec.name}"
-            )
+            self._adopt(slot)
+        if not self._stopping:
+            self.started.set()
 
-    async def stop(self) -> None:
-        """Stop children in reverse order (stop, wait, cancel); interrupts backoff. Idempotent."""
-        await asyncio.shield(self._begin_shutdown(None))
+    def stop(self) -> asyncio.Future[None]:
+        """Stop children in reverse order (stop, wait, cancel); interrupts backoff. Idempotent.
+
+        Await the result to wait for the shutdown; a parent supervisor only calls it.
+        """
+        return asyncio.shield(self._begin_shutdown(None))
+
+    async def run(self) -> None:
+        """As a child: start, then run until stopped; escalation is this child's crash."""
+        try:
+            await self.start()
+            self.started.set()
+            await self._done.wait()
+        finally:  # cancelled by a parent that gave up waiting: stop the subtree all the same
+            await asyncio.shield(self._begin_shutdown(None))
+        if self.escalation is not None:
+            raise self.escalation
+
+    @property
+    def window(self) -> tuple[int, float]:
+        """(max_restarts, within seconds): more restarts than that and it escalates."""
+        return self._max_restarts, self._within
+
+    @property
+    def state(self) -> str:
+        if self.escalated.is_set():
+            return "escalated"
+        if self._stopping:
+            return "stopping"
+        return "running" if self.started.is_set() else "starting"
 
     async def wait(self) -> None:
         """Return once the supervisor has stopped, by stop(), a failed start or escalation."""
         await self._done.wait()
 
     def status(self) -> list[ChildStatus]:
-        return [
-            ChildStatus(
-                name=slot.spec.name,
-                restart=slot.spec.restart.value,
-                state=self._state_of(slot),
-                restarts=slot.restarts,
-                last_error=slot.last_error,
+        """Each child's status; a supervisor child's with its own children, recursively."""
+        out = []
+        for slot in self._slots:
+            sub = slot.instance if isinstance(slot.instance, Supervisor) else None
+            out.append(
+                ChildStatus(
+                    name=slot.spec.name,
+                    restart=slot.spec.restart.value,
+                    state=self._state_of(slot),
+                    restarts=slot.restarts,
+                    last_error=slot.last_error,
+                    strategy=None if sub is None else sub.strategy.value,
+                    children=() if sub is None else tuple(sub.status()),
+                )
             )
-            for slot in self._slots
-        ]
+        return out
 
     def child(self, name: str) -> Child | None:
-        """The live, started instance of child `name`; None while it is (re)starting or down."""
-        slot = self._by_name.get(name)
-        if slot is None or slot.instance is None or not slot.live():
+        """The live, started instance of child `name` (a path "fleet/provisioner", or a name
+        looked up through the subtrees, first match); None while it is (re)starting or down."""
+        head, _, rest = name.partition("/")
+        slot = self._by_name.get(head)
+        if slot is None:
+            if rest:
+                return None
+            for sub in self._subtrees():
+                found = sub.child(name)
+                if found is not None:
+                    return found
             return None
-        return slot.instance if slot.instance.started.is_set() else None
+        if slot.instance is None or not slot.live() or not slot.instance.started.is_set():
+            return None
+        if rest:
+            return slot.instance.child(rest) if isinstance(slot.instance, Supervisor) else None
+        return slot.instance
 
     def children_running(self) -> tuple[bool, str | None]:
-        """(True, None) if every permanent child is up; else (False, why) for the first one."""
+        """(True, None) if every permanent child is up (in subtrees too); else (False, why) for
+        the first one."""
         for slot in self._slots:
             if slot.spec.restart is not Restart.PERMANENT:
                 continue
             if self.child(slot.spec.name) is None:
                 return False, f"{slot.spec.name} is {self._state_of(slot)}"
+            if isinstance(slot.instance, Supervisor):
+                ok, why = slot.instance.children_running()
+                if not ok:
+                    return False, f"{slot.spec.name}/{why}"
         return True, None
+
+    async def terminate_child(self, path: str) -> None:
+        """Stop child `path` ("fleet/provisioner") and keep it stopped until restart_child.
+
+        Its siblings are left alone (a deliberate stop is no crash). Raises NoSuchChild.
+        """
+        owner, slot = self._resolve(path)
+        await owner._hold(slot)
+        slot.phase = "terminated"
+        log.warning("child %s terminated on request", path, extra=owner._extra(slot))
+
+    async def restart_child(self, path: str) -> None:
+        """Start a terminated child again (OTP: only a terminated one; a running child is left
+        as it is). Raises NoSuchChild, or RuntimeError if it is not terminated or fails to
+        start (it then stays terminated)."""
+        owner, slot = self._resolve(path)
+        if slot.phase != "terminated":
+            raise RuntimeError(f"{path} is {owner._state_of(slot)}, not terminated")
+        if owner._stopping:
+            raise RuntimeError(f"supervisor {owner.name} is stopping")
+        error = owner._spawn(slot)
+        if error is None:
+            error = await owner._await_started(slot)
+        if error is not None:
+            slot.instance, slot.task, slot.phase = None, None, "terminated"
+            slot.last_error = _describe(error)
+            raise RuntimeError(f"{path} failed to start: {slot.last_error}") from error
+        owner._adopt(slot)
+        log.warning("child %s restarted on request", path, extra=owner._extra(slot))
 
     # -- starting and watching -------------------------------------------------------------------
 
@@ -245,22 +362,81 @@ class Supervisor:
         await self._terminate(slot)
         return TimeoutError(f"{slot.spec.name} did not start within {slot.spec.start_timeout}s")
 
-    async def _watch(self, slot: _Slot) -> None:
-        """Apply the restart rule whenever the child's task ends.
+    async def _watch(self, slot: _Slot, error: BaseException | None = None) -> None:
+        """Apply the restart rule whenever the child's task ends (or `error`: it did not start).
 
         Ends when a restart is not due, on escalation, or when the supervisor stops.
         """
-        assert slot.task is not None
-        await asyncio.wait({slot.task})
-        error = _outcome(slot.task)
+        task = slot.task  # a local: a shutdown clears the slot while this waits
+        if task is not None:
+            await asyncio.wait({task})
+            error = _outcome(task)
         while await self._restart_due(slot, error):
             error = self._spawn(slot)
             if error is None:
                 error = await self._await_started(slot)
             if error is None:
-                assert slot.task is not None
-                await asyncio.wait({slot.task})
-                error = _outcome(slot.task)
+                if self.strategy is Strategy.REST_FOR_ONE:
+                    await self._start_rest(slot)
+                task = slot.task
+                if task is None:  # held or stopped meanwhile
+                    return
+                await asyncio.wait({task})
+                error = _outcome(task)
+
+    def _adopt(self, slot: _Slot) -> None:
+        """Watch a freshly started child."""
+        slot.watcher = asyncio.create_task(
+            self._watch(slot), name=f"{self.name}:watch:{slot.spec.name}"
+        )
+
+    def _later(self, slot: _Slot) -> list[_Slot]:
+        return self._slots[self._slots.index(slot) + 1 :]
+
+    async def _hold(self, slot: _Slot) -> None:
+        """Stop a child without its watcher restarting it (rest_for_one, terminate_child)."""
+        watcher = slot.watcher
+        if watcher is not None and watcher is not asyncio.current_task() and not watcher.done():
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        slot.watcher = None
+        await self._terminate(slot)
+        slot.instance, slot.task = None, None
+
+    async def _stop_rest(self, slot: _Slot) -> None:
+        """rest_for_one: the children after `slot` depend on it; stop them, last first."""
+        for later in reversed(self._later(slot)):
+            if later.phase == "terminated":
+                continue
+            await self._hold(later)
+            later.phase = "held"
+            log.info(
+                "child %s stopped: %s before it is restarting",
+                later.spec.name,
+                slot.spec.name,
+                extra=self._extra(later, action="held"),
+            )
+
+    async def _start_rest(self, slot: _Slot) -> None:
+        """rest_for_one: `slot` is back; start the children held for it in order, each awaited
+        like at start-up. One that fails to start goes to its own watcher (which restarts it and
+        then the rest after it)."""
+        for later in self._later(slot):
+            if later.phase != "held":
+                continue
+            if self._stopping:
+                return
+            error = self._spawn(later)
+            if error is None:
+                error = await self._await_started(later)
+            if error is None:
+                self._adopt(later)
+                continue
+            later.instance, later.task = None, None
+            later.watcher = asyncio.create_task(
+                self._watch(later, error), name=f"{self.name}:watch:{later.spec.name}"
+            )
+            return
 
     async def _restart_due(self, slot: _Slot, error: BaseException | None) -> bool:
         """Record the exit, log it, and wait the backoff; True if the child should be rebuilt."""
@@ -299,6 +475,8 @@ class Supervisor:
         slot.phase = "restarting"
         delay = backoff_delay(len(slot.recent), self._backoff_base, self._backoff_max, self._rng)
         self._log_exit(slot, error, f"restarting in {delay:.3f}s", backoff=delay)
+        if self.strategy is Strategy.REST_FOR_ONE:
+            await self._stop_rest(slot)
         return await self._pause(slot, delay)
 
     async def _wait_out(self, slot: _Slot, now: float) -> bool:
@@ -350,7 +528,7 @@ class Supervisor:
             for slot in reversed(self._slots):
                 await self._terminate(slot)
                 slot.instance, slot.task = None, None
-                if slot.phase in ("running", "restarting"):
+                if slot.phase in ("running", "restarting", "held"):
                     slot.phase = "stopped"
             # Watchers only wait now; one whose child refused even cancellation would wait forever.
             watchers = [s.watcher for s in self._slots if s.watcher and not s.watcher.done()]
@@ -406,6 +584,21 @@ class Supervisor:
             )
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _subtrees(self) -> list[Supervisor]:
+        return [s.instance for s in self._slots if isinstance(s.instance, Supervisor)]
+
+    def _resolve(self, path: str) -> tuple[Supervisor, _Slot]:
+        """The supervisor owning child `path` and its slot."""
+        head, _, rest = path.partition("/")
+        slot = self._by_name.get(head)
+        if slot is None:
+            raise NoSuchChild(f"no child {head!r} under {self.name}")
+        if not rest:
+            return self, slot
+        if not isinstance(slot.instance, Supervisor) or not slot.live():
+            raise NoSuchChild(f"{head} is not a running supervisor")
+        return slot.instance._resolve(rest)
 
     def _state_of(self, slot: _Slot) -> str:
         instance = slot.instance
