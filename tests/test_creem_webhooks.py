@@ -74,7 +74,7 @@ async def books(env: Any) -> tuple[Any, ...]:
 
 def billing_health(env: Any) -> tuple[str, int]:
     """(state, restarts) of the billing actor, as its supervisor reports it."""
-    (status,) = [s for s in env.daemon.supervisor.status() if s.name == "billing"]
+    status = env.daemon.supervisor.status_of("money/billing")
     return status.state, status.restarts
 
 

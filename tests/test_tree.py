@@ -14,7 +14,7 @@ from blitzclawd import tree
 from blitzclawd.children import Children, Resources
 from blitzclawd.config import parse_settings
 from blitzclawd.runtime.messages import JobsQueued
-from blitzclawd.runtime.supervisor import ChildSpec, ChildStatus, Supervisor
+from blitzclawd.runtime.supervisor import ChildSpec, Supervisor
 
 BODY = {
     "model": "claude-sonnet-4-6",
@@ -63,12 +63,6 @@ def test_every_supervisor_has_its_own_window_and_waits_for_its_children() -> Non
         assert spec.start_timeout > sum(s.start_timeout for s in inner)
 
 
-def status_of(statuses: list[ChildStatus], path: str) -> ChildStatus:
-    head, _, rest = path.partition("/")
-    node = next(s for s in statuses if s.name == head)
-    return status_of(list(node.children), rest) if rest else node
-
-
 async def until(condition: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
     end = time.monotonic() + deadline
     while not condition():
@@ -103,9 +97,8 @@ async def test_a_crash_looping_fleet_actor_restarts_fleet_alone_while_the_proxy_
 
         def fleet_restarted() -> bool:
             nonlocal crashes_inside_fleet
-            statuses = root.status()
-            if status_of(statuses, "fleet").restarts == 0:
-                crashes_inside_fleet = status_of(statuses, "fleet/provisioner").restarts
+            if root.status_of("fleet").restarts == 0:
+                crashes_inside_fleet = root.status_of("fleet/provisioner").restarts
                 return False
             return True
 
@@ -126,13 +119,12 @@ async def test_a_crash_looping_fleet_actor_restarts_fleet_alone_while_the_proxy_
         await asyncio.wait_for(sending, 30)
 
         assert not root.escalated.is_set()
-        statuses = root.status()
-        assert status_of(statuses, "fleet").restarts == 1
+        assert root.status_of("fleet").restarts == 1
         assert root.child("fleet") is not fleet  # rebuilt whole
         # Nothing outside fleet was touched: the same proxy and billing, never restarted.
         assert root.child("money/proxy") is proxy and root.child("money/billing") is billing
         for path in ("core", "money", "edge", "money/proxy", "edge/proxy-listener"):
-            assert status_of(statuses, path).restarts == 0, path
+            assert root.status_of(path).restarts == 0, path
         assert served and set(served) == {200}, sorted(set(served))
         async with await env.post("/v1/messages", BODY) as resp:
             assert resp.status == 200

@@ -266,6 +266,17 @@ class Supervisor:
             )
         return out
 
+    def status_of(self, path: str) -> ChildStatus:
+        """The status of child `path` ("money/billing"); raises NoSuchChild."""
+        head, _, rest = path.partition("/")
+        node = next((s for s in self.status() if s.name == head), None)
+        while node is not None and rest:
+            head, _, rest = rest.partition("/")
+            node = next((s for s in node.children if s.name == head), None)
+        if node is None:
+            raise NoSuchChild(f"no child {path!r} under {self.name}")
+        return node
+
     def child(self, name: str) -> Child | None:
         """The live, started instance of child `name` (a path "fleet/provisioner", or a name
         looked up through the subtrees, first match); None while it is (re)starting or down."""
