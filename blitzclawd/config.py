@@ -7,6 +7,9 @@ against those dataclasses, so an unknown key or a wrong type is reported with it
 Secrets never come from the TOML (it is world-readable config, often in git). Each secret is read
 from, in order: ``$BLITZCLAW_<NAME>``, the file named by ``$BLITZCLAW_<NAME>_FILE``, or
 ``$CREDENTIALS_DIRECTORY/<name>`` (systemd's ``LoadCredential=``).
+
+Why one module: every setting's schema, default and check, and the loader that reports them by key
+path: one table an operator reads next to blitzclawd.toml.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ PR_SET_PDEATHSIG=SIGINT (fast shutdown) so the cluster never outlives the daemon
 fires when the *thread* that forked exits: call start() from the thread that lives as long as
 the daemon (the event loop's). Process handling is plain ``subprocess`` with waits in a worker
 thread, so one instance may be started on one event loop and stopped on another.
+
+Why one module: the lifecycle of one private cluster (initdb, start, restart, stop, the lock):
+each step depends on the others' files and process handling.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 All rates are integers in micro-USD per MILLION tokens, so every list price in use (down to
 $0.000001/Mtok) is exact and one request's cost is an exact Fraction of a micro-USD. We round once
 per request, up, after the markup: we never front a fraction of a micro-USD.
+
+Why one module: the price table and the exact arithmetic over it; splitting them would separate
+each rate from the rule that charges it.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ markup of their own, so each is escaped whole) and flattened to one line in subj
 Rounding (micro-USD to cents): balances are shown rounded DOWN, so "available" never promises
 money that is not there (a user with $9.999 has not got $10.00 to spend); costs are shown rounded
 UP, so a summary never understates what was spent. Top-up amounts are whole cents already.
+
+Why one module: every email and the type of every fact it takes; one place to read what users are
+told.
 """
 
 from __future__ import annotations

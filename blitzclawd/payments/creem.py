@@ -3,6 +3,9 @@
 Wire format: ../shared/WIRE.md "Creem" and docs.creem.io "Webhooks". Creem amounts are integer
 cents and stay integer cents here; billing converts them to micro-USD. Nothing in this module
 logs, and neither the API key nor the webhook secret ever reaches an exception or a repr.
+
+Why one module: Creem's whole wire format (checkouts, signatures, every event's facts), kept next
+to each other as WIRE.md describes them.
 """
 
 from __future__ import annotations

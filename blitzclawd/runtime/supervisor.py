@@ -16,6 +16,9 @@ it and starts them again once it is back (they depend on it). `terminate_child` 
 A child that ends because a dependency is unavailable (the database restarting: see
 blitzclawd.runtime.outage) is not counted: the supervisor waits with capped exponential backoff
 and restarts it, for as long as the outage lasts. Only real crashes count towards the window.
+
+Why one module: the supervisor's restart rules (strategies, windows, outages, nesting,
+terminate/restart) share one slot state machine.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ Serves ``GET /v1/jwks`` (Backend API, needs ``Authorization: Bearer <secret_key>
 error shape for anyone else). ``mint`` also forges the hostile tokens a verifier
 must refuse: ``alg="HS256"`` keyed with the public key PEM (algorithm confusion), ``alg="none"``,
 unknown kids and keys that were never published (``sign_with=clerk.unpublished_key()``).
+
+Why one module: a fake of the Clerk pieces we use (JWKS, tokens, Svix webhooks, Backend API users)
+sharing one user table.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@
 Wire facts (WIRE.md "Creem", docs.creem.io): `x-api-key` auth, error bodies
 `{"trace_id","status","error","message":[...],"timestamp"}`, ids like `ch_…`/`ord_…`, amounts in
 integer cents, webhooks signed with `creem-signature` and retried on any non-200 answer.
+
+Why one module: a fake of one API (Creem checkouts, refunds, signed deliveries) sharing its state.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ Wire facts (WIRE.md "Hetzner Cloud"): errors `{"error":{"code","message","detail
 most 50 with `meta.pagination`, `RateLimit-Limit/Remaining/Reset` on every answer (3600 an hour,
 refilling evenly), no `datacenter` on servers. Actions finish `action_delay` seconds after they
 start (0: by the time anyone asks). Server type prices here are invented for the fake.
+
+Why one module: a fake of one API (Hetzner Cloud's servers, actions, keys) that hcloud-python
+accepts unchanged.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ A process that cannot reach the object steers each request with the header
 `x-fake-scenario: {"output_tokens": 100, "chunk_delay": 0.01}` (fields of Scenario). Run it
 standalone with `python -m blitzclawd.testing.fake_llm --port 9000 [--scenario JSON]`;
 `GET /_fake/stats` then reports what it received and completed.
+
+Why one module: a fake of one wire format family (Anthropic Messages, OpenAI Chat and Responses)
+on one port, sharing scenarios and usage accounting.
 """
 
 from __future__ import annotations

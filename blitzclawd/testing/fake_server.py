@@ -31,6 +31,9 @@ stays inactive (unmet condition), with a bad one the gateway exits 78 and the un
 The gateway accepts strict JSON only (the real file is JSON5), an object with
 `gateway.mode == "local"`. `/readyz` and `openclaw health --json` answer only while it is
 active; the real health JSON shape is UNVERIFIED here.
+
+Why one module: one fake server's SSH side: its sandboxed commands and files must agree with one
+another.
 """
 
 from __future__ import annotations
