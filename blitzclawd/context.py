@@ -60,12 +60,3 @@ class DaemonContext:
 
             self._ssh_key = load_ssh_key(self.settings, self.secrets)
         return self._ssh_key
-
-    # Transitional: by name, until every caller uses `actors` (typed references).
-    def actor(self, name: str) -> Any:
-        return self.supervisor.child(name)
-
-    def tell(self, name: str, message: Any) -> bool:
-        from blitzclawd.registry import Ref
-
-        return Ref(name, self.supervisor.child).tell(message)

@@ -637,3 +637,35 @@ async def test_failed_emails_are_retried_with_backoff_and_sent_once(api_env) -> 
         )
         == "sent"
     )
+
+
+async def test_while_billing_is_down_a_webhook_is_refused_for_a_retry_and_applied_after(
+    api_env,
+) -> None:
+    # Billing is money's one writer: no second path applies the event meanwhile.
+    user = await signed_up(api_env, "user_billing_down")
+    _, raw = await completed_topup(api_env, "user_billing_down", 2000)
+    url = api_env.api + "/api/billing/webhook"
+    root = api_env.daemon.supervisor
+    events = "SELECT count(*) FROM processed_webhook_events"
+    before = await api_env.pool.fetchval(events)
+    await root.terminate_child("money/billing")
+    try:
+        async with api_env.http.post(
+            url, data=raw, headers={"creem-signature": api_env.creem.sign(raw)}
+        ) as resp:
+            assert resp.status == 503, await resp.text()
+            assert (await resp.json())["error"]["code"] == "billing_unavailable"
+        assert await api_env.pool.fetchval(events) == before  # not even recorded
+        assert await api_env.pool.fetchval(
+            "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(user)
+        ) in (None, 0)
+    finally:
+        await root.restart_child("money/billing")
+    assert await api_env.creem.deliver(url, raw) == [200]  # Creem's retry
+    assert (
+        await api_env.pool.fetchval(
+            "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(user)
+        )
+        == 20_000_000
+    )

@@ -96,7 +96,7 @@ async def test_a_deploy_failing_for_good_sends_one_plain_email(database: str) ->
                 "UPDATE instances SET server_id = $2 WHERE id = $1", uuid.UUID(instance.id), server
             )
             job_id = await enqueue_job(conn, uuid.UUID(instance.id), "deploy")
-        env.daemon.context.tell("provisioner", JobsQueued())
+        env.daemon.context.actors.provisioner.tell(JobsQueued())
 
         async def job() -> Any:
             return await env.pool.fetchrow(

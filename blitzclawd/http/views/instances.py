@@ -249,9 +249,9 @@ async def create(request: web.Request) -> web.Response:
             await fleet_pool.enqueue_job(conn, instance_id, "deploy")
         row = await conn.fetchrow(f"SELECT {_FIELDS} FROM instances i WHERE i.id = $1", instance_id)
     if server is not None:
-        ctx.tell("provisioner", JobsQueued())
+        ctx.actors.provisioner.tell(JobsQueued())
     else:
-        ctx.tell("pool-manager", PoolCheck("no available server"))
+        ctx.actors.pool_manager.tell(PoolCheck("no available server"))
     log.info("instance created", extra={"instance": str(instance_id), "status": row["status"]})
     return json_response(_view(row), status=201)
 
@@ -292,7 +292,7 @@ async def _queue(
         if update is not None:
             await conn.execute(update, instance_id, *args)
         await fleet_pool.enqueue_job(conn, instance_id, kind)
-    ctx.tell("provisioner", JobsQueued())
+    ctx.actors.provisioner.tell(JobsQueued())
 
 
 async def restart(request: web.Request) -> web.Response:

@@ -77,5 +77,5 @@ async def instance_ready(request: web.Request) -> web.Response:
         outcome = await fleet_pool.server_ready(conn, row["id"])
     log.info("server ready", extra={"server_name": name, "outcome": outcome})
     if outcome == "deploy":
-        ctx.tell("provisioner", JobsQueued())  # else its poll picks the job up
+        ctx.actors.provisioner.tell(JobsQueued())  # else its poll picks the job up
     return json_response({"ok": True, "outcome": outcome})

@@ -15,7 +15,7 @@ from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments import creem
-from blitzclawd.payments.apply import apply_creem_event
+from blitzclawd.registry import ActorUnavailable
 from blitzclawd.runtime.messages import CreemWebhook, JobsQueued, NotificationQueued
 
 log = logging.getLogger("blitzclawd.webhooks")
@@ -58,9 +58,9 @@ async def clerk(request: web.Request) -> web.Response:
         # primary email), not when the cached entry expires.
         ctx.user_cache.pop(data["id"], None)
     if outcome.notify is not None:
-        ctx.tell("notifier", outcome.notify)
+        ctx.actors.notifier.tell(outcome.notify)
     if outcome.deleted_instances:
-        ctx.tell("provisioner", JobsQueued())  # else its next poll finds the teardown jobs
+        ctx.actors.provisioner.tell(JobsQueued())  # else its next poll finds the teardown jobs
     return json_response({"status": outcome.status})
 
 
@@ -76,15 +76,16 @@ async def creem_webhook(request: web.Request) -> web.Response:
         event = creem.parse_event(raw)
     except ValueError as exc:
         raise ApiError(400, "invalid_event", str(exc)) from None
-    billing = ctx.actor("billing")
-    if billing is not None and billing.running:
-        outcome = await billing.apply_webhook(CreemWebhook(event))
-    else:  # the same single transaction, without the actor
-        outcome = await apply_creem_event(ctx.pool, event, ctx.settings)
+    # Billing is money's one writer: no second path applies the event while it is away, and
+    # Creem retries a 503 (30 s, 1 min, ...) until it is back.
+    try:
+        outcome = await ctx.actors.billing.ask(CreemWebhook(event), timeout=30.0)
+    except ActorUnavailable:
+        raise ApiError(503, "billing_unavailable", "billing is restarting; retry later") from None
     for note in outcome.notifications:
-        ctx.tell("notifier", note)
+        ctx.actors.notifier.tell(note)
     for notification_id in outcome.queued:
-        ctx.tell("notifier", NotificationQueued(notification_id))
+        ctx.actors.notifier.tell(NotificationQueued(notification_id))
     if outcome.status == "failed":  # nothing was recorded: Creem retries (30 s, 1 min, ...)
         raise ApiError(500, "webhook_failed", "the event could not be processed; retry later")
     return json_response({"status": outcome.status})
