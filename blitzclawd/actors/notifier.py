@@ -210,7 +210,7 @@ class NotifierActor(Actor):
                ON CONFLICT (user_id, kind, period) DO NOTHING RETURNING id""",
             uuid.UUID(message.user_id),
             "auto-" + note.period,
-            orjson.dumps(note.facts).decode(),
+            orjson.dumps(dict(note.facts)).decode(),
         )
         if notification_id is None:
             return None

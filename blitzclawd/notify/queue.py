@@ -26,5 +26,5 @@ async def queue_notification(conn: asyncpg.Connection | asyncpg.Pool, note: Noti
         uuid.UUID(note.user_id),
         note.kind,
         note.period,
-        orjson.dumps(note.facts).decode(),
+        orjson.dumps(dict(note.facts)).decode(),
     )

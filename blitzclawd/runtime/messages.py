@@ -1,11 +1,21 @@
 """Every message actors exchange, in one place, so the protocol reads top to bottom.
 
-Messages are frozen, slotted dataclasses: immutable once sent, cheap to create.
+Messages are frozen, slotted dataclasses with immutable, typed fields: once sent, neither side
+can change what the other sees (a mapping is read-only, never a shared dict).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blitzclawd.payments.creem import CreemEvent
+
+# An email fact: JSON-friendly, as the notifier stores it (blitzclawd.notify.templates).
+Fact = str | int | float | bool | None | list | dict
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +111,18 @@ class Notify:
     user_id: str
     kind: str  # a template of blitzclawd.notify.templates
     period: str  # what makes this kind due again: "once", "2026-W48", "credit:1234", ...
-    facts: dict = field(default_factory=dict)
+    facts: Mapping[str, Fact] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        # A read-only copy: the sender's dict stays the sender's.
+        object.__setattr__(self, "facts", MappingProxyType(dict(self.facts)))
 
 
 @dataclass(frozen=True, slots=True)
 class CreemWebhook:
     """A verified, parsed Creem event for the billing actor to apply (one transaction)."""
 
-    event: object  # blitzclawd.payments.creem.CreemEvent
+    event: CreemEvent
 
 
 @dataclass(frozen=True, slots=True)
