@@ -60,3 +60,13 @@ def _bearer(value: str | None) -> str | None:
     if value and value[:7].lower() == "bearer ":
         return value[7:]
     return None
+
+
+# The AAD of each encrypted instance column (blitzclawd.crypto): a value copied to another row
+# or column does not decrypt.
+def channel_secret_context(instance_id: uuid.UUID | str) -> str:
+    return f"instances.channel_secret_enc:{instance_id}"
+
+
+def own_key_context(instance_id: uuid.UUID | str) -> str:
+    return f"instances.own_api_key_enc:{instance_id}"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from blitzclawd.proxy.handler import ProxyHandler
 from blitzclawd.runtime.messages import (
     AutoTopupDue,
     BalanceDepleted,
@@ -104,6 +105,12 @@ class Actors:
     provisioner: Ref[JobsQueued]
     pool_manager: Ref[PoolCheck]
     billing: Ref[CreemWebhook]
+    _lookup: Lookup
+
+    def proxy(self) -> ProxyHandler | None:
+        """The proxy actor's request handlers (its mailbox takes only its own timers)."""
+        actor = self._lookup("money/proxy")
+        return actor if isinstance(actor, ProxyHandler) else None
 
     @classmethod
     def of(cls, lookup: Lookup) -> Actors:
@@ -113,4 +120,5 @@ class Actors:
             provisioner=Ref("fleet/provisioner", lookup),
             pool_manager=Ref("fleet/pool-manager", lookup),
             billing=Ref("money/billing", lookup),
+            _lookup=lookup,
         )

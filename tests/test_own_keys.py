@@ -11,7 +11,7 @@ from typing import Any
 
 from test_fleet import FleetEnv, active, available, fleet_env, until
 
-from blitzclawd.actors.provisioner import own_key_context
+from blitzclawd.credentials import own_key_context
 from blitzclawd.testing.fake_llm import FakeLLM
 
 USER_KEY = "sk-ant-api03-users-own-key-0123456789"

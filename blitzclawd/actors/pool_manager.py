@@ -24,7 +24,7 @@ import asyncpg
 from blitzclawd import credentials
 from blitzclawd.config import FleetSettings
 from blitzclawd.fleet import pool as fleet_pool
-from blitzclawd.fleet.cloudinit import render_pool_server
+from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.providers.base import ProviderError, ServerInfo, ServerProvider
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import PoolCheck, Tick
@@ -41,16 +41,6 @@ class PassReport:
     deleted_stuck: int = 0
     gone: int = 0
     failed: bool = False
-
-
-def user_data_for(cfg: FleetSettings, *, name: str, secret: str, ssh_public_key: str) -> str:
-    return render_pool_server(
-        server_name=name,
-        server_secret=secret,
-        ready_url=cfg.ready_url,
-        api_host_cidr=cfg.api_host_cidr,
-        ssh_authorized_key=ssh_public_key,
-    )
 
 
 class PoolManager(Actor):

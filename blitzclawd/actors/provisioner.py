@@ -25,10 +25,10 @@ from typing import Any
 import asyncpg
 
 from blitzclawd import credentials
-from blitzclawd.actors.pool_manager import user_data_for
 from blitzclawd.config import Settings, price_table
 from blitzclawd.crypto import Keyring
 from blitzclawd.fleet import remote
+from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.fleet.openclaw_config import (
     ANTHROPIC_MESSAGES,
     OwnKey,
@@ -72,14 +72,6 @@ SET status = 'running', locked_by = $1, locked_at = now(), attempts = j.attempts
 FROM next WHERE j.id = next.id
 RETURNING j.id, j.instance_id, j.kind, j.attempts
 """
-
-
-def channel_secret_context(instance_id: uuid.UUID | str) -> str:
-    return f"instances.channel_secret_enc:{instance_id}"
-
-
-def own_key_context(instance_id: uuid.UUID | str) -> str:
-    return f"instances.own_api_key_enc:{instance_id}"
 
 
 # What the owner reads when a job fails for good: what happened, what we do, what they can do,
@@ -357,7 +349,9 @@ class Provisioner(Actor):
         if not inst["use_own_api_key"]:
             return None
         provider = inst["own_api_provider"]
-        key = self._keyring().decrypt_text(inst["own_api_key_enc"], own_key_context(inst["id"]))
+        key = self._keyring().decrypt_text(
+            inst["own_api_key_enc"], credentials.own_key_context(inst["id"])
+        )
         model = self._cfg.model if provider == "anthropic" else self._cfg.own_key_openai_model
         return OwnKey(provider=provider, api_key=key, model=model, prices=self._prices)
 
@@ -369,7 +363,9 @@ class Provisioner(Actor):
             blob = inst["channel_secret_enc"]
             if blob is None:
                 raise JobFailed("channel_config.bot_token: no bot token stored")
-            token = self._keyring().decrypt_text(blob, channel_secret_context(inst["id"]))
+            token = self._keyring().decrypt_text(
+                blob, credentials.channel_secret_context(inst["id"])
+            )
             config = inst["channel_config"] or {}
             return telegram_channel(bot_token=token, allow_from=config.get("allow_from"))
         raise JobFailed(f"channel_type: unknown channel {kind!r}")

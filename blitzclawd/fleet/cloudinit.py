@@ -21,6 +21,7 @@ import re
 import struct
 from importlib.resources import files
 from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
 
 from blitzclawd.fleet.versions import (
     NODE_MAJOR,
@@ -28,6 +29,9 @@ from blitzclawd.fleet.versions import (
     NODESOURCE_KEY_FINGERPRINT,
     OPENCLAW_VERSION,
 )
+
+if TYPE_CHECKING:
+    from blitzclawd.config import FleetSettings
 
 TEMPLATE_PACKAGE = "blitzclawd_cloudinit"
 POOL_SERVER_TEMPLATE = "pool-server.yaml.tmpl"
@@ -190,3 +194,14 @@ def _node_major(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 24 <= value <= 99:
         raise ValueError("node_major: OpenClaw needs Node.js 24 or newer")
     return value
+
+
+def user_data_for(cfg: FleetSettings, *, name: str, secret: str, ssh_public_key: str) -> str:
+    """A pool server's user-data from the fleet settings (the pool manager's and a redeploy's)."""
+    return render_pool_server(
+        server_name=name,
+        server_secret=secret,
+        ready_url=cfg.ready_url,
+        api_host_cidr=cfg.api_host_cidr,
+        ssh_authorized_key=ssh_public_key,
+    )

@@ -1,16 +1,5 @@
-"""orjson in and out of aiohttp."""
+"""orjson in and out of aiohttp (blitzclawd.web_json, shared with the proxy)."""
 
-from __future__ import annotations
+from blitzclawd.web_json import json_response
 
-from typing import Any
-
-import orjson
-from aiohttp import web
-
-
-def json_response(
-    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
+__all__ = ["json_response"]

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from blitzclawd.http.jsonutil import json_response
+from blitzclawd.web_json import json_response
 
 ANTHROPIC = "anthropic"
 OPENAI = "openai"

@@ -6,12 +6,13 @@ import uuid
 
 from aiohttp import web
 
+from blitzclawd.config import billing_minimum_micros
 from blitzclawd.http import validate
 from blitzclawd.http.auth import caller_of, hash_key, lock_live_user, new_api_key, require_user
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.http.views.billing import balance_view
+from blitzclawd.queries.billing import balance_summary
 
 MAX_KEYS_PER_USER = 20
 
@@ -33,7 +34,9 @@ async def me(request: web.Request) -> web.Response:
             "role": caller.role,
             "via": caller.via,
             "created_at": row["created_at"].isoformat(),
-            "balance": await balance_view(request, caller.user_id),
+            "balance": await balance_summary(
+                ctx.pool, caller.user_id, billing_minimum_micros(ctx.settings)
+            ),
         }
     )
 

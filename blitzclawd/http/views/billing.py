@@ -17,63 +17,17 @@ from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments.creem import CreemError
 from blitzclawd.payments.topups import PaymentsUnconfigured, create_topup
+from blitzclawd.queries.billing import MICROS_PER_CENT, balance_summary, cents
 
 log = logging.getLogger("blitzclawd.billing")
 
-MICROS_PER_CENT = 10_000
 MAX_USAGE_DAYS = 366
 
 
-def cents(micros: int) -> int:
-    """Display cents, rounded down: we never show money the user does not have."""
-    return micros // MICROS_PER_CENT
-
-
-async def balance_view(request: web.Request, user_id: str) -> dict:
-    ctx = request.app[CONTEXT]
-    row = await ctx.pool.fetchrow(
-        "SELECT balance_micros, auto_topup_enabled, topup_threshold_micros, topup_amount_micros, "
-        "(SELECT coalesce(sum(amount_micros), 0)::bigint FROM reservations r WHERE r.user_id = $1) "
-        "AS in_flight_micros FROM balances WHERE user_id = $1",
-        uuid.UUID(user_id),
-    )
-    balance = row["balance_micros"] if row else 0
-    # What the user's requests in flight may still cost: those with a database record, i.e. in
-    # flight for a checkpoint or longer (a shorter one is over before anyone could look).
-    # balances.reserved_micros counts the daemons' leases instead, an implementation detail
-    # that is given back when idle.
-    reserved = row["in_flight_micros"] if row else 0
-    minimum = billing_minimum_micros(ctx.settings)
-    warning = None
-    if balance < minimum:
-        warning = (
-            f"Your balance is below the ${minimum / 1e6:.2f} minimum: top up to continue "
-            "using your assistant."
-        )
-    return {
-        "balance_micros": balance,
-        "balance_cents": cents(balance),
-        "reserved_micros": reserved,
-        "available_micros": balance - reserved,
-        "available_cents": cents(balance - reserved),
-        "minimum_micros": minimum,
-        "minimum_cents": cents(minimum),
-        "below_minimum": balance < minimum,
-        "warning": warning,
-        "auto_topup": {
-            "enabled": bool(row and row["auto_topup_enabled"]),
-            "threshold_cents": cents(row["topup_threshold_micros"])
-            if row and row["topup_threshold_micros"] is not None
-            else None,
-            "amount_cents": cents(row["topup_amount_micros"])
-            if row and row["topup_amount_micros"] is not None
-            else None,
-        },
-    }
-
-
 async def balance(request: web.Request) -> web.Response:
-    return json_response(await balance_view(request, require_user(request)))
+    ctx = request.app[CONTEXT]
+    minimum = billing_minimum_micros(ctx.settings)
+    return json_response(await balance_summary(ctx.pool, require_user(request), minimum))
 
 
 async def topup(request: web.Request) -> web.Response:
@@ -243,4 +197,5 @@ async def auto_topup(request: web.Request) -> web.Response:
         None if threshold is None else threshold * MICROS_PER_CENT,
         None if amount is None else amount * MICROS_PER_CENT,
     )
-    return json_response((await balance_view(request, user_id))["auto_topup"])
+    summary = await balance_summary(ctx.pool, user_id, billing_minimum_micros(ctx.settings))
+    return json_response(summary["auto_topup"])

@@ -20,8 +20,8 @@ import asyncssh
 from aiohttp import web
 
 from blitzclawd import credentials
-from blitzclawd.actors.provisioner import channel_secret_context, own_key_context
 from blitzclawd.config import billing_minimum_micros
+from blitzclawd.credentials import channel_secret_context, own_key_context
 from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet import remote
 from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY, telegram_channel

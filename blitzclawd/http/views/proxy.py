@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from blitzclawd.actors.proxy import ProxyActor
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.proxy.apis import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES, ApiSpec
 from blitzclawd.proxy.errors import ProxyError
+from blitzclawd.proxy.handler import ProxyHandler
 
 
-def _proxy(request: web.Request) -> ProxyActor:
-    supervisor = request.app[CONTEXT].supervisor
-    actor = supervisor.child("proxy") if supervisor is not None else None
-    if not isinstance(actor, ProxyActor) or not actor.running:
+def _proxy(request: web.Request) -> ProxyHandler:
+    actor = request.app[CONTEXT].actors.proxy()
+    if actor is None or not actor.running:
         raise ProxyError(
             503,
             "overloaded",

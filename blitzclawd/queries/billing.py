@@ -1,0 +1,58 @@
+"""Billing reads: the balance as users see it. Every query is scoped by the caller's user id;
+nothing here changes a balance (that is blitzclawd.ledger's, through the billing actor)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+MICROS_PER_CENT = 10_000
+
+
+def cents(micros: int) -> int:
+    """Display cents, rounded down: we never show money the user does not have."""
+    return micros // MICROS_PER_CENT
+
+
+async def balance_summary(pool: asyncpg.Pool, user_id: str, minimum: int) -> dict[str, Any]:
+    """The user's balance as GET /api/billing/balance (and /api/me) show it."""
+    row = await pool.fetchrow(
+        "SELECT balance_micros, auto_topup_enabled, topup_threshold_micros, topup_amount_micros, "
+        "(SELECT coalesce(sum(amount_micros), 0)::bigint FROM reservations r WHERE r.user_id = $1) "
+        "AS in_flight_micros FROM balances WHERE user_id = $1",
+        uuid.UUID(user_id),
+    )
+    balance = row["balance_micros"] if row else 0
+    # What the user's requests in flight may still cost: those with a database record, i.e. in
+    # flight for a checkpoint or longer (a shorter one is over before anyone could look).
+    # balances.reserved_micros counts the daemons' leases instead, an implementation detail
+    # that is given back when idle.
+    reserved = row["in_flight_micros"] if row else 0
+    warning = None
+    if balance < minimum:
+        warning = (
+            f"Your balance is below the ${minimum / 1e6:.2f} minimum: top up to continue "
+            "using your assistant."
+        )
+    return {
+        "balance_micros": balance,
+        "balance_cents": cents(balance),
+        "reserved_micros": reserved,
+        "available_micros": balance - reserved,
+        "available_cents": cents(balance - reserved),
+        "minimum_micros": minimum,
+        "minimum_cents": cents(minimum),
+        "below_minimum": balance < minimum,
+        "warning": warning,
+        "auto_topup": {
+            "enabled": bool(row and row["auto_topup_enabled"]),
+            "threshold_cents": cents(row["topup_threshold_micros"])
+            if row and row["topup_threshold_micros"] is not None
+            else None,
+            "amount_cents": cents(row["topup_amount_micros"])
+            if row and row["topup_amount_micros"] is not None
+            else None,
+        },
+    }
