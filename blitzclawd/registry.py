@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from blitzclawd.proxy.handler import ProxyHandler
 from blitzclawd.runtime.messages import (
@@ -110,7 +110,8 @@ class Actors:
     def proxy(self) -> ProxyHandler | None:
         """The proxy actor's request handlers (its mailbox takes only its own timers)."""
         actor = self._lookup("money/proxy")
-        return actor if isinstance(actor, ProxyHandler) else None
+        # Not isinstance on the runtime-checkable Protocol: that checks every member, per request.
+        return cast(ProxyHandler, actor) if hasattr(actor, "serve") else None
 
     @classmethod
     def of(cls, lookup: Lookup) -> Actors:
