@@ -30,7 +30,7 @@ from blitzclawd.crypto import Keyring
 from blitzclawd.fleet import remote
 from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.fleet.openclaw_config import (
-    ANTHROPIC_MESSAGES,
+    OPENCLAW_ANTHROPIC_API,
     OwnKey,
     ProxyTarget,
     build_config,
@@ -294,7 +294,7 @@ class Provisioner(Actor):
             if own_key is not None
             else ProxyTarget(
                 base_url=self._cfg.proxy_url,
-                api=ANTHROPIC_MESSAGES,
+                api=OPENCLAW_ANTHROPIC_API,
                 instance_id=str(instance_id),
                 secret=secret,
                 models=[(self._cfg.model, self._cfg.model)],

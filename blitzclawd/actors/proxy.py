@@ -64,7 +64,7 @@ from blitzclawd.proxy.apis import (
     assess,
 )
 from blitzclawd.proxy.connector import MostRecentFirstConnector
-from blitzclawd.proxy.errors import PROXY_REQUEST_ID, REQUEST_ID_HEADER, ProxyError
+from blitzclawd.proxy.errors import PROXY_REQUEST_ID, PROXY_REQUEST_ID_HEADER, ProxyError
 from blitzclawd.proxy.journal import InflightJournal, JournalRecord
 from blitzclawd.proxy.leases import CHANNEL as LEASE_CHANNEL
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
@@ -1182,7 +1182,7 @@ def _client_headers(upstream: Any, request_id: str) -> dict[str, str]:
         for k, v in upstream.items()
         if k.lower() in _KEEP_RESPONSE or k.lower().startswith(_KEEP_RESPONSE_PREFIXES)
     }
-    headers[REQUEST_ID_HEADER] = request_id
+    headers[PROXY_REQUEST_ID_HEADER] = request_id
     return headers
 
 

@@ -41,14 +41,15 @@ SECRETS_PROVIDER = "blitzclaw"  # alias under secrets.providers; ^[a-z][a-z0-9_-
 INSTANCE_HEADER = "X-BlitzClaw-Instance"
 SECRET_HEADER = "X-BlitzClaw-Secret"
 
-ANTHROPIC_MESSAGES = "anthropic-messages"
-OPENAI_COMPLETIONS = "openai-completions"
-PROXY_APIS = (ANTHROPIC_MESSAGES, OPENAI_COMPLETIONS)
-_PRICE_API = {ANTHROPIC_MESSAGES: "anthropic", OPENAI_COMPLETIONS: "openai"}  # ModelPrice.api
+# OpenClaw's provider `api` values (blitzclawd.proxy.apis holds the proxy's own ApiSpecs).
+OPENCLAW_ANTHROPIC_API = "anthropic-messages"
+OPENCLAW_OPENAI_API = "openai-completions"
+PROXY_APIS = (OPENCLAW_ANTHROPIC_API, OPENCLAW_OPENAI_API)
+_PRICE_API = {OPENCLAW_ANTHROPIC_API: "anthropic", OPENCLAW_OPENAI_API: "openai"}  # ModelPrice.api
 # Own keys go straight to the provider's official API (no BlitzClaw headers, no proxy).
 OFFICIAL_APIS: dict[str, tuple[str, str]] = {
-    "anthropic": ("https://api.anthropic.com", ANTHROPIC_MESSAGES),
-    "openai": ("https://api.openai.com/v1", OPENAI_COMPLETIONS),
+    "anthropic": ("https://api.anthropic.com", OPENCLAW_ANTHROPIC_API),
+    "openai": ("https://api.openai.com/v1", OPENCLAW_OPENAI_API),
 }
 
 _URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
@@ -130,9 +131,9 @@ def _proxy_provider(proxy: ProxyTarget) -> tuple[str, dict[str, Any], str]:
     if proxy.api not in PROXY_APIS:
         raise ValueError(f"api: one of {', '.join(PROXY_APIS)}")
     base = _check_url(proxy.base_url, "base_url")
-    if proxy.api == OPENAI_COMPLETIONS and not base.endswith("/v1"):
+    if proxy.api == OPENCLAW_OPENAI_API and not base.endswith("/v1"):
         raise ValueError("base_url: the OpenAI-style base URL ends in /v1")
-    if proxy.api == ANTHROPIC_MESSAGES and base.endswith("/v1"):
+    if proxy.api == OPENCLAW_ANTHROPIC_API and base.endswith("/v1"):
         raise ValueError("base_url: the Anthropic-style base URL has no /v1 (the SDK adds it)")
     try:
         instance = str(uuid.UUID(str(proxy.instance_id)))
@@ -153,7 +154,7 @@ def _proxy_provider(proxy: ProxyTarget) -> tuple[str, dict[str, Any], str]:
             if _PRICE_API[proxy.api] != price.api:
                 raise ValueError(f"models: {model['id']!r} is not served over {proxy.api}")
             model.update(model_fields(price, proxy.prices.markup))
-            if proxy.api == OPENAI_COMPLETIONS and price.reasoning:
+            if proxy.api == OPENCLAW_OPENAI_API and price.reasoning:
                 # OpenClaw sends `reasoning_effort` on a custom Chat Completions route only when
                 # the model declares it (openai-completions payload: model.reasoning &&
                 # compat.supportsReasoningEffort); the proxy forwards it to OpenAI untouched.

@@ -6,19 +6,18 @@ from typing import Any
 
 from aiohttp import web
 
+from blitzclawd.errors import RequestRefused
 from blitzclawd.http.jsonutil import json_response
 
 
-class ApiError(Exception):
+class ApiError(RequestRefused):
     """Raise from a view to answer with a clear error: status, machine code, reason, field."""
 
     def __init__(
         self, status: int, code: str, message: str, *, field: str | None = None, **extra: Any
     ) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message)
         self.code = code
-        self.message = message
         self.field = field
         self.extra = extra
 

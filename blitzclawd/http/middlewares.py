@@ -18,7 +18,7 @@ from blitzclawd.runtime.outage import dependency_unavailable
 log = logging.getLogger("blitzclawd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_ID_HEADER = "X-Request-Id"
+API_REQUEST_ID_HEADER = "X-Request-Id"
 # A caller's request id is kept only when it is short and plain: it ends up in logs.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 REQUEST_ID_KEY = web.RequestKey("blitzclaw_request_id", str)
@@ -30,7 +30,7 @@ def request_id_of(request: web.Request) -> str:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    incoming = request.headers.get(API_REQUEST_ID_HEADER, "")
     rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
     request[REQUEST_ID_KEY] = rid
     token = request_id_var.set(rid)
@@ -40,7 +40,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = await _errors_to_json(request, handler, rid)
         status = response.status
         if not response.prepared:
-            response.headers[REQUEST_ID_HEADER] = rid
+            response.headers[API_REQUEST_ID_HEADER] = rid
         return response
     finally:
         if request.path not in ("/healthz", "/readyz"):

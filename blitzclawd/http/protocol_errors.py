@@ -23,7 +23,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from blitzclawd.http.errors import error_body
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.proxy.errors import OPENAI, REQUEST_ID_HEADER, ProxyError, error_response
+from blitzclawd.proxy.errors import OPENAI, PROXY_REQUEST_ID_HEADER, ProxyError, error_response
 
 log = logging.getLogger("blitzclawd.http")
 
@@ -66,7 +66,7 @@ def proxy_protocol_error(status: int, code: str, message: str) -> web.Response:
     rid = uuid.uuid4().hex
     kind = "api" if status >= 500 else "request_too_large" if status == 413 else "invalid_request"
     response = error_response(OPENAI, ProxyError(status, kind, message), rid)
-    response.headers[REQUEST_ID_HEADER] = rid
+    response.headers[PROXY_REQUEST_ID_HEADER] = rid
     response.headers["request-id"] = rid  # the style is unknown: also where Anthropic's SDK reads
     return response
 

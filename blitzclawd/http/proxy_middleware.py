@@ -10,7 +10,7 @@ from blitzclawd.http.middlewares import Handler
 from blitzclawd.logs import request_id_var
 from blitzclawd.proxy.errors import (
     PROXY_REQUEST_ID,
-    REQUEST_ID_HEADER,
+    PROXY_REQUEST_ID_HEADER,
     ProxyError,
     error_response,
     style_for_path,
@@ -56,5 +56,5 @@ async def proxy_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def _with_id(response: web.Response, rid: str) -> web.Response:
-    response.headers[REQUEST_ID_HEADER] = rid
+    response.headers[PROXY_REQUEST_ID_HEADER] = rid
     return response

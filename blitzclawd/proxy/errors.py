@@ -10,13 +10,14 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from blitzclawd.errors import RequestRefused
 from blitzclawd.web_json import json_response
 
 ANTHROPIC = "anthropic"
 OPENAI = "openai"
 
 # Our id of a proxied request: the reservation's and usage row's id, in logs and this header.
-REQUEST_ID_HEADER = "X-BlitzClaw-Request-Id"
+PROXY_REQUEST_ID_HEADER = "X-BlitzClaw-Request-Id"
 PROXY_REQUEST_ID = web.RequestKey("blitzclaw_proxy_request_id", str)
 
 # kind -> (Anthropic error type, OpenAI error type, OpenAI code)
@@ -33,18 +34,16 @@ _KINDS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-class ProxyError(Exception):
+class ProxyError(RequestRefused):
     """Refuse a proxy request: HTTP status, error kind (a key of _KINDS), reason for the user."""
 
     def __init__(
         self, status: int, kind: str, message: str, *, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(message)
         if kind not in _KINDS:
             raise ValueError(f"unknown proxy error kind {kind!r}")
-        self.status = status
+        super().__init__(status, message)
         self.kind = kind
-        self.message = message
         self.headers = headers or {}
 
 
