@@ -45,7 +45,7 @@ import uvloop
 from blitzclawd.db.embedded import EmbeddedPostgres
 from blitzclawd.db.migrate import migrate
 from blitzclawd.proxy.connector import MostRecentFirstConnector
-from blitzclawd.proxy.errors import REQUEST_ID_HEADER
+from blitzclawd.proxy.errors import PROXY_REQUEST_ID_HEADER
 from blitzclawd.testing import seed
 from blitzclawd.testing.daemon_process import DaemonProcess, free_port
 from blitzclawd.testing.fake_llm import SCENARIO_HEADER, FakeLLM
@@ -518,7 +518,7 @@ async def run_phase(
                 finally:
                     open_now -= 1
                 status = resp.status
-                rid = resp.headers.get(REQUEST_ID_HEADER)
+                rid = resp.headers.get(PROXY_REQUEST_ID_HEADER)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             errors[type(exc).__name__] += 1
             return
