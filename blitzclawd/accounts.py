@@ -155,15 +155,22 @@ async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
            WHERE user_id = $1""",
         user_id,
     )
-    owned = "(SELECT id FROM instances WHERE user_id = $1)"
-    await conn.execute(f"DELETE FROM health_alerts WHERE instance_id IN {owned}", user_id)
-    await conn.execute(f"DELETE FROM instance_health WHERE instance_id IN {owned}", user_id)
+    await conn.execute(
+        "DELETE FROM health_alerts WHERE instance_id IN "
+        "(SELECT id FROM instances WHERE user_id = $1)",
+        user_id,
+    )
+    await conn.execute(
+        "DELETE FROM instance_health WHERE instance_id IN "
+        "(SELECT id FROM instances WHERE user_id = $1)",
+        user_id,
+    )
     # A job's error can quote what the user configured (a bot, a SOUL line); a finished job's
     # payload is no longer needed. Queued ones (the teardowns above) keep theirs.
     await conn.execute(
-        f"""UPDATE instance_jobs SET last_error = NULL,
-                  payload = CASE WHEN status IN ('done', 'failed') THEN '{{}}' ELSE payload END
-            WHERE instance_id IN {owned}""",
+        """UPDATE instance_jobs SET last_error = NULL,
+                  payload = CASE WHEN status IN ('done', 'failed') THEN '{}' ELSE payload END
+            WHERE instance_id IN (SELECT id FROM instances WHERE user_id = $1)""",
         user_id,
     )
     await conn.execute("DELETE FROM user_integrations WHERE user_id = $1", user_id)

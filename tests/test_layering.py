@@ -3,12 +3,16 @@
 - views never import actors (they address them through blitzclawd.registry), nor one another;
 - an actor never imports another actor (what two share lives outside actors/);
 - nothing in proxy/ imports from http/ (the proxy's wire shapes are its own);
-- nothing outside blitzclawd.ledger and the billing actor's start-up recovery imports the ledger.
+- nothing outside blitzclawd.ledger and the billing actor's start-up recovery imports the ledger;
+- no SQL in http/ (views and the auth middleware call named queries in blitzclawd.queries, or a
+  service in blitzclawd.services for a change that spans a transaction), and no statement is put
+  together from pieces at run time (an f-string or `+` only ever joins constant column lists).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "blitzclawd"
@@ -66,4 +70,67 @@ def test_the_ledger_is_imported_only_by_its_writer_and_recovery() -> None:
             if module == "blitzclawd.ledger":
                 if rel not in allowed and rel != "ledger.py":
                     found.append(f"{rel}:{line}")
+    assert not found
+
+
+SQL = re.compile(
+    r"^\s*(SELECT|INSERT\s+INTO|UPDATE|DELETE\s+FROM|WITH)\b|\bFROM\s+\w+\s+WHERE\b", re.I
+)
+DATABASE_CALLS = {
+    "fetch",
+    "fetchrow",
+    "fetchval",
+    "execute",
+    "executemany",
+    "transaction",
+    "acquire",
+}
+
+
+def sql_in(path: Path) -> list[str]:
+    """Statements (string constants that read as SQL) and database calls in `path`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and SQL.search(node.value)
+        ):
+            found.append(f"{path.name}:{node.lineno} SQL {node.value.strip()[:40]!r}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in DATABASE_CALLS
+        ):
+            found.append(f"{path.name}:{node.lineno} calls .{node.func.attr}()")
+    return found
+
+
+def test_no_sql_in_http() -> None:
+    found = [hit for path in sorted((PACKAGE / "http").rglob("*.py")) for hit in sql_in(path)]
+    assert not found
+
+
+def test_the_sql_check_sees_sql() -> None:
+    sample = PACKAGE.parent / "tests" / "test_layering_sample.tmp"
+    sample.write_text('async def f(pool):\n    await pool.fetch("SELECT 1 FROM users")\n')
+    try:
+        assert len(sql_in(sample)) == 2
+    finally:
+        sample.unlink()
+
+
+def test_no_update_statement_is_assembled_from_pieces() -> None:
+    # `configure` once built its SET clause from a list of strings: an f-string or a join
+    # inside a statement may only add constant column lists (FIELDS, KEY_FIELDS).
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+                names = {
+                    ast.unparse(v.value) for v in node.values if isinstance(v, ast.FormattedValue)
+                }
+                if SQL.search(text) and not names <= {"FIELDS", "KEY_FIELDS"}:
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {sorted(names)}")
     assert not found

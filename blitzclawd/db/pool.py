@@ -67,3 +67,8 @@ async def connect(dsn: str) -> asyncpg.Connection:
         await conn.close()
         raise
     return conn
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """One round trip; raises when the database cannot answer."""
+    await pool.fetchval("SELECT 1")

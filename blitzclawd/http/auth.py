@@ -10,17 +10,15 @@ import hashlib
 import hmac
 import secrets
 import time
-import uuid
 from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 
-from blitzclawd.accounts import erased_clerk_id
 from blitzclawd.auth.clerk import KeysUnavailable, TokenError
 from blitzclawd.auth.clerk_users import refresh_user
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
+from blitzclawd.queries import accounts
 
 API_KEY_PREFIX = "sk_"
 SESSION_COOKIE = "__session"
@@ -95,20 +93,12 @@ def _bearer(request: web.Request) -> str | None:
 
 
 async def _api_key_caller(ctx: DaemonContext, key: str) -> Caller:
-    row = await ctx.pool.fetchrow(
-        """SELECT k.id, k.user_id::text, u.role, u.clerk_user_id, u.deleted_at, u.email_verified,
-                  (k.last_used_at IS NULL
-                   OR k.last_used_at < now() - make_interval(secs => $2)) AS stale
-           FROM api_keys k JOIN users u ON u.id = k.user_id
-           WHERE k.key_hash = $1 AND k.revoked_at IS NULL""",
-        hash_key(key),
-        _LAST_USED_EVERY,
-    )
+    row = await accounts.key_holder(ctx.pool, hash_key(key), _LAST_USED_EVERY)
     if row is None or row["deleted_at"] is not None:
         raise ApiError(401, "unauthenticated", "unknown or revoked API key")
     _require_verified(ctx, row["email_verified"])
     if row["stale"]:
-        await ctx.pool.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", row["id"])
+        await accounts.touch_key(ctx.pool, row["id"])
     return Caller(row["user_id"], _role(ctx, row["role"], row["clerk_user_id"]), "api_key")
 
 
@@ -126,14 +116,7 @@ async def _session_caller(ctx: DaemonContext, token: str) -> Caller:
         return Caller(cached[0], cached[1], "session")
     # The first authenticated call creates the user (Clerk's webhook may not have arrived yet).
     # A deleted account's id is a tombstone: its still-valid sessions find it and stay out.
-    row = await ctx.pool.fetchrow(
-        """INSERT INTO users (clerk_user_id)
-           SELECT $1 WHERE NOT EXISTS (SELECT FROM users WHERE clerk_user_id = $2)
-           ON CONFLICT (clerk_user_id) DO UPDATE SET clerk_user_id = EXCLUDED.clerk_user_id
-           RETURNING id::text, role, deleted_at, email, email_verified""",
-        session.user_id,
-        erased_clerk_id(session.user_id),
-    )
+    row = await accounts.user_for_session(ctx.pool, session.user_id)
     if row is None or row["deleted_at"] is not None:
         raise ApiError(401, "unauthenticated", "this account has been deleted")
     if (not row["email"] or row["email_verified"] is not True) and ctx.clerk_users is not None:
@@ -141,30 +124,13 @@ async def _session_caller(ctx: DaemonContext, token: str) -> Caller:
         # learn: ask Clerk now (bounded by a short timeout, at most once a minute per user), so
         # a checkout right after sign-in carries the address. A failure only logs.
         if await refresh_user(ctx.pool, ctx.clerk_users, session.user_id):
-            row = await ctx.pool.fetchrow(
-                "SELECT id::text, role, deleted_at, email, email_verified FROM users "
-                "WHERE clerk_user_id = $1",
-                session.user_id,
-            )
+            row = await accounts.user_by_clerk_id(ctx.pool, session.user_id)
             if row is None or row["deleted_at"] is not None:
                 raise ApiError(401, "unauthenticated", "this account has been deleted")
     _require_verified(ctx, row["email_verified"])
     role = _role(ctx, row["role"], session.user_id)
     ctx.user_cache[session.user_id] = (row["id"], role, time.monotonic())
     return Caller(row["id"], role, "session")
-
-
-async def lock_live_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
-    """Lock the user's row for the rest of the transaction; 401 if the account is deleted.
-
-    Every per-user limit (count, then insert) takes this first, so one user's creations run one
-    at a time on every daemon; and a request authenticated just before a user.deleted (which
-    locks the same row) cannot add personal data to an erased account after it."""
-    deleted = await conn.fetchval(
-        "SELECT deleted_at IS NOT NULL FROM users WHERE id = $1 FOR UPDATE", user_id
-    )
-    if deleted is not False:
-        raise ApiError(401, "unauthenticated", "this account has been deleted")
 
 
 def _require_verified(ctx: DaemonContext, email_verified: bool | None) -> None:

@@ -6,20 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from blitzclawd.errors import RequestRefused
+from blitzclawd.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 
-
-class ApiError(RequestRefused):
-    """Raise from a view to answer with a clear error: status, machine code, reason, field."""
-
-    def __init__(
-        self, status: int, code: str, message: str, *, field: str | None = None, **extra: Any
-    ) -> None:
-        super().__init__(status, message)
-        self.code = code
-        self.field = field
-        self.extra = extra
+__all__ = ["ApiError", "error_body", "error_response"]
 
 
 def error_body(code: str, message: str, request_id: str | None, field: str | None = None) -> dict:

@@ -3,6 +3,7 @@ nothing here changes a balance (that is blitzclawd.ledger's, through the billing
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -56,3 +57,56 @@ async def balance_summary(pool: asyncpg.Pool, user_id: str, minimum: int) -> dic
             else None,
         },
     }
+
+
+async def available_micros(db: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> int:
+    """Balance less what the user's requests in flight may still cost (0 with no balance row)."""
+    value = await db.fetchval(
+        "SELECT balance_micros - (SELECT coalesce(sum(amount_micros), 0)::bigint "
+        "FROM reservations r WHERE r.user_id = $1) FROM balances WHERE user_id = $1",
+        user_id,
+    )
+    return value or 0
+
+
+async def usage_lines(
+    pool: asyncpg.Pool, user_id: uuid.UUID, first: dt.date, last: dt.date
+) -> list[asyncpg.Record]:
+    """The user's usage per UTC day, model and instance, from `first` to `last` inclusive."""
+    return await pool.fetch(
+        """SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model, instance_id::text,
+                  count(*) AS requests, sum(input_tokens)::bigint AS input_tokens,
+                  sum(output_tokens)::bigint AS output_tokens,
+                  sum(cache_write_5m_tokens + cache_write_1h_tokens)::bigint AS cache_write_tokens,
+                  sum(cache_read_tokens)::bigint AS cache_read_tokens,
+                  sum(cost_micros)::bigint AS cost_micros
+           FROM usage_logs
+           WHERE user_id = $1 AND created_at >= $2::date AT TIME ZONE 'UTC'
+             AND created_at < ($3::date + 1) AT TIME ZONE 'UTC'
+           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+        user_id,
+        first,
+        last,
+    )
+
+
+async def set_auto_topup(
+    pool: asyncpg.Pool,
+    user_id: uuid.UUID,
+    enabled: bool,
+    threshold_micros: int | None,
+    amount_micros: int | None,
+) -> None:
+    """The user's auto top-up settings (the balance itself is not touched)."""
+    await pool.execute(
+        """INSERT INTO balances (user_id, auto_topup_enabled, topup_threshold_micros,
+                                 topup_amount_micros)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (user_id) DO UPDATE SET auto_topup_enabled = EXCLUDED.auto_topup_enabled,
+               topup_threshold_micros = EXCLUDED.topup_threshold_micros,
+               topup_amount_micros = EXCLUDED.topup_amount_micros""",
+        user_id,
+        enabled,
+        threshold_micros,
+        amount_micros,
+    )

@@ -9,16 +9,14 @@ from aiohttp import web
 from blitzclawd.http.auth import require_admin
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.jsonutil import json_response
+from blitzclawd.queries import fleet
 
 
 async def daemons(request: web.Request) -> web.Response:
     """Every daemon sharing the database, and this one's actors."""
     require_admin(request)
     ctx = request.app[CONTEXT]
-    rows = await ctx.pool.fetch(
-        "SELECT id::text, hostname, pid, version, started_at, last_seen, stopped_at "
-        "FROM daemons ORDER BY started_at DESC LIMIT 100"
-    )
+    rows = await fleet.daemons(ctx.pool)
     actors = (
         []
         if ctx.supervisor is None
@@ -49,19 +47,8 @@ async def instance_health(request: web.Request) -> web.Response:
     """The health monitor's last result for every instance it has checked, worst first."""
     require_admin(request)
     ctx = request.app[CONTEXT]
-    rows = await ctx.pool.fetch(
-        """SELECT h.instance_id::text, i.user_id::text, i.status AS instance_status,
-                  i.status_reason, host(i.ip_address) AS ip_address, h.ok, h.state, h.detail,
-                  h.restarts, h.checked_at, h.down_since, h.alerted_at
-           FROM instance_health h JOIN instances i ON i.id = h.instance_id
-           WHERE i.deleted_at IS NULL
-           ORDER BY h.ok, h.down_since NULLS LAST, h.checked_at DESC
-           LIMIT 10000"""
-    )
-    alerts = await ctx.pool.fetch(
-        """SELECT instance_id::text, kind, detail, created_at FROM health_alerts
-           ORDER BY id DESC LIMIT 100"""
-    )
+    rows = await fleet.health_results(ctx.pool)
+    alerts = await fleet.recent_health_alerts(ctx.pool)
 
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None

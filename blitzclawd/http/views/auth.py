@@ -8,11 +8,13 @@ from aiohttp import web
 
 from blitzclawd.config import billing_minimum_micros
 from blitzclawd.http import validate
-from blitzclawd.http.auth import caller_of, hash_key, lock_live_user, new_api_key, require_user
+from blitzclawd.http.auth import caller_of, hash_key, new_api_key, require_user
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
+from blitzclawd.queries import accounts
 from blitzclawd.queries.billing import balance_summary
+from blitzclawd.services import api_keys
 
 MAX_KEYS_PER_USER = 20
 
@@ -22,10 +24,7 @@ async def me(request: web.Request) -> web.Response:
     caller = caller_of(request)
     if caller.user_id is None:
         return json_response({"id": None, "role": caller.role, "via": caller.via})
-    row = await ctx.pool.fetchrow(
-        "SELECT id::text, clerk_user_id, email, role, created_at FROM users WHERE id = $1",
-        uuid.UUID(caller.user_id),
-    )
+    row = await accounts.profile(ctx.pool, uuid.UUID(caller.user_id))
     return json_response(
         {
             "id": row["id"],
@@ -57,41 +56,18 @@ async def create_key(request: web.Request) -> web.Response:
     user_id = uuid.UUID(require_user(request))
     body = await validate.json_object(request)
     name = validate.text(body, "name", max_length=100)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        # One user's creations run one at a time (the count below, then the insert), on every
-        # daemon: the per-user limit holds under concurrency.
-        await lock_live_user(conn, user_id)
-        live = await conn.fetchval(
-            "SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL", user_id
-        )
-        if live >= MAX_KEYS_PER_USER:
-            raise ApiError(
-                422,
-                "too_many_keys",
-                f"at most {MAX_KEYS_PER_USER} live API keys; revoke one first",
-                field="name",
-            )
-        key = new_api_key()
-        row = await conn.fetchrow(
-            """INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4)
-               RETURNING id::text, name, prefix, created_at, last_used_at, revoked_at""",
-            user_id,
-            name,
-            key[:10],
-            hash_key(key),
-        )
+    key = new_api_key()
+    row = await api_keys.create(
+        ctx.pool, user_id, name, key[:10], hash_key(key), limit=MAX_KEYS_PER_USER
+    )
     # The only time the key is shown: we keep its hash, never the key.
     return json_response({**_key_json(row), "key": key}, status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    rows = await ctx.pool.fetch(
-        "SELECT id::text, name, prefix, created_at, last_used_at, revoked_at FROM api_keys "
-        "WHERE user_id = $1 ORDER BY created_at",
-        uuid.UUID(require_user(request)),
-    )
-    return json_response({"keys": [_key_json(r) for r in rows]})
+    keys = await accounts.keys_of(ctx.pool, uuid.UUID(require_user(request)))
+    return json_response({"keys": [_key_json(r) for r in keys]})
 
 
 async def revoke_key(request: web.Request) -> web.Response:
@@ -100,13 +76,7 @@ async def revoke_key(request: web.Request) -> web.Response:
         key_id = uuid.UUID(request.match_info["key_id"])
     except ValueError:
         raise ApiError(404, "not_found", "no such API key") from None
-    row = await ctx.pool.fetchrow(
-        """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-           WHERE id = $1 AND user_id = $2
-           RETURNING id::text, name, prefix, created_at, last_used_at, revoked_at""",
-        key_id,
-        uuid.UUID(require_user(request)),
-    )
+    row = await accounts.revoke_key(ctx.pool, uuid.UUID(require_user(request)), key_id)
     if row is None:  # someone else's key looks exactly like a missing one
         raise ApiError(404, "not_found", "no such API key")
     return json_response(_key_json(row))

@@ -17,7 +17,13 @@ from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments.creem import CreemError
 from blitzclawd.payments.topups import PaymentsUnconfigured, create_topup
-from blitzclawd.queries.billing import MICROS_PER_CENT, balance_summary, cents
+from blitzclawd.queries.billing import (
+    MICROS_PER_CENT,
+    balance_summary,
+    cents,
+    set_auto_topup,
+    usage_lines,
+)
 
 log = logging.getLogger("blitzclawd.billing")
 
@@ -86,21 +92,7 @@ async def usage(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_field", "from must not be after to", field="from")
     if (to - frm).days > MAX_USAGE_DAYS:
         raise ApiError(422, "invalid_field", f"at most {MAX_USAGE_DAYS} days at once", field="from")
-    rows = await ctx.pool.fetch(
-        """SELECT (created_at AT TIME ZONE 'UTC')::date AS day, model, instance_id::text,
-                  count(*) AS requests, sum(input_tokens)::bigint AS input_tokens,
-                  sum(output_tokens)::bigint AS output_tokens,
-                  sum(cache_write_5m_tokens + cache_write_1h_tokens)::bigint AS cache_write_tokens,
-                  sum(cache_read_tokens)::bigint AS cache_read_tokens,
-                  sum(cost_micros)::bigint AS cost_micros
-           FROM usage_logs
-           WHERE user_id = $1 AND created_at >= $2::date AT TIME ZONE 'UTC'
-             AND created_at < ($3::date + 1) AT TIME ZONE 'UTC'
-           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
-        user_id,
-        frm,
-        to,
-    )
+    rows = await usage_lines(ctx.pool, user_id, frm, to)
     lines = [
         {
             "day": r["day"].isoformat(),
@@ -185,13 +177,8 @@ async def auto_topup(request: web.Request) -> web.Response:
             "balance (below it your assistant is already paused)",
             field="threshold_cents",
         )
-    await ctx.pool.execute(
-        """INSERT INTO balances (user_id, auto_topup_enabled, topup_threshold_micros,
-                                 topup_amount_micros)
-           VALUES ($1, $2, $3, $4)
-           ON CONFLICT (user_id) DO UPDATE SET auto_topup_enabled = EXCLUDED.auto_topup_enabled,
-               topup_threshold_micros = EXCLUDED.topup_threshold_micros,
-               topup_amount_micros = EXCLUDED.topup_amount_micros""",
+    await set_auto_topup(
+        ctx.pool,
         uuid.UUID(user_id),
         enabled,
         None if threshold is None else threshold * MICROS_PER_CENT,

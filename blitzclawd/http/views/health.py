@@ -11,6 +11,7 @@ import asyncio
 
 from aiohttp import web
 
+from blitzclawd.db.pool import ping
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.jsonutil import json_response
 
@@ -26,7 +27,7 @@ async def readyz(request: web.Request) -> web.Response:
     reasons: list[str] = []
     try:
         async with asyncio.timeout(DB_CHECK_TIMEOUT):
-            await ctx.pool.fetchval("SELECT 1")
+            await ping(ctx.pool)
         database = "ok"
     except Exception as exc:  # any failure means not ready; the body says which
         database = f"unreachable: {type(exc).__name__}"

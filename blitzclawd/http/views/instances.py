@@ -1,10 +1,9 @@
 """/api/instances: a user's OpenClaw instances. Every query is scoped by the caller's own user id:
 another user's instance (or a malformed id) is a 404, exactly like one that does not exist.
 
-Creating claims an available server in the same transaction as the instance row (FOR UPDATE SKIP
-LOCKED: two users at once never get the same server), else the instance waits as `pending` and the
-pool manager is asked to provision. The actual configuration over SSH is a durable job for the
-provisioner. Bot tokens are stored encrypted (plaintext exists only while deploying).
+The views check input and answer; the changes (a pending instance and its server, settings with
+the job that deploys them) are blitzclawd.services.instances'. Bot tokens and own keys are
+encrypted here, before anything is stored (plaintext exists only while deploying).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from aiohttp import web
 from blitzclawd import credentials
 from blitzclawd.config import billing_minimum_micros
 from blitzclawd.credentials import channel_secret_context, own_key_context
-from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet import remote
 from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY, telegram_channel
 from blitzclawd.fleet.personas import PERSONA_NAMES, soul_md
@@ -33,19 +31,17 @@ from blitzclawd.fleet.telegram_bot import (
     bot_identity,
 )
 from blitzclawd.http import validate
-from blitzclawd.http.auth import lock_live_user, require_user
+from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.runtime.messages import JobsQueued, PoolCheck
+from blitzclawd.queries import instances as rows
+from blitzclawd.services import instances as service
 
 log = logging.getLogger("blitzclawd.instances")
 
 CHANNEL_TYPES = ("telegram", "whatsapp")
 MAX_SOUL_INPUT = 100_000  # raw characters read before the exact OpenClaw-length check
-_FIELDS = """i.id::text, i.status, i.status_reason, i.channel_type, i.channel_config,
-             i.persona_template, i.soul_md, host(i.ip_address) AS ip_address, i.created_at,
-             i.updated_at, i.use_own_api_key"""
 
 
 def _view(row: Any) -> dict[str, Any]:
@@ -72,12 +68,7 @@ def _parse_id(request: web.Request) -> uuid.UUID:
 
 
 async def _owned(ctx: DaemonContext, user_id: str, instance_id: uuid.UUID) -> Any:
-    row = await ctx.pool.fetchrow(
-        f"SELECT {_FIELDS} FROM instances i "
-        "WHERE i.id = $1 AND i.user_id = $2 AND i.deleted_at IS NULL",
-        instance_id,
-        uuid.UUID(user_id),
-    )
+    row = await rows.owned(ctx.pool, uuid.UUID(user_id), instance_id)
     if row is None:
         raise ApiError(404, "not_found", "no such instance")
     return row
@@ -208,91 +199,40 @@ async def create(request: web.Request) -> web.Response:
     secret_enc = (
         ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)) if token else None
     )
-    minimum = billing_minimum_micros(ctx.settings)
-    limit = ctx.settings.fleet.max_instances_per_user
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        # One user's creations run one at a time (the count below, then the insert), on every
-        # daemon: the per-user limit holds under concurrency.
-        await lock_live_user(conn, user_id)
-        available = await conn.fetchval(
-            "SELECT balance_micros - (SELECT coalesce(sum(amount_micros), 0)::bigint "
-            "FROM reservations r WHERE r.user_id = $1) FROM balances WHERE user_id = $1",
-            user_id,
-        )
-        if (available or 0) < minimum:
-            raise ApiError(
-                402,
-                "insufficient_balance",
-                f"a balance of at least ${minimum / 1e6:.2f} is needed to create an instance",
-            )
-        count = await conn.fetchval(
-            "SELECT count(*) FROM instances WHERE user_id = $1 AND deleted_at IS NULL", user_id
-        )
-        if count >= limit:
-            raise ApiError(409, "instance_limit", f"at most {limit} instances per user")
-        await conn.execute(
-            """INSERT INTO instances (id, user_id, status, channel_type, channel_config,
-                                      channel_secret_enc, persona_template, soul_md, secret_hash)
-               VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8)""",
-            instance_id,
-            user_id,
-            kind,
-            config,
-            secret_enc,
-            persona,
-            soul,
-            # Never handed out: the first deploy rotates in the secret the instance gets.
-            credentials.hash_secret(credentials.new_secret()),
-        )
-        server = await fleet_pool.claim_available_server(conn, instance_id)
-        if server is not None:
-            await fleet_pool.enqueue_job(conn, instance_id, "deploy")
-        row = await conn.fetchrow(f"SELECT {_FIELDS} FROM instances i WHERE i.id = $1", instance_id)
-    if server is not None:
-        ctx.actors.provisioner.tell(JobsQueued())
-    else:
-        ctx.actors.pool_manager.tell(PoolCheck("no available server"))
-    log.info("instance created", extra={"instance": str(instance_id), "status": row["status"]})
+    new = rows.NewInstance(
+        id=instance_id,
+        user_id=user_id,
+        channel_type=kind,
+        channel_config=config,
+        channel_secret_enc=secret_enc,
+        persona_template=persona,
+        soul_md=soul,
+        # Never handed out: the first deploy rotates in the secret the instance gets.
+        secret_hash=credentials.hash_secret(credentials.new_secret()),
+    )
+    row = await service.create(
+        ctx.pool,
+        ctx.actors,
+        new,
+        minimum_micros=billing_minimum_micros(ctx.settings),
+        limit=ctx.settings.fleet.max_instances_per_user,
+    )
     return json_response(_view(row), status=201)
 
 
 async def list_instances(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
-    rows = await ctx.pool.fetch(
-        f"SELECT {_FIELDS} FROM instances i WHERE i.user_id = $1 AND i.deleted_at IS NULL "
-        "ORDER BY i.created_at",
-        user_id,
-    )
-    return json_response({"instances": [_view(r) for r in rows]})
+    found = await rows.of_user(ctx.pool, user_id)
+    return json_response({"instances": [_view(r) for r in found]})
 
 
 async def get(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = require_user(request)
     row = await _owned(ctx, user_id, _parse_id(request))
-    usage = await ctx.pool.fetchrow(
-        """SELECT count(*) AS requests, coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
-                  coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
-                  coalesce(sum(cost_micros), 0)::bigint AS cost_micros
-           FROM usage_logs
-           WHERE instance_id = $1 AND user_id = $2 AND created_at > now() - interval '24 hours'""",
-        uuid.UUID(row["id"]),
-        uuid.UUID(user_id),
-    )
-    return json_response({**_view(row), "usage_24h": dict(usage)})
-
-
-async def _queue(
-    ctx: DaemonContext, instance_id: uuid.UUID, kind: str, update: str | None = None, *args: Any
-) -> None:
-    """Queue a `kind` job for the instance, after `update` (its $1 is the instance id, the rest
-    `args`) in the same transaction: the job never runs without the change, nor the reverse."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        if update is not None:
-            await conn.execute(update, instance_id, *args)
-        await fleet_pool.enqueue_job(conn, instance_id, kind)
-    ctx.actors.provisioner.tell(JobsQueued())
+    usage = await rows.usage_24h(ctx.pool, uuid.UUID(user_id), uuid.UUID(row["id"]))
+    return json_response({**_view(row), "usage_24h": usage})
 
 
 async def restart(request: web.Request) -> web.Response:
@@ -300,7 +240,7 @@ async def restart(request: web.Request) -> web.Response:
     row = await _owned(ctx, require_user(request), _parse_id(request))
     if row["status"] in ("pending", "provisioning"):
         raise ApiError(409, "not_ready", "the instance is still being set up")
-    await _queue(ctx, uuid.UUID(row["id"]), "restart")
+    await service.restart(ctx.pool, ctx.actors, uuid.UUID(row["id"]))
     return json_response({"id": row["id"], "queued": "restart"}, status=202)
 
 
@@ -312,27 +252,18 @@ async def configure(request: web.Request) -> web.Response:
     body = await validate.json_object(request)
     if "soul_md" not in body and "channel_config" not in body:
         raise ApiError(422, "invalid_field", "send soul_md and/or channel_config", field="soul_md")
-    sets: list[str] = []
-    args: list[Any] = [instance_id]
+    changes: dict[str, Any] = {}
     if "soul_md" in body:
-        args.append(_soul(row["persona_template"] or "assistant", body["soul_md"]))
-        sets.append(f"soul_md = ${len(args)}")
+        changes["soul"] = _soul(row["persona_template"] or "assistant", body["soul_md"])
     if "channel_config" in body:
         config, token = _channel(row["channel_type"], body["channel_config"])
         if token is not None:
             config.update(_bot_config(await _checked_bot(ctx, token)))
-        args.append(config)
-        sets.append(f"channel_config = ${len(args)}")
-        if token is not None:
-            args.append(ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)))
-            sets.append(f"channel_secret_enc = ${len(args)}")
-    await _queue(
-        ctx,
-        instance_id,
-        "configure",
-        f"UPDATE instances SET {', '.join(sets)} WHERE id = $1 AND deleted_at IS NULL",
-        *args[1:],
-    )
+            changes["channel_secret_enc"] = ctx.keyring().encrypt_text(
+                token, channel_secret_context(instance_id)
+            )
+        changes["channel_config"] = config
+    await service.configure(ctx.pool, ctx.actors, instance_id, **changes)
     return json_response({"id": row["id"], "queued": "configure"}, status=202)
 
 
@@ -355,14 +286,12 @@ async def telegram_connect(request: web.Request) -> web.Response:
     assert token is not None
     bot = await _checked_bot(ctx, token)
     config.update(_bot_config(bot))
-    await _queue(
-        ctx,
+    await service.configure(
+        ctx.pool,
+        ctx.actors,
         instance_id,
-        "configure",
-        "UPDATE instances SET channel_config = $2, channel_secret_enc = $3 "
-        "WHERE id = $1 AND deleted_at IS NULL",
-        config,
-        ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)),
+        channel_config=config,
+        channel_secret_enc=ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)),
     )
     return json_response(
         {"id": row["id"], "queued": "configure", "telegram": _bot_config(bot)}, status=202
@@ -383,13 +312,7 @@ async def delete(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     instance_id = _parse_id(request)
     row = await _owned(ctx, require_user(request), instance_id)
-    # From here the proxy refuses it (deleted); the teardown job wipes its server.
-    await _queue(
-        ctx,
-        instance_id,
-        "teardown",
-        "UPDATE instances SET status = 'deleted', deleted_at = now() WHERE id = $1",
-    )
+    await service.delete(ctx.pool, ctx.actors, instance_id)
     return json_response({"id": row["id"], "status": "deleted"}, status=202)
 
 
@@ -401,11 +324,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
         request, "lines", default=100, minimum=1, maximum=remote.MAX_LOG_LINES
     )
     follow = validate.query_flag(request, "follow")
-    server = await ctx.pool.fetchrow(
-        """SELECT host(s.ip_address) AS ip, s.ssh_host_key FROM instances i
-           JOIN server_pool s ON s.id = i.server_id WHERE i.id = $1""",
-        instance_id,
-    )
+    server = await rows.server_of(ctx.pool, instance_id)
     if server is None or server["ip"] is None or not server["ssh_host_key"]:
         raise ApiError(409, "not_ready", "the instance has no server yet")
     cfg = ctx.settings.fleet
@@ -491,17 +410,7 @@ async def set_api_key(request: web.Request) -> web.Response:
         )
     await _provider_accepts(ctx, provider, key)
     blob = ctx.keyring().encrypt_text(key, own_key_context(instance_id))
-    await _queue(
-        ctx,
-        instance_id,
-        "configure",
-        """UPDATE instances SET use_own_api_key = true, own_api_provider = $2,
-                  own_api_key_enc = $3
-           WHERE id = $1 AND deleted_at IS NULL""",
-        provider,
-        blob,
-    )
-    log.info("own API key set", extra={"instance": str(instance_id), "provider": provider})
+    await service.set_own_key(ctx.pool, ctx.actors, instance_id, provider, blob)
     return json_response(
         {"id": row["id"], "use_own_api_key": True, "provider": provider, "queued": "configure"},
         status=202,
@@ -512,14 +421,7 @@ async def remove_api_key(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     instance_id = _parse_id(request)
     row = await _owned(ctx, require_user(request), instance_id)
-    await _queue(
-        ctx,
-        instance_id,
-        "configure",
-        """UPDATE instances SET use_own_api_key = false, own_api_provider = NULL,
-                  own_api_key_enc = NULL
-           WHERE id = $1 AND deleted_at IS NULL""",
-    )
+    await service.clear_own_key(ctx.pool, ctx.actors, instance_id)
     return json_response(
         {"id": row["id"], "use_own_api_key": False, "queued": "configure"}, status=202
     )

@@ -10,11 +10,11 @@ import asyncssh
 from aiohttp import web
 
 from blitzclawd import credentials
-from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.http import validate
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
+from blitzclawd.queries import fleet
 from blitzclawd.runtime.messages import JobsQueued
 
 log = logging.getLogger("blitzclawd.fleet")
@@ -55,26 +55,16 @@ async def instance_ready(request: web.Request) -> web.Response:
     secret = _bearer(request)
     if not isinstance(name, str) or not _NAME.fullmatch(name) or not secret:
         raise ApiError(401, "unauthenticated", "unknown server or wrong secret")
-    row = await ctx.pool.fetchrow(
-        "SELECT id, status, secret_hash FROM server_pool WHERE name = $1", name
-    )
+    row = await fleet.server_by_name(ctx.pool, name)
     stored = bytes(row["secret_hash"]) if row is not None and row["secret_hash"] else _NO_HASH
     ok = hmac.compare_digest(credentials.hash_secret(secret), stored)
     if row is None or not ok:
         log.warning("ready call refused", extra={"server_name": name})
         raise ApiError(401, "unauthenticated", "unknown server or wrong secret")
     host_key = _host_key(body.get("host_key"))
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        status = await conn.fetchval(
-            """UPDATE server_pool SET ssh_host_key = $2, ready_at = now()
-               WHERE id = $1 AND status IN ('provisioning', 'available', 'assigned')
-               RETURNING status""",
-            row["id"],
-            host_key,
-        )
-        if status is None:
-            raise ApiError(409, "server_retired", "this server is being deleted")
-        outcome = await fleet_pool.server_ready(conn, row["id"])
+    outcome = await fleet.report_ready(ctx.pool, row["id"], host_key)
+    if outcome is None:
+        raise ApiError(409, "server_retired", "this server is being deleted")
     log.info("server ready", extra={"server_name": name, "outcome": outcome})
     if outcome == "deploy":
         ctx.actors.provisioner.tell(JobsQueued())  # else its poll picks the job up

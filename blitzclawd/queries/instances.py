@@ -1,0 +1,159 @@
+"""Instance rows: what a user sees of their instances and the changes they ask for.
+
+Reads a user makes are scoped by their user id here, in the statement: another user's instance is
+indistinguishable from a missing one. Changes take an instance id the caller has already proven
+is the user's (`owned`), inside the caller's transaction when a job is queued with them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+FIELDS = """i.id::text, i.status, i.status_reason, i.channel_type, i.channel_config,
+            i.persona_template, i.soul_md, host(i.ip_address) AS ip_address, i.created_at,
+            i.updated_at, i.use_own_api_key"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    channel_type: str
+    channel_config: dict[str, Any]
+    channel_secret_enc: bytes | None
+    persona_template: str
+    soul_md: str | None
+    secret_hash: bytes
+
+
+async def owned(db: Executor, user_id: uuid.UUID, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    """The user's live instance, or None (missing, deleted, or someone else's)."""
+    return await db.fetchrow(
+        f"SELECT {FIELDS} FROM instances i "
+        "WHERE i.id = $1 AND i.user_id = $2 AND i.deleted_at IS NULL",
+        instance_id,
+        user_id,
+    )
+
+
+async def of_user(db: Executor, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"SELECT {FIELDS} FROM instances i WHERE i.user_id = $1 AND i.deleted_at IS NULL "
+        "ORDER BY i.created_at",
+        user_id,
+    )
+
+
+async def by_id(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(f"SELECT {FIELDS} FROM instances i WHERE i.id = $1", instance_id)
+
+
+async def count_live(db: Executor, user_id: uuid.UUID) -> int:
+    return await db.fetchval(
+        "SELECT count(*) FROM instances WHERE user_id = $1 AND deleted_at IS NULL", user_id
+    )
+
+
+async def insert_pending(conn: asyncpg.Connection, new: NewInstance) -> None:
+    await conn.execute(
+        """INSERT INTO instances (id, user_id, status, channel_type, channel_config,
+                                  channel_secret_enc, persona_template, soul_md, secret_hash)
+           VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8)""",
+        new.id,
+        new.user_id,
+        new.channel_type,
+        new.channel_config,
+        new.channel_secret_enc,
+        new.persona_template,
+        new.soul_md,
+        new.secret_hash,
+    )
+
+
+async def usage_24h(db: Executor, user_id: uuid.UUID, instance_id: uuid.UUID) -> dict[str, int]:
+    row = await db.fetchrow(
+        """SELECT count(*) AS requests, coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
+                  coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
+                  coalesce(sum(cost_micros), 0)::bigint AS cost_micros
+           FROM usage_logs
+           WHERE instance_id = $1 AND user_id = $2 AND created_at > now() - interval '24 hours'""",
+        instance_id,
+        user_id,
+    )
+    return dict(row)
+
+
+async def set_soul(conn: asyncpg.Connection, instance_id: uuid.UUID, soul: str | None) -> None:
+    await conn.execute(
+        "UPDATE instances SET soul_md = $2 WHERE id = $1 AND deleted_at IS NULL",
+        instance_id,
+        soul,
+    )
+
+
+async def set_channel_config(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, config: dict[str, Any]
+) -> None:
+    """The channel's non-secret settings; the stored secret stays."""
+    await conn.execute(
+        "UPDATE instances SET channel_config = $2 WHERE id = $1 AND deleted_at IS NULL",
+        instance_id,
+        config,
+    )
+
+
+async def set_channel(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, config: dict[str, Any], secret_enc: bytes
+) -> None:
+    """The channel's settings and its (encrypted) secret together."""
+    await conn.execute(
+        "UPDATE instances SET channel_config = $2, channel_secret_enc = $3 "
+        "WHERE id = $1 AND deleted_at IS NULL",
+        instance_id,
+        config,
+        secret_enc,
+    )
+
+
+async def set_own_key(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, provider: str, key_enc: bytes
+) -> None:
+    await conn.execute(
+        """UPDATE instances SET use_own_api_key = true, own_api_provider = $2,
+                  own_api_key_enc = $3
+           WHERE id = $1 AND deleted_at IS NULL""",
+        instance_id,
+        provider,
+        key_enc,
+    )
+
+
+async def clear_own_key(conn: asyncpg.Connection, instance_id: uuid.UUID) -> None:
+    await conn.execute(
+        """UPDATE instances SET use_own_api_key = false, own_api_provider = NULL,
+                  own_api_key_enc = NULL
+           WHERE id = $1 AND deleted_at IS NULL""",
+        instance_id,
+    )
+
+
+async def mark_deleted(conn: asyncpg.Connection, instance_id: uuid.UUID) -> None:
+    """From here the proxy refuses it; the teardown job queued with it wipes the server."""
+    await conn.execute(
+        "UPDATE instances SET status = 'deleted', deleted_at = now() WHERE id = $1", instance_id
+    )
+
+
+async def server_of(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    """The instance's server: ip and SSH host key (either may still be missing)."""
+    return await db.fetchrow(
+        """SELECT host(s.ip_address) AS ip, s.ssh_host_key FROM instances i
+           JOIN server_pool s ON s.id = i.server_id WHERE i.id = $1""",
+        instance_id,
+    )
