@@ -20,7 +20,7 @@ from blitzclawd.actors.notifier import NotifierActor
 from blitzclawd.actors.pool_manager import PoolManager
 from blitzclawd.actors.provisioner import Provisioner
 from blitzclawd.actors.proxy import ProxyActor
-from blitzclawd.config import Settings, billing_minimum_micros
+from blitzclawd.config import Settings
 from blitzclawd.context import DaemonContext
 from blitzclawd.db import pool as db_pool
 from blitzclawd.db.embedded import EmbeddedPostgres
@@ -29,8 +29,7 @@ from blitzclawd.fleet.keys import public_key_line
 from blitzclawd.http.app import make_api_app, make_proxy_app
 from blitzclawd.http.listener import HttpListener
 from blitzclawd.proxy.journal import InflightJournal
-from blitzclawd.proxy.recovery import recover_orphaned_reservations
-from blitzclawd.runtime.messages import JobsQueued
+from blitzclawd.runtime.messages import JobsQueued, RecoverOrphans
 from blitzclawd.runtime.singleton import SingletonChild
 from blitzclawd.runtime.supervisor import ChildSpec
 
@@ -95,16 +94,18 @@ class Children:
     def janitor(self) -> ChildSpec:
         ctx = self._ctx
 
+        async def recover_orphans(_pool: asyncpg.Pool) -> None:
+            ctx().actors.billing.tell(RecoverOrphans())  # billing charges; money's one writer
+
         def build() -> Janitor:
             c = ctx()
-            minimum = billing_minimum_micros(c.settings)
             return Janitor(
                 c.pool,
                 interval=c.settings.daemon.heartbeat_interval,
                 dead_after=c.settings.daemon.dead_after,
                 # Every sweep, not only for the daemons it finds dead: a stopped daemon may have
                 # left records or leases however it stopped.
-                every_sweep=[lambda pool: recover_orphaned_reservations(pool, minimum)],
+                every_sweep=[recover_orphans],
             )
 
         return self._singleton("janitor", build)

@@ -28,6 +28,7 @@ from blitzclawd.runtime.messages import (
     NotificationQueued,
     Notify,
     PoolCheck,
+    RecoverOrphans,
 )
 
 log = logging.getLogger("blitzclawd.registry")
@@ -104,7 +105,7 @@ class Actors:
     notifier: Ref[NotifierMessage]
     provisioner: Ref[JobsQueued]
     pool_manager: Ref[PoolCheck]
-    billing: Ref[CreemWebhook]
+    billing: Ref[CreemWebhook | RecoverOrphans]
     _lookup: Lookup
 
     def proxy(self) -> ProxyHandler | None:

@@ -331,7 +331,7 @@ async def test_a_settlement_that_cannot_commit_at_stop_is_charged_at_the_next_st
         assert b"message_stop" in await resp.read()
         proxy = env.daemon.supervisor.child("proxy")
         deadline = asyncio.get_running_loop().time() + 10
-        while not proxy._unsettled:
+        while not proxy.settlements.waiting:
             assert asyncio.get_running_loop().time() < deadline, "the settlement never failed"
             await asyncio.sleep(0.01)
         journal = journal_path(env.daemon.settings.state_path(), env.daemon.daemon_id)

@@ -3,7 +3,8 @@
 - views never import actors (they address them through blitzclawd.registry), nor one another;
 - an actor never imports another actor (what two share lives outside actors/);
 - nothing in proxy/ imports from http/ (the proxy's wire shapes are its own);
-- nothing outside blitzclawd.ledger and the billing actor's start-up recovery imports the ledger;
+- money moves only through blitzclawd.ledger, called from the billing actor (and what runs
+  inside it: webhook effects, recovery);
 - no SQL in http/ (views and the auth middleware call named queries in blitzclawd.queries, or a
   service in blitzclawd.services for a change that spans a transaction), and no statement is put
   together from pieces at run time (an f-string or `+` only ever joins constant column lists).
@@ -60,17 +61,47 @@ def test_the_proxy_package_does_not_import_http() -> None:
 
 
 def test_the_ledger_is_imported_only_by_its_writer_and_recovery() -> None:
-    # actors/proxy.py still settles directly while billing is down: the last second path
-    # (issue 12's note), to go once the proxy hands settlements to billing only.
-    allowed = {"actors/billing.py", "proxy/recovery.py", "testing/seed.py", "actors/proxy.py"}
+    # billing is money's one writer; payments/apply.py and proxy/recovery.py run only inside it
+    # (checked below); testing/seed.py puts test money in through the same function.
+    allowed = {"actors/billing.py", "payments/apply.py", "proxy/recovery.py", "testing/seed.py"}
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = str(path.relative_to(PACKAGE))
         for line, module in imports(path):
-            if module == "blitzclawd.ledger":
+            if module == "blitzclawd.ledger" or module.startswith("blitzclawd.ledger."):
                 if rel not in allowed and rel != "ledger.py":
                     found.append(f"{rel}:{line}")
     assert not found
+
+
+def test_what_moves_money_runs_only_in_billing() -> None:
+    runners = ("blitzclawd.payments.apply.apply_creem_event", "blitzclawd.proxy.recovery.recover_")
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        for line, module in imports(path):
+            if module.startswith(runners) and rel != "actors/billing.py":
+                found.append(f"{rel}:{line} imports {module}")
+    assert not found
+
+
+def test_no_module_but_the_ledger_changes_a_balance() -> None:
+    # The SQL functions that move money, and the tables they keep, by name: only ledger.py
+    # calls or writes them (the migrations define them).
+    money = re.compile(
+        r"\b(settle_usage|adjust_balance)\s*\(|INSERT\s+INTO\s+ledger_entries"
+        r"|UPDATE\s+balances\s+SET\s+[^;]*\bbalance_micros\s*=",
+        re.I,
+    )
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if money.search(node.value) and rel != "ledger.py":
+                    found.append(f"{rel}:{node.lineno}")
+    assert not found
+    assert money.search("UPDATE balances SET reserved_micros = 0, balance_micros = 1")
 
 
 SQL = re.compile(

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from conftest import notice_of
 
+from blitzclawd import ledger
 from blitzclawd.testing import seed
 from blitzclawd.testing.fake_llm import Scenario
 
@@ -488,12 +489,11 @@ async def test_depletion_pauses_and_a_credit_resumes(proxy_env) -> None:
     resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
     await read_all(resp)
     assert notice_of(resp) == "paused"
-    # A top-up through the billing actor brings the user back over the minimum: resumed.
-    from blitzclawd.runtime.messages import Credit
-
-    billing = proxy_env.daemon.supervisor.child("billing")
-    result = await billing.credit(Credit(user, 5_000_000, "topup", "test", "topup:test-1"))
-    assert result.outcome == "credited" and result.resumed == 1
+    # A credit through the ledger brings the user back over the minimum: resumed.
+    adjusted = await ledger.adjust(
+        proxy_env.pool, ledger.Entry(user, 5_000_000, "topup", "test", "topup:test-1"), 10_000_000
+    )
+    assert adjusted.outcome == "applied" and adjusted.resumed == 1
     resp = await proxy_env.post("/v1/messages", ANTHROPIC_BODY, instance=inst)
     assert resp.status == 200 and notice_of(resp) is None
     await read_all(resp)

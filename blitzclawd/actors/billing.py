@@ -7,14 +7,17 @@ and one WAL flush for many requests, also when they come one after the other. No
 it but the request's own settlement task: the client already has its answer. A settlement counts
 only once committed: its caller's future resolves after COMMIT.
 
-On start it recovers what dead daemons left behind (see blitzclawd.proxy.recovery).
+It is also the one that charges what stopped daemons left behind (blitzclawd.proxy.recovery):
+first thing on start, then the journals in our state directory every checkpoint interval and
+the database records whenever the janitor has swept (RecoverOrphans). Its mailbox: CreemWebhook
+(ask: a WebhookOutcome), RecoverOrphans (tell), its own timers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -28,12 +31,12 @@ from blitzclawd.runtime.actor import Actor, ActorNotRunning
 from blitzclawd.runtime.messages import (
     AutoTopupDue,
     BalanceDepleted,
-    Credit,
-    CreditResult,
     CreemWebhook,
     LowBalance,
+    RecoverOrphans,
     Settlement,
     SettleResult,
+    Tick,
 )
 from blitzclawd.runtime.outage import DependencyUnavailable, dependency_unavailable
 
@@ -88,6 +91,8 @@ class BillingActor(Actor):
         if self._journals is not None:
             await recover_journals(self._pool, *self._journals, self._minimum)
         await recover_orphaned_reservations(self._pool, self._minimum)
+        if self._journals is not None:
+            self.every(self._settings.billing.checkpoint_interval, "recover journals")
 
     async def on_stop(self) -> None:
         # Nothing is left half-done: whatever is batched is committed before we go.
@@ -117,11 +122,6 @@ class BillingActor(Actor):
     async def settle(self, item: Settlement) -> SettleResult:
         return await self.submit(item)
 
-    async def credit(self, item: Credit, timeout: float = 30.0) -> CreditResult:  # noqa: ASYNC109
-        result = await self.ask(item, timeout=timeout)
-        assert isinstance(result, CreditResult)
-        return result
-
     async def apply_webhook(self, item: CreemWebhook, timeout: float = 30.0) -> WebhookOutcome:  # noqa: ASYNC109
         result = await self.ask(item, timeout=timeout)
         assert isinstance(result, WebhookOutcome)
@@ -137,15 +137,27 @@ class BillingActor(Actor):
         if isinstance(message, CreemWebhook):
             assert isinstance(message.event, CreemEvent)
             return await self._apply_webhook(message.event)
-        if isinstance(message, Credit):
-            result = await ledger.credit(self._pool, message, self._minimum)
-            if result.resumed:
-                log.info(
-                    "instances resumed",
-                    extra={"user_id": message.user_id, "resumed": result.resumed},
-                )
-            return result
+        if isinstance(message, Tick) and self._journals is not None:
+            journals = self._journals
+            await self._recover(
+                "journal recovery",
+                lambda: recover_journals(self._pool, *journals, self._minimum),
+            )
+        elif isinstance(message, RecoverOrphans):
+            await self._recover(
+                "recovery of stopped daemons' records",
+                lambda: recover_orphaned_reservations(self._pool, self._minimum),
+            )
         return None
+
+    async def _recover(self, step: str, run: Callable[[], Awaitable[object]]) -> None:
+        """Charge what a stopped daemon left; a database in trouble waits for the next time."""
+        try:
+            await run()
+        except Exception as exc:
+            if not (isinstance(exc, asyncpg.PostgresError) or dependency_unavailable(exc)):
+                raise
+            log.warning("%s failed; retrying next time", step, extra={"error": repr(exc)})
 
     async def _apply_webhook(self, event: CreemEvent) -> WebhookOutcome:
         """One webhook's outcome; whatever goes wrong with it is its answer, not our crash.

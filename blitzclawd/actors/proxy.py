@@ -30,7 +30,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,7 +40,7 @@ import orjson
 import yarl
 from aiohttp import web
 
-from blitzclawd import credentials, ledger
+from blitzclawd import credentials
 from blitzclawd.config import (
     Secrets,
     Settings,
@@ -70,7 +70,7 @@ from blitzclawd.proxy.leases import CHANNEL as LEASE_CHANNEL
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
 from blitzclawd.proxy.limits import LimitTracker
 from blitzclawd.proxy.records import RecordWriter
-from blitzclawd.proxy.recovery import recover_journals
+from blitzclawd.proxy.settlement import SettlementHandoff, Settler, database_trouble
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Settlement, SettleResult, Tick
 from blitzclawd.runtime.outage import dependency_unavailable
@@ -83,7 +83,6 @@ INSTANCE_CACHE_TTL = 30.0  # s; a backstop: changes are announced (NOTIFY) and d
 DB_RETRY_AFTER = 1.0
 REFRESH_WAIT = 2.0
 INSTANCE_CHANNEL = "blitzclaw_instances"
-RECORD_WAIT = 10.0  # s a settlement (or, while records fail, a request) waits for its record
 ERROR_BODY_MAX = 1 << 20
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
@@ -193,7 +192,7 @@ class ProxyActor(Actor):
         admission_pool: asyncpg.Pool,
         daemon_id: str,
         journal: InflightJournal,
-        billing: Callable[[], Any] | None = None,
+        billing: Callable[[], Settler | None] | None = None,
     ) -> None:
         super().__init__("proxy")
         self._settings = settings
@@ -203,7 +202,6 @@ class ProxyActor(Actor):
         # moves only in settlements, which commit durably.
         self._admission_pool = admission_pool
         self._daemon_id = daemon_id
-        self._billing = billing or (lambda: None)
         pricing = settings.pricing
         self.prices = PriceTable(
             model_prices(pricing), markup=pricing.markup, fees=fee_table(pricing)
@@ -252,10 +250,14 @@ class ProxyActor(Actor):
         self._announcements = 0  # instance changes heard so far (see _instance)
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
-        self._unsettled: list[Settlement] = []
         self._failing_steps: set[str] = set()  # background steps failing since they last worked
-        self._unsettling = 0  # being settled again by _retry_unsettled
-        self._settling: set[asyncio.Future[Any]] = set()  # settlements not committed yet
+        self.settlements = SettlementHandoff(
+            billing or (lambda: None),
+            admission_pool,
+            settled=self._after_settle,
+            failing=self._failing,
+            works=self._works,
+        )
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -280,14 +282,11 @@ class ProxyActor(Actor):
 
     async def on_stop(self) -> None:
         try:
-            # The listeners have drained: let their settlements commit (a settlement billing
-            # could not commit goes on in a task of its own, hence the loop).
-            deadline = time.monotonic() + 30
-            while self._settling and (left := deadline - time.monotonic()) > 0:
-                await asyncio.wait(set(self._settling), timeout=left)
+            # The listeners have drained: let their settlements commit.
+            await self.settlements.drain(30)
             await self._checkpoint()
             await self._records.close()
-            await self._retry_unsettled()
+            await self.settlements.retry()
             # Whatever is still unsettled is charged by recovery from its record. After a
             # crash the leases stay: requests of this daemon may still be running, and the
             # next proxy actor (same daemon) grows on top of them.
@@ -301,12 +300,12 @@ class ProxyActor(Actor):
             await self._release_lost_listener()
             if self._session is not None:
                 await self._session.close()
-            log.info("proxy stopped", extra={"unsettled": len(self._unsettled)})
+            log.info("proxy stopped", extra={"unsettled": len(self.settlements.waiting)})
 
     @property
     def idle(self) -> bool:
         """Nothing in flight, settling, or waiting to be settled again."""
-        return not (self.inflight or self._settling or self._unsettled or self._unsettling)
+        return not self.inflight and self.settlements.idle
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick) and message.timer == "checkpoint":
@@ -314,28 +313,16 @@ class ProxyActor(Actor):
                 await self._release_lost_listener()
                 await self._listen()
             await self._checkpoint()
-            await self._retry_unsettled()
-            await self._recover_journals()
+            await self.settlements.retry()
             try:
                 await self.leases.release_idle(self._settings.billing.lease_idle_seconds)
                 await self.leases.reconcile()
             except Exception as exc:
-                if not _database_trouble(exc):
+                if not database_trouble(exc):
                     raise
                 self._failing("lease upkeep", exc)
             else:
                 self._works("lease upkeep")
-
-    async def _recover_journals(self) -> None:
-        """Charge what stopped daemons left in their journals in our state directory."""
-        try:
-            await recover_journals(
-                self._pool, self._journal.path.parent, self._daemon_id, self._minimum
-            )
-        except Exception as exc:
-            if not _database_trouble(exc):
-                raise
-            log.warning("journal recovery failed; retrying next tick", extra={"error": repr(exc)})
 
     def _failing(self, step: str, exc: BaseException | None, **extra: object) -> None:
         """A background step failed on the database: said once, not on every tick it retries."""
@@ -357,7 +344,7 @@ class ProxyActor(Actor):
         try:
             conn = await self._pool.acquire()
         except Exception as exc:
-            if not _database_trouble(exc):
+            if not database_trouble(exc):
                 raise
             self._failing("listening for instance changes", exc)
             return
@@ -366,7 +353,7 @@ class ProxyActor(Actor):
             await conn.add_listener(LEASE_CHANNEL, self._lease_note)
         except BaseException as exc:
             await self._pool.release(conn)
-            if not isinstance(exc, Exception) or not _database_trouble(exc):
+            if not isinstance(exc, Exception) or not database_trouble(exc):
                 raise
             self._failing("listening for instance changes", exc)
             return
@@ -399,7 +386,7 @@ class ProxyActor(Actor):
             try:
                 await self._pool.release(lost)
             except Exception as exc:  # a dead connection: the pool replaces it all the same
-                if not _database_trouble(exc):
+                if not database_trouble(exc):
                     raise
 
     def _lease_note(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
@@ -774,7 +761,7 @@ class ProxyActor(Actor):
         # the journal, and from its database record if it has one (any daemon may recover that).
         self._journal.finish(flight.slot, cost)
         if flight.written is not None and flight.written.done() and flight.written.result():
-            self._track(self._mark_finished(flight.request_id, cost))
+            self.settlements.finished(flight.request_id, cost)
         self.leases.finish(flight.user_id, flight.reserved, consumed)
         item = Settlement(
             request_id=flight.request_id,
@@ -805,106 +792,8 @@ class ProxyActor(Actor):
         if usage.total_tokens:
             self.limits.add_tokens(inst.id, usage.total_tokens)
         # The settlement deletes the request's database record (if a checkpoint wrote one):
-        # never before it is written. Usually there is none, and the settlement joins the
-        # billing batch right here, with no task of its own.
-        written = flight.written
-        billing = self._billing() if written is None or written.done() else None
-        if billing is not None:
-            try:
-                future = billing.submit(item)
-            except Exception:  # billing not running: the slow path settles directly
-                pass
-            else:
-                self._settling.add(future)
-                future.add_done_callback(lambda f: self._submitted(item, f))
-                return
-        self._track(self._settle_when_recorded(item, written))
-
-    def _track(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    def _submitted(self, item: Settlement, future: asyncio.Future[SettleResult]) -> None:
-        """A settlement handed to billing committed, or did not (then it is settled again)."""
-        self._settling.discard(future)
-        if future.cancelled() or future.exception() is not None:
-            if not future.cancelled() and dependency_unavailable(future.exception()):
-                self._unsettled.append(item)  # settled again on a tick, once it is back
-                return
-            self._track(self._settle(item))  # directly, or retried on the next tick
-            return
-        self._after_settle(item, future.result())
-
-    async def _settle_when_recorded(
-        self, item: Settlement, written: asyncio.Future[bool] | None
-    ) -> None:
-        if written is not None and not written.done():
-            await asyncio.wait((written,), timeout=RECORD_WAIT)
-            if not written.done():  # should it land after all, it must not outlive us
-                written.add_done_callback(lambda _f, rid=item.request_id: self._forget_record(rid))
-            elif written.result():
-                # Written after the request ended: mark it finished now, so that should this
-                # settlement not commit, recovery charges the final cost, not the checkpoint's.
-                await self._mark_finished(item.request_id, item.cost_micros)
-        await self._settle(item)
-
-    async def _mark_finished(self, request_id: str, cost: int) -> None:
-        try:  # after the settlement's DELETE it changes nothing, as it should
-            await self._admission_pool.execute(
-                "UPDATE reservations SET seen_micros = $2, finished = true WHERE id = $1",
-                uuid.UUID(request_id),
-                cost,
-            )
-        except Exception as exc:
-            if not _database_trouble(exc):
-                raise
-            # Its settlement deletes the record, when it commits; only if it never does would
-            # recovery estimate the request instead of charging its final cost.
-            self._failing("marking finished requests", exc, request_id=request_id)
-
-    def _forget_record(self, request_id: str) -> None:
-        self._track(self._delete_record(request_id))
-
-    async def _delete_record(self, request_id: str) -> None:
-        try:
-            await self._admission_pool.execute("DELETE FROM reservations WHERE id = $1", request_id)
-        except Exception as exc:
-            if not _database_trouble(exc):
-                raise
-            log.warning(
-                "a late record of a settled request is left for recovery",
-                extra={"request_id": request_id, "error": repr(exc)},
-            )
-
-    async def _settle(self, item: Settlement) -> SettleResult | None:
-        billing = self._billing()
-        try:
-            result: SettleResult | None = None
-            if billing is not None:
-                try:
-                    result = await billing.settle(item)
-                except Exception as exc:  # billing busy or restarting: settle directly
-                    if isinstance(exc, asyncpg.PostgresError) or dependency_unavailable(exc):
-                        raise
-                    log.info(
-                        "billing actor unavailable, settling directly",
-                        extra={"request_id": item.request_id, "error": type(exc).__name__},
-                    )
-            if result is None:
-                (result,) = await ledger.settle(self._pool, [item], self._minimum)
-        except Exception as exc:
-            # Not lost: retried on every checkpoint tick until it commits (idempotent).
-            if dependency_unavailable(exc):  # an outage: _retry_unsettled says so, once a round
-                log.debug("settlement deferred", extra={"request_id": item.request_id})
-            else:
-                log.exception(
-                    "settlement failed; will retry", extra={"request_id": item.request_id}
-                )
-            self._unsettled.append(item)
-            return None
-        self._after_settle(item, result)
-        return result
+        # never before it is written.
+        self.settlements.hand_over(item, flight.written)
 
     def _after_settle(self, item: Settlement, result: SettleResult) -> None:
         self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)
@@ -965,36 +854,13 @@ class ProxyActor(Actor):
                 [f.checkpointed for f in stale],
             )
         except Exception as exc:
-            if not _database_trouble(exc):
+            if not database_trouble(exc):
                 raise
             self._failing("checkpoint", exc)
         else:
             self._works("checkpoint")
             for flight in stale:
                 flight.recorded = flight.checkpointed
-
-    async def _retry_unsettled(self) -> None:
-        """Settle again what did not commit: one first, then (if it did) the rest together, so
-        a database that is still down costs one attempt a tick, and one that is back one batch."""
-        if not self._unsettled:
-            return
-        first, *rest = self._unsettled
-        if not await self._resettle([first]):
-            self._failing("settling again", None, unsettled=len(self._unsettled))
-            return
-        self._works("settling again")
-        await self._resettle(rest)
-
-    async def _resettle(self, items: list[Settlement]) -> bool:
-        """Settle `items` at once (billing commits them in one batch); True if all committed."""
-        for item in items:  # kept counted (not idle) until settled or listed again
-            self._unsettled.remove(item)
-        self._unsettling += len(items)
-        try:  # each lists itself again if it fails
-            results = await asyncio.gather(*(self._settle(item) for item in items))
-        finally:
-            self._unsettling -= len(items)
-        return all(result is not None for result in results)
 
     async def _seed_limits(self, instance_id: str) -> tuple[list[float], int]:
         try:
@@ -1143,12 +1009,6 @@ def database_unavailable(cause: BaseException) -> ProxyError:
         "the BlitzClaw database is briefly unavailable; retry shortly",
         headers={"retry-after": "2"},
     )
-
-
-def _database_trouble(exc: BaseException) -> bool:
-    """A database error a background step skips and retries on the next tick (its own query
-    refused, or the database unavailable) rather than crash the actor holding the leases."""
-    return isinstance(exc, asyncpg.PostgresError) or dependency_unavailable(exc)
 
 
 # What an upstream says when our own account is the problem (a bad or revoked key, no credit

@@ -12,6 +12,9 @@ acknowledged (200): the event is Creem's signed word, a retry would say the same
 An event's bad data is that event's answer, never a crash: a field we refuse (missing, of the
 wrong type, an amount beyond creem.MAX_CENTS) or data the database refuses rolls back only the
 event's effect (a savepoint); the event id and the unmatched row still commit.
+
+Only the billing actor calls this (money's one writer); every balance change here is a
+blitzclawd.ledger entry.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from blitzclawd import ledger
 from blitzclawd.config import Settings, billing_minimum_micros, usd_to_micros
 from blitzclawd.notify.queue import queue_notification
 from blitzclawd.payments import creem, unmatched
@@ -112,18 +116,9 @@ async def _adjust(
     key: str,
     settings: Settings,
     pause_reason: str = "balance_depleted",
-) -> asyncpg.Record:
-    return await conn.fetchrow(
-        "SELECT outcome, balance_micros, paused, resumed "
-        "FROM adjust_balance($1, $2, $3, $4, $5, $6, $7)",
-        uuid.UUID(user_id),
-        micros,
-        kind,
-        reference,
-        key,
-        billing_minimum_micros(settings),
-        pause_reason,
-    )
+) -> ledger.Adjusted:
+    entry = ledger.Entry(user_id, micros, kind, reference, key)
+    return await ledger.adjust(conn, entry, billing_minimum_micros(settings), pause_reason)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -238,8 +233,8 @@ async def _checkout_completed(
     row = await _adjust(
         conn, user_id, credit, "topup", p.order_id, f"creem-topup:{topup['id']}", settings
     )
-    out = WebhookOutcome(row["outcome"], user_id, row["balance_micros"])
-    if row["outcome"] == "applied":
+    out = WebhookOutcome(row.outcome, user_id, row.balance_micros)
+    if row.outcome == "applied":
         # A paid top-up is a payment that went through: what the payment_failed email and the
         # paused notice ask for ("update your payment or top up"). Prepaid credit covers usage.
         await _resume_payment_failed(conn, user_id)
@@ -248,7 +243,7 @@ async def _checkout_completed(
                 user_id,
                 "topup_receipt",
                 f"order:{p.order_id}",
-                {"amount_micros": credit, "balance_micros": row["balance_micros"]},
+                {"amount_micros": credit, "balance_micros": row.balance_micros},
             )
         )
     return out
@@ -273,7 +268,7 @@ async def _subscription_paid(
         f"creem-subscription-paid:{event.id}",
         settings,
     )
-    return WebhookOutcome(row["outcome"], user_id, row["balance_micros"])
+    return WebhookOutcome(row.outcome, user_id, row.balance_micros)
 
 
 async def _refund_created(
@@ -322,8 +317,8 @@ async def _refund_created(
         f"creem-refund:{r.refund_id}",
         settings,
     )
-    if row["outcome"] != "applied":
-        return WebhookOutcome(row["outcome"], user_id, row["balance_micros"])
+    if row.outcome != "applied":
+        return WebhookOutcome(row.outcome, user_id, row.balance_micros)
     await conn.execute(
         "UPDATE topups SET refunded_micros = refunded_micros + $2 WHERE id = $1",
         topup["id"],
@@ -339,7 +334,7 @@ async def _refund_created(
                 **facts,
             ),
         )
-    return WebhookOutcome("applied", user_id, row["balance_micros"])
+    return WebhookOutcome("applied", user_id, row.balance_micros)
 
 
 async def _payment_failed(

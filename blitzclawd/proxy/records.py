@@ -175,3 +175,18 @@ class RecordWriter:
             [r.model for r in records],
             [r.seen_micros for r in records],
         )
+
+
+async def mark_finished(pool: asyncpg.Pool, request_id: str, cost_micros: int) -> None:
+    """The request is over at `cost_micros`: should its settlement never commit, recovery
+    charges that (after the settlement's DELETE this changes nothing, as it should)."""
+    await pool.execute(
+        "UPDATE reservations SET seen_micros = $2, finished = true WHERE id = $1",
+        uuid.UUID(request_id),
+        cost_micros,
+    )
+
+
+async def delete(pool: asyncpg.Pool, request_id: str) -> None:
+    """Drop a record its settlement could not (it was written after the settlement)."""
+    await pool.execute("DELETE FROM reservations WHERE id = $1", request_id)

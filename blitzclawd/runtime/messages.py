@@ -78,21 +78,9 @@ class SettleResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Credit:
-    """Money in (top-up, subscription, adjustment): idempotent on idempotency_key."""
-
-    user_id: str
-    amount_micros: int
-    kind: str  # ledger kind: "topup" | "subscription" | "adjustment"
-    reference: str | None
-    idempotency_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class CreditResult:
-    outcome: str  # "credited" | "duplicate"
-    balance_micros: int | None
-    resumed: int  # instances this credit resumed (back at or above the minimum)
+class RecoverOrphans:
+    """Charge what stopped daemons left in `reservations` (the janitor asks after each sweep;
+    billing, money's one writer, charges)."""
 
 
 @dataclass(frozen=True, slots=True)

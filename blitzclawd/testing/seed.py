@@ -1,7 +1,7 @@
 """Put users, instances and money into a database for tests and benchmarks.
 
 Users and instances are plain rows here (their own API flows arrive with the accounts and fleet
-work); money always goes in through the real ledger path (blitzclawd.ledger.credit).
+work); money always goes in through the real ledger path (blitzclawd.ledger.adjust).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import asyncpg
 
 from blitzclawd import credentials, ledger
-from blitzclawd.runtime.messages import Credit
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +75,9 @@ async def credit(
     key: str | None = None,
 ) -> int | None:
     """Top a user up through the ledger; returns the new balance."""
-    result = await ledger.credit(
+    result = await ledger.adjust(
         conn,
-        Credit(user_id, micros, "adjustment", "seed", key or f"seed:{uuid.uuid4()}"),
+        ledger.Entry(user_id, micros, "adjustment", "seed", key or f"seed:{uuid.uuid4()}"),
         minimum_micros,
     )
     return result.balance_micros
