@@ -26,12 +26,11 @@ Settlements wait in a queue, retried on every checkpoint tick, and commit once i
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -40,7 +39,6 @@ import orjson
 import yarl
 from aiohttp import web
 
-from blitzclawd import credentials
 from blitzclawd.config import (
     Secrets,
     Settings,
@@ -50,9 +48,8 @@ from blitzclawd.config import (
     usd_to_micros,
 )
 from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_input_tokens
-from blitzclawd.metering.sse import SSEParser
-from blitzclawd.metering.usage import OpenAIChatStreamMeter, warn_once
-from blitzclawd.proxy import notices
+from blitzclawd.metering.usage import warn_once
+from blitzclawd.proxy import notices, relay
 from blitzclawd.proxy.apis import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,
@@ -63,10 +60,10 @@ from blitzclawd.proxy.apis import (
     Worst,
     assess,
 )
-from blitzclawd.proxy.connector import MostRecentFirstConnector
-from blitzclawd.proxy.errors import PROXY_REQUEST_ID, PROXY_REQUEST_ID_HEADER, ProxyError
+from blitzclawd.proxy.catalog import Catalog
+from blitzclawd.proxy.errors import PROXY_REQUEST_ID, ProxyError
+from blitzclawd.proxy.instances import InstanceAuth, InstanceCache, database_unavailable
 from blitzclawd.proxy.journal import InflightJournal, JournalRecord
-from blitzclawd.proxy.leases import CHANNEL as LEASE_CHANNEL
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
 from blitzclawd.proxy.limits import LimitTracker
 from blitzclawd.proxy.records import RecordWriter
@@ -76,74 +73,6 @@ from blitzclawd.runtime.messages import Settlement, SettleResult, Tick
 from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.proxy")
-
-INSTANCE_CACHE_TTL = 30.0  # s; a backstop: changes are announced (NOTIFY) and drop the copy
-# While the database is unavailable a cached copy serves as it is: asked again at most this often
-# (s), and a refresh that hangs (an unreachable host) holds its request at most REFRESH_WAIT s.
-DB_RETRY_AFTER = 1.0
-REFRESH_WAIT = 2.0
-INSTANCE_CHANNEL = "blitzclaw_instances"
-ERROR_BODY_MAX = 1 << 20
-COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-
-# Request headers that never go upstream: hop-by-hop, our own credentials, the client's.
-_DROP_REQUEST = frozenset(
-    {
-        "host",
-        "content-length",
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-connection",
-        "authorization",
-        "x-api-key",
-        "cookie",
-        "accept-encoding",
-        "openai-organization",
-        "openai-project",
-        "x-blitzclaw-instance",
-        "x-blitzclaw-secret",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "forwarded",
-        "x-real-ip",
-    }
-)
-# Response headers relayed to the client (request ids and rate limits are useful to SDKs).
-_KEEP_RESPONSE = frozenset(
-    {
-        "content-type",
-        "request-id",
-        "x-request-id",
-        "retry-after",
-        "openai-processing-ms",
-        "openai-version",
-        "cache-control",
-    }
-)
-_KEEP_RESPONSE_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
-_ANTHROPIC_STREAM_ERROR = (
-    b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
-    b'"message":"the upstream connection was lost"}}\n\n'
-)
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceAuth:
-    id: str
-    user_id: str
-    secret_hash: bytes
-    status: str
-    use_own_api_key: bool
-    msgs_per_hour: int | None
-    tokens_per_day: int | None
-    status_reason: str | None
-    fetched_at: float
 
 
 @dataclass(slots=True)
@@ -172,16 +101,6 @@ class InFlight:
         return self.record.amount_micros
 
 
-@dataclass(slots=True)
-class _Outcome:
-    """What one relay produced, for settlement."""
-
-    usage: Usage = field(default_factory=Usage)
-    status: int | None = None
-    upstream_id: str | None = None
-    interrupted: bool = False
-
-
 class ProxyActor(Actor):
     def __init__(
         self,
@@ -196,6 +115,7 @@ class ProxyActor(Actor):
     ) -> None:
         super().__init__("proxy")
         self._settings = settings
+        self._failing_steps: set[str] = set()  # background steps failing since they last worked
         self._pool = pool
         # Admission and checkpoints commit without waiting for the WAL flush: losing one to a
         # database crash only loses a hold (settlement tolerates a missing reservation). Money
@@ -225,8 +145,6 @@ class ProxyActor(Actor):
         self._journal = journal
         # request id -> (journal slot, user id), until its settlement committed
         self._slots: dict[str, tuple[int, str]] = {}
-        self._listener: asyncpg.pool.PoolConnectionProxy | None = None
-        self._lost_listener: asyncpg.pool.PoolConnectionProxy | None = None
         self._keys = {
             "anthropic": secrets.get("anthropic_api_key"),
             "openai": secrets.get("openai_api_key"),
@@ -240,17 +158,21 @@ class ProxyActor(Actor):
             api.name: yarl.URL(bases[api.provider] + api.path)
             for api in (ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_RESPONSES)
         }
-        self._count_tokens_url = yarl.URL(bases["anthropic"] + COUNT_TOKENS_PATH)
-        self._count_calls: dict[str, collections.deque[float]] = {}
-        self._instances: dict[str, InstanceAuth] = {}
-        # Copies fetched before this (monotonic) time are re-read before use: announcements may
-        # have been missed (the listener was down). While the database is down they still serve.
-        self._stale_before = 0.0
-        self._db_failed_at = -DB_RETRY_AFTER  # when a refresh last found the database down
-        self._announcements = 0  # instance changes heard so far (see _instance)
+        self.instances = InstanceCache(pool, self.leases, failing=self._failing, works=self._works)
+        self.catalog = Catalog(
+            self.instances,
+            self.prices,
+            anthropic_key=self._keys["anthropic"],
+            anthropic_url=bases["anthropic"],
+            count_tokens_per_minute=settings.limits.count_tokens_per_minute,
+            session=lambda: self._session,
+        )
+        # The free endpoints (ProxyHandler): the catalog's.
+        self.count_tokens = self.catalog.count_tokens
+        self.models = self.catalog.models
+        self.model = self.catalog.model
         self.limits = LimitTracker(self._seed_limits)
         self.inflight: dict[str, InFlight] = {}
-        self._failing_steps: set[str] = set()  # background steps failing since they last worked
         self.settlements = SettlementHandoff(
             billing or (lambda: None),
             admission_pool,
@@ -263,21 +185,8 @@ class ProxyActor(Actor):
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        up = self._settings.upstream
-        self._session = aiohttp.ClientSession(
-            connector=MostRecentFirstConnector(
-                limit=up.max_connections, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
-            ),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=up.connect_timeout, sock_read=up.read_timeout
-            ),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-            # One session serves every tenant: a cookie an upstream sets for one request must
-            # never ride along on another's (and cookie handling costs every request).
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        await self._listen()
+        self._session = relay.open_session(self._settings.upstream)
+        await self.instances.listen()
         self.every(self._settings.billing.checkpoint_interval, "checkpoint")
 
     async def on_stop(self) -> None:
@@ -296,8 +205,8 @@ class ProxyActor(Actor):
                 # stays held.
                 await self.leases.release_all(keep={user for _, user in self._slots.values()})
         finally:
-            await self._unlisten()
-            await self._release_lost_listener()
+            await self.instances.unlisten()
+            await self.instances.release_lost_listener()
             if self._session is not None:
                 await self._session.close()
             log.info("proxy stopped", extra={"unsettled": len(self.settlements.waiting)})
@@ -309,9 +218,9 @@ class ProxyActor(Actor):
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick) and message.timer == "checkpoint":
-            if self._listener is None:
-                await self._release_lost_listener()
-                await self._listen()
+            if not self.instances.listening:
+                await self.instances.release_lost_listener()
+                await self.instances.listen()
             await self._checkpoint()
             await self.settlements.retry()
             try:
@@ -337,80 +246,12 @@ class ProxyActor(Actor):
             self._failing_steps.discard(step)
             log.warning("%s works again", step)
 
-    # -- instance announcements ------------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        """Hold one connection that LISTENs for instance changes; on loss, re-read every copy."""
-        try:
-            conn = await self._pool.acquire()
-        except Exception as exc:
-            if not database_trouble(exc):
-                raise
-            self._failing("listening for instance changes", exc)
-            return
-        try:
-            await conn.add_listener(INSTANCE_CHANNEL, self._announced)
-            await conn.add_listener(LEASE_CHANNEL, self._lease_note)
-        except BaseException as exc:
-            await self._pool.release(conn)
-            if not isinstance(exc, Exception) or not database_trouble(exc):
-                raise
-            self._failing("listening for instance changes", exc)
-            return
-        self._works("listening for instance changes")
-        conn.add_termination_listener(self._listener_lost)
-        self._listener = conn
-        self.leases.listening(True)
-        self._stale_before = time.monotonic()  # anything announced before now was not heard
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is None:
-            return
-        self.leases.listening(False)
-        try:
-            conn.remove_termination_listener(self._listener_lost)
-            await conn.remove_listener(INSTANCE_CHANNEL, self._announced)
-            await conn.remove_listener(LEASE_CHANNEL, self._lease_note)
-        finally:
-            await self._pool.release(conn)
-
-    def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._announcements += 1
-        self._instances.pop(payload, None)
-
-    async def _release_lost_listener(self) -> None:
-        """Give a listener connection that died back to the pool, which replaces it."""
-        if self._lost_listener is not None:
-            lost, self._lost_listener = self._lost_listener, None
-            try:
-                await self._pool.release(lost)
-            except Exception as exc:  # a dead connection: the pool replaces it all the same
-                if not database_trouble(exc):
-                    raise
-
-    def _lease_note(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self.leases.notified(payload)
-
-    def _listener_lost(self, _conn: object) -> None:
-        log.warning("lost the instance-change listener; re-listening on the next tick")
-        self._lost_listener, self._listener = self._listener, None
-        self.leases.listening(False)
-        self._announcements += 1
-        # Re-read every copy before use; while the database is down, the copies still serve.
-        self._stale_before = time.monotonic()
-
-    def forget_user(self, user_id: str) -> None:
-        for instance_id, inst in list(self._instances.items()):
-            if inst.user_id == user_id:
-                del self._instances[instance_id]
-
     # -- the hot path ----------------------------------------------------------------------------
 
     async def serve(self, request: web.Request, api: ApiSpec) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = request[PROXY_REQUEST_ID]
-        inst = await self._authenticate(request)
+        inst = await self.instances.authenticate(request)
         raw = await request.read()
         body, model, price, worst = self._parse(raw, api, request.headers)
         stream = worst.stream
@@ -444,7 +285,7 @@ class ProxyActor(Actor):
         )
         prompt_cost = self.prices.cost_micros(price, Usage(input_tokens=estimate))
         if inst.status != "active":
-            inst = await self._active(inst)
+            inst = await self.instances.active(inst)
             if inst.status == "paused":  # told in the chat, not as a 402 (proxy/notices.py)
                 notice = notices.paused(inst.status_reason, self._topup_url)
                 return self._notice(api, body, model, notice, request_id)
@@ -473,81 +314,32 @@ class ProxyActor(Actor):
         meter = api.meter() if stream else None
         flight = InFlight(record, slot, price, meter, estimate, worst)
         self.inflight[request_id] = flight
-        outcome = _Outcome()
+        outcome = relay.Outcome()
         try:
             # Chat streams carry usage only when asked: we ask, and hide the extra chunk again
             # from a client that did not.
-            strip_usage = stream and api is OPENAI_CHAT and not _asked_usage(body)
+            strip_usage = stream and api is OPENAI_CHAT and not relay.asked_usage(body)
             if strip_usage:
-                raw = _with_usage_chunk(body)
-            return await self._forward(
-                request, api, raw, key, meter, strip_usage, request_id, outcome
+                raw = relay.with_usage_chunk(body)
+            assert self._session is not None
+            url = self._urls[api.name]
+            return await relay.forward(
+                self._session,
+                url,
+                request,
+                api,
+                raw,
+                key.reveal(),
+                meter,
+                strip_usage,
+                request_id,
+                outcome,
             )
         finally:
             # Settled in the background: the client already has its whole answer, and its next
             # request on this keep-alive connection must not wait for our commit. Tracked, so a
             # stop waits for every settlement (and a cancelled handler still settles).
             self._finish_request(flight, inst, api, model, outcome, started)
-
-    async def _authenticate(self, request: web.Request) -> InstanceAuth:
-        found = credentials.from_headers(request.headers)
-        if found is None:
-            raise ProxyError(
-                401, "authentication", "missing or malformed BlitzClaw instance credentials"
-            )
-        instance_id, secret = found
-        inst = await self._instance(str(instance_id))
-        if inst is not None and not credentials.verify_secret(secret, inst.secret_hash):
-            # Every deploy rotates the instance's secret: a cached hash may be the old one.
-            inst = await self._instance(str(instance_id), fresh=True)
-        if inst is None or not credentials.verify_secret(secret, inst.secret_hash):
-            raise ProxyError(401, "authentication", "invalid BlitzClaw instance credentials")
-        if inst.status == "deleted":
-            raise ProxyError(404, "not_found", "this instance has been deleted")
-        if inst.use_own_api_key:
-            raise ProxyError(
-                403,
-                "permission",
-                "this instance uses its own API key and calls the provider directly",
-            )
-        return inst
-
-    async def _instance(self, instance_id: str, *, fresh: bool = False) -> InstanceAuth | None:
-        now = time.monotonic()
-        cached = self._instances.get(instance_id)
-        if (
-            cached is not None
-            and not fresh
-            and now - cached.fetched_at < INSTANCE_CACHE_TTL
-            and cached.fetched_at >= self._stale_before
-        ):
-            return cached
-        fallback = cached if not fresh else None  # what serves if the database cannot answer
-        if fallback is not None and now - self._db_failed_at < DB_RETRY_AFTER:
-            return fallback
-        heard = self._announcements
-        try:
-            async with asyncio.timeout(REFRESH_WAIT if fallback is not None else None):
-                row = await self._pool.fetchrow(
-                    "SELECT id::text, user_id::text, secret_hash, status, use_own_api_key, "
-                    "msgs_per_hour, tokens_per_day, status_reason FROM instances WHERE id = $1",
-                    uuid.UUID(instance_id),
-                )
-        except Exception as exc:
-            if not dependency_unavailable(exc):  # (a timeout is: a hung connection attempt)
-                raise
-            self._db_failed_at = time.monotonic()
-            if fallback is not None:
-                return fallback  # the database cannot say otherwise: the copy we have serves
-            raise database_unavailable(exc) from None
-        if row is None:
-            self._instances.pop(instance_id, None)
-            return None
-        inst = InstanceAuth(*row, fetched_at=now)
-        # A change announced while we read may be newer than our row: use it, do not keep it.
-        if self._announcements == heard:
-            self._instances[instance_id] = inst
-        return inst
 
     def _parse(
         self, raw: bytes, api: ApiSpec, headers: Any
@@ -568,163 +360,13 @@ class ProxyActor(Actor):
         worst = assess(api, body, raw, price, headers, self.prices, self._policy)
         return body, model, price, worst
 
-    async def _active(self, inst: InstanceAuth) -> InstanceAuth:
-        """The instance, if it is active after all (the cached copy may be stale) or paused;
-        else refuse."""
-        fresh = await self._instance(inst.id, fresh=True)
-        status = fresh.status if fresh else "deleted"
-        if fresh is not None and status == "active":
-            return fresh
-        if fresh is not None and status == "paused":
-            return fresh  # serve() answers with a notice to top up
-        if status == "deleted":
-            raise ProxyError(404, "not_found", "this instance has been deleted")
-        raise ProxyError(403, "permission", f"this instance is {status}")
-
-    async def _forward(
-        self,
-        request: web.Request,
-        api: ApiSpec,
-        raw: bytes,
-        key: Any,
-        meter: Meter | None,
-        strip_usage: bool,
-        request_id: str,
-        outcome: _Outcome,
-    ) -> web.StreamResponse:
-        assert self._session is not None
-        headers = _upstream_headers(request, api.provider, key.reveal())
-        url = self._urls[api.name]
-        if request.query_string:
-            url = yarl.URL(str(url) + "?" + request.query_string)
-        try:
-            upstream = await self._session.post(url, data=raw, headers=headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning(
-                "upstream unreachable",
-                extra={"upstream": api.provider, "error": type(exc).__name__},
-            )
-            raise ProxyError(502, "api", f"the {api.provider} upstream is unreachable") from None
-        try:
-            outcome.status = upstream.status
-            outcome.upstream_id = upstream.headers.get(api.upstream_id_header)
-            out_headers = _client_headers(upstream.headers, request_id)
-            if upstream.status != 200:
-                # The upstream refused: its status and error body reach the client unchanged,
-                # and nothing was used (the reservation is voided).
-                body = await upstream.content.read(ERROR_BODY_MAX)
-                if _our_key_refused(upstream.status, body):
-                    # Our master key's fault, not the instance's: relayed as is, OpenClaw would
-                    # disable the instance's provider key (auth: up to 1 h; billing: up to 24 h)
-                    # and stay silent after we fixed ours. A 502 is a short retry for it.
-                    log.error(
-                        "the upstream refused our master key",
-                        extra={"upstream": api.provider, "status": upstream.status},
-                    )
-                    raise ProxyError(
-                        502, "api", f"the {api.provider} upstream is unavailable; retry shortly"
-                    )
-                return web.Response(body=body, status=upstream.status, headers=out_headers)
-            if meter is None:
-                return await self._relay_whole(request, api, upstream, out_headers, outcome)
-            return await self._relay_stream(
-                request, api, upstream, out_headers, meter, strip_usage, outcome
-            )
-        finally:
-            upstream.release()
-
-    async def _relay_whole(
-        self,
-        request: web.Request,
-        api: ApiSpec,
-        upstream: aiohttp.ClientResponse,
-        headers: dict[str, str],
-        outcome: _Outcome,
-    ) -> web.StreamResponse:
-        try:
-            body = await upstream.read()
-        except (aiohttp.ClientError, TimeoutError):
-            outcome.interrupted = True
-            raise ProxyError(502, "api", "the upstream connection failed") from None
-        try:
-            outcome.usage = api.usage_of(orjson.loads(body))
-        except (orjson.JSONDecodeError, TypeError, AttributeError):
-            log.warning("upstream answer without readable usage", extra={"api": api.name})
-        response = web.Response(body=body, status=200, headers=headers)
-        try:
-            await response.prepare(request)
-            await response.write_eof()
-        except ConnectionResetError:
-            outcome.interrupted = True  # the client left; the upstream still did the work
-        return response
-
-    async def _relay_stream(
-        self,
-        request: web.Request,
-        api: ApiSpec,
-        upstream: aiohttp.ClientResponse,
-        headers: dict[str, str],
-        meter: Meter,
-        strip_usage: bool,
-        outcome: _Outcome,
-    ) -> web.StreamResponse:
-        """Relay chunk by chunk as they arrive, metering every event on the way."""
-        response = web.StreamResponse(status=200, headers=headers)
-        parser = SSEParser()
-        try:
-            await response.prepare(request)
-        except ConnectionResetError:  # the client left before the first byte
-            outcome.interrupted = True
-            return response
-        client_gone = False
-        try:
-            async for chunk in upstream.content.iter_any():
-                events = parser.feed(chunk)
-                for event, data in events:
-                    meter.feed(event, data)
-                if client_gone:
-                    continue
-                if strip_usage:  # rebuilt from whole events (chat streams are data lines only)
-                    chunk = b"".join(
-                        b"data: " + _without_usage(data) + b"\n\n"
-                        for _, data in events
-                        if not OpenAIChatStreamMeter.is_usage_only_chunk(data)
-                    )
-                    if not chunk:
-                        continue
-                try:
-                    await response.write(chunk)
-                except ConnectionResetError:
-                    # The client left: stop relaying and bill what was produced.
-                    client_gone = True
-                    outcome.interrupted = True
-                    break
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            outcome.interrupted = True
-            log.warning(
-                "upstream stream broke", extra={"api": api.name, "error": type(exc).__name__}
-            )
-            if api.error_style == "anthropic" and not client_gone:
-                try:  # tell an Anthropic SDK the way the API itself would
-                    await response.write(_ANTHROPIC_STREAM_ERROR)
-                except ConnectionResetError:
-                    client_gone = True
-        if not client_gone:
-            try:
-                await response.write_eof()
-            except ConnectionResetError:
-                outcome.interrupted = True
-        if not getattr(meter, "completed", True):
-            outcome.interrupted = True  # e.g. an `event: error` arrived mid-stream
-        return response
-
     def _finish_request(
         self,
         flight: InFlight,
         inst: InstanceAuth,
         api: ApiSpec,
         model: str,
-        outcome: _Outcome,
+        outcome: relay.Outcome,
         started: float,
     ) -> None:
         """Bill a request that is over; its settlement commits in the background."""
@@ -798,7 +440,8 @@ class ProxyActor(Actor):
     def _after_settle(self, item: Settlement, result: SettleResult) -> None:
         self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)
         if result.paused:
-            self.forget_user(item.user_id)  # its instances are paused: refuse the next request
+            # Its instances are paused: the next request re-reads them and is refused.
+            self.instances.forget_user(item.user_id)
         entry = self._slots.pop(item.request_id, None)
         if entry is not None:
             slot = entry[0]
@@ -891,183 +534,6 @@ class ProxyActor(Actor):
         log.info("answered with a notice", extra={"reason": notice.reason, "model": model})
         return notices.respond(api, body, model, notice, rid)
 
-    # -- /v1/messages/count_tokens -------------------------------------------------------------
-
-    async def count_tokens(self, request: web.Request) -> web.Response:
-        """Forwarded to Anthropic's free token counter: authenticated, never billed, limited
-        per instance (`limits.count_tokens_per_minute`) so it cannot be used to flood our key."""
-        inst = await self._authenticate(request)
-        if inst.status != "active":
-            # Counting is free: a paused instance may count (a 402 here would make OpenClaw
-            # disable its key); a stopped or deleted one may not.
-            await self._active(inst)
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ProxyError(400, "invalid_request", "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ProxyError(400, "invalid_request", "the request body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ProxyError(400, "invalid_request", "model: a model name is required")
-        price = self.prices.get(model)
-        if price is None or price.api != "anthropic":
-            raise ProxyError(404, "not_found", f"model: {model!r} is not available here")
-        self._count_call(inst.id)
-        key = self._keys["anthropic"]
-        if key is None:
-            raise ProxyError(503, "api", "the anthropic upstream is not configured")
-        assert self._session is not None
-        headers = _upstream_headers(request, "anthropic", key.reveal())
-        try:
-            async with self._session.post(
-                self._count_tokens_url, data=raw, headers=headers
-            ) as upstream:
-                answer = await upstream.content.read(ERROR_BODY_MAX)
-                status = upstream.status
-                out = _client_headers(upstream.headers, request[PROXY_REQUEST_ID])
-        except (aiohttp.ClientError, TimeoutError):
-            raise ProxyError(502, "api", "the anthropic upstream is unreachable") from None
-        if _our_key_refused(status, answer):
-            log.error("the upstream refused our master key", extra={"status": status})
-            raise ProxyError(502, "api", "the anthropic upstream is unavailable; retry shortly")
-        return web.Response(body=answer, status=status, headers=out)
-
-    def _count_call(self, instance_id: str) -> None:
-        limit = self._settings.limits.count_tokens_per_minute
-        if not limit:
-            return
-        now = time.monotonic()
-        calls = self._count_calls.setdefault(instance_id, collections.deque())
-        while calls and calls[0] <= now - 60:
-            calls.popleft()
-        if len(calls) >= limit:
-            # A counter is a helper, not a turn: its caller can go on without it, so it is told
-            # to stop at once (x-should-retry: false) rather than sleep a retry-after.
-            raise ProxyError(
-                429,
-                "rate_limit",
-                f"token counting is limited to {limit} calls a minute per instance; "
-                "try again in a minute",
-                headers={"x-should-retry": "false"},
-            )
-        calls.append(now)
-        if len(self._count_calls) > 100_000:  # bounded: forget instances idle for a minute
-            for iid in [i for i, c in self._count_calls.items() if not c or c[-1] <= now - 60]:
-                del self._count_calls[iid]
-
-    # -- /v1/models --------------------------------------------------------------------------------
-
-    async def models(self, request: web.Request) -> web.Response:
-        await self._authenticate(request)
-        anthropic_style = _anthropic_style(request)
-        data = [_model_entry(p, anthropic_style) for p in self.prices.models()]
-        if anthropic_style:
-            body: dict[str, Any] = {
-                "data": data,
-                "has_more": False,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-            }
-        else:
-            body = {"object": "list", "data": data}
-        return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
-
-    async def model(self, request: web.Request) -> web.Response:
-        """GET /v1/models/{model_id}: one entry of the price table, in the caller's style."""
-        await self._authenticate(request)
-        model_id = request.match_info["model_id"]
-        price = self.prices.get(model_id)
-        if price is None:
-            raise ProxyError(404, "not_found", f"model: {model_id!r} is not available here")
-        entry = _model_entry(price, _anthropic_style(request))
-        return web.json_response(entry, dumps=lambda v: orjson.dumps(v).decode())
-
-
-def _anthropic_style(request: web.Request) -> bool:
-    return "anthropic-version" in request.headers or "x-api-key" in request.headers
-
-
-def _model_entry(price: ModelPrice, anthropic_style: bool) -> dict[str, Any]:
-    if anthropic_style:
-        return {
-            "type": "model",
-            "id": price.model,
-            "display_name": price.model,
-            "created_at": "2025-01-01T00:00:00Z",
-        }
-    return {"id": price.model, "object": "model", "created": 0, "owned_by": price.api}
-
-
-def database_unavailable(cause: BaseException) -> ProxyError:
-    """The refusal of a request that needs the database while it is unavailable."""
-    log.info("request refused: the database is unavailable", extra={"error": type(cause).__name__})
-    return ProxyError(
-        503,
-        "overloaded",
-        "the BlitzClaw database is briefly unavailable; retry shortly",
-        headers={"retry-after": "2"},
-    )
-
-
-# What an upstream says when our own account is the problem (a bad or revoked key, no credit
-# left with the provider), not the instance's request.
-_OUR_BILLING = (b"credit balance is too low", b"insufficient_quota", b"billing_hard_limit")
-
-
-def _our_key_refused(status: int, body: bytes) -> bool:
-    if status in (401, 403):  # the upstream only ever sees our key
-        return True
-    return status in (400, 402, 429) and any(m in body for m in _OUR_BILLING)
-
 
 def _limit(own: int | None, default: int) -> int:
     return default if own is None else own
-
-
-def _upstream_headers(request: web.Request, provider: str, key: str) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
-    headers["Accept-Encoding"] = "identity"  # we must read the stream to meter it
-    if provider == "anthropic":
-        headers["x-api-key"] = key
-    else:
-        headers["Authorization"] = f"Bearer {key}"
-    return headers
-
-
-def _client_headers(upstream: Any, request_id: str) -> dict[str, str]:
-    headers = {
-        k: v
-        for k, v in upstream.items()
-        if k.lower() in _KEEP_RESPONSE or k.lower().startswith(_KEEP_RESPONSE_PREFIXES)
-    }
-    headers[PROXY_REQUEST_ID_HEADER] = request_id
-    return headers
-
-
-def _without_usage(data: bytes) -> bytes:
-    """A chat chunk without the `"usage": null` that asking for usage adds to every chunk: OpenAI
-    sends no usage key to a client that did not ask."""
-    if b'"usage"' not in data:
-        return data
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return data
-    if type(obj) is not dict or "usage" not in obj or obj["usage"] is not None:
-        return data
-    del obj["usage"]
-    return orjson.dumps(obj)
-
-
-def _asked_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _with_usage_chunk(body: dict[str, Any]) -> bytes:
-    """The chat request asking for its usage chunk, otherwise unchanged."""
-    options = body.get("stream_options")
-    merged = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return orjson.dumps({**body, "stream_options": merged})
