@@ -1,26 +1,29 @@
-"""The proxy actor: owns upstream connections, prices, limits, and the requests in flight.
+"""The proxy actor: the request's path through the proxy, and the state those requests share.
 
 Each proxied request runs in its own aiohttp handler task (`serve`); the actor is the owner of the
-state those tasks share, not a queue they wait in. Its mailbox only carries timer ticks: the
-checkpoint of in-flight streams (for crash recovery) and the retry of settlements that could not
-be committed at once.
+state those tasks share, not a queue they wait in. Its mailbox only carries its own timer ticks:
+the checkpoint of in-flight streams (for crash recovery), handing over again the settlements
+billing could not take, and lease upkeep.
 
-A request's life: authenticate the instance -> check its limits -> hold the worst-case cost
-against this daemon's lease on the user's balance (admission, in memory: blitzclawd.proxy.leases)
--> write its record into this daemon's in-flight journal (a memory-mapped file:
-blitzclawd.proxy.journal) -> forward with our master key -> relay the answer chunk by chunk while
-metering it -> settle the actual cost (billing actor, group commit) -> clear its journal slot once
-that committed. Requests still in flight at a checkpoint are also recorded in the database
-(blitzclawd.proxy.records), for recovery from another host.
-
-Instances are cached; every change that matters to a proxy (status, secret, limits) is announced
-by the database (NOTIFY blitzclaw_instances) and drops the cached copy at once.
+A request's life (`serve`): authenticate the instance (proxy/instances.py) -> check its limits
+(proxy/limits.py) -> price its worst case (proxy/apis.py) and hold it against this daemon's lease
+on the user's balance (admission, in memory: proxy/leases.py) -> write its record into this
+daemon's in-flight journal (proxy/journal.py) -> forward with our master key and relay the answer
+while metering it (proxy/relay.py) -> price what was used and hand the settlement to billing, the
+ledger's one writer (`_finish_request`, proxy/settlement.py) -> clear its journal slot once that
+committed. Requests still in flight at a checkpoint are also recorded in the database
+(proxy/records.py), for recovery from another host. Refusals a person should read are answered
+as the assistant's reply (proxy/notices.py); the free endpoints are proxy/catalog.py's.
 
 A database outage is ridden out: admission runs from the leases held in memory and the journal is
 on local disk, so what fits in a lease is still served, by instances authenticated from their
-cached copies (kept past their TTL while the database cannot be asked); what needs the database
-(a lease grow, an instance not cached, seeding its limits) is refused with 503 and retry-after.
-Settlements wait in a queue, retried on every checkpoint tick, and commit once it is back.
+cached copies; what needs the database (a lease grow, an instance not cached, seeding its limits)
+is refused with 503 and retry-after. Settlements wait, handed over again on every checkpoint
+tick, and commit once it is back.
+
+Why one module of ~500 lines: `serve`, `_finish_request` and `_checkpoint` are the three moments
+of one request and share its InFlight entry, its journal slot and its lease; split, each would
+reach into the others' state.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -49,7 +51,7 @@ from blitzclawd.config import (
 )
 from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_input_tokens
 from blitzclawd.metering.usage import warn_once
-from blitzclawd.proxy import notices, relay
+from blitzclawd.proxy import notices, records, relay
 from blitzclawd.proxy.apis import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,
@@ -65,7 +67,7 @@ from blitzclawd.proxy.errors import PROXY_REQUEST_ID, ProxyError
 from blitzclawd.proxy.instances import InstanceAuth, InstanceCache, database_unavailable
 from blitzclawd.proxy.journal import InflightJournal, JournalRecord
 from blitzclawd.proxy.leases import InsufficientBalance, LeaseBook
-from blitzclawd.proxy.limits import LimitTracker
+from blitzclawd.proxy.limits import LimitTracker, usage_window
 from blitzclawd.proxy.records import RecordWriter
 from blitzclawd.proxy.settlement import SettlementHandoff, Settler, database_trouble
 from blitzclawd.runtime.actor import Actor
@@ -488,12 +490,9 @@ class ProxyActor(Actor):
         if not stale:
             return
         try:
-            await self._admission_pool.execute(
-                # Not a finished one: its final cost (marked meanwhile) is what recovery charges.
-                """UPDATE reservations r SET seen_micros = LEAST(v.cost, r.amount_micros)
-                   FROM unnest($1::uuid[], $2::bigint[]) AS v(id, cost)
-                   WHERE r.id = v.id AND NOT r.finished""",
-                [uuid.UUID(f.request_id) for f in stale],
+            await records.update_seen(
+                self._admission_pool,
+                [f.request_id for f in stale],
                 [f.checkpointed for f in stale],
             )
         except Exception as exc:
@@ -507,25 +506,11 @@ class ProxyActor(Actor):
 
     async def _seed_limits(self, instance_id: str) -> tuple[list[float], int]:
         try:
-            return await self._fetch_limits(instance_id)
+            return await usage_window(self._pool, instance_id)
         except Exception as exc:  # not seeded: the next request of this instance tries again
             if not dependency_unavailable(exc):
                 raise
             raise database_unavailable(exc) from None
-
-    async def _fetch_limits(self, instance_id: str) -> tuple[list[float], int]:
-        row = await self._pool.fetchrow(
-            """SELECT
-                 array(SELECT extract(epoch FROM created_at)::float8 FROM usage_logs
-                       WHERE instance_id = $1 AND created_at > now() - interval '1 hour'),
-                 coalesce((SELECT sum(input_tokens + output_tokens + cache_write_5m_tokens
-                                      + cache_write_1h_tokens + cache_read_tokens)
-                           FROM usage_logs WHERE instance_id = $1
-                             AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC')
-                                               AT TIME ZONE 'UTC'), 0)::bigint""",
-            uuid.UUID(instance_id),
-        )
-        return list(row[0]), int(row[1])
 
     def _notice(
         self, api: ApiSpec, body: dict[str, Any], model: str, notice: notices.Notice, rid: str

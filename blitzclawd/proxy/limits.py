@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+import asyncpg
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -100,3 +103,20 @@ class LimitTracker:
         today = int(now // DAY)
         if today != window.day:
             window.day, window.tokens = today, 0
+
+
+async def usage_window(pool: asyncpg.Pool, instance_id: str) -> tuple[list[float], int]:
+    """What seeds an instance's limits: the times of its requests in the last hour, and its
+    tokens since midnight UTC."""
+    row = await pool.fetchrow(
+        """SELECT
+             array(SELECT extract(epoch FROM created_at)::float8 FROM usage_logs
+                   WHERE instance_id = $1 AND created_at > now() - interval '1 hour'),
+             coalesce((SELECT sum(input_tokens + output_tokens + cache_write_5m_tokens
+                                  + cache_write_1h_tokens + cache_read_tokens)
+                       FROM usage_logs WHERE instance_id = $1
+                         AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC')
+                                           AT TIME ZONE 'UTC'), 0)::bigint""",
+        uuid.UUID(instance_id),
+    )
+    return list(row[0]), int(row[1])

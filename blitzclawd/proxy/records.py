@@ -190,3 +190,15 @@ async def mark_finished(pool: asyncpg.Pool, request_id: str, cost_micros: int) -
 async def delete(pool: asyncpg.Pool, request_id: str) -> None:
     """Drop a record its settlement could not (it was written after the settlement)."""
     await pool.execute("DELETE FROM reservations WHERE id = $1", request_id)
+
+
+async def update_seen(pool: asyncpg.Pool, request_ids: list[str], costs: list[int]) -> None:
+    """What each request has cost so far, for recovery; not for a finished one (its final cost,
+    marked meanwhile, is what recovery charges)."""
+    await pool.execute(
+        """UPDATE reservations r SET seen_micros = LEAST(v.cost, r.amount_micros)
+           FROM unnest($1::uuid[], $2::bigint[]) AS v(id, cost)
+           WHERE r.id = v.id AND NOT r.finished""",
+        [uuid.UUID(r) for r in request_ids],
+        costs,
+    )
