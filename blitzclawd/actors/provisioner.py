@@ -11,6 +11,9 @@ it and the workspace SOUL.md over SFTP with the server's pinned host key, restar
 wait for its /readyz -> active. restart: the same without the files. teardown: the server is
 rebuilt from the image with a fresh server secret (its row back to provisioning, no pinned key,
 until its new ready call), or deleted when no provider is configured for rebuilds.
+
+Why one module: the four job kinds share the claim loop, the SSH session and the secret
+rotation; what they write is built elsewhere (fleet/openclaw_config.py, fleet/remote.py).
 """
 
 from __future__ import annotations

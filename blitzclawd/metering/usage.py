@@ -8,6 +8,11 @@ Each stream meter exposes `usage` (what upstream reported so far), `usage_report
 final usage for the whole response arrived) and `approx_output_tokens` (chars/4 of the generated
 text seen), combined by `billable_usage()` so an interrupted stream that produced tokens is never
 billed at zero.
+
+Why one module: the three wire formats' usage readers (whole answer and stream meter for
+Anthropic Messages, OpenAI Chat Completions and Responses) share the Usage shape, the tolerant
+parsing helpers and the unknown-field warning; each pair is ~150 lines and reads best beside
+the others, where a difference between the formats shows.
 """
 
 from __future__ import annotations

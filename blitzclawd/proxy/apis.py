@@ -1,4 +1,10 @@
-"""The three upstream APIs the proxy serves, and what differs between them."""
+"""The three upstream APIs the proxy serves, and what differs between them.
+
+Why one module: every way the three APIs differ (path, error style, meters, the fields that
+multiply a request's cost or read server-side context) is declared here, beside `assess`, the
+one function that bounds a request's worst case from them; a reviewer checks that every priced
+field of every API is bounded in one place.
+"""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ import re
 import uuid
 from typing import Any
 
-import aiohttp
 import asyncssh
 from aiohttp import web
 
@@ -37,6 +36,7 @@ from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.queries import instances as rows
 from blitzclawd.services import instances as service
+from blitzclawd.services import own_keys
 
 log = logging.getLogger("blitzclawd.instances")
 
@@ -361,39 +361,6 @@ async def logs(request: web.Request) -> web.StreamResponse:
 # -- the user's own provider key (spec "User API Keys") ------------------------------------------
 
 
-async def _provider_accepts(ctx: DaemonContext, provider: str, key: str) -> None:
-    """GET /v1/models with the key at the provider: 422 when refused, 502 when unreachable."""
-    up = ctx.settings.upstream
-    if provider == "anthropic":
-        url = up.anthropic_url.rstrip("/") + "/v1/models"
-        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
-    else:
-        url = up.openai_url.rstrip("/").removesuffix("/v1") + "/v1/models"
-        headers = {"Authorization": f"Bearer {key}"}
-    assert ctx.http is not None
-    try:
-        async with ctx.http.get(
-            url, headers=headers, timeout=aiohttp.ClientTimeout(total=15)
-        ) as resp:
-            status = resp.status
-            await resp.read()
-    except (aiohttp.ClientError, TimeoutError):
-        raise ApiError(
-            502, "provider_unavailable", f"could not reach {provider} to check the key; retry"
-        ) from None
-    if status in (401, 403):
-        raise ApiError(
-            422,
-            "invalid_api_key",
-            f"{provider} refused this API key (HTTP {status})",
-            field="api_key",
-        )
-    if status != 200:
-        raise ApiError(
-            502, "provider_unavailable", f"{provider} answered HTTP {status} checking the key"
-        )
-
-
 async def set_api_key(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     instance_id = _parse_id(request)
@@ -408,7 +375,8 @@ async def set_api_key(request: web.Request) -> web.Response:
             "api_key must be 8-512 printable characters without spaces",
             field="api_key",
         )
-    await _provider_accepts(ctx, provider, key)
+    assert ctx.http is not None
+    await own_keys.check_with_provider(ctx.http, ctx.settings.upstream, provider, key)
     blob = ctx.keyring().encrypt_text(key, own_key_context(instance_id))
     await service.set_own_key(ctx.pool, ctx.actors, instance_id, provider, blob)
     return json_response(
