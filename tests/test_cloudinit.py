@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from openclaw_tool import CACHE_ROOT, cache_lock
 
-from blitzclawd.fleet.cloudinit import render_pool_server
+from blitzclawd.fleet.cloudinit import render_pool_server, render_template
 from blitzclawd.fleet.versions import NODE_VERSION, NODESOURCE_KEY_FINGERPRINT, OPENCLAW_VERSION
 
 DEBIAN_PYTHON = Path("/usr/bin/python3")
@@ -342,6 +342,35 @@ def test_values_appear_only_where_placed() -> None:
     assert text.count(SECRET) == 1  # only in the 0600 env file
     assert text.count("203.0.113.7/32") == 2  # the ufw rule and fail2ban's ignoreip
     assert "{{" not in text and "}}" not in text
+
+
+def test_the_template_engine_quotes_what_slips_through(tmp_path: Path) -> None:
+    """Past the patterns, a value still cannot leave its scalar or reach the template engine;
+    a file beside the template is copied, never parsed; a missing or unused value is an error."""
+    (tmp_path / "t.tmpl").write_text(
+        'a: {{ v }}\nb: |\n  {{ literal(block, 2) }}\nc: |\n  {{ file("s.sh", 2) }}\n'
+    )
+    (tmp_path / "s.sh").write_text('echo "${#x}" {{ v }}\n\nexit 0\n')
+    hostile = 'x"\nevil: 1\n{{ v }}\u2028'
+    text = render_template("t.tmpl", {"v": hostile, "block": "one\ntwo"}, tmp_path)
+    lines = text.split("\n")
+    assert lines[0].startswith("a: ") and json.loads(lines[0][3:]) == hostile
+    assert text.isascii() and "\nevil" not in text
+    assert lines[1:8] == [
+        "b: |",
+        "  one",
+        "  two",
+        "c: |",
+        '  echo "${#x}" {{ v }}',
+        "",
+        "  exit 0",
+    ]
+    with pytest.raises(ValueError, match="printable ASCII"):
+        render_template("t.tmpl", {"v": "", "block": "ok\x1b[2J"}, tmp_path)
+    with pytest.raises(KeyError, match="missing"):
+        render_template("t.tmpl", {"v": ""}, tmp_path)
+    with pytest.raises(KeyError, match="unused"):
+        render_template("t.tmpl", {"v": "", "block": "", "extra": ""}, tmp_path)
 
 
 # -- the ready call, for real ----------------------------------------------------------------

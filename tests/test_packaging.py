@@ -12,6 +12,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import jinja2
+import markupsafe
 import pytest
 import setuptools
 
@@ -79,10 +81,11 @@ def test_pip_install_dot_renders_cloud_init_and_claims_no_generic_names(tmp_path
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
-    # Nothing is downloaded: rendering needs only the standard library (--no-deps), and the
-    # build backend is this environment's setuptools (a dev dependency), lent to the fresh venv's
-    # pip for the build only. PYTHONPATH adds the directory without running its .pth files, so
-    # this checkout's editable install stays out of the fresh venv.
+    # Nothing is downloaded (--no-deps): the build backend is this environment's setuptools (a
+    # dev dependency), lent to the fresh venv's pip for the build only; rendering needs Jinja2,
+    # lent the same way (its two packages alone, linked into a directory of their own).
+    # PYTHONPATH adds a directory without running its .pth files, so this checkout's editable
+    # install stays out of the fresh venv.
     build_backend = str(Path(setuptools.__file__).parent.parent)
     run(
         python,
@@ -94,7 +97,11 @@ def test_pip_install_dot_renders_cloud_init_and_claims_no_generic_names(tmp_path
     elsewhere.mkdir()
     shutil.rmtree(source)  # nothing may still point into a checkout
 
-    out = json.loads(run(python, "-c", RENDER, ED25519_PUB, cwd=elsewhere))
+    lent = tmp_path / "lent"
+    lent.mkdir()
+    for package in (jinja2, markupsafe):
+        (lent / package.__name__).symlink_to(Path(package.__file__).parent)
+    out = json.loads(run(python, "-c", RENDER, ED25519_PUB, cwd=elsewhere, pythonpath=str(lent)))
     assert Path(out["file"]).is_relative_to(venv)
     text = out["text"]
     assert text.startswith("#cloud-config\n")

@@ -4,11 +4,16 @@ The templates are package data of ``blitzclawd_cloudinit`` (the top-level ``clou
 directory, installed under the project's own name), read with importlib.resources, so an installed
 wheel finds them as well as a checkout.
 
+Rendered by Jinja2 with StrictUndefined (a missing value is an error, never an empty string).
 Defence in depth against a hostile value: every value is checked against a narrow pattern
-(ValueError naming the argument otherwise), then inserted only as a JSON string, which is a YAML
-double-quoted scalar, so it cannot end its scalar or open a new key. The scripts on the server
-read values from files or get them as runcmd argv items (cloud-init quotes those); no value is
-pasted into shell text.
+(ValueError naming the argument otherwise), then every ``{{ value }}`` is output as a JSON
+string (the environment's `finalize`), which is a YAML double-quoted scalar, so it cannot end
+its scalar or open a new key. Only two helpers output text unquoted, already indented for the
+YAML block scalar they sit in: ``literal(value, indent)`` (printable ASCII lines only) and
+``file(name, indent)`` (a script or unit beside the template, read as it is, never parsed as a
+template: shell's ``${#x}`` is Jinja's comment syntax). The scripts on the server read values
+from files or get them as runcmd argv items (cloud-init quotes those); no value is pasted into
+shell text.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import re
 import struct
 from importlib.resources import files
 from importlib.resources.abc import Traversable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import jinja2.meta
 
 from blitzclawd.fleet.versions import (
     NODE_MAJOR,
@@ -36,9 +44,7 @@ if TYPE_CHECKING:
 TEMPLATE_PACKAGE = "blitzclawd_cloudinit"
 POOL_SERVER_TEMPLATE = "pool-server.yaml.tmpl"
 
-_VALUE = re.compile(r"\{\{ ([a-z0-9_]+) \}\}")
-_BLOCK = re.compile(r"^( *)\{\{\| ([a-z0-9_]+) \}\}$", re.MULTILINE)
-_INCLUDE = re.compile(r"^( *)\{\{> ([A-Za-z0-9._-]+) \}\}$", re.MULTILINE)
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _BLOCK_LINE = re.compile(r"^[\x20-\x7e]*$")  # printable ASCII: literal in a YAML block scalar
 # RFC 1123 label: what Hetzner accepts as a server name and Linux as a hostname.
 _SERVER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -113,34 +119,57 @@ def render_pool_server(
     return render_template(POOL_SERVER_TEMPLATE, values)
 
 
-def render_template(name: str, values: dict[str, str], directory: Traversable | None = None) -> str:
-    """Fill a template: ``{{> file }}`` lines with that file, indented; ``{{| key }}`` lines
-    with the value's lines, indented (a literal block); ``{{ key }}`` with the value as JSON."""
+class _Unquoted(str):
+    """Text the template helpers made (indented block lines): output as it is."""
 
+
+def _finalize(value: Any) -> str:
+    if isinstance(value, _Unquoted):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"template values are strings, not {type(value).__name__}")
+    # ensure_ascii: the output stays ASCII whatever slipped through, so no YAML line breaks.
+    return json.dumps(value, ensure_ascii=True)
+
+
+def _indented(text: str, indent: int) -> _Unquoted:
+    """Lines after the first indented by `indent` (the first sits where the call is); blank
+    lines stay empty; trailing newlines dropped (the template's own line break follows)."""
+    pad = " " * indent
+    lines = text.rstrip("\n").split("\n")
+    return _Unquoted("\n".join([lines[0], *(pad + line if line else "" for line in lines[1:])]))
+
+
+def render_template(name: str, values: dict[str, str], directory: Traversable | None = None) -> str:
+    """Fill a template: ``{{ key }}`` with the value as JSON; ``{{ literal(key, n) }}`` with the
+    value's lines (a literal block indented by n); ``{{ file("name", n) }}`` with that file."""
     if directory is None:
         directory = files(TEMPLATE_PACKAGE)
+    source = (directory / name).read_text(encoding="utf-8")
 
-    def indented(indent: str, text: str) -> str:
-        return "\n".join(indent + line if line else "" for line in text.rstrip("\n").split("\n"))
-
-    def block(match: re.Match[str]) -> str:
-        text = values[match.group(2)]
+    def literal(text: str, indent: int) -> _Unquoted:
         if not all(_BLOCK_LINE.fullmatch(line) for line in text.split("\n")):
-            raise ValueError(f"{match.group(2)}: not printable ASCII lines")
-        return indented(match.group(1), text)
+            raise ValueError("a literal block holds only printable ASCII lines")
+        return _indented(text, indent)
 
-    text = _INCLUDE.sub(
-        lambda m: indented(m.group(1), (directory / m.group(2)).read_text(encoding="utf-8")),
-        (directory / name).read_text(encoding="utf-8"),
+    def file(file_name: str, indent: int) -> _Unquoted:
+        if not _FILE_NAME.fullmatch(file_name):
+            raise ValueError(f"{file_name!r}: not a file beside the template")
+        return _indented((directory / file_name).read_text(encoding="utf-8"), indent)
+
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # YAML, not HTML: values are quoted by _finalize instead
+        keep_trailing_newline=True,
+        finalize=_finalize,
     )
-    used = set(_VALUE.findall(text)) | {key for _, key in _BLOCK.findall(text)}
+    env.globals.update(literal=literal, file=file)
+    used = jinja2.meta.find_undeclared_variables(env.parse(source)) - set(env.globals)
     if used != set(values):
         raise KeyError(
             f"template values: missing {used - set(values)}, unused {set(values) - used}"
         )
-    text = _BLOCK.sub(block, text)
-    # ensure_ascii: the output stays ASCII whatever slipped through, so no YAML line breaks.
-    return _VALUE.sub(lambda m: json.dumps(values[m.group(1)], ensure_ascii=True), text)
+    return env.from_string(source).render(values)
 
 
 def _match(pattern: re.Pattern[str], value: object, field: str) -> str:
