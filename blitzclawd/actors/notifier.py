@@ -20,11 +20,13 @@ import orjson
 
 from blitzclawd.auth.clerk_users import ClerkUsers, clerk_users, ensure_email
 from blitzclawd.config import Secrets, Settings
+from blitzclawd.notify import queue
 from blitzclawd.notify.queue import queue_notification
 from blitzclawd.notify.resend import ResendClient, ResendError
 from blitzclawd.notify.templates import render
 from blitzclawd.payments.creem import CreemError
 from blitzclawd.payments.topups import PaymentsUnconfigured, create_topup
+from blitzclawd.queries.billing import last_credit_id, usage_without_digest
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import (
     AutoTopupDue,
@@ -95,22 +97,13 @@ class NotifierActor(Actor):
 
     async def sweep(self) -> None:
         await self._queue_weekly_digests()
-        due = await self._pool.fetch(
-            "SELECT id FROM notifications WHERE status = 'pending' AND next_attempt_at <= now() "
-            "ORDER BY next_attempt_at LIMIT $1",
-            SWEEP_BATCH,
-        )
-        for row in due:
-            await self._send(row["id"])
+        for notification_id in await queue.due(self._pool, SWEEP_BATCH):
+            await self._send(notification_id)
 
     async def _send(self, notification_id: int) -> None:
         if self._client is None:
             return  # stays pending until a key is configured
-        row = await self._pool.fetchrow(
-            """SELECT n.kind, n.facts, n.attempts, n.status, n.user_id, u.email
-               FROM notifications n JOIN users u ON u.id = n.user_id WHERE n.id = $1""",
-            notification_id,
-        )
+        row = await queue.to_send(self._pool, notification_id)
         if row is None or row["status"] != "pending":
             return
         address = row["email"] or await ensure_email(self._pool, self._clerk, row["user_id"])
@@ -152,14 +145,7 @@ class NotifierActor(Actor):
         if attempts >= MAX_ATTEMPTS:
             await self._finish(notification_id, "failed", error=error, attempts=attempts)
             return
-        await self._pool.execute(
-            "UPDATE notifications SET attempts = $2, last_error = $3, "
-            "next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
-            notification_id,
-            attempts,
-            error,
-            backoff(attempts),
-        )
+        await queue.retry_after(self._pool, notification_id, attempts, error, backoff(attempts))
 
     async def _finish(
         self,
@@ -170,15 +156,13 @@ class NotifierActor(Actor):
         provider_id: str | None = None,
         attempts: int | None = None,
     ) -> None:
-        await self._pool.execute(
-            "UPDATE notifications SET status = $2, last_error = $3, provider_id = $4, "
-            "attempts = coalesce($5, attempts), "
-            "sent_at = CASE WHEN $2 = 'sent' THEN now() END WHERE id = $1",
+        await queue.finish(
+            self._pool,
             notification_id,
             status,
-            error,
-            provider_id,
-            attempts,
+            error=error,
+            provider_id=provider_id,
+            attempts=attempts,
         )
         if status == "failed":
             log.warning(
@@ -188,11 +172,7 @@ class NotifierActor(Actor):
     async def _balance_note(self, message: BalanceDepleted | LowBalance) -> Notify:
         # Once per top-up cycle: the period is the user's latest credit, so the next warning
         # comes only after they topped up and ran low again.
-        last_credit = await self._pool.fetchval(
-            "SELECT coalesce(max(id), 0) FROM ledger_entries "
-            "WHERE user_id = $1 AND amount_micros > 0",
-            uuid.UUID(message.user_id),
-        )
+        last_credit = await last_credit_id(self._pool, uuid.UUID(message.user_id))
         kind = "balance_depleted" if isinstance(message, BalanceDepleted) else "balance_low"
         return Notify(
             message.user_id,
@@ -204,13 +184,8 @@ class NotifierActor(Actor):
     async def _auto_topup(self, message: AutoTopupDue) -> int | None:
         """Email a checkout prepared for the user's auto-top-up amount, once per top-up cycle."""
         note = await self._balance_note(message)
-        notification_id = await self._pool.fetchval(
-            """INSERT INTO notifications (user_id, kind, period, facts)
-               VALUES ($1, 'balance_low', $2, $3::text::jsonb)
-               ON CONFLICT (user_id, kind, period) DO NOTHING RETURNING id""",
-            uuid.UUID(message.user_id),
-            "auto-" + note.period,
-            orjson.dumps(dict(note.facts)).decode(),
+        notification_id = await queue.queue_notification(
+            self._pool, Notify(message.user_id, "balance_low", "auto-" + note.period, note.facts)
         )
         if notification_id is None:
             return None
@@ -227,10 +202,8 @@ class NotifierActor(Actor):
         except (PaymentsUnconfigured, CreemError) as exc:
             log.warning("auto top-up checkout not created", extra={"error": repr(exc)})
         else:
-            await self._pool.execute(
-                "UPDATE notifications SET facts = facts || $2::text::jsonb WHERE id = $1",
-                notification_id,
-                orjson.dumps({"topup_url": topup.checkout.checkout_url}).decode(),
+            await queue.add_facts(
+                self._pool, notification_id, {"topup_url": topup.checkout.checkout_url}
             )
         await self._send(notification_id)
         return notification_id
@@ -246,34 +219,15 @@ class NotifierActor(Actor):
         last_monday = monday - dt.timedelta(days=7)
         year, week, _ = last_monday.isocalendar()
         period = f"{year}-W{week:02d}"
-        rows = await self._pool.fetch(
-            """SELECT u.user_id::text, sum(u.cost_micros)::bigint AS cost,
-                      sum(u.input_tokens + u.output_tokens)::bigint AS tokens, count(*) AS requests
-               FROM usage_logs u
-               WHERE u.created_at >= $1::date AT TIME ZONE 'UTC'
-                 AND u.created_at < $2::date AT TIME ZONE 'UTC'
-                 AND NOT EXISTS (SELECT FROM notifications n WHERE n.user_id = u.user_id
-                                 AND n.kind = 'weekly_digest' AND n.period = $3)
-               GROUP BY u.user_id LIMIT 1000""",
-            last_monday,
-            monday,
-            period,
-        )
-        for r in rows:
-            await self._pool.execute(
-                """INSERT INTO notifications (user_id, kind, period, facts)
-                   VALUES ($1, 'weekly_digest', $2, $3::text::jsonb)
-                   ON CONFLICT DO NOTHING""",
-                uuid.UUID(r["user_id"]),
-                period,
-                orjson.dumps(
-                    {
-                        "week": period,
-                        "cost_micros": r["cost"],
-                        "tokens": r["tokens"],
-                        "requests": r["requests"],
-                    }
-                ).decode(),
+        for r in await usage_without_digest(self._pool, last_monday, monday, period):
+            facts = {
+                "week": period,
+                "cost_micros": r["cost"],
+                "tokens": r["tokens"],
+                "requests": r["requests"],
+            }
+            await queue.queue_notification(
+                self._pool, Notify(r["user_id"], "weekly_digest", period, facts)
             )
 
 

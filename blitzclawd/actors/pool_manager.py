@@ -86,12 +86,7 @@ class PoolManager(Actor):
     # -- reconcile -------------------------------------------------------------------------------
 
     async def _reconcile(self, listed: list[ServerInfo], budget: int) -> tuple[int, int, int]:
-        rows = await self._pool.fetch(
-            """SELECT id, name, hetzner_server_id, status, assigned_to, ssh_host_key,
-                      status_changed_at < now() - make_interval(secs => $1) AS stuck
-               FROM server_pool WHERE status <> 'gone'""",
-            self._cfg.stuck_after,
-        )
+        rows = await fleet_pool.live_servers(self._pool, self._cfg.stuck_after)
         by_provider_id = {r["hetzner_server_id"]: r for r in rows if r["hetzner_server_id"]}
         by_name = {r["name"]: r for r in rows}
         deleted = 0
@@ -128,24 +123,14 @@ class PoolManager(Actor):
             log.warning(
                 "deleting a server that never called back", extra={"server_name": row["name"]}
             )
-            await self._pool.execute(
-                "UPDATE server_pool SET status = 'deleting' WHERE id = $1", row["id"]
-            )
+            await fleet_pool.mark_deleting(self._pool, row["id"])
             if hid is None or await self._delete(hid):
                 await self._mark_gone(row, "the server never became ready")
                 stuck += 1
         return deleted, gone, stuck
 
     async def _adopt(self, row_id: uuid.UUID, server: ServerInfo) -> None:
-        await self._pool.execute(
-            """UPDATE server_pool SET hetzner_server_id = $2, ip_address = $3::inet,
-                      location = $4, server_type = $5 WHERE id = $1""",
-            row_id,
-            server.provider_id,
-            server.ipv4,
-            server.location,
-            server.server_type,
-        )
+        await fleet_pool.set_provider_facts(self._pool, row_id, server)
 
     async def _delete(self, provider_id: int) -> bool:
         try:
@@ -156,31 +141,12 @@ class PoolManager(Actor):
         return True
 
     async def _mark_gone(self, row: asyncpg.Record, reason: str) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE server_pool SET status = 'gone', assigned_to = NULL WHERE id = $1",
-                row["id"],
-            )
-            if row["assigned_to"] is not None:
-                await conn.execute(
-                    """UPDATE instances SET status = 'error', status_reason = $2, server_id = NULL
-                       WHERE id = $1 AND status <> 'deleted'""",
-                    row["assigned_to"],
-                    reason,
-                )
+        await fleet_pool.mark_gone(self._pool, row["id"], row["assigned_to"], reason)
 
     # -- top up ----------------------------------------------------------------------------------
 
     async def _top_up(self, budget: int) -> int:
-        counts = await self._pool.fetchrow(
-            """SELECT
-                 count(*) FILTER (WHERE status IN ('provisioning', 'available')
-                                  AND assigned_to IS NULL) AS spare,
-                 count(*) FILTER (WHERE status <> 'gone') AS total,
-                 (SELECT count(*) FROM instances WHERE status = 'pending' AND server_id IS NULL
-                    AND deleted_at IS NULL) AS waiting
-               FROM server_pool"""
-        )
+        counts = await fleet_pool.pool_counts(self._pool)
         want = self._cfg.min_available + counts["waiting"] - counts["spare"]
         room = self._cfg.max_size - counts["total"]
         n = max(0, min(want, room, budget))
@@ -198,13 +164,8 @@ class PoolManager(Actor):
         user_data = user_data_for(
             self._cfg, name=name, secret=secret, ssh_public_key=self._ssh_public_key
         )
-        await self._pool.execute(
-            """INSERT INTO server_pool (id, name, secret_hash, server_type, status)
-               VALUES ($1, $2, $3, $4, 'provisioning')""",
-            row_id,
-            name,
-            credentials.hash_secret(secret),
-            self._cfg.server_type,
+        await fleet_pool.insert_provisioning(
+            self._pool, row_id, name, credentials.hash_secret(secret), self._cfg.server_type
         )
         try:
             info = await self._provider.create(
@@ -212,25 +173,10 @@ class PoolManager(Actor):
             )
         except ProviderError as exc:
             log.warning("server create failed", extra={"server_name": name, "error": str(exc)})
-            await self._pool.execute("UPDATE server_pool SET status = 'gone' WHERE id = $1", row_id)
+            await fleet_pool.mark_never_created(self._pool, row_id)
             return False
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """UPDATE server_pool SET hetzner_server_id = $2, ip_address = $3::inet,
-                          location = $4, server_type = $5 WHERE id = $1""",
-                row_id,
-                info.provider_id,
-                info.ipv4,
-                info.location,
-                info.server_type,
-            )
-            # The ready call may have come in before we knew the address: finish it now.
-            ready = await conn.fetchval(
-                "SELECT ssh_host_key IS NOT NULL AND status = 'provisioning' "
-                "FROM server_pool WHERE id = $1",
-                row_id,
-            )
-            outcome = await fleet_pool.server_ready(conn, row_id) if ready else None
+        # The ready call may have come in before we knew the address: finished here then.
+        outcome = await fleet_pool.created(self._pool, row_id, info)
         if outcome == "deploy":
             self._on_deploy()
         log.info("server created", extra={"server_name": name, "location": info.location})

@@ -30,6 +30,7 @@ import asyncpg
 from blitzclawd import credentials
 from blitzclawd.config import Settings, price_table
 from blitzclawd.crypto import Keyring
+from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet import remote
 from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.fleet.openclaw_config import (
@@ -45,36 +46,12 @@ from blitzclawd.fleet.openclaw_config import (
 from blitzclawd.fleet.personas import soul_md
 from blitzclawd.notify.queue import queue_notification
 from blitzclawd.providers.base import ProviderError, ServerProvider
+from blitzclawd.queries import instances, jobs
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import JobsQueued, NotificationQueued, Notify, Tick
 from blitzclawd.runtime.outage import dependency_unavailable
 
 log = logging.getLogger("blitzclawd.provisioner")
-
-CLAIM = """
-WITH next AS (
-    SELECT j.id FROM instance_jobs j
-    LEFT JOIN daemons d ON d.id = j.locked_by
-    WHERE ((j.status = 'queued' AND j.run_after <= now())
-           OR (j.status = 'running'
-               AND (j.locked_by IS NULL OR d.stopped_at IS NOT NULL
-                    -- ours, yet not running here (the $3 test below): a job whose end could
-                    -- not be recorded (the database was down) or left by our crashed predecessor
-                    OR j.locked_by = $1)))
-      AND NOT EXISTS (
-          SELECT 1 FROM instance_jobs e
-          WHERE e.instance_id = j.instance_id AND e.id < j.id
-            AND e.status IN ('queued', 'running'))
-      AND NOT (j.instance_id = ANY($3::uuid[]))
-    ORDER BY j.id
-    LIMIT $2
-    FOR UPDATE OF j SKIP LOCKED
-)
-UPDATE instance_jobs j
-SET status = 'running', locked_by = $1, locked_at = now(), attempts = j.attempts + 1
-FROM next WHERE j.id = next.id
-RETURNING j.id, j.instance_id, j.kind, j.attempts
-"""
 
 
 # What the owner reads when a job fails for good: what happened, what we do, what they can do,
@@ -149,11 +126,7 @@ class Provisioner(Actor):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         # What we were running goes back to the queue for whoever runs next.
-        await self._pool.execute(
-            """UPDATE instance_jobs SET status = 'queued', locked_by = NULL, locked_at = NULL
-               WHERE status = 'running' AND locked_by = $1""",
-            self._daemon_id,
-        )
+        await jobs.requeue_ours(self._pool, self._daemon_id)
 
     async def handle(self, message: object) -> int | None:
         if isinstance(message, (Tick, JobsQueued)):
@@ -176,15 +149,15 @@ class Provisioner(Actor):
         free = self._cfg.job_concurrency - len(self._tasks)
         if free <= 0:
             return 0
-        jobs = await self._pool.fetch(CLAIM, self._daemon_id, free, list(self._tasks))
-        for job in jobs:
+        claimed = await jobs.claim(self._pool, self._daemon_id, free, list(self._tasks))
+        for job in claimed:
             instance_id = job["instance_id"]
             task = asyncio.get_running_loop().create_task(
                 self._run_job(dict(job)), name=f"job:{job['kind']}:{job['id']}"
             )
             self._tasks[instance_id] = task
             task.add_done_callback(lambda _t, i=instance_id: self._finished(i))
-        return len(jobs)
+        return len(claimed)
 
     def _finished(self, instance_id: uuid.UUID) -> None:
         self._tasks.pop(instance_id, None)
@@ -212,30 +185,15 @@ class Provisioner(Actor):
                 log.warning("job failed", extra={"job": job["id"], "kind": kind, "error": reason})
             await self._fail(job, reason, final)
             return
-        await self._pool.execute(
-            """UPDATE instance_jobs SET status = 'done', finished_at = now(), locked_by = NULL
-               WHERE id = $1""",
-            job["id"],
-        )
+        await jobs.done(self._pool, job["id"])
 
     async def _fail(self, job: dict[str, Any], reason: str, final: bool) -> None:
         queued: int | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             if final:
-                await conn.execute(
-                    """UPDATE instance_jobs SET status = 'failed', finished_at = now(),
-                              locked_by = NULL, last_error = $2 WHERE id = $1""",
-                    job["id"],
-                    reason,
-                )
+                await jobs.failed(conn, job["id"], reason)
                 if job["kind"] != "teardown":
-                    owner = await conn.fetchrow(
-                        """UPDATE instances SET status = 'error', status_reason = $2
-                           WHERE id = $1 AND status <> 'deleted'
-                           RETURNING user_id::text, channel_config""",
-                        job["instance_id"],
-                        reason,
-                    )
+                    owner = await instances.mark_error(conn, job["instance_id"], reason)
                     if owner is not None:
                         # In the transaction that records the failure: the email exists exactly
                         # when the failure does, once per job (its id is the period).
@@ -246,28 +204,14 @@ class Provisioner(Actor):
                     )
             else:
                 backoff = min(2.0 ** job["attempts"], 300.0) * 0.5
-                await conn.execute(
-                    """UPDATE instance_jobs SET status = 'queued', locked_by = NULL,
-                              locked_at = NULL, last_error = $2,
-                              run_after = now() + make_interval(secs => $3)
-                       WHERE id = $1""",
-                    job["id"],
-                    reason,
-                    backoff,
-                )
+                await jobs.retry_later(conn, job["id"], reason, backoff)
         if queued is not None and self._notify is not None:
             self._notify(NotificationQueued(queued))  # else the notifier's sweep sends it
 
     # -- the jobs --------------------------------------------------------------------------------
 
     async def _instance(self, instance_id: uuid.UUID) -> asyncpg.Record | None:
-        return await self._pool.fetchrow(
-            """SELECT i.*, s.ssh_host_key, host(s.ip_address) AS server_ip,
-                      s.status AS server_status
-               FROM instances i LEFT JOIN server_pool s ON s.id = i.server_id
-               WHERE i.id = $1""",
-            instance_id,
-        )
+        return await instances.for_job(self._pool, instance_id)
 
     def _target(self, inst: asyncpg.Record) -> remote.Target:
         if inst["server_ip"] is None or not inst["ssh_host_key"]:
@@ -279,11 +223,7 @@ class Provisioner(Actor):
         if inst is None or inst["status"] == "deleted" or inst["server_id"] is None:
             return  # deleted meanwhile, or waiting for a server (its ready call re-queues it)
         target = self._target(inst)
-        await self._pool.execute(
-            """UPDATE instances SET status = 'provisioning', status_reason = NULL
-               WHERE id = $1 AND status IN ('pending', 'provisioning', 'error', 'stopped')""",
-            instance_id,
-        )
+        await instances.mark_provisioning(self._pool, instance_id)
         soul = soul_md(inst["persona_template"] or "assistant", inst["soul_md"])
         channel = self._channel(inst)
         secret = credentials.new_secret()
@@ -310,11 +250,7 @@ class Provisioner(Actor):
         )
         config, secret_doc = split_secrets(cfg)
         # The new credential is the only valid one from here on: store it before it is written.
-        await self._pool.execute(
-            "UPDATE instances SET secret_hash = $2 WHERE id = $1",
-            instance_id,
-            credentials.hash_secret(secret),
-        )
+        await instances.set_secret_hash(self._pool, instance_id, credentials.hash_secret(secret))
         async with await remote.connect(
             target, self._ssh_key(), timeout=self._cfg.ssh_connect_timeout
         ) as conn:
@@ -340,12 +276,7 @@ class Provisioner(Actor):
         await self._became_active(instance_id)
 
     async def _became_active(self, instance_id: uuid.UUID) -> None:
-        await self._pool.execute(
-            """UPDATE instances SET status = 'active', status_reason = NULL
-               WHERE id = $1
-                 AND status IN ('pending', 'provisioning', 'error', 'stopped', 'active')""",
-            instance_id,
-        )
+        await instances.mark_active(self._pool, instance_id)
         log.info("instance active", extra={"instance": str(instance_id)})
 
     def _own_key(self, inst: asyncpg.Record) -> OwnKey | None:
@@ -374,40 +305,22 @@ class Provisioner(Actor):
         raise JobFailed(f"channel_type: unknown channel {kind!r}")
 
     async def _do_teardown(self, instance_id: uuid.UUID) -> None:
-        server = await self._pool.fetchrow(
-            """SELECT id, name, hetzner_server_id FROM server_pool
-               WHERE assigned_to = $1 OR id = (SELECT server_id FROM instances WHERE id = $1)""",
-            instance_id,
-        )
+        server = await fleet_pool.server_of_instance(self._pool, instance_id)
         if server is not None:
             await self._wipe(server)
-        await self._pool.execute(
-            """UPDATE instances SET status = 'deleted', server_id = NULL,
-                      deleted_at = coalesce(deleted_at, now()) WHERE id = $1""",
-            instance_id,
-        )
+        await instances.mark_torn_down(self._pool, instance_id)
 
     async def _wipe(self, server: asyncpg.Record) -> None:
         """The server never serves anyone again with this instance's files or credentials."""
         hid = server["hetzner_server_id"]
         if self._provider is None or hid is None:
             # Nothing can rebuild it: it leaves the pool for good.
-            await self._pool.execute(
-                "UPDATE server_pool SET status = 'deleting', assigned_to = NULL WHERE id = $1",
-                server["id"],
-            )
+            await fleet_pool.retire(self._pool, server["id"])
             return
         secret = credentials.new_secret()
         user_data = user_data_for(
             self._cfg, name=server["name"], secret=secret, ssh_public_key=self._ssh_public_key()
         )
-        # Before the rebuild: the new boot's ready call must find the new secret, no old key.
-        await self._pool.execute(
-            """UPDATE server_pool SET status = 'provisioning', assigned_to = NULL,
-                      ssh_host_key = NULL, ready_at = NULL, secret_hash = $2
-               WHERE id = $1""",
-            server["id"],
-            credentials.hash_secret(secret),
-        )
+        await fleet_pool.rebuilding(self._pool, server["id"], credentials.hash_secret(secret))
         await self._provider.rebuild(hid, user_data=user_data)
         log.info("server rebuilt", extra={"server_name": server["name"]})

@@ -12,6 +12,10 @@ from typing import Any
 
 import asyncpg
 
+from blitzclawd.providers.base import ServerInfo
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
 JOB_KINDS = ("deploy", "configure", "restart", "teardown")
 
 
@@ -93,3 +97,121 @@ async def server_ready(conn: asyncpg.Connection, server_id: uuid.UUID) -> str:
         return "deploy"
     await conn.execute("UPDATE server_pool SET status = 'available' WHERE id = $1", row["id"])
     return "available"
+
+
+async def server_of_instance(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    """id, name and provider id of the server the instance has, or was promised."""
+    return await db.fetchrow(
+        """SELECT id, name, hetzner_server_id FROM server_pool
+           WHERE assigned_to = $1 OR id = (SELECT server_id FROM instances WHERE id = $1)""",
+        instance_id,
+    )
+
+
+async def retire(db: Executor, server_id: uuid.UUID) -> None:
+    """Out of the pool for good (the pool manager deletes it at the provider)."""
+    await db.execute(
+        "UPDATE server_pool SET status = 'deleting', assigned_to = NULL WHERE id = $1", server_id
+    )
+
+
+async def rebuilding(db: Executor, server_id: uuid.UUID, secret_hash: bytes) -> None:
+    """Before a rebuild: the new boot's ready call must find the new secret and no old key."""
+    await db.execute(
+        """UPDATE server_pool SET status = 'provisioning', assigned_to = NULL,
+                  ssh_host_key = NULL, ready_at = NULL, secret_hash = $2
+           WHERE id = $1""",
+        server_id,
+        secret_hash,
+    )
+
+
+# -- the pool manager's -------------------------------------------------------------------------
+
+
+async def live_servers(db: Executor, stuck_after: float) -> list[asyncpg.Record]:
+    """Every server not gone; `stuck` when its status has not changed for `stuck_after` s."""
+    return await db.fetch(
+        """SELECT id, name, hetzner_server_id, status, assigned_to, ssh_host_key,
+                  status_changed_at < now() - make_interval(secs => $1) AS stuck
+           FROM server_pool WHERE status <> 'gone'""",
+        stuck_after,
+    )
+
+
+async def set_provider_facts(db: Executor, server_id: uuid.UUID, info: ServerInfo) -> None:
+    """What the provider says of our server: its id, address, location and type."""
+    await db.execute(
+        """UPDATE server_pool SET hetzner_server_id = $2, ip_address = $3::inet,
+                  location = $4, server_type = $5 WHERE id = $1""",
+        server_id,
+        info.provider_id,
+        info.ipv4,
+        info.location,
+        info.server_type,
+    )
+
+
+async def mark_deleting(db: Executor, server_id: uuid.UUID) -> None:
+    await db.execute("UPDATE server_pool SET status = 'deleting' WHERE id = $1", server_id)
+
+
+async def mark_gone(
+    pool: asyncpg.Pool, server_id: uuid.UUID, assigned_to: uuid.UUID | None, reason: str
+) -> None:
+    """The server is gone; the instance it served (if any) is in error, without a server."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE server_pool SET status = 'gone', assigned_to = NULL WHERE id = $1", server_id
+        )
+        if assigned_to is not None:
+            await conn.execute(
+                """UPDATE instances SET status = 'error', status_reason = $2, server_id = NULL
+                   WHERE id = $1 AND status <> 'deleted'""",
+                assigned_to,
+                reason,
+            )
+
+
+async def pool_counts(db: Executor) -> asyncpg.Record:
+    """spare (provisioning or available, unassigned), total (not gone), waiting (instances
+    pending without a server)."""
+    return await db.fetchrow(
+        """SELECT
+             count(*) FILTER (WHERE status IN ('provisioning', 'available')
+                              AND assigned_to IS NULL) AS spare,
+             count(*) FILTER (WHERE status <> 'gone') AS total,
+             (SELECT count(*) FROM instances WHERE status = 'pending' AND server_id IS NULL
+                AND deleted_at IS NULL) AS waiting
+           FROM server_pool"""
+    )
+
+
+async def insert_provisioning(
+    db: Executor, server_id: uuid.UUID, name: str, secret_hash: bytes, server_type: str
+) -> None:
+    await db.execute(
+        """INSERT INTO server_pool (id, name, secret_hash, server_type, status)
+           VALUES ($1, $2, $3, $4, 'provisioning')""",
+        server_id,
+        name,
+        secret_hash,
+        server_type,
+    )
+
+
+async def mark_never_created(db: Executor, server_id: uuid.UUID) -> None:
+    await db.execute("UPDATE server_pool SET status = 'gone' WHERE id = $1", server_id)
+
+
+async def created(pool: asyncpg.Pool, server_id: uuid.UUID, info: ServerInfo) -> str | None:
+    """The provider created our server: its facts stored; if its ready call came in before we
+    knew its address, the ready step is finished now (server_ready's outcome), else None."""
+    async with pool.acquire() as conn, conn.transaction():
+        await set_provider_facts(conn, server_id, info)
+        ready = await conn.fetchval(
+            "SELECT ssh_host_key IS NOT NULL AND status = 'provisioning' "
+            "FROM server_pool WHERE id = $1",
+            server_id,
+        )
+        return await server_ready(conn, server_id) if ready else None

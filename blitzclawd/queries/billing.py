@@ -110,3 +110,32 @@ async def set_auto_topup(
         threshold_micros,
         amount_micros,
     )
+
+
+async def last_credit_id(db: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> int:
+    """The id of the user's latest ledger entry that added money (0: none): a top-up cycle."""
+    return await db.fetchval(
+        "SELECT coalesce(max(id), 0) FROM ledger_entries WHERE user_id = $1 AND amount_micros > 0",
+        user_id,
+    )
+
+
+async def usage_without_digest(
+    pool: asyncpg.Pool, first: dt.date, end: dt.date, period: str, limit: int = 1000
+) -> list[asyncpg.Record]:
+    """Per user with usage in [first, end) and no weekly digest for `period` yet: user_id, cost,
+    tokens, requests."""
+    return await pool.fetch(
+        """SELECT u.user_id::text, sum(u.cost_micros)::bigint AS cost,
+                  sum(u.input_tokens + u.output_tokens)::bigint AS tokens, count(*) AS requests
+           FROM usage_logs u
+           WHERE u.created_at >= $1::date AT TIME ZONE 'UTC'
+             AND u.created_at < $2::date AT TIME ZONE 'UTC'
+             AND NOT EXISTS (SELECT FROM notifications n WHERE n.user_id = u.user_id
+                             AND n.kind = 'weekly_digest' AND n.period = $3)
+           GROUP BY u.user_id LIMIT $4""",
+        first,
+        end,
+        period,
+        limit,
+    )

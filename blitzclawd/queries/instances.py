@@ -157,3 +157,62 @@ async def server_of(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | No
            JOIN server_pool s ON s.id = i.server_id WHERE i.id = $1""",
         instance_id,
     )
+
+
+# -- the provisioner's transitions ----------------------------------------------------------------
+
+
+async def for_job(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    """Everything a job needs of the instance (secrets still encrypted) and of its server."""
+    return await db.fetchrow(
+        """SELECT i.*, s.ssh_host_key, host(s.ip_address) AS server_ip,
+                  s.status AS server_status
+           FROM instances i LEFT JOIN server_pool s ON s.id = i.server_id
+           WHERE i.id = $1""",
+        instance_id,
+    )
+
+
+async def mark_provisioning(db: Executor, instance_id: uuid.UUID) -> None:
+    await db.execute(
+        """UPDATE instances SET status = 'provisioning', status_reason = NULL
+           WHERE id = $1 AND status IN ('pending', 'provisioning', 'error', 'stopped')""",
+        instance_id,
+    )
+
+
+async def set_secret_hash(db: Executor, instance_id: uuid.UUID, secret_hash: bytes) -> None:
+    """The proxy secret the next config carries (stored before the config is written)."""
+    await db.execute(
+        "UPDATE instances SET secret_hash = $2 WHERE id = $1", instance_id, secret_hash
+    )
+
+
+async def mark_active(db: Executor, instance_id: uuid.UUID) -> None:
+    await db.execute(
+        """UPDATE instances SET status = 'active', status_reason = NULL
+           WHERE id = $1
+             AND status IN ('pending', 'provisioning', 'error', 'stopped', 'active')""",
+        instance_id,
+    )
+
+
+async def mark_error(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, reason: str
+) -> asyncpg.Record | None:
+    """In error (unless deleted); its owner and channel settings, for the email."""
+    return await conn.fetchrow(
+        """UPDATE instances SET status = 'error', status_reason = $2
+           WHERE id = $1 AND status <> 'deleted'
+           RETURNING user_id::text, channel_config""",
+        instance_id,
+        reason,
+    )
+
+
+async def mark_torn_down(db: Executor, instance_id: uuid.UUID) -> None:
+    await db.execute(
+        """UPDATE instances SET status = 'deleted', server_id = NULL,
+                  deleted_at = coalesce(deleted_at, now()) WHERE id = $1""",
+        instance_id,
+    )
