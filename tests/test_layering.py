@@ -6,8 +6,10 @@
 - money moves only through blitzclawd.ledger, called from the billing actor (and what runs
   inside it: webhook effects, recovery);
 - no SQL in http/ (views and the auth middleware call named queries in blitzclawd.queries, or a
-  service in blitzclawd.services for a change that spans a transaction), and no statement is put
-  together from pieces at run time (an f-string or `+` only ever joins constant column lists).
+  service in blitzclawd.services for a change that spans a transaction) nor in actors/ (they
+  call named queries, by domain: queries/, fleet/pool.py, notify/queue.py, proxy/), and no
+  statement is put together from pieces at run time (an f-string only ever adds a constant
+  column list).
 """
 
 from __future__ import annotations
@@ -139,6 +141,17 @@ def sql_in(path: Path) -> list[str]:
 
 def test_no_sql_in_http() -> None:
     found = [hit for path in sorted((PACKAGE / "http").rglob("*.py")) for hit in sql_in(path)]
+    assert not found
+
+
+def test_no_sql_in_actors() -> None:
+    # Actors compose named queries (they may hold the transaction that makes several one).
+    found = [
+        hit
+        for path in sorted((PACKAGE / "actors").glob("*.py"))
+        for hit in sql_in(path)
+        if not hit.endswith((".transaction()", ".acquire()"))
+    ]
     assert not found
 
 

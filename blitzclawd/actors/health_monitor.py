@@ -33,6 +33,7 @@ import asyncssh
 
 from blitzclawd.config import FleetSettings
 from blitzclawd.fleet import remote
+from blitzclawd.queries import health
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Notify, Tick
 
@@ -156,33 +157,6 @@ class SweepReport:
     seconds: float = 0.0
 
 
-SWEEP_ROWS = """
-SELECT i.id, host(s.ip_address) AS ip, s.ssh_host_key,
-       coalesce(h.restarts, 0) AS restarts, h.down_since, h.alerted_at,
-       h.down_since IS NOT NULL
-         AND h.down_since < now() - make_interval(secs => $1) AS down_long
-FROM instances i
-JOIN server_pool s ON s.id = i.server_id
-LEFT JOIN instance_health h ON h.instance_id = i.id
-WHERE i.status = 'active' AND i.deleted_at IS NULL
-  AND s.ip_address IS NOT NULL AND s.ssh_host_key IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM instance_jobs j
-                  WHERE j.instance_id = i.id AND j.status IN ('queued', 'running'))
-"""
-
-UPSERT = """
-INSERT INTO instance_health AS h
-    (instance_id, checked_at, ok, state, detail, restarts, down_since, alerted_at)
-VALUES ($1, now(), $2, $3, $4, $5,
-        CASE WHEN $2 THEN NULL ELSE now() END,
-        CASE WHEN $6 THEN now() END)
-ON CONFLICT (instance_id) DO UPDATE SET
-    checked_at = now(), ok = $2, state = $3, detail = $4, restarts = $5,
-    down_since = CASE WHEN $2 THEN NULL ELSE coalesce(h.down_since, now()) END,
-    alerted_at = CASE WHEN $2 THEN NULL WHEN $6 THEN now() ELSE h.alerted_at END
-"""
-
-
 class HealthMonitor(Actor):
     def __init__(
         self,
@@ -216,7 +190,7 @@ class HealthMonitor(Actor):
     async def sweep(self) -> SweepReport:
         async with self._lock:
             started = time.monotonic()
-            rows = await self._pool.fetch(SWEEP_ROWS, self._cfg.health_down_alert_after)
+            rows = await health.to_check(self._pool, self._cfg.health_down_alert_after)
             targets = {row["id"]: self._target(row) for row in rows}
             self.checker.retain(set(targets.values()))
             outcomes = await asyncio.gather(*(self._check(row, targets[row["id"]]) for row in rows))
@@ -266,34 +240,19 @@ class HealthMonitor(Actor):
             return
         alerts: list[tuple[int, uuid.UUID, str]] = []  # (alert id, instance, kind)
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                UPSERT,
+            await health.record(
+                conn,
                 [
                     (r.instance_id, r.ok, r.state, r.detail, r.restarts, r.alert is not None)
                     for r in results
                 ],
             )
-            await conn.execute(
-                "UPDATE instances SET last_health_check = now() WHERE id = ANY($1::uuid[])",
-                [r.instance_id for r in results],
-            )
             for r in results:
                 if r.state == "error":
-                    await conn.execute(
-                        """UPDATE instances SET status = 'error', status_reason = $2
-                           WHERE id = $1 AND status = 'active'""",
-                        r.instance_id,
-                        r.detail,
-                    )
+                    await health.mark_error(conn, r.instance_id, r.detail)
                 if r.alert is not None:
                     kind, detail = r.alert
-                    alert_id = await conn.fetchval(
-                        "INSERT INTO health_alerts (instance_id, kind, detail) VALUES ($1, $2, $3) "
-                        "RETURNING id",
-                        r.instance_id,
-                        kind,
-                        detail,
-                    )
+                    alert_id = await health.add_alert(conn, r.instance_id, kind, detail)
                     alerts.append((alert_id, r.instance_id, kind))
         if alerts and self._notify is not None:
             await self._tell_owners(alerts)
@@ -309,11 +268,7 @@ class HealthMonitor(Actor):
         assert self._notify is not None
         owners = {
             r["id"]: r
-            for r in await self._pool.fetch(
-                "SELECT id, user_id::text, channel_config FROM instances "
-                "WHERE id = ANY($1::uuid[])",
-                [instance for _, instance, _ in alerts],
-            )
+            for r in await health.owners(self._pool, [instance for _, instance, _ in alerts])
         }
         for alert_id, instance, kind in alerts:
             row = owners.get(instance)

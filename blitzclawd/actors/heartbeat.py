@@ -13,6 +13,7 @@ import socket
 import asyncpg
 
 from blitzclawd import __version__
+from blitzclawd.queries import daemons
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Tick
 from blitzclawd.runtime.outage import dependency_unavailable
@@ -31,14 +32,8 @@ class Heartbeat(Actor):
     async def on_start(self) -> None:
         # Upsert: after a restart of this actor the row exists; after a janitor presumed us dead
         # (a long stall), registering again brings us back.
-        await self._pool.execute(
-            """INSERT INTO daemons (id, hostname, pid, version, started_at, last_seen)
-               VALUES ($1, $2, $3, $4, now(), now())
-               ON CONFLICT (id) DO UPDATE SET last_seen = now(), stopped_at = NULL""",
-            self._daemon_id,
-            socket.gethostname(),
-            os.getpid(),
-            __version__,
+        await daemons.register(
+            self._pool, self._daemon_id, socket.gethostname(), os.getpid(), __version__
         )
         await self._reap_local_predecessors()
         self.every(self._interval, "beat")
@@ -49,28 +44,16 @@ class Heartbeat(Actor):
         Without this, a daemon restarted after a crash would wait `dead_after` seconds for the
         janitor before the work its predecessor left open could be recovered.
         """
-        rows = await self._pool.fetch(
-            "SELECT id::text, pid FROM daemons "
-            "WHERE hostname = $1 AND stopped_at IS NULL AND id <> $2",
-            socket.gethostname(),
-            self._daemon_id,
-        )
+        rows = await daemons.running_on(self._pool, socket.gethostname(), self._daemon_id)
         dead = [row["id"] for row in rows if not _is_live_daemon(row["pid"])]
         if dead:
-            await self._pool.execute(
-                "UPDATE daemons SET stopped_at = last_seen WHERE id = ANY($1::uuid[])", dead
-            )
+            await daemons.stopped_when_last_seen(self._pool, dead)
             log.warning("predecessors on this host are gone", extra={"dead_daemons": dead})
 
     async def handle(self, message: object) -> None:
         if isinstance(message, Tick):
             try:
-                was_stopped = await self._pool.fetchval(
-                    """WITH was AS (SELECT stopped_at FROM daemons WHERE id = $1 FOR UPDATE)
-                       UPDATE daemons d SET last_seen = now(), stopped_at = NULL FROM was
-                       WHERE d.id = $1 RETURNING was.stopped_at IS NOT NULL""",
-                    self._daemon_id,
-                )
+                was_stopped = await daemons.beat(self._pool, self._daemon_id)
             except Exception as exc:
                 # Nobody can see us while the database is down; the next tick beats again.
                 # (Janitors do not count such a silence: see actors/janitor.py.)
@@ -96,9 +79,7 @@ class Heartbeat(Actor):
 
     async def on_stop(self) -> None:
         try:
-            await self._pool.execute(
-                "UPDATE daemons SET stopped_at = now() WHERE id = $1", self._daemon_id
-            )
+            await daemons.stopped(self._pool, self._daemon_id)
         except Exception as exc:
             if not dependency_unavailable(exc):
                 raise

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from blitzclawd.queries import daemons
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Tick
 
@@ -57,15 +58,8 @@ class Janitor(Actor):
 
     async def sweep(self) -> list[str]:
         if self._watching_since is None:
-            self._watching_since = await self._pool.fetchval("SELECT now()")
-        rows = await self._pool.fetch(
-            """UPDATE daemons SET stopped_at = last_seen
-               WHERE stopped_at IS NULL
-                 AND greatest(last_seen, $2) < now() - make_interval(secs => $1)
-               RETURNING id::text, hostname, pid""",
-            self._dead_after,
-            self._watching_since,
-        )
+            self._watching_since = await daemons.database_now(self._pool)
+        rows = await daemons.presume_dead(self._pool, self._dead_after, self._watching_since)
         for row in rows:
             log.warning(
                 "daemon presumed dead",

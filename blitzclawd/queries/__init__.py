@@ -4,9 +4,13 @@
 - billing: balances as users see them, usage, auto top-up settings (a balance itself changes
   only in blitzclawd.ledger, through the billing actor);
 - instances: a user's instances and the changes they ask for;
-- fleet: pool servers as the API sees them, health results, daemons.
+- jobs: the provisioner's durable queue;
+- fleet: pool servers as the API sees them;
+- health: what the health monitor checks and records, and what operators read of it;
+- daemons: the daemons sharing the database (heartbeat, janitor, operators).
 
-Claiming servers and queueing jobs, shared by the API and the fleet actors, is
-blitzclawd.fleet.pool. Every query that reads a user's data is scoped by the user's id in its
+Server rows (claimed, assigned, rebuilt, gone) and queueing a job, shared by the API and the
+fleet actors, are blitzclawd.fleet.pool; the notifications table is blitzclawd.notify.queue; the
+proxy's own tables (reservations, leases) are in blitzclawd.proxy. Every query that reads a user's data is scoped by the user's id in its
 statement.
 """

@@ -1,5 +1,5 @@
-"""Pool servers and instance health as the API reads and changes them. (Claiming servers and
-queueing jobs, shared with the actors, is blitzclawd.fleet.pool.)"""
+"""Pool servers as the API reads and changes them. (Claiming servers and queueing jobs, shared
+with the actors, is blitzclawd.fleet.pool.)"""
 
 from __future__ import annotations
 
@@ -38,35 +38,4 @@ async def _record_host_key(
            RETURNING status""",
         server_id,
         host_key,
-    )
-
-
-async def health_results(db: Executor, limit: int = 10_000) -> list[asyncpg.Record]:
-    """The health monitor's last result for every live instance, worst first."""
-    return await db.fetch(
-        """SELECT h.instance_id::text, i.user_id::text, i.status AS instance_status,
-                  i.status_reason, host(i.ip_address) AS ip_address, h.ok, h.state, h.detail,
-                  h.restarts, h.checked_at, h.down_since, h.alerted_at
-           FROM instance_health h JOIN instances i ON i.id = h.instance_id
-           WHERE i.deleted_at IS NULL
-           ORDER BY h.ok, h.down_since NULLS LAST, h.checked_at DESC
-           LIMIT $1""",
-        limit,
-    )
-
-
-async def recent_health_alerts(db: Executor, limit: int = 100) -> list[asyncpg.Record]:
-    return await db.fetch(
-        """SELECT instance_id::text, kind, detail, created_at FROM health_alerts
-           ORDER BY id DESC LIMIT $1""",
-        limit,
-    )
-
-
-async def daemons(db: Executor, limit: int = 100) -> list[asyncpg.Record]:
-    """The daemons sharing the database, newest first."""
-    return await db.fetch(
-        "SELECT id::text, hostname, pid, version, started_at, last_seen, stopped_at "
-        "FROM daemons ORDER BY started_at DESC LIMIT $1",
-        limit,
     )

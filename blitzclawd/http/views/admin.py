@@ -9,14 +9,15 @@ from aiohttp import web
 from blitzclawd.http.auth import require_admin
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.queries import fleet
+from blitzclawd.queries import daemons as daemon_rows
+from blitzclawd.queries import health
 
 
 async def daemons(request: web.Request) -> web.Response:
     """Every daemon sharing the database, and this one's actors."""
     require_admin(request)
     ctx = request.app[CONTEXT]
-    rows = await fleet.daemons(ctx.pool)
+    rows = await daemon_rows.listed(ctx.pool)
     actors = (
         []
         if ctx.supervisor is None
@@ -47,8 +48,8 @@ async def instance_health(request: web.Request) -> web.Response:
     """The health monitor's last result for every instance it has checked, worst first."""
     require_admin(request)
     ctx = request.app[CONTEXT]
-    rows = await fleet.health_results(ctx.pool)
-    alerts = await fleet.recent_health_alerts(ctx.pool)
+    rows = await health.health_results(ctx.pool)
+    alerts = await health.recent_health_alerts(ctx.pool)
 
     def iso(value: Any) -> str | None:
         return value.isoformat() if value is not None else None

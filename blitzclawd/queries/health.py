@@ -1,0 +1,107 @@
+"""Instance health (`instance_health`, `health_alerts`): what the health monitor checks and
+records, and what operators read."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+_SWEEP_ROWS = """
+SELECT i.id, host(s.ip_address) AS ip, s.ssh_host_key,
+       coalesce(h.restarts, 0) AS restarts, h.down_since, h.alerted_at,
+       h.down_since IS NOT NULL
+         AND h.down_since < now() - make_interval(secs => $1) AS down_long
+FROM instances i
+JOIN server_pool s ON s.id = i.server_id
+LEFT JOIN instance_health h ON h.instance_id = i.id
+WHERE i.status = 'active' AND i.deleted_at IS NULL
+  AND s.ip_address IS NOT NULL AND s.ssh_host_key IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM instance_jobs j
+                  WHERE j.instance_id = i.id AND j.status IN ('queued', 'running'))
+"""
+
+_UPSERT = """
+INSERT INTO instance_health AS h
+    (instance_id, checked_at, ok, state, detail, restarts, down_since, alerted_at)
+VALUES ($1, now(), $2, $3, $4, $5,
+        CASE WHEN $2 THEN NULL ELSE now() END,
+        CASE WHEN $6 THEN now() END)
+ON CONFLICT (instance_id) DO UPDATE SET
+    checked_at = now(), ok = $2, state = $3, detail = $4, restarts = $5,
+    down_since = CASE WHEN $2 THEN NULL ELSE coalesce(h.down_since, now()) END,
+    alerted_at = CASE WHEN $2 THEN NULL WHEN $6 THEN now() ELSE h.alerted_at END
+"""
+
+
+async def to_check(db: Executor, down_alert_after: float) -> list[asyncpg.Record]:
+    """Active instances with a ready server and no job queued or running: id, ip, ssh_host_key,
+    restarts, down_since, alerted_at, down_long (down for `down_alert_after` s)."""
+    return await db.fetch(_SWEEP_ROWS, down_alert_after)
+
+
+async def record(
+    conn: asyncpg.Connection,
+    results: Sequence[tuple[uuid.UUID, bool, str, str, int, bool]],
+) -> None:
+    """Each check's (instance, ok, state, detail, restarts, alerting now), and the time of the
+    check on the instances."""
+    await conn.executemany(_UPSERT, results)
+    await conn.execute(
+        "UPDATE instances SET last_health_check = now() WHERE id = ANY($1::uuid[])",
+        [r[0] for r in results],
+    )
+
+
+async def mark_error(conn: asyncpg.Connection, instance_id: uuid.UUID, detail: str) -> None:
+    """An active instance found broken beyond a restart: in error."""
+    await conn.execute(
+        """UPDATE instances SET status = 'error', status_reason = $2
+           WHERE id = $1 AND status = 'active'""",
+        instance_id,
+        detail,
+    )
+
+
+async def add_alert(
+    conn: asyncpg.Connection, instance_id: uuid.UUID, kind: str, detail: str
+) -> int:
+    return await conn.fetchval(
+        "INSERT INTO health_alerts (instance_id, kind, detail) VALUES ($1, $2, $3) RETURNING id",
+        instance_id,
+        kind,
+        detail,
+    )
+
+
+async def owners(db: Executor, instance_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """id, user_id and channel_config of each instance (for the alert emails)."""
+    return await db.fetch(
+        "SELECT id, user_id::text, channel_config FROM instances WHERE id = ANY($1::uuid[])",
+        instance_ids,
+    )
+
+
+async def health_results(db: Executor, limit: int = 10_000) -> list[asyncpg.Record]:
+    """The health monitor's last result for every live instance, worst first."""
+    return await db.fetch(
+        """SELECT h.instance_id::text, i.user_id::text, i.status AS instance_status,
+                  i.status_reason, host(i.ip_address) AS ip_address, h.ok, h.state, h.detail,
+                  h.restarts, h.checked_at, h.down_since, h.alerted_at
+           FROM instance_health h JOIN instances i ON i.id = h.instance_id
+           WHERE i.deleted_at IS NULL
+           ORDER BY h.ok, h.down_since NULLS LAST, h.checked_at DESC
+           LIMIT $1""",
+        limit,
+    )
+
+
+async def recent_health_alerts(db: Executor, limit: int = 100) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT instance_id::text, kind, detail, created_at FROM health_alerts
+           ORDER BY id DESC LIMIT $1""",
+        limit,
+    )
