@@ -3,17 +3,14 @@
 A pasted token can have the right shape and still be wrong (a typo, a revoked token, someone
 else's): an instance set up with it would deploy and then never answer. So the token is checked
 with Telegram before it is stored, and the bot it belongs to is what the user is shown.
+
+aiogram is imported on first use, not with the daemon: importing it costs ~155 MB of memory,
+which a daemon that never checks a token should not pay.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramUnauthorizedError
-from aiogram.utils.token import TokenValidationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +35,16 @@ class TelegramUnavailable(Exception):
 
 async def bot_identity(token: str, api_url: str, *, seconds: float) -> BotIdentity:
     """The bot `token` belongs to; asking Telegram takes at most `seconds`."""
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.exceptions import (
+        TelegramAPIError,
+        TelegramNetworkError,
+        TelegramUnauthorizedError,
+    )
+    from aiogram.utils.token import TokenValidationError
+
     try:
         session = AiohttpSession(api=TelegramAPIServer.from_base(api_url.rstrip("/")))
         session.timeout = seconds
