@@ -11,6 +11,6 @@
 
 Server rows (claimed, assigned, rebuilt, gone) and queueing a job, shared by the API and the
 fleet actors, are blitzclawd.fleet.pool; the notifications table is blitzclawd.notify.queue; the
-proxy's own tables (reservations, leases) are in blitzclawd.proxy. Every query that reads a user's data is scoped by the user's id in its
-statement.
+proxy's own tables (reservations, leases) are in blitzclawd.proxy. Every query that reads a
+user's data is scoped by the user's id in its statement.
 """
