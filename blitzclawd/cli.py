@@ -1,4 +1,4 @@
-"""`blitzclawd serve | migrate | config check` — the daemon's command line."""
+"""`blitzclawd serve | migrate | config check | plugins` — the daemon's command line."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a configuration file")
     check.add_argument("path", nargs="?", help="file to check (default: as --config)")
+    sub.add_parser(
+        "plugins", help="list the loaded plugins (entry-point group 'blitzclawd') as JSON"
+    )
     return p
 
 
@@ -49,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config":
         return _config_check(args.path or args.config)
+    if args.command == "plugins":
+        return _plugins()
     try:
         settings = load_settings(find_config_path(args.config))
         secrets = load_secrets()
@@ -134,3 +139,18 @@ async def _migrate(settings: Settings, secrets: Secrets) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _plugins() -> int:
+    """Each plugin with the hooks it implements, and the channels they add."""
+    import json
+
+    from blitzclawd import plugins
+    from blitzclawd.channels import describe
+
+    found = {
+        "plugins": plugins.describe(),
+        "channels": [describe(c) for c in plugins.channels().values()],
+    }
+    print(json.dumps(found, indent=2))
+    return 0

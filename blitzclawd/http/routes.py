@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from blitzclawd.http.views import admin, auth, billing, health, instances, internal, proxy, webhooks
+from blitzclawd.http.views import (
+    admin,
+    auth,
+    billing,
+    channels,
+    health,
+    instances,
+    internal,
+    proxy,
+    webhooks,
+)
 
 
 def setup_health_routes(app: web.Application) -> None:
@@ -34,6 +44,8 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_post("/api/instances/{instance_id}/configure", instances.configure)
     r.add_post("/api/instances/{instance_id}/telegram/connect", instances.telegram_connect)
     r.add_post("/api/telegram/validate", instances.telegram_validate)
+    r.add_get("/api/channels", channels.list_channels)
+    r.add_post("/api/channels/{channel_type}/validate", channels.validate_channel)
     r.add_get("/api/instances/{instance_id}/logs", instances.logs)
     r.add_post("/api/instances/{instance_id}/api-key", instances.set_api_key)
     r.add_delete("/api/instances/{instance_id}/api-key", instances.remove_api_key)
