@@ -239,6 +239,7 @@ async def test_an_instance_lifecycle_over_ssh(database: str, tmp_path: Path) -> 
 
         status, body = await env.call("GET", f"/api/instances/{iid}", alice)
         assert status == 200 and body["status"] == "active" and "usage_24h" in body
+        assert body["setup_text"].startswith("Open https://t.me/alice_assistant_bot")
         status, body = await env.call("GET", "/api/instances", alice)
         assert [i["id"] for i in body["instances"]] == [iid]
 
@@ -269,6 +270,18 @@ async def test_an_instance_lifecycle_over_ssh(database: str, tmp_path: Path) -> 
         await until(reconfigured)
         row2 = await active(env, iid)
         assert bytes(row2["secret_hash"]) != bytes(row["secret_hash"])  # rotated per deploy
+        # Active three times (deploy, restart, configure); told how to start once, in the
+        # channel plugin's own words.
+        welcome = await env.pool.fetch(
+            "SELECT period, facts FROM notifications WHERE kind = 'instance_created' "
+            "AND user_id = $1",
+            row["user_id"],
+        )
+        assert [w["period"] for w in welcome] == [f"instance:{iid}"]
+        facts = welcome[0]["facts"]
+        facts = facts if isinstance(facts, dict) else json.loads(facts)
+        assert facts["instance_name"] == "@alice_assistant_bot"
+        assert "https://t.me/alice_assistant_bot" in facts["setup_text"]
 
         status, text = await env.call("GET", f"/api/instances/{iid}/logs?lines=5", alice)
         assert status == 200 and "Started openclaw-gateway.service" in text

@@ -35,7 +35,11 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "paused_instances": 2,
         "minimum_micros": 10_000_000,
     },
-    "instance_created": {"instance_id": "inst_42", "setup_url": "https://app.blitzclaw.test/i/42"},
+    "instance_created": {
+        "instance_id": "inst_42",
+        "setup_url": "https://app.blitzclaw.test/i/42",
+        "setup_text": "Open https://t.me/jarvis_bot in Telegram and send it a message.",
+    },
     "instance_error": {"advice": "Try again from your dashboard."},
     "payment_failed": {"paused_instances": 2},
     "weekly_digest": {
@@ -164,6 +168,14 @@ def test_instance_created_has_the_botfather_steps() -> None:
     assert len(steps) == 6 and "@BotFather" in steps[0] and "/newbot" in steps[1]
     assert "blitzclaw telegram connect inst_42 --token <token>" in steps[4]
     assert email.html.count("<li>") == 6
+
+
+def test_instance_created_tells_the_channels_own_first_steps() -> None:
+    step = "Open https://t.me/jarvis_bot in Telegram & say <hi>."
+    email = render("instance_created", **facts("instance_created", setup_text=step))
+    assert email.subject == "Jarvis is ready"
+    assert step in email.text and "@BotFather" not in email.text
+    assert "Open https://t.me/jarvis_bot in Telegram &amp; say &lt;hi&gt;." in email.html
 
 
 @pytest.mark.parametrize(

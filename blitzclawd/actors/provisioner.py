@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from blitzclawd import credentials
+from blitzclawd import credentials, plugins
 from blitzclawd.config import Settings, price_table
 from blitzclawd.crypto import Keyring
 from blitzclawd.fleet import pool as fleet_pool
@@ -83,6 +83,20 @@ def _owner_note(job: dict[str, Any], owner: asyncpg.Record) -> Notify:
             "advice": _OWNER_ADVICE,
         },
     )
+
+
+def _welcome_note(inst: asyncpg.Record) -> Notify:
+    """The instance_created email: the channel's own first steps (its plugin's setup text)."""
+    public = inst["channel_config"] or {}
+    bot = public.get("bot_username")
+    facts: dict[str, Any] = {
+        "instance_name": f"@{bot}" if bot else f"assistant {str(inst['id'])[:8]}",
+        "instance_id": str(inst["id"]),
+    }
+    channel = plugins.channels().get(inst["channel_type"])
+    if channel is not None:
+        facts["setup_text"] = channel.setup_text(public)
+    return Notify(str(inst["user_id"]), "instance_created", f"instance:{inst['id']}", facts)
 
 
 class JobFailed(Exception):
@@ -261,7 +275,7 @@ class Provisioner(Actor):
                 soul=soul,
             )
             await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
-        await self._became_active(instance_id)
+        await self._became_active(instance_id, inst)
 
     _do_configure = _do_deploy
 
@@ -273,11 +287,17 @@ class Provisioner(Actor):
             self._target(inst), self._ssh_key(), timeout=self._cfg.ssh_connect_timeout
         ) as conn:
             await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
-        await self._became_active(instance_id)
+        await self._became_active(instance_id, inst)
 
-    async def _became_active(self, instance_id: uuid.UUID) -> None:
-        await instances.mark_active(self._pool, instance_id)
+    async def _became_active(self, instance_id: uuid.UUID, inst: asyncpg.Record) -> None:
+        """Active; the first time, the owner is emailed how to start (once per instance: the
+        instance id is the email's period, queued in the same transaction)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await instances.mark_active(conn, instance_id)
+            queued = await queue_notification(conn, _welcome_note(inst))
         log.info("instance active", extra={"instance": str(instance_id)})
+        if queued is not None and self._notify is not None:
+            self._notify(NotificationQueued(queued))
 
     def _own_key(self, inst: asyncpg.Record) -> OwnKey | None:
         if not inst["use_own_api_key"]:

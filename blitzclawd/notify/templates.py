@@ -196,6 +196,17 @@ def _balance_depleted(f: Mapping[str, Any]) -> Email:
 
 def _instance_created(f: Mapping[str, Any]) -> Email:
     name = f["instance_name"]
+    if f.get("setup_text"):  # the channel's own first steps (its plugin's setup text)
+        return _email(
+            f"{name} is ready",
+            f"{name} is ready",
+            [
+                _P(f"Your assistant {name} is up and running."),
+                _P(str(f["setup_text"])),
+                _Button("Open your dashboard", f.get("setup_url") or f["app_url"]),
+            ],
+            f,
+        )
     cli = (
         f"blitzclaw telegram connect {f['instance_id']} --token <token>"
         if f.get("instance_id")
@@ -378,6 +389,7 @@ _TYPES: dict[str, _Check] = {
     "instance_id": _str,
     "error": _str,
     "advice": _str,
+    "setup_text": _str,
     "dashboard_url": _url,
     "week": _week,
     "instances": _instances,
@@ -400,7 +412,9 @@ _KINDS: dict[str, _Kind] = {
     "balance_depleted": _Kind(
         _balance_depleted, ("balance_micros",), ("topup_url", "paused_instances", "minimum_micros")
     ),
-    "instance_created": _Kind(_instance_created, ("instance_name",), ("instance_id", "setup_url")),
+    "instance_created": _Kind(
+        _instance_created, ("instance_name",), ("instance_id", "setup_url", "setup_text")
+    ),
     "instance_error": _Kind(_instance_error, ("instance_name", "error"), ("advice",)),
     "payment_failed": _Kind(_payment_failed, ("dashboard_url",), ("paused_instances",)),
     "weekly_digest": _Kind(

@@ -17,7 +17,7 @@ from typing import Any
 import asyncssh
 from aiohttp import web
 
-from blitzclawd import credentials
+from blitzclawd import credentials, plugins
 from blitzclawd.config import billing_minimum_micros
 from blitzclawd.credentials import channel_secret_context, own_key_context
 from blitzclawd.fleet import remote
@@ -44,6 +44,12 @@ CHANNEL_TYPES = ("telegram", "whatsapp")
 MAX_SOUL_INPUT = 100_000  # raw characters read before the exact OpenClaw-length check
 
 
+def _setup_text(row: Any) -> str | None:
+    """What the user does next, in the channel plugin's own words."""
+    channel = plugins.channels().get(row["channel_type"])
+    return channel.setup_text(row["channel_config"] or {}) if channel is not None else None
+
+
 def _view(row: Any) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -55,6 +61,7 @@ def _view(row: Any) -> dict[str, Any]:
         "soul_md": row["soul_md"],
         "ip_address": row["ip_address"],
         "use_own_api_key": row["use_own_api_key"],
+        "setup_text": _setup_text(row),
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
     }
