@@ -9,6 +9,9 @@ through sudo); paths are relative to its home, for SFTP and the shell alike.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import shlex
 import time
 from dataclasses import dataclass
 
@@ -127,3 +130,40 @@ async def wait_ready(
 def journal_command(lines: int, follow: bool) -> str:
     lines = max(1, min(lines, MAX_LOG_LINES))
     return f"journalctl -u openclaw-gateway -n {lines} --no-pager" + (" -f" if follow else "")
+
+
+# -- DM pairing (the pinned release's `openclaw pairing`; its state: ~/.openclaw/state) ----------
+
+PAIRING_CODE = re.compile(r"[A-HJ-NP-Z2-9]{8}")  # 8 characters, no 0 O 1 I (OpenClaw's codes)
+
+
+async def pairing_requests(conn: asyncssh.SSHClientConnection, channel: str) -> list[dict]:
+    """Pending DM pairing requests of `channel`: id (the sender), code, createdAt, meta."""
+    out = await run(
+        conn, f"openclaw pairing list {shlex.quote(channel)} --json", "listing pairing requests"
+    )
+    return parse_pairing_list(out)
+
+
+def parse_pairing_list(out: str) -> list[dict]:
+    """The requests of `openclaw pairing list <channel> --json` (log lines may precede it)."""
+    start = out.find("{")
+    try:
+        listing = json.loads(out[start:]) if start >= 0 else None
+    except ValueError:
+        listing = None
+    if not isinstance(listing, dict) or not isinstance(listing.get("requests"), list):
+        raise RemoteError("listing pairing requests: no JSON listing in the answer")
+    return [r for r in listing["requests"] if isinstance(r, dict)]
+
+
+async def approve_pairing(conn: asyncssh.SSHClientConnection, channel: str, code: str) -> str:
+    """Approve the pending request with `code`: its sender may talk to the assistant from now on
+    (the first approval also makes them the command owner); what the release answered."""
+    if not PAIRING_CODE.fullmatch(code):
+        raise ValueError("code: not a pairing code")
+    return await run(
+        conn,
+        f"openclaw pairing approve {shlex.quote(channel)} {code}",
+        "approving the pairing code",
+    )

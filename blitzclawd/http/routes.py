@@ -12,6 +12,7 @@ from blitzclawd.http.views import (
     health,
     instances,
     internal,
+    pairing,
     proxy,
     webhooks,
 )
@@ -45,6 +46,8 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_post("/api/instances/{instance_id}/telegram/connect", instances.telegram_connect)
     r.add_post("/api/telegram/validate", instances.telegram_validate)
     r.add_get("/api/channels", channels.list_channels)
+    r.add_get("/api/instances/{instance_id}/pairing", pairing.list_requests)
+    r.add_post("/api/instances/{instance_id}/pairing/approve", pairing.approve)
     r.add_post("/api/channels/{channel_type}/validate", channels.validate_channel)
     r.add_get("/api/instances/{instance_id}/logs", instances.logs)
     r.add_post("/api/instances/{instance_id}/api-key", instances.set_api_key)

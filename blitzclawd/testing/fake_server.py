@@ -19,6 +19,7 @@ joined by `&&` (no pipes, redirections or variables):
     journalctl -u openclaw-gateway [-n N] [--no-pager] [-f]
     curl -fsS http://127.0.0.1:18789/readyz (or /healthz)
     openclaw health --json | openclaw --version
+    openclaw pairing list <channel> --json | openclaw pairing approve <channel> <CODE> [--notify]
 
 Privileges: root may do anything. Anyone else needs `sudo` to start, stop or restart the unit,
 and sudo allows exactly the `sudo_rules` (from the user data's `sudo:` line when FakeHetzner
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import os
 import posixpath
@@ -99,6 +101,10 @@ class FakeServer:
         self.gateway_config: dict[str, Any] | None = None  # as loaded at the last (re)start
         self.channels_ok = True  # False: /readyz answers 503 like a gateway with a broken channel
         self.journal: list[str] = []
+        # DM pairing, as the real state keeps it (~/.openclaw/state/openclaw.sqlite): pending
+        # requests per channel (id, code, createdAt, lastSeenAt, meta) and approved senders.
+        self.pairing_requests: dict[str, list[dict[str, Any]]] = {}
+        self.pairing_allowed: dict[str, list[str]] = {}
         self.commands: list[str] = []  # every exec request, in order
         self.logins = 0  # successful authentications: connection reuse shows here
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -558,10 +564,48 @@ class FakeServer:
             return 503, b'{"ready":false}'
         return 404, b"Not Found"
 
+    def request_pairing(self, channel: str, sender_id: str, code: str, **meta: str) -> None:
+        """A stranger messaged the bot: a pending request, as the real gateway stores it."""
+        now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        self.pairing_requests.setdefault(channel, []).append(
+            {
+                "id": sender_id,
+                "code": code,
+                "createdAt": now,
+                "lastSeenAt": now,
+                "meta": {**meta, "accountId": "default"},
+            }
+        )
+
+    def _pairing(self, args: list[str], io: _IO) -> int:
+        """`openclaw pairing list <channel> --json` and `openclaw pairing approve <channel>
+        <CODE> [--notify]`, answering as the pinned release does."""
+        words = [a for a in args if not a.startswith("--")]
+        if words[:1] == ["list"] and len(words) == 2 and "--json" in args:
+            channel = words[1]
+            listing = {"channel": channel, "requests": self.pairing_requests.get(channel, [])}
+            io.out(orjson.dumps(listing, option=orjson.OPT_INDENT_2) + b"\n")
+            return 0
+        if words[:1] == ["approve"] and len(words) == 3:
+            channel, code = words[1], words[2]
+            pending = self.pairing_requests.get(channel, [])
+            found = next((r for r in pending if r["code"] == code), None)
+            if found is None:
+                io.err(f"Error: No pending pairing request found for code: {code}\n")
+                return 1
+            pending.remove(found)
+            self.pairing_allowed.setdefault(channel, []).append(found["id"])
+            io.out(f"Approved {channel} sender {found['id']}.\n")
+            return 0
+        io.err(f"fake openclaw: unsupported pairing command {' '.join(args)!r}\n")
+        return 1
+
     def _openclaw(self, args: list[str], io: _IO) -> int:
         if args in (["--version"], ["-V"]):
             io.out(f"OpenClaw {OPENCLAW_VERSION} (fake)\n")
             return 0
+        if args[:1] == ["pairing"]:
+            return self._pairing(args[1:], io)
         if not args or args[0] != "health":
             io.err(f"fake openclaw: unsupported command {' '.join(args)!r}\n")
             return 1

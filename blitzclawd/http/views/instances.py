@@ -33,6 +33,7 @@ from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT, DaemonContext
 from blitzclawd.http.errors import ApiError
+from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.queries import instances as rows
 from blitzclawd.services import instances as service
@@ -65,20 +66,6 @@ def _view(row: Any) -> dict[str, Any]:
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
     }
-
-
-def _parse_id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["instance_id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such instance") from None
-
-
-async def _owned(ctx: DaemonContext, user_id: str, instance_id: uuid.UUID) -> Any:
-    row = await rows.owned(ctx.pool, uuid.UUID(user_id), instance_id)
-    if row is None:
-        raise ApiError(404, "not_found", "no such instance")
-    return row
 
 
 def _soul(persona: str, raw: Any) -> str | None:
@@ -237,14 +224,14 @@ async def list_instances(request: web.Request) -> web.Response:
 async def get(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = require_user(request)
-    row = await _owned(ctx, user_id, _parse_id(request))
+    row = await owned_instance(ctx, user_id, instance_id_of(request))
     usage = await rows.usage_24h(ctx.pool, uuid.UUID(user_id), uuid.UUID(row["id"]))
     return json_response({**_view(row), "usage_24h": usage})
 
 
 async def restart(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    row = await _owned(ctx, require_user(request), _parse_id(request))
+    row = await owned_instance(ctx, require_user(request), instance_id_of(request))
     if row["status"] in ("pending", "provisioning"):
         raise ApiError(409, "not_ready", "the instance is still being set up")
     await service.restart(ctx.pool, ctx.actors, uuid.UUID(row["id"]))
@@ -254,8 +241,8 @@ async def restart(request: web.Request) -> web.Response:
 async def configure(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = require_user(request)
-    instance_id = _parse_id(request)
-    row = await _owned(ctx, user_id, instance_id)
+    instance_id = instance_id_of(request)
+    row = await owned_instance(ctx, user_id, instance_id)
     body = await validate.json_object(request)
     if "soul_md" not in body and "channel_config" not in body:
         raise ApiError(422, "invalid_field", "send soul_md and/or channel_config", field="soul_md")
@@ -278,8 +265,8 @@ async def telegram_connect(request: web.Request) -> web.Response:
     """Connect (or replace) the instance's Telegram bot: checked with Telegram, then deployed."""
     ctx = request.app[CONTEXT]
     user_id = require_user(request)
-    instance_id = _parse_id(request)
-    row = await _owned(ctx, user_id, instance_id)
+    instance_id = instance_id_of(request)
+    row = await owned_instance(ctx, user_id, instance_id)
     if row["channel_type"] != "telegram":
         raise ApiError(
             409, "wrong_channel", f"this instance uses {row['channel_type']}, not telegram"
@@ -317,30 +304,22 @@ async def telegram_validate(request: web.Request) -> web.Response:
 
 async def delete(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    instance_id = _parse_id(request)
-    row = await _owned(ctx, require_user(request), instance_id)
+    instance_id = instance_id_of(request)
+    row = await owned_instance(ctx, require_user(request), instance_id)
     await service.delete(ctx.pool, ctx.actors, instance_id)
     return json_response({"id": row["id"], "status": "deleted"}, status=202)
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
-    instance_id = _parse_id(request)
-    await _owned(ctx, require_user(request), instance_id)
+    instance_id = instance_id_of(request)
+    await owned_instance(ctx, require_user(request), instance_id)
     lines = validate.query_int(
         request, "lines", default=100, minimum=1, maximum=remote.MAX_LOG_LINES
     )
     follow = validate.query_flag(request, "follow")
-    server = await rows.server_of(ctx.pool, instance_id)
-    if server is None or server["ip"] is None or not server["ssh_host_key"]:
-        raise ApiError(409, "not_ready", "the instance has no server yet")
-    cfg = ctx.settings.fleet
-    target = remote.Target(server["ip"], cfg.ssh_port, server["ssh_host_key"])
     command = remote.journal_command(lines, follow)
-    try:
-        conn = await remote.connect(target, ctx.ssh_key(), timeout=cfg.ssh_connect_timeout)
-    except remote.RemoteError:
-        raise ApiError(502, "server_unreachable", "the instance's server did not answer") from None
+    conn = await ssh_to(ctx, instance_id)
     async with conn:
         if not follow:
             result = await conn.run(command, check=False)
@@ -370,8 +349,8 @@ async def logs(request: web.Request) -> web.StreamResponse:
 
 async def set_api_key(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    instance_id = _parse_id(request)
-    row = await _owned(ctx, require_user(request), instance_id)
+    instance_id = instance_id_of(request)
+    row = await owned_instance(ctx, require_user(request), instance_id)
     body = await validate.json_object(request)
     provider = validate.choice(body, "provider", OFFICIAL_APIS)
     key = body.get("api_key")
@@ -394,8 +373,8 @@ async def set_api_key(request: web.Request) -> web.Response:
 
 async def remove_api_key(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    instance_id = _parse_id(request)
-    row = await _owned(ctx, require_user(request), instance_id)
+    instance_id = instance_id_of(request)
+    row = await owned_instance(ctx, require_user(request), instance_id)
     await service.clear_own_key(ctx.pool, ctx.actors, instance_id)
     return json_response(
         {"id": row["id"], "use_own_api_key": False, "queued": "configure"}, status=202

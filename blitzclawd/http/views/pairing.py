@@ -1,0 +1,87 @@
+"""/api/instances/{id}/pairing: who is asking to talk to the assistant, and letting them.
+
+A channel in OpenClaw's `pairing` DM policy (Telegram without an allowlist, WhatsApp) answers a
+stranger's first message with an 8-character code and ignores them until the code is approved
+on the server. Users have no SSH: these routes list the pending requests and approve one with
+the pinned release's own commands (`openclaw pairing list|approve`), over the pinned SSH session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from blitzclawd.fleet import remote
+from blitzclawd.http import validate
+from blitzclawd.http.auth import require_user
+from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.errors import ApiError
+from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
+from blitzclawd.http.jsonutil import json_response
+
+
+def _request_view(raw: dict[str, Any]) -> dict[str, Any]:
+    meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
+    return {
+        "code": raw.get("code"),
+        "sender_id": raw.get("id"),
+        "username": meta.get("username"),
+        "name": " ".join(filter(None, (meta.get("firstName"), meta.get("lastName")))) or None,
+        "requested_at": raw.get("createdAt"),
+    }
+
+
+async def _active_row(request: web.Request) -> Any:
+    ctx = request.app[CONTEXT]
+    row = await owned_instance(ctx, require_user(request), instance_id_of(request))
+    if row["status"] != "active":
+        raise ApiError(
+            409, "not_ready", f"the instance is {row['status']}; pairing needs it active"
+        )
+    return row
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    row = await _active_row(request)
+    async with await ssh_to(ctx, instance_id_of(request)) as conn:
+        try:
+            pending = await remote.pairing_requests(conn, row["channel_type"])
+        except remote.RemoteError:
+            raise ApiError(
+                502, "server_error", "the assistant's server could not list the requests"
+            ) from None
+    return json_response({"requests": [_request_view(r) for r in pending]})
+
+
+async def approve(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    row = await _active_row(request)
+    body = await validate.json_object(request)
+    code = body.get("code")
+    code = code.strip().upper() if isinstance(code, str) else code
+    if not isinstance(code, str) or not remote.PAIRING_CODE.fullmatch(code):
+        raise ApiError(
+            422,
+            "invalid_field",
+            "code must be the 8-character code the assistant sent (letters and digits)",
+            field="code",
+        )
+    async with await ssh_to(ctx, instance_id_of(request)) as conn:
+        try:
+            pending = await remote.pairing_requests(conn, row["channel_type"])
+            match = next((r for r in pending if r.get("code") == code), None)
+            if match is not None:
+                await remote.approve_pairing(conn, row["channel_type"], code)
+        except remote.RemoteError:
+            raise ApiError(502, "server_error", "the assistant's server did not approve") from None
+    if match is None:
+        raise ApiError(
+            404,
+            "not_found",
+            "no pending request with this code: codes expire after an hour; send the "
+            "assistant a new message for a new one",
+            field="code",
+        )
+    return json_response({"approved": _request_view(match)})
