@@ -344,17 +344,32 @@ def test_values_appear_only_where_placed() -> None:
     assert "{{" not in text and "}}" not in text
 
 
-def test_the_template_engine_quotes_what_slips_through(tmp_path: Path) -> None:
-    """Past the patterns, a value still cannot leave its scalar or reach the template engine;
-    a file beside the template is copied, never parsed; a missing or unused value is an error."""
-    (tmp_path / "t.tmpl").write_text(
-        'a: {{ v }}\nb: |\n  {{ literal(block, 2) }}\nc: |\n  {{ file("s.sh", 2) }}\n'
+HOSTILE_VALUE = 'x"\nevil: 1\n{{ v }}\u2028'
+# `{{ v | indent(2) }}`: indented (the filter's splitlines takes U+2028 for a line break), then
+# quoted like any value.
+INDENTED_VALUE = 'x"\n  evil: 1\n  {{ v }}\n'
+HOSTILE_SCRIPT = 'echo "${#x}" {{ v }}\n\nexit 0\n'
+
+
+def hostile_template(directory: Path) -> Path:
+    (directory / "t.tmpl").write_text(
+        "a: {{ v }}\n"
+        "b: |\n  {{ literal(block) | indent(2) }}\n"
+        'c: |\n  {{ file("s.sh") | indent(2) }}\n'
+        "d: {{ v | indent(2) }}\n"
     )
-    (tmp_path / "s.sh").write_text('echo "${#x}" {{ v }}\n\nexit 0\n')
-    hostile = 'x"\nevil: 1\n{{ v }}\u2028'
-    text = render_template("t.tmpl", {"v": hostile, "block": "one\ntwo"}, tmp_path)
+    (directory / "s.sh").write_text(HOSTILE_SCRIPT)
+    return directory
+
+
+def test_the_template_engine_quotes_what_slips_through(tmp_path: Path) -> None:
+    """Past the patterns, a value still cannot leave its scalar or reach the template engine,
+    indented or not; a file beside the template is copied, never parsed; a missing or unused
+    value is an error."""
+    hostile_template(tmp_path)
+    text = render_template("t.tmpl", {"v": HOSTILE_VALUE, "block": "one\ntwo"}, tmp_path)
     lines = text.split("\n")
-    assert lines[0].startswith("a: ") and json.loads(lines[0][3:]) == hostile
+    assert lines[0].startswith("a: ") and json.loads(lines[0][3:]) == HOSTILE_VALUE
     assert text.isascii() and "\nevil" not in text
     assert lines[1:8] == [
         "b: |",
@@ -365,12 +380,43 @@ def test_the_template_engine_quotes_what_slips_through(tmp_path: Path) -> None:
         "",
         "  exit 0",
     ]
+    # The indent filter on a value: a plain string, so still one JSON string on one line.
+    assert lines[8].startswith("d: ") and json.loads(lines[8][3:]) == INDENTED_VALUE
+    assert lines[9:] == [""]
     with pytest.raises(ValueError, match="printable ASCII"):
         render_template("t.tmpl", {"v": "", "block": "ok\x1b[2J"}, tmp_path)
+    with pytest.raises(ValueError, match="printable ASCII"):
+        render_template("t.tmpl", {"v": "", "block": "ok\rx: 1"}, tmp_path)
     with pytest.raises(KeyError, match="missing"):
         render_template("t.tmpl", {"v": ""}, tmp_path)
     with pytest.raises(KeyError, match="unused"):
         render_template("t.tmpl", {"v": "", "block": "", "extra": ""}, tmp_path)
+    (tmp_path / "s.sh").write_bytes(b"echo one\x0cx: 1\n")  # a line break to splitlines
+    with pytest.raises(ValueError, match=r"^s\.sh: only printable ASCII"):
+        render_template("t.tmpl", {"v": "", "block": ""}, tmp_path)
+
+
+@SLOW
+def test_hostile_render_parses_as_the_yaml_it_looks_like(
+    cloud_init: CloudInit, tmp_path: Path
+) -> None:
+    """The same render, parsed by the YAML loader cloud-init uses (Debian's PyYAML)."""
+    text = render_template(
+        "t.tmpl", {"v": HOSTILE_VALUE, "block": "one\ntwo"}, hostile_template(tmp_path)
+    )
+    code = (
+        "import json, sys\n"
+        "from cloudinit import safeyaml\n"
+        "print(json.dumps(safeyaml.load(sys.stdin.read())))\n"
+    )
+    done = cloud_init.python("-c", code, stdin=text)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "a": HOSTILE_VALUE,
+        "b": "one\ntwo\n",
+        "c": HOSTILE_SCRIPT,
+        "d": INDENTED_VALUE,
+    }
 
 
 # -- the ready call, for real ----------------------------------------------------------------

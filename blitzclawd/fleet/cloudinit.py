@@ -1,34 +1,37 @@
 """User data for pool servers: ``cloudinit/pool-server.yaml.tmpl`` with validated values.
 
 The templates are package data of ``blitzclawd_cloudinit`` (the top-level ``cloudinit/``
-directory, installed under the project's own name), read with importlib.resources, so an installed
-wheel finds them as well as a checkout.
+directory, installed under the project's own name), loaded by Jinja2's PackageLoader, so an
+installed wheel finds them as well as a checkout.
 
-Rendered by Jinja2 with StrictUndefined (a missing value is an error, never an empty string).
-Defence in depth against a hostile value: every value is checked against a narrow pattern
-(ValueError naming the argument otherwise), then every ``{{ value }}`` is output as a JSON
-string (the environment's `finalize`), which is a YAML double-quoted scalar, so it cannot end
-its scalar or open a new key. Only two helpers output text unquoted, already indented for the
-YAML block scalar they sit in: ``literal(value, indent)`` (printable ASCII lines only) and
-``file(name, indent)`` (a script or unit beside the template, read as it is, never parsed as a
-template: shell's ``${#x}`` is Jinja's comment syntax). The scripts on the server read values
-from files or get them as runcmd argv items (cloud-init quotes those); no value is pasted into
-shell text.
+Rendered by Jinja2 with StrictUndefined (a missing value is an error, never an empty string),
+autoescape off (YAML, not HTML) and keep_trailing_newline. Defence in depth against a hostile
+value: every value is checked against a narrow pattern (ValueError naming the argument
+otherwise), then every ``{{ value }}`` is output as a JSON string (the environment's
+`finalize`), which is a YAML double-quoted scalar, so it cannot end its scalar or open a new
+key. Only two helpers make text that is output unquoted: ``literal(value)`` (printable ASCII
+lines only) and ``file(name)`` (a script or unit beside the template, read through the loader as
+it is, never parsed as a template: shell's ``${#x}`` is Jinja's comment syntax). Jinja's
+``indent`` filter puts their lines into the YAML block scalar they sit in
+(``{{ file("ready.sh") | indent(6) }}``) and keeps them unquoted; indenting anything else gives
+a plain string, quoted like any value. The scripts on the server read values from files or get
+them as runcmd argv items (cloud-init quotes those); no value is pasted into shell text.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import json
+import os
 import re
 import struct
-from importlib.resources import files
-from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import jinja2.filters
 import jinja2.meta
 
 from blitzclawd.fleet.versions import (
@@ -46,6 +49,7 @@ POOL_SERVER_TEMPLATE = "pool-server.yaml.tmpl"
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _BLOCK_LINE = re.compile(r"^[\x20-\x7e]*$")  # printable ASCII: literal in a YAML block scalar
+_FILE_LINE = re.compile(r"^[\t\x20-\x7e]*$")  # a script or unit may also hold tabs
 # RFC 1123 label: what Hetzner accepts as a server name and Linux as a hostname.
 _SERVER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
@@ -120,7 +124,7 @@ def render_pool_server(
 
 
 class _Unquoted(str):
-    """Text the template helpers made (indented block lines): output as it is."""
+    """Text the template helpers made (block lines, checked): output as it is."""
 
 
 def _finalize(value: Any) -> str:
@@ -132,44 +136,68 @@ def _finalize(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True)
 
 
-def _indented(text: str, indent: int) -> _Unquoted:
-    """Lines after the first indented by `indent` (the first sits where the call is); blank
-    lines stay empty; trailing newlines dropped (the template's own line break follows)."""
-    pad = " " * indent
-    lines = text.rstrip("\n").split("\n")
-    return _Unquoted("\n".join([lines[0], *(pad + line if line else "" for line in lines[1:])]))
+def _block(text: str, pattern: re.Pattern[str], what: str) -> _Unquoted:
+    """Lines for a YAML block scalar: each matching `pattern` (so "\\n" is the only line break,
+    for YAML and for the indent filter's splitlines alike); trailing newlines dropped (the
+    template's own line break follows)."""
+    text = text.rstrip("\n")
+    if not all(pattern.fullmatch(line) for line in text.split("\n")):
+        raise ValueError(what)
+    return _Unquoted(text)
 
 
-def render_template(name: str, values: dict[str, str], directory: Traversable | None = None) -> str:
-    """Fill a template: ``{{ key }}`` with the value as JSON; ``{{ literal(key, n) }}`` with the
-    value's lines (a literal block indented by n); ``{{ file("name", n) }}`` with that file."""
-    if directory is None:
-        directory = files(TEMPLATE_PACKAGE)
-    source = (directory / name).read_text(encoding="utf-8")
+def _indent(text: str, *args: Any, **kwargs: Any) -> str:
+    """Jinja's own indent filter; text literal() or file() made stays unquoted once indented."""
+    indented = jinja2.filters.do_indent(text, *args, **kwargs)
+    return _Unquoted(indented) if isinstance(text, _Unquoted) else indented
 
-    def literal(text: str, indent: int) -> _Unquoted:
-        if not all(_BLOCK_LINE.fullmatch(line) for line in text.split("\n")):
-            raise ValueError("a literal block holds only printable ASCII lines")
-        return _indented(text, indent)
 
-    def file(file_name: str, indent: int) -> _Unquoted:
-        if not _FILE_NAME.fullmatch(file_name):
-            raise ValueError(f"{file_name!r}: not a file beside the template")
-        return _indented((directory / file_name).read_text(encoding="utf-8"), indent)
-
+def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
     env = jinja2.Environment(
+        loader=loader,
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # YAML, not HTML: values are quoted by _finalize instead
         keep_trailing_newline=True,
         finalize=_finalize,
     )
+
+    def literal(text: str) -> _Unquoted:
+        return _block(text, _BLOCK_LINE, "a literal block holds only printable ASCII lines")
+
+    def file(name: str) -> _Unquoted:
+        if not _FILE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r}: not a file beside the template")
+        source, _, _ = loader.get_source(env, name)  # the text as it is, not a template
+        return _block(source, _FILE_LINE, f"{name}: only printable ASCII lines and tabs")
+
     env.globals.update(literal=literal, file=file)
+    env.filters["indent"] = _indent
+    return env
+
+
+@functools.cache
+def _package_environment() -> jinja2.Environment:
+    return _environment(jinja2.PackageLoader(TEMPLATE_PACKAGE, package_path=""))
+
+
+def render_template(
+    name: str, values: dict[str, str], directory: str | os.PathLike[str] | None = None
+) -> str:
+    """Fill a template of ``blitzclawd_cloudinit`` (or of `directory`): ``{{ key }}`` with the
+    value as JSON; ``{{ literal(key) | indent(n) }}`` with the value's lines, and
+    ``{{ file("name") | indent(n) }}`` with that file's, as a literal block indented by n."""
+    if directory is None:
+        env = _package_environment()
+    else:
+        env = _environment(jinja2.FileSystemLoader(directory))
+    assert env.loader is not None
+    source, _, _ = env.loader.get_source(env, name)
     used = jinja2.meta.find_undeclared_variables(env.parse(source)) - set(env.globals)
     if used != set(values):
         raise KeyError(
             f"template values: missing {used - set(values)}, unused {set(values) - used}"
         )
-    return env.from_string(source).render(values)
+    return env.get_template(name).render(values)
 
 
 def _match(pattern: re.Pattern[str], value: object, field: str) -> str:
