@@ -61,6 +61,7 @@ from blitzclawd.proxy.apis import (
     Policy,
     Worst,
     assess,
+    priced_request,
 )
 from blitzclawd.proxy.catalog import Catalog
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, ProxyError
@@ -346,18 +347,7 @@ class ProxyActor(Actor):
     def _parse(
         self, raw: bytes, api: ApiSpec, headers: Any
     ) -> tuple[dict[str, Any], str, ModelPrice, Worst]:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ProxyError(400, "invalid_request", "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ProxyError(400, "invalid_request", "the request body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ProxyError(400, "invalid_request", "model: a model name is required")
-        price = self.prices.get(model)
-        if price is None or price.api != api.provider:
-            raise ProxyError(404, "not_found", f"model: {model!r} is not available here")
+        body, model, price = priced_request(raw, self.prices, api.provider)
         # Every fee it can incur priced, every multiplier and server-side read bounded, or a 400.
         worst = assess(api, body, raw, price, headers, self.prices, self._policy)
         return body, model, price, worst

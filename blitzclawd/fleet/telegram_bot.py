@@ -10,7 +10,14 @@ which a daemon that never checks a token should not pay.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
+
+from blitzclawd.config import TelegramSettings
+from blitzclawd.errors import ApiError
+
+log = logging.getLogger("blitzclawd.instances")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +30,15 @@ class BotIdentity:
     def link(self) -> str:
         """Where the user starts chatting with their assistant."""
         return f"https://t.me/{self.username}"
+
+    def public(self) -> dict[str, Any]:
+        """What the user is shown of the bot (nothing secret)."""
+        return {
+            "bot_id": self.id,
+            "bot_username": self.username,
+            "bot_name": self.first_name,
+            "bot_link": self.link,
+        }
 
 
 class TokenRefused(Exception):
@@ -64,3 +80,25 @@ async def bot_identity(token: str, api_url: str, *, seconds: float) -> BotIdenti
     if not me.is_bot or not me.username:
         raise TokenRefused("this token does not belong to a bot")
     return BotIdentity(me.id, me.username, me.first_name)
+
+
+async def checked_bot(settings: TelegramSettings, token: str) -> BotIdentity:
+    """The bot the token belongs to, as Telegram says (getMe); else the API's answer: 422 on
+    channel_config.bot_token when Telegram refuses it, 503 when Telegram cannot be asked."""
+    try:
+        return await bot_identity(token, settings.api_url, seconds=settings.timeout)
+    except TokenRefused as exc:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"channel_config.bot_token: {exc}",
+            field="channel_config.bot_token",
+        ) from None
+    except TelegramUnavailable as exc:
+        log.warning("telegram unreachable for a token check", extra={"error": str(exc)})
+        raise ApiError(
+            503,
+            "telegram_unavailable",
+            "Telegram cannot be reached to check the bot token; nothing was changed, try again "
+            "in a minute",
+        ) from None

@@ -480,3 +480,23 @@ def _openai(
         worst.fee_micros = calls * server_fee
         context = True
     return context
+
+
+def priced_request(
+    raw: bytes, prices: PriceTable, provider: str
+) -> tuple[dict[str, Any], str, ModelPrice]:
+    """(body, model, its price) of a request to `provider`; 400 for a body that is not a JSON
+    object naming a model, 404 for a model we do not serve there."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ProxyError(400, "invalid_request", "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ProxyError(400, "invalid_request", "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ProxyError(400, "invalid_request", "model: a model name is required")
+    price = prices.get(model)
+    if price is None or price.api != provider:
+        raise ProxyError(404, "not_found", f"model: {model!r} is not available here")
+    return body, model, price

@@ -17,6 +17,7 @@ import yarl
 from aiohttp import web
 
 from blitzclawd.metering.pricing import ModelPrice, PriceTable
+from blitzclawd.proxy.apis import priced_request
 from blitzclawd.proxy.errors import PROXY_REQUEST_ID, ProxyError
 from blitzclawd.proxy.instances import InstanceCache
 from blitzclawd.proxy.relay import ERROR_BODY_MAX, client_headers, our_key_refused, upstream_headers
@@ -56,18 +57,7 @@ class Catalog:
             # disable its key); a stopped or deleted one may not.
             await self._instances.active(inst)
         raw = await request.read()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ProxyError(400, "invalid_request", "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ProxyError(400, "invalid_request", "the request body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ProxyError(400, "invalid_request", "model: a model name is required")
-        price = self.prices.get(model)
-        if price is None or price.api != "anthropic":
-            raise ProxyError(404, "not_found", f"model: {model!r} is not available here")
+        priced_request(raw, self.prices, "anthropic")
         self._count_call(inst.id)
         key = self._keys["anthropic"]
         if key is None:

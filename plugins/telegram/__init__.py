@@ -13,7 +13,7 @@ from blitzclawd.channels import ChannelField
 from blitzclawd.config import Settings
 from blitzclawd.errors import ApiError
 from blitzclawd.fleet.openclaw_config import telegram_channel
-from blitzclawd.fleet.telegram_bot import TelegramUnavailable, TokenRefused, bot_identity
+from blitzclawd.fleet.telegram_bot import checked_bot
 from blitzclawd.hookspecs import hookimpl
 
 FIELDS = (
@@ -53,31 +53,8 @@ class TelegramChannel:
             raise ApiError(
                 422, "invalid_field", f"channel_config.{exc}", field=f"channel_config.{name}"
             ) from None
-        try:
-            bot = await bot_identity(
-                token.strip(), settings.telegram.api_url, seconds=settings.telegram.timeout
-            )
-        except TokenRefused as exc:
-            raise ApiError(
-                422,
-                "invalid_field",
-                f"channel_config.bot_token: {exc}",
-                field="channel_config.bot_token",
-            ) from None
-        except TelegramUnavailable:
-            raise ApiError(
-                503,
-                "telegram_unavailable",
-                "Telegram cannot be reached to check the bot token; nothing was changed, try "
-                "again in a minute",
-            ) from None
-        return {
-            "bot_id": bot.id,
-            "bot_username": bot.username,
-            "bot_name": bot.first_name,
-            "bot_link": bot.link,
-            "allow_from": block["telegram"].get("allowFrom", []),
-        }
+        bot = await checked_bot(settings.telegram, token.strip())
+        return {**bot.public(), "allow_from": block["telegram"].get("allowFrom", [])}
 
     def setup_text(self, public: dict[str, Any]) -> str:
         link = public.get("bot_link") or "your bot in Telegram"

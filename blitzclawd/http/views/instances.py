@@ -23,15 +23,10 @@ from blitzclawd.credentials import channel_secret_context, own_key_context
 from blitzclawd.fleet import remote
 from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY, telegram_channel
 from blitzclawd.fleet.personas import PERSONA_NAMES, soul_md
-from blitzclawd.fleet.telegram_bot import (
-    BotIdentity,
-    TelegramUnavailable,
-    TokenRefused,
-    bot_identity,
-)
+from blitzclawd.fleet.telegram_bot import checked_bot
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
-from blitzclawd.http.context import CONTEXT, DaemonContext
+from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
@@ -147,38 +142,6 @@ def _channel(kind: str, raw: Any) -> tuple[dict[str, Any], str | None]:
     return stored, token
 
 
-async def _checked_bot(ctx: DaemonContext, token: str) -> BotIdentity:
-    """The bot the token belongs to, as Telegram says (getMe); else a clear error."""
-    settings = ctx.settings.telegram
-    try:
-        return await bot_identity(token, settings.api_url, seconds=settings.timeout)
-    except TokenRefused as exc:
-        raise ApiError(
-            422,
-            "invalid_field",
-            f"channel_config.bot_token: {exc}",
-            field="channel_config.bot_token",
-        ) from None
-    except TelegramUnavailable as exc:
-        log.warning("telegram unreachable for a token check", extra={"error": str(exc)})
-        raise ApiError(
-            503,
-            "telegram_unavailable",
-            "Telegram cannot be reached to check the bot token; nothing was changed, try again "
-            "in a minute",
-        ) from None
-
-
-def _bot_config(bot: BotIdentity) -> dict[str, Any]:
-    """What the dashboard shows of the bot (nothing secret)."""
-    return {
-        "bot_id": bot.id,
-        "bot_username": bot.username,
-        "bot_name": bot.first_name,
-        "bot_link": bot.link,
-    }
-
-
 async def create(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
@@ -188,7 +151,7 @@ async def create(request: web.Request) -> web.Response:
     soul = _soul(persona, body.get("soul_md"))
     config, token = _channel(kind, body.get("channel_config"))
     if token is not None:  # before anything is stored or a server claimed
-        config.update(_bot_config(await _checked_bot(ctx, token)))
+        config.update((await checked_bot(ctx.settings.telegram, token)).public())
     instance_id = uuid.uuid4()
     secret_enc = (
         ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)) if token else None
@@ -252,7 +215,7 @@ async def configure(request: web.Request) -> web.Response:
     if "channel_config" in body:
         config, token = _channel(row["channel_type"], body["channel_config"])
         if token is not None:
-            config.update(_bot_config(await _checked_bot(ctx, token)))
+            config.update((await checked_bot(ctx.settings.telegram, token)).public())
             changes["channel_secret_enc"] = ctx.keyring().encrypt_text(
                 token, channel_secret_context(instance_id)
             )
@@ -278,8 +241,8 @@ async def telegram_connect(request: web.Request) -> web.Response:
         {"bot_token": body.get("bot_token"), **({"allow_from": kept} if kept else {})},
     )
     assert token is not None
-    bot = await _checked_bot(ctx, token)
-    config.update(_bot_config(bot))
+    bot = await checked_bot(ctx.settings.telegram, token)
+    config.update(bot.public())
     await service.configure(
         ctx.pool,
         ctx.actors,
@@ -288,7 +251,7 @@ async def telegram_connect(request: web.Request) -> web.Response:
         channel_secret_enc=ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)),
     )
     return json_response(
-        {"id": row["id"], "queued": "configure", "telegram": _bot_config(bot)}, status=202
+        {"id": row["id"], "queued": "configure", "telegram": bot.public()}, status=202
     )
 
 
@@ -298,8 +261,8 @@ async def telegram_validate(request: web.Request) -> web.Response:
     require_user(request)
     body = await validate.json_object(request)
     _channel("telegram", {"bot_token": body.get("bot_token")})
-    bot = await _checked_bot(ctx, body["bot_token"])
-    return json_response({"valid": True, "telegram": _bot_config(bot)})
+    bot = await checked_bot(ctx.settings.telegram, body["bot_token"])
+    return json_response({"valid": True, "telegram": bot.public()})
 
 
 async def delete(request: web.Request) -> web.Response:
