@@ -39,7 +39,7 @@ def channels() -> dict[str, Channel]:
             if channel.name in found:
                 raise RuntimeError(f"two plugins register the channel {channel.name!r}")
             found[channel.name] = channel
-    return found
+    return dict(sorted(found.items()))  # by name, whatever order the plugins loaded in
 
 
 def describe() -> list[dict[str, Any]]:

@@ -16,8 +16,7 @@ from blitzclawd.http.jsonutil import json_response
 
 async def list_channels(request: web.Request) -> web.Response:
     require_user(request)
-    found = sorted(plugins.channels().values(), key=lambda c: c.name)
-    return json_response({"channels": [describe(c) for c in found]})
+    return json_response({"channels": [describe(c) for c in plugins.channels().values()]})
 
 
 async def validate_channel(request: web.Request) -> web.Response:
