@@ -68,5 +68,9 @@ def channel_secret_context(instance_id: uuid.UUID | str) -> str:
     return f"instances.channel_secret_enc:{instance_id}"
 
 
+def channel_session_context(instance_id: uuid.UUID | str) -> str:
+    return f"instances.channel_session_enc:{instance_id}"
+
+
 def own_key_context(instance_id: uuid.UUID | str) -> str:
     return f"instances.own_api_key_enc:{instance_id}"

@@ -24,6 +24,9 @@ from typing import Any
 
 from blitzclawd.fleet.versions import NODE_VERSION, OPENCLAW_VERSION
 
+# The external OpenClaw plugins the tests' channels need (WhatsApp, and the test-only Discord
+# plugin), installed once into one cached home (ensure_plugins_home).
+EXTERNAL_PLUGINS = tuple(f"@openclaw/{n}@{OPENCLAW_VERSION}" for n in ("discord", "whatsapp"))
 CACHE_ROOT = Path(os.environ.get("BLITZCLAWD_TEST_CACHE", "~/.cache/blitzclawd-test")).expanduser()
 MARKER = ".blitzclawd-install.json"
 INSTALL_TIMEOUT = 1200.0  # ~650 MB; about 40 s here
@@ -44,10 +47,14 @@ class OpenClaw:
     def package_json(self) -> dict[str, Any]:
         return json.loads((self.root / "node_modules/openclaw/package.json").read_text())
 
-    def run(self, home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        """``openclaw ARGS`` for the instance whose home is ``home`` (layout of a server)."""
+    def run(
+        self, home: Path, *args: str, timeout: float = 120.0, network: bool = False
+    ) -> subprocess.CompletedProcess:
+        """``openclaw ARGS`` for the instance whose home is ``home`` (layout of a server);
+        `network`: with this machine's way to the npm registry (CA bundle, proxy settings)."""
         state = home / ".openclaw"
         env = {
+            **({k: v for k, v in os.environ.items() if _reaches_registry(k)} if network else {}),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(home),  # "~/.openclaw/..." paths in the config resolve inside it
             "OPENCLAW_STATE_DIR": str(state),
@@ -73,6 +80,18 @@ class OpenClaw:
             raise AssertionError(f"openclaw {' '.join(args)} printed no JSON: {done!r}")
         document, _ = json.JSONDecoder().raw_decode(done.stdout[start:])
         return done.returncode, document
+
+
+def _reaches_registry(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith("NPM_CONFIG_") or upper in {
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "NO_PROXY",
+    }
 
 
 def write_instance(
@@ -199,3 +218,38 @@ def _npm(npm: str, cwd: Path, args: list[str], timeout: float) -> subprocess.Com
 
 def _tail(done: subprocess.CompletedProcess) -> str:
     return (done.stderr or done.stdout or "").strip()[-1500:] or f"exit {done.returncode}"
+
+
+def ensure_plugins_home(
+    tool: OpenClaw, specs: tuple[str, ...] = EXTERNAL_PLUGINS, cache: Path = CACHE_ROOT
+) -> Path:
+    """A home where the pinned release has installed the external OpenClaw plugins `specs`
+    (``openclaw plugins install``, as pool servers do at boot), installed once and reused.
+    :func:`with_plugins` gives another instance's home the same installed plugins."""
+    key = "-".join(s.replace("/", "+").replace("@", "") for s in sorted(specs))
+    final = cache / f"openclaw-{tool.version}-plugins-{key}"
+    marker = final / MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == sorted(specs):
+        return final
+    with cache_lock(cache / f"openclaw-{tool.version}-plugins.lock"):
+        if marker.is_file() and json.loads(marker.read_text()) == sorted(specs):
+            return final
+        shutil.rmtree(final, ignore_errors=True)
+        write_instance(final, json.dumps({"gateway": {"mode": "local"}}))
+        for spec in sorted(specs):
+            done = tool.run(
+                final, "plugins", "install", spec, timeout=INSTALL_TIMEOUT, network=True
+            )
+            if done.returncode != 0:
+                raise OpenClawUnavailable(f"openclaw plugins install {spec}: {_tail(done)}")
+        marker.write_text(json.dumps(sorted(specs)))
+    return final
+
+
+def with_plugins(home: Path, plugins_home: Path) -> Path:
+    """`home` sees the plugins installed in `plugins_home`: the release keeps its index of
+    installed plugins (paths into plugins_home) in its state database."""
+    state = home / ".openclaw" / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plugins_home / ".openclaw/state/openclaw.sqlite", state / "openclaw.sqlite")
+    return home

@@ -370,7 +370,8 @@ async def test_scoping_and_validation(database: str, tmp_path: Path) -> None:
             ({"soul_md": "x" * 20_001}, "soul_md"),
             ({"persona_template": "custom", "soul_md": "x" * 20_001}, "soul_md"),
             ({"channel_config": {"bot_token": "not-a-token"}}, "channel_config.bot_token"),
-            ({"channel_config": {}}, "channel_config.bot_token"),
+            ({"channel_config": {"allow_from": "42"}}, "channel_config.allow_from"),
+            ({"channel_config": {"bot_tokn": BOT_TOKEN}}, "channel_config.bot_tokn"),
         ]:
             status, body = await env.call("POST", "/api/instances", mallory, {**good, **change})
             assert status == 422 and body["error"]["field"] == field, (change, body)

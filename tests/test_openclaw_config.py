@@ -25,8 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openclaw_tool import OpenClaw, ensure_openclaw, write_instance
+from openclaw_tool import (
+    EXTERNAL_PLUGINS,
+    OpenClaw,
+    ensure_openclaw,
+    ensure_plugins_home,
+    with_plugins,
+    write_instance,
+)
 
+from blitzclawd import plugins
+from blitzclawd.channels import OpenClawBlock
 from blitzclawd.credentials import api_key
 from blitzclawd.fleet.openclaw_config import (
     OwnKey,
@@ -34,11 +43,11 @@ from blitzclawd.fleet.openclaw_config import (
     build_config,
     render_config,
     split_secrets,
-    telegram_channel,
-    whatsapp_channel,
 )
 from blitzclawd.fleet.personas import PERSONA_NAMES, PERSONAS, SOUL_MAX_CHARS, soul_md
 from blitzclawd.fleet.versions import NODE_VERSION, OPENCLAW_VERSION
+from blitzclawd_plugins.telegram import telegram_channel
+from blitzclawd_plugins.whatsapp import whatsapp_channel
 
 INSTANCE = "3f2b8c1e-9a4d-4e7f-8b2a-1c5d6e7f8a9b"
 SECRET = "Zq3v_8-kP1xW2yR4tU6iO9pA0sD5fG7hJ"
@@ -46,7 +55,7 @@ GATEWAY_TOKEN = "gw_7Yt2Kp9Qx4Lm8Rn3Vb6Zc1"
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SLOW = pytest.mark.timeout(1800)  # first run installs ~650 MB from the npm registry
 
-CHANNELS: dict[str, Callable[[], dict[str, Any]]] = {
+CHANNELS: dict[str, Callable[[], tuple[str, OpenClawBlock]]] = {
     "telegram-ids": lambda: telegram_channel(bot_token=BOT_TOKEN, allow_from=["123456789", "42"]),
     "telegram-pairing": lambda: telegram_channel(bot_token=BOT_TOKEN, allow_from=None),
     "whatsapp": whatsapp_channel,
@@ -222,16 +231,23 @@ def test_exactly_one_model_source_and_a_sane_token() -> None:
 
 
 def test_telegram_channel_policies() -> None:
-    assert telegram_channel(bot_token=BOT_TOKEN, allow_from=["42", "42", " 7 "])["telegram"] == {
+    name, block = telegram_channel(bot_token=BOT_TOKEN, allow_from=["42", "42", " 7 "])
+    assert name == "telegram" and block.config == {
         "enabled": True,
         "botToken": BOT_TOKEN,
         "dmPolicy": "allowlist",
         "allowFrom": ["42", "7"],
     }
+    # The first allowed id is the owner (OpenClaw's commands.ownerAllowFrom), kept by configures.
+    assert block.owners == ("42",)
+    cfg = build_config(gateway_token=GATEWAY_TOKEN, channel=(name, block), **MODELS["own-key"])
+    assert cfg["commands"] == {"ownerAllowFrom": ["telegram:42"]}
+    assert "plugins" not in cfg  # built into OpenClaw: nothing to trust
     # allowlist with an empty list drops every DM: no ids means pairing.
     for none in (None, []):
-        block = telegram_channel(bot_token=BOT_TOKEN, allow_from=none)["telegram"]
-        assert block["dmPolicy"] == "pairing" and "allowFrom" not in block
+        block = telegram_channel(bot_token=BOT_TOKEN, allow_from=none)[1]
+        assert block.config["dmPolicy"] == "pairing" and "allowFrom" not in block.config
+        assert block.owners == ()
     for bad in (
         "123456789",
         "abc:AAHdqTcvCH1vGWJxfSeofSAs0K5PAL",
@@ -244,6 +260,13 @@ def test_telegram_channel_policies() -> None:
     for bad_id in ("@someone", "-100123", "1e5", ""):
         with refused("allow_from"):
             telegram_channel(bot_token=BOT_TOKEN, allow_from=[bad_id])
+
+
+def test_whatsapp_trusts_its_external_plugin() -> None:
+    cfg = build_config(gateway_token=GATEWAY_TOKEN, channel=whatsapp_channel(), **MODELS["own-key"])
+    # Without this entry the gateway refuses the plugin and no QR login can start (WIRE.md).
+    assert cfg["plugins"] == {"entries": {"whatsapp": {"enabled": True}}}
+    assert cfg["channels"]["whatsapp"]["dmPolicy"] == "pairing"
 
 
 def test_split_secrets_leaves_no_secret_in_the_config() -> None:
@@ -330,6 +353,8 @@ def verdicts(openclaw: OpenClaw, tmp_path_factory: pytest.TempPathFactory) -> di
     seen: dict[tuple[str, ...], str] = {}
     root = tmp_path_factory.mktemp("openclaw-instances")
 
+    installed = ensure_plugins_home(openclaw)  # as pool servers install them at boot
+
     def job(key: str, files: dict[str, str | None], *command: str) -> str:
         content = (*command, files.get("config") or "", files.get("secrets") or "")
         if content not in seen:
@@ -339,6 +364,8 @@ def verdicts(openclaw: OpenClaw, tmp_path_factory: pytest.TempPathFactory) -> di
                 files.get("secrets"),
                 files.get("soul"),
             )
+            if '"plugins"' in (files["config"] or ""):
+                with_plugins(home, installed)
             seen[content] = key
             jobs[key] = (home, command)
         return seen[content]
@@ -645,3 +672,12 @@ async def test_real_thinking_turn_through_the_proxy_reports_our_price(
     assert agent_usage["output"] == thinking + text
     assert abs(report["meta"]["agentMeta"]["costUsd"] * 1e6 - charged) < 1, report["meta"]
     assert agent_usage["cost"]["total"] == report["meta"]["agentMeta"]["costUsd"]
+
+
+def test_the_checks_install_what_pool_servers_install() -> None:
+    """The release validates configs with the same external OpenClaw plugins installed as pool
+    servers get at boot (the channels' own pinned list)."""
+    for channel in plugins.channels().values():
+        assert set(channel.server_packages) <= set(EXTERNAL_PLUGINS), channel.name
+    whatsapp = plugins.channels()["whatsapp"]
+    assert whatsapp.server_packages == (f"@openclaw/whatsapp@{OPENCLAW_VERSION}",)

@@ -27,11 +27,11 @@ from blitzclawd.fleet.openclaw_config import (
     build_config,
     render_config,
     split_secrets,
-    telegram_channel,
 )
 from blitzclawd.fleet.personas import PERSONAS
 from blitzclawd.testing import seed
 from blitzclawd.testing.fake_llm import Scenario
+from blitzclawd_plugins.telegram import telegram_channel
 
 SLOW = pytest.mark.timeout(900)
 MODEL = "claude-sonnet-4-6"

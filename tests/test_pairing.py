@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from openclaw_tool import ensure_openclaw
-from test_fleet import BOT_TOKEN, active, available, fleet_env
+from test_fleet import BOT_TOKEN, active, available, fleet_env, until
 
 from blitzclawd.fleet import remote
 
@@ -116,3 +116,65 @@ async def test_the_pinned_release_answers_the_pairing_commands_we_run(tmp_path: 
     with sqlite3.connect(state / "state" / "openclaw.sqlite") as db:
         allowed = db.execute("SELECT entry FROM channel_pairing_allow_entries").fetchall()
     assert allowed == [("555000111",)]
+
+
+async def test_create_first_connect_the_bot_then_pair_the_owner(
+    database: str, tmp_path: Path
+) -> None:
+    """The spec's order: create, then connect the bot (the instance waits for it without a
+    server); the owner pairs through the API and stays allowed, and the owner, across later
+    configures, with the bot token never sent again."""
+    async with fleet_env(database, tmp_path) as env:
+        await available(env, 1)
+        alice = await env.user()
+        status, body = await env.call(
+            "POST", "/api/instances", alice, {"channel_type": "telegram", "persona_template": "dev"}
+        )
+        assert status == 201 and body["status"] == "waiting_for_channel", body
+        assert "@BotFather" in body["setup_text"]
+        iid = body["id"]
+        row = await env.instance(iid)
+        assert row["server_id"] is None and row["channel_secret_enc"] is None
+        connect = f"/api/instances/{iid}/channel"
+        status, body = await env.call("POST", connect, alice, {"channel_config": {}})
+        assert status == 422 and body["error"]["field"] == "channel_config.bot_token", body
+        assert (await env.instance(iid))["status"] == "waiting_for_channel"
+
+        status, body = await env.call(
+            "POST", connect, alice, {"channel_config": {"bot_token": BOT_TOKEN}}
+        )
+        assert status == 202 and body["queued"] == "deploy", body
+        assert body["channel_config"]["bot_link"] == "https://t.me/alice_assistant_bot"
+        assert "pairing code" in body["setup_text"]
+        row = await active(env, iid)
+        server = env.server_of(row["hetzner_server_id"]).ssh
+        assert server.gateway_config["channels"]["telegram"]["dmPolicy"] == "pairing"
+        secret_before = row["channel_secret_enc"]
+
+        server.request_pairing("telegram", "555000111", "ABCD2345", username="alice")
+        status, body = await env.call(
+            "POST", f"/api/instances/{iid}/telegram/pairing/approve", alice, {"code": "ABCD2345"}
+        )
+        assert status == 200, body
+        status, body = await env.call("GET", f"/api/instances/{iid}", alice)
+        assert body["channel_config"]["allow_from"] == ["555000111"]
+
+        # A later change rewrites openclaw.json: the owner is still allowed, and still the owner.
+        status, body = await env.call(
+            "POST", f"/api/instances/{iid}/configure", alice, {"soul_md": "Answer briefly."}
+        )
+        assert status == 202 and body["queued"] == "configure", body
+
+        async def rewritten() -> bool:
+            cfg = server.gateway_config or {}
+            return cfg.get("channels", {}).get("telegram", {}).get("allowFrom") == ["555000111"]
+
+        await until(rewritten)
+        cfg = server.gateway_config
+        assert cfg["channels"]["telegram"]["dmPolicy"] == "allowlist"
+        assert cfg["commands"] == {"ownerAllowFrom": ["telegram:555000111"]}
+        assert (await env.instance(iid))["channel_secret_enc"] == secret_before
+        assert not any(BOT_TOKEN in c for c in server.commands)
+        # The Telegram routes say so for the bot too.
+        status, body = await env.call("GET", f"/api/instances/{iid}/telegram/bot", alice)
+        assert status == 200 and body["allow_from"] == ["555000111"], body

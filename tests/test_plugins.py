@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -106,3 +107,17 @@ async def test_channels_over_the_api(database: str, tmp_path: Path) -> None:
         assert status == 404
         status, _ = await env.call("GET", "/api/channels", None)
         assert status == 401
+
+
+def test_the_core_names_no_channel() -> None:
+    """fleet/, http/, actors/ and services/ reach channels only through the plugin contract:
+    none of them names one (in code, strings or comments), so a channel is a plugin's alone."""
+    names = {*plugins.channels(), "discord", "bot_token", "botfather"}
+    pattern = re.compile(r"\b(" + "|".join(sorted(names)) + r")\b", re.IGNORECASE)
+    found = []
+    for part in ("fleet", "http", "actors", "services"):
+        for path in sorted((ROOT / "blitzclawd" / part).rglob("*.py")):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert found == []

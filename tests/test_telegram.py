@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from test_fleet import BOT_TOKEN, fleet_env
 
-from blitzclawd.fleet.telegram_bot import (
+from blitzclawd.testing.daemon_process import free_port
+from blitzclawd.testing.fake_telegram import FakeTelegram
+from blitzclawd_plugins.telegram.bot import (
     TelegramUnavailable,
     TokenRefused,
     bot_identity,
 )
-from blitzclawd.testing.daemon_process import free_port
-from blitzclawd.testing.fake_telegram import FakeTelegram
 
 WELL_SHAPED_BUT_UNKNOWN = "987654321:AAE" + "x" * 32
 
@@ -92,12 +92,13 @@ async def test_telegram_unreachable_is_a_503_that_changes_nothing(
 async def test_validate_and_connect_a_bot(database: str, tmp_path: Path) -> None:
     async with fleet_env(database, tmp_path, min_available=0) as env:
         alice = await env.user()
+        validate = "/api/channels/telegram/validate"
         status, body = await env.call(
-            "POST", "/api/telegram/validate", alice, {"bot_token": BOT_TOKEN}
+            "POST", validate, alice, {"channel_config": {"bot_token": BOT_TOKEN}}
         )
-        assert status == 200 and body["telegram"]["bot_username"] == "alice_assistant_bot"
+        assert status == 200 and body["channel_config"]["bot_username"] == "alice_assistant_bot"
         status, body = await env.call(
-            "POST", "/api/telegram/validate", alice, {"bot_token": WELL_SHAPED_BUT_UNKNOWN}
+            "POST", validate, alice, {"channel_config": {"bot_token": WELL_SHAPED_BUT_UNKNOWN}}
         )
         assert status == 422 and body["error"]["field"] == "channel_config.bot_token"
 
@@ -116,20 +117,18 @@ async def test_validate_and_connect_a_bot(database: str, tmp_path: Path) -> None
         before = await env.instance(iid)
 
         # A wrong token changes nothing; a new bot is checked, stored and configured.
+        connect = f"/api/instances/{iid}/channel"
         status, body = await env.call(
-            "POST",
-            f"/api/instances/{iid}/telegram/connect",
-            alice,
-            {"bot_token": WELL_SHAPED_BUT_UNKNOWN},
+            "POST", connect, alice, {"channel_config": {"bot_token": WELL_SHAPED_BUT_UNKNOWN}}
         )
         assert status == 422
         assert (await env.instance(iid))["channel_secret_enc"] == before["channel_secret_enc"]
         second = env.telegram.add_bot("alice_second_bot", "Second")
         status, body = await env.call(
-            "POST", f"/api/instances/{iid}/telegram/connect", alice, {"bot_token": second}
+            "POST", connect, alice, {"channel_config": {"bot_token": second}}
         )
         assert status == 202 and body["queued"] == "configure", body
-        assert body["telegram"]["bot_link"] == "https://t.me/alice_second_bot"
+        assert body["channel_config"]["bot_link"] == "https://t.me/alice_second_bot"
         row = await env.instance(iid)
         assert row["channel_secret_enc"] != before["channel_secret_enc"]
         config = row["channel_config"]
@@ -142,7 +141,7 @@ async def test_validate_and_connect_a_bot(database: str, tmp_path: Path) -> None
         # Someone else's instance is not there; a WhatsApp instance has no bot to connect.
         mallory = await env.user()
         status, _ = await env.call(
-            "POST", f"/api/instances/{iid}/telegram/connect", mallory, {"bot_token": second}
+            "POST", connect, mallory, {"channel_config": {"bot_token": second}}
         )
         assert status == 404
         status, wa = await env.call(
@@ -153,6 +152,11 @@ async def test_validate_and_connect_a_bot(database: str, tmp_path: Path) -> None
         )
         assert status == 201
         status, body = await env.call(
-            "POST", f"/api/instances/{wa['id']}/telegram/connect", alice, {"bot_token": second}
+            "POST",
+            f"/api/instances/{wa['id']}/channel",
+            alice,
+            {"channel_config": {"bot_token": second}},
         )
+        assert status == 422 and body["error"]["field"] == "channel_config.bot_token", body
+        status, body = await env.call("GET", f"/api/instances/{wa['id']}/telegram/bot", alice)
         assert status == 409 and body["error"]["code"] == "wrong_channel"

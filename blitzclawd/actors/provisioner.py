@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from blitzclawd import credentials, plugins
+from blitzclawd.channels import Channel, ChannelState, unseal
 from blitzclawd.config import Settings, price_table
 from blitzclawd.crypto import Keyring
 from blitzclawd.fleet import pool as fleet_pool
@@ -40,8 +41,6 @@ from blitzclawd.fleet.openclaw_config import (
     build_config,
     render_config,
     split_secrets,
-    telegram_channel,
-    whatsapp_channel,
 )
 from blitzclawd.fleet.personas import soul_md
 from blitzclawd.notify.queue import queue_notification
@@ -71,8 +70,9 @@ _OWNER_ADVICE = (
 
 
 def _owner_note(job: dict[str, Any], owner: asyncpg.Record) -> Notify:
-    bot = (owner["channel_config"] or {}).get("bot_username")
-    name = f"@{bot}" if bot else f"assistant {str(job['instance_id'])[:8]}"
+    channel = plugins.channels().get(owner["channel_type"])
+    label = channel.label(owner["channel_config"] or {}) if channel is not None else None
+    name = label or f"assistant {str(job['instance_id'])[:8]}"
     return Notify(
         owner["user_id"],
         "instance_error",
@@ -88,12 +88,12 @@ def _owner_note(job: dict[str, Any], owner: asyncpg.Record) -> Notify:
 def _welcome_note(inst: asyncpg.Record) -> Notify:
     """The instance_created email: the channel's own first steps (its plugin's setup text)."""
     public = inst["channel_config"] or {}
-    bot = public.get("bot_username")
+    channel = plugins.channels().get(inst["channel_type"])
+    label = channel.label(public) if channel is not None else None
     facts: dict[str, Any] = {
-        "instance_name": f"@{bot}" if bot else f"assistant {str(inst['id'])[:8]}",
+        "instance_name": label or f"assistant {str(inst['id'])[:8]}",
         "instance_id": str(inst["id"]),
     }
-    channel = plugins.channels().get(inst["channel_type"])
     if channel is not None:
         facts["setup_text"] = channel.setup_text(public)
     return Notify(str(inst["user_id"]), "instance_created", f"instance:{inst['id']}", facts)
@@ -239,7 +239,7 @@ class Provisioner(Actor):
         target = self._target(inst)
         await instances.mark_provisioning(self._pool, instance_id)
         soul = soul_md(inst["persona_template"] or "assistant", inst["soul_md"])
-        channel = self._channel(inst)
+        plugin, channel = self._channel(inst)
         secret = credentials.new_secret()
         own_key = self._own_key(inst)
         cfg = build_config(
@@ -274,10 +274,23 @@ class Provisioner(Actor):
                 secrets=render_config(secret_doc),
                 soul=soul,
             )
+            await self._restore_session(conn, inst, plugin)
             await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
         await self._became_active(instance_id, inst)
 
     _do_configure = _do_deploy
+
+    async def _restore_session(self, conn: Any, inst: asyncpg.Record, plugin: Channel) -> None:
+        """A server that lost the channel's linked session (rebuilt, or a new one) gets the
+        backup back before the gateway starts: the user does not scan again."""
+        blob = inst["channel_session_enc"]
+        if blob is None or not plugin.session_dirs:
+            return
+        if await remote.has_session(conn, plugin.session_dirs):
+            return
+        archive = self._keyring().decrypt(blob, credentials.channel_session_context(inst["id"]))
+        count = await remote.write_session(conn, archive)
+        log.info("channel session restored", extra={"instance": str(inst["id"]), "files": count})
 
     async def _do_restart(self, instance_id: uuid.UUID) -> None:
         inst = await self._instance(instance_id)
@@ -309,20 +322,23 @@ class Provisioner(Actor):
         model = self._cfg.model if provider == "anthropic" else self._cfg.own_key_openai_model
         return OwnKey(provider=provider, api_key=key, model=model, prices=self._prices)
 
-    def _channel(self, inst: asyncpg.Record) -> dict[str, Any]:
+    def _channel(self, inst: asyncpg.Record) -> tuple[Channel, tuple[str, Any]]:
+        """The instance's channel plugin and its block of openclaw.json."""
         kind = inst["channel_type"]
-        if kind == "whatsapp":
-            return whatsapp_channel()
-        if kind == "telegram":
-            blob = inst["channel_secret_enc"]
-            if blob is None:
-                raise JobFailed("channel_config.bot_token: no bot token stored")
-            token = self._keyring().decrypt_text(
-                blob, credentials.channel_secret_context(inst["id"])
-            )
-            config = inst["channel_config"] or {}
-            return telegram_channel(bot_token=token, allow_from=config.get("allow_from"))
-        raise JobFailed(f"channel_type: unknown channel {kind!r}")
+        plugin = plugins.channels().get(kind)
+        if plugin is None:
+            raise JobFailed(f"channel_type: the channel {kind!r} is not installed")
+        secrets = unseal(
+            self._keyring(),
+            credentials.channel_secret_context(inst["id"]),
+            inst["channel_secret_enc"],
+            plugin,
+        )
+        state = ChannelState(inst["channel_config"] or {}, secrets)
+        try:
+            return plugin, (kind, plugin.openclaw(state))
+        except (KeyError, ValueError) as exc:
+            raise JobFailed(f"channel_config: {kind} settings are incomplete ({exc})") from None
 
     async def _do_teardown(self, instance_id: uuid.UUID) -> None:
         server = await fleet_pool.server_of_instance(self._pool, instance_id)

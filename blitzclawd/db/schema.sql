@@ -240,14 +240,15 @@ CREATE TABLE instances (
     hetzner_server_id bigint,
     ip_address inet,
     status text NOT NULL DEFAULT 'pending' CHECK (
-        status IN ('pending', 'provisioning', 'active', 'paused', 'stopped', 'error', 'deleted')
+        status IN ('waiting_for_channel', 'pending', 'provisioning', 'active', 'paused', 'stopped',
+                   'error', 'deleted')
     ),
     status_reason text,
     -- Channels are plugins, so the set of types is the plugin registry's business, not the
     -- schema's: a third-party channel must not need a core migration.
     channel_type text NOT NULL CHECK (channel_type ~ '^[a-z][a-z0-9_-]*$'),
     channel_config jsonb NOT NULL DEFAULT '{}',  -- non-secret parts only
-    channel_secret_enc bytea,  -- bot token, session keys, ...
+    channel_secret_enc bytea,  -- the channel's secrets: one encrypted JSON document
     persona_template text,
     soul_md text,
     use_own_api_key boolean NOT NULL DEFAULT false,
@@ -260,7 +261,8 @@ CREATE TABLE instances (
     updated_at timestamptz NOT NULL DEFAULT now(),
     last_health_check timestamptz,
     deleted_at timestamptz,
-    CHECK (NOT use_own_api_key OR (own_api_provider IS NOT NULL AND own_api_key_enc IS NOT NULL))
+    CHECK (NOT use_own_api_key OR (own_api_provider IS NOT NULL AND own_api_key_enc IS NOT NULL)),
+    channel_session_enc bytea  -- a linked session's files (WhatsApp), encrypted
 );
 CREATE INDEX instances_user_id_idx ON instances (user_id);
 CREATE INDEX instances_waiting_idx ON instances (created_at)

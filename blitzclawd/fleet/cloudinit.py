@@ -28,6 +28,7 @@ import json
 import os
 import re
 import struct
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -61,6 +62,11 @@ _READY_URL = re.compile(
 _VERSION = re.compile(r"^[0-9]{1,5}\.[0-9]{1,5}\.[0-9]{1,5}(?:-[A-Za-z0-9.]{1,32})?$")
 _NODE_VERSION = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$")
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+# An npm package at an exact version: "@scope/name@1.2.3" (no ranges, tags, URLs or paths).
+_PLUGIN_SPEC = re.compile(
+    r"^(?:@[a-z0-9][a-z0-9._-]{0,63}/)?[a-z0-9][a-z0-9._-]{0,127}@[0-9]{1,9}\.[0-9]{1,9}"
+    r"\.[0-9]{1,9}(?:-[A-Za-z0-9.]{1,32})?$"
+)
 _SSH_KEY_TYPES = frozenset(
     {
         "ssh-ed25519",
@@ -85,8 +91,10 @@ def render_pool_server(
     openclaw_version: str = OPENCLAW_VERSION,
     node_major: int = NODE_MAJOR,
     node_version: str = NODE_VERSION,
+    openclaw_plugins: Sequence[str] = (),
 ) -> str:
-    """``#cloud-config`` user data for one pool server."""
+    """``#cloud-config`` user data for one pool server; `openclaw_plugins` are the pinned npm
+    specs of the OpenClaw plugins the channels need, installed for the gateway user."""
     name = _match(_SERVER_NAME, server_name, "server_name")
     secret = _match(_SECRET, server_secret, "server_secret")
     url = _ready_url(ready_url)
@@ -98,6 +106,7 @@ def render_pool_server(
     if node.split(".")[0] != str(major):
         raise ValueError(f"node_version: {node} is not a Node.js {major} release")
     fingerprint = _match(_FINGERPRINT, NODESOURCE_KEY_FINGERPRINT, "fingerprint")
+    packages = [_match(_PLUGIN_SPEC, spec, "openclaw_plugins") for spec in openclaw_plugins]
     # The fake cloud and the daemon's tooling read these two lines with a regex: keep the form.
     server_env = (
         f"BLITZCLAW_SERVER_NAME={name}\n"
@@ -119,6 +128,7 @@ def render_pool_server(
         "openclaw_version": version,
         "nodesource_key_fingerprint": fingerprint,
         "api_host_cidr": cidr,
+        "openclaw_plugins": packages,
     }
     return render_template(POOL_SERVER_TEMPLATE, values)
 
@@ -181,7 +191,7 @@ def _package_environment() -> jinja2.Environment:
 
 
 def render_template(
-    name: str, values: dict[str, str], directory: str | os.PathLike[str] | None = None
+    name: str, values: dict[str, Any], directory: str | os.PathLike[str] | None = None
 ) -> str:
     """Fill a template of ``blitzclawd_cloudinit`` (or of `directory`): ``{{ key }}`` with the
     value as JSON; ``{{ literal(key) | indent(n) }}`` with the value's lines, and
@@ -255,10 +265,15 @@ def _node_major(value: object) -> int:
 
 def user_data_for(cfg: FleetSettings, *, name: str, secret: str, ssh_public_key: str) -> str:
     """A pool server's user-data from the fleet settings (the pool manager's and a redeploy's)."""
+    from blitzclawd import plugins  # the channels installed here decide what servers need
+
     return render_pool_server(
         server_name=name,
         server_secret=secret,
         ready_url=cfg.ready_url,
         api_host_cidr=cfg.api_host_cidr,
         ssh_authorized_key=ssh_public_key,
+        openclaw_plugins=sorted(
+            {spec for channel in plugins.channels().values() for spec in channel.server_packages}
+        ),
     )

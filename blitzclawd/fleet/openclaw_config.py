@@ -2,13 +2,16 @@
 
 The shape follows the config WIRE.md records as accepted by the real release (and the tests
 validate every persona x channel x model combination with it): ``meta: {}``, a loopback gateway
-with token auth, one model provider, heartbeats off, one channel block. OpenClaw validates
-strictly: an unknown key stops the gateway from booting, so nothing here is speculative.
+with token auth, one model provider, heartbeats off, one channel block from the channel's plugin
+(blitzclawd.channels.OpenClawBlock, with the plugin trust entry and the owner it asks for).
+OpenClaw validates strictly: an unknown key stops the gateway from booting, so nothing here is
+speculative.
 
 Secrets: :func:`split_secrets` moves every credential into a JSON file read through OpenClaw's
 ``file`` SecretRef provider (``secrets.providers``), which OpenClaw only reads when it is a
 private (0600, single-link, owned by the gateway user) regular file. That one file covers the
-gateway token, the provider key and secret header, and the Telegram bot token; OpenClaw keeps
+gateway token, the provider key and secret header, and the channel's credentials (the values its
+plugin marks as blitzclawd.channels.Secret, e.g. a bot token); OpenClaw keeps
 SecretRef values out of what the agent can read, unlike plaintext in ``openclaw.json``.
 
 Models: given the daemon's price table (``ProxyTarget.prices``), each model is declared with
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from blitzclawd.channels import OpenClawBlock, Secret
 from blitzclawd.credentials import api_key as instance_api_key
 from blitzclawd.metering.pricing import MTOK, ModelPrice, PriceTable
 
@@ -58,8 +62,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
 OWN_API_KEY = re.compile(r"^[\x21-\x7e]{8,512}$")  # printable, no spaces: it goes into a header
 _API_KEY = OWN_API_KEY
-_BOT_TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,128}$")
-_TELEGRAM_ID = re.compile(r"^[0-9]{1,20}$")
+_CHANNEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_OWNER = re.compile(r"^[A-Za-z0-9@.+_:-]{1,128}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,7 @@ class OwnKey:
 def build_config(
     *,
     gateway_token: str,
-    channel: dict[str, Any],
+    channel: tuple[str, OpenClawBlock],
     proxy: ProxyTarget | None = None,
     own_key: OwnKey | None = None,
 ) -> dict[str, Any]:
@@ -105,7 +109,8 @@ def build_config(
         raise ValueError("exactly one of proxy / own_key")
     if not isinstance(gateway_token, str) or not _TOKEN.fullmatch(gateway_token):
         raise ValueError("gateway_token: 16-256 characters of [A-Za-z0-9_-]")
-    return {
+    name, block = _check_channel(channel)
+    cfg: dict[str, Any] = {
         "meta": {},  # OpenClaw treats a write that drops meta as a clobber
         "gateway": {
             "mode": "local",
@@ -123,8 +128,15 @@ def build_config(
                 "heartbeat": {"every": "0m"},  # idle heartbeats burn millions of tokens a day
             }
         },
-        "channels": _check_channel(channel),
+        "channels": {name: dict(block.config)},
     }
+    if block.trust_plugin:
+        # An external OpenClaw plugin loads only when trusted here; `config validate` passes
+        # without it, but the gateway then refuses the plugin (WIRE.md, the QR login).
+        cfg["plugins"] = {"entries": {name: {"enabled": True}}}
+    if block.owners:
+        cfg["commands"] = {"ownerAllowFrom": [f"{name}:{owner}" for owner in block.owners]}
+    return cfg
 
 
 def _proxy_provider(proxy: ProxyTarget) -> tuple[str, dict[str, Any], str]:
@@ -234,57 +246,19 @@ def _check_models(models: list[tuple[str, str]], primary: str) -> list[dict[str,
     return out
 
 
-def _check_channel(channel: dict[str, Any]) -> dict[str, Any]:
-    if (
-        not isinstance(channel, dict)
-        or len(channel) != 1
-        or next(iter(channel))
-        not in (
-            "telegram",
-            "whatsapp",
-        )
-    ):
-        raise ValueError("channel: one block, from telegram_channel() or whatsapp_channel()")
-    return channel
-
-
-def telegram_channel(*, bot_token: str, allow_from: list[str] | None) -> dict[str, Any]:
-    """``channels`` for a Telegram bot: an allowlist of numeric user ids, else pairing.
-
-    OpenClaw rejects ``allowlist`` with an empty list, so no ids means ``pairing`` (the owner
-    approves each new sender).
-    """
-    if not isinstance(bot_token, str) or not _BOT_TOKEN.fullmatch(bot_token):
-        raise ValueError("bot_token: not a Telegram bot token (digits:rest)")
-    block: dict[str, Any] = {"enabled": True, "botToken": bot_token}
-    ids: list[str] = []
-    for raw in allow_from or []:
-        value = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
-        if not _TELEGRAM_ID.fullmatch(value):
-            raise ValueError(f"allow_from: {raw!r} is not a numeric Telegram user id")
-        if value not in ids:
-            ids.append(value)
-    if ids:
-        block.update(dmPolicy="allowlist", allowFrom=ids)
-    else:
-        block["dmPolicy"] = "pairing"
-    return {"telegram": block}
-
-
-def whatsapp_channel() -> dict[str, Any]:
-    """``channels`` for WhatsApp (QR-linked after configuration; the plugin is separate).
-
-    The user links their own number: their self-chat reaches the agent (``selfChatMode``), while
-    strangers must pair first and groups are ignored, so nobody else spends the user's balance.
-    """
-    return {
-        "whatsapp": {
-            "enabled": True,
-            "dmPolicy": "pairing",
-            "selfChatMode": True,
-            "groupPolicy": "disabled",
-        }
-    }
+def _check_channel(channel: tuple[str, OpenClawBlock]) -> tuple[str, OpenClawBlock]:
+    try:
+        name, block = channel
+    except (TypeError, ValueError):
+        raise ValueError("channel: (name, OpenClawBlock) from the channel's plugin") from None
+    if not isinstance(name, str) or not _CHANNEL_NAME.fullmatch(name):
+        raise ValueError("channel: a channel name of [a-z0-9_-]")
+    if not isinstance(block, OpenClawBlock) or not isinstance(block.config, dict):
+        raise ValueError("channel: (name, OpenClawBlock) from the channel's plugin")
+    for owner in block.owners:
+        if not isinstance(owner, str) or not _OWNER.fullmatch(owner):
+            raise ValueError(f"channel: bad owner id {owner!r}")
+    return name, block
 
 
 def split_secrets(
@@ -313,9 +287,10 @@ def split_secrets(
         move(provider, "apiKey", ["models", "providers", pid, "apiKey"])
         headers = provider.get("headers") or {}
         move(headers, SECRET_HEADER, ["models", "providers", pid, "headers", SECRET_HEADER])
-    telegram = config["channels"].get("telegram")
-    if telegram is not None:
-        move(telegram, "botToken", ["channels", "telegram", "botToken"])
+    for name, block in cfg["channels"].items():  # the original: Secret survives no copy
+        for key, value in block.items():
+            if isinstance(value, Secret):
+                move(config["channels"][name], key, ["channels", name, key])
     config["secrets"] = {
         "providers": {SECRETS_PROVIDER: {"source": "file", "path": path, "mode": "json"}}
     }

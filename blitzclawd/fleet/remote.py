@@ -9,6 +9,7 @@ through sudo); paths are relative to its home, for SFTP and the shell alike.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import shlex
@@ -167,3 +168,76 @@ async def approve_pairing(conn: asyncssh.SSHClientConnection, channel: str, code
         f"openclaw pairing approve {shlex.quote(channel)} {code}",
         "approving the pairing code",
     )
+
+
+# -- a channel's linked session (keys of a QR-linked phone): backed up, restored, wiped ----------
+
+MAX_SESSION_BYTES = 32 * 1024 * 1024  # Baileys keeps thousands of small key files; never more
+
+
+async def read_session(conn: asyncssh.SSHClientConnection, dirs: tuple[str, ...]) -> bytes:
+    """Every regular file under `dirs` (relative to the home), as one JSON document; b"" when
+    there is none. Symlinks are skipped: they could point anywhere on the server."""
+    files: dict[str, str] = {}
+    total = 0
+    try:
+        async with conn.start_sftp_client() as sftp:
+            stack = [d for d in dirs if await sftp.isdir(d)]
+            while stack:
+                folder = stack.pop()
+                for entry in await sftp.readdir(folder):
+                    name = entry.filename
+                    if name in (".", ".."):
+                        continue
+                    path = f"{folder}/{name}"
+                    kind = entry.attrs.type
+                    if kind == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                        stack.append(path)
+                    elif kind == asyncssh.FILEXFER_TYPE_REGULAR:
+                        async with sftp.open(path, "rb") as f:
+                            data = await f.read()
+                        total += len(data)
+                        if total > MAX_SESSION_BYTES:
+                            raise RemoteError("the channel's session is too large to back up")
+                        files[path] = base64.b64encode(data).decode()
+    except (OSError, asyncssh.Error) as exc:
+        raise RemoteError(f"reading the channel's session: {type(exc).__name__}") from None
+    return json.dumps(files, sort_keys=True).encode() if files else b""
+
+
+async def write_session(conn: asyncssh.SSHClientConnection, archive: bytes) -> int:
+    """Put back files from :func:`read_session` (private: 0700 folders, 0600 files)."""
+    files = json.loads(archive) if archive else {}
+    try:
+        async with conn.start_sftp_client() as sftp:
+            for path, data in sorted(files.items()):
+                if path.startswith("/") or ".." in path.split("/"):
+                    raise RemoteError("the session backup names a path outside the home")
+                parent = path.rpartition("/")[0]
+                if parent and not await sftp.isdir(parent):
+                    await sftp.makedirs(parent, attrs=asyncssh.SFTPAttrs(permissions=0o700))
+                attrs = asyncssh.SFTPAttrs(permissions=0o600)
+                async with sftp.open(path, "wb", attrs) as f:
+                    await f.write(base64.b64decode(data))
+                await sftp.chmod(path, 0o600)
+    except (OSError, asyncssh.Error) as exc:
+        raise RemoteError(f"restoring the channel's session: {type(exc).__name__}") from None
+    return len(files)
+
+
+async def has_session(conn: asyncssh.SSHClientConnection, dirs: tuple[str, ...]) -> bool:
+    try:
+        async with conn.start_sftp_client() as sftp:
+            for folder in dirs:
+                if await sftp.isdir(folder) and [
+                    e for e in await sftp.readdir(folder) if e.filename not in (".", "..")
+                ]:
+                    return True
+    except (OSError, asyncssh.Error) as exc:
+        raise RemoteError(f"looking for the channel's session: {type(exc).__name__}") from None
+    return False
+
+
+async def remove_session(conn: asyncssh.SSHClientConnection, dirs: tuple[str, ...]) -> None:
+    if dirs:
+        await run(conn, "rm -rf " + " ".join(shlex.quote(d) for d in dirs), "removing the session")

@@ -8,6 +8,7 @@ from blitzclawd.http.views import (
     admin,
     auth,
     billing,
+    channel_routes,
     channels,
     health,
     instances,
@@ -43,8 +44,7 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_delete("/api/instances/{instance_id}", instances.delete)
     r.add_post("/api/instances/{instance_id}/restart", instances.restart)
     r.add_post("/api/instances/{instance_id}/configure", instances.configure)
-    r.add_post("/api/instances/{instance_id}/telegram/connect", instances.telegram_connect)
-    r.add_post("/api/telegram/validate", instances.telegram_validate)
+    r.add_post("/api/instances/{instance_id}/channel", instances.connect_channel)
     r.add_get("/api/channels", channels.list_channels)
     r.add_get("/api/instances/{instance_id}/pairing", pairing.list_requests)
     r.add_post("/api/instances/{instance_id}/pairing/approve", pairing.approve)
@@ -52,6 +52,7 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_get("/api/instances/{instance_id}/logs", instances.logs)
     r.add_post("/api/instances/{instance_id}/api-key", instances.set_api_key)
     r.add_delete("/api/instances/{instance_id}/api-key", instances.remove_api_key)
+    channel_routes.add_channel_routes(r)  # the plugins' own, under /api/instances/{id}/<name>/
     r.add_get("/api/health/instances", admin.instance_health)
     r.add_post("/internal/instance-ready", internal.instance_ready)
 

@@ -30,6 +30,7 @@ class NewInstance:
     persona_template: str
     soul_md: str | None
     secret_hash: bytes
+    status: str = "pending"  # or "waiting_for_channel": no server until its settings arrive
 
 
 async def owned(db: Executor, user_id: uuid.UUID, instance_id: uuid.UUID) -> asyncpg.Record | None:
@@ -64,7 +65,7 @@ async def insert_pending(conn: asyncpg.Connection, new: NewInstance) -> None:
     await conn.execute(
         """INSERT INTO instances (id, user_id, status, channel_type, channel_config,
                                   channel_secret_enc, persona_template, soul_md, secret_hash)
-           VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8)""",
+           VALUES ($1, $2, $9, $3, $4, $5, $6, $7, $8)""",
         new.id,
         new.user_id,
         new.channel_type,
@@ -73,6 +74,7 @@ async def insert_pending(conn: asyncpg.Connection, new: NewInstance) -> None:
         new.persona_template,
         new.soul_md,
         new.secret_hash,
+        new.status,
     )
 
 
@@ -97,11 +99,9 @@ async def set_soul(conn: asyncpg.Connection, instance_id: uuid.UUID, soul: str |
     )
 
 
-async def set_channel_config(
-    conn: asyncpg.Connection, instance_id: uuid.UUID, config: dict[str, Any]
-) -> None:
-    """The channel's non-secret settings; the stored secret stays."""
-    await conn.execute(
+async def set_channel_config(db: Executor, instance_id: uuid.UUID, config: dict[str, Any]) -> None:
+    """The channel's non-secret settings; the stored secrets stay."""
+    await db.execute(
         "UPDATE instances SET channel_config = $2 WHERE id = $1 AND deleted_at IS NULL",
         instance_id,
         config,
@@ -109,9 +109,12 @@ async def set_channel_config(
 
 
 async def set_channel(
-    conn: asyncpg.Connection, instance_id: uuid.UUID, config: dict[str, Any], secret_enc: bytes
+    conn: asyncpg.Connection,
+    instance_id: uuid.UUID,
+    config: dict[str, Any],
+    secret_enc: bytes | None,
 ) -> None:
-    """The channel's settings and its (encrypted) secret together."""
+    """The channel's settings and its (encrypted) secrets document together."""
     await conn.execute(
         "UPDATE instances SET channel_config = $2, channel_secret_enc = $3 "
         "WHERE id = $1 AND deleted_at IS NULL",
@@ -119,6 +122,33 @@ async def set_channel(
         config,
         secret_enc,
     )
+
+
+async def channel_secrets(db: Executor, instance_id: uuid.UUID) -> bytes | None:
+    return await db.fetchval(
+        "SELECT channel_secret_enc FROM instances WHERE id = $1 AND deleted_at IS NULL",
+        instance_id,
+    )
+
+
+async def leave_waiting(conn: asyncpg.Connection, instance_id: uuid.UUID) -> bool:
+    """waiting_for_channel -> pending (its settings arrived); False if it was not waiting."""
+    done = await conn.execute(
+        "UPDATE instances SET status = 'pending' WHERE id = $1 AND status = 'waiting_for_channel'",
+        instance_id,
+    )
+    return done.endswith(" 1")
+
+
+async def set_session(db: Executor, instance_id: uuid.UUID, blob: bytes | None) -> None:
+    """The channel's linked session files, encrypted (None: there is none)."""
+    await db.execute(
+        "UPDATE instances SET channel_session_enc = $2 WHERE id = $1", instance_id, blob
+    )
+
+
+async def session_of(db: Executor, instance_id: uuid.UUID) -> bytes | None:
+    return await db.fetchval("SELECT channel_session_enc FROM instances WHERE id = $1", instance_id)
 
 
 async def set_own_key(
@@ -146,7 +176,9 @@ async def clear_own_key(conn: asyncpg.Connection, instance_id: uuid.UUID) -> Non
 async def mark_deleted(conn: asyncpg.Connection, instance_id: uuid.UUID) -> None:
     """From here the proxy refuses it; the teardown job queued with it wipes the server."""
     await conn.execute(
-        "UPDATE instances SET status = 'deleted', deleted_at = now() WHERE id = $1", instance_id
+        """UPDATE instances SET status = 'deleted', deleted_at = now(), channel_session_enc = NULL
+           WHERE id = $1""",
+        instance_id,
     )
 
 
@@ -204,7 +236,7 @@ async def mark_error(
     return await conn.fetchrow(
         """UPDATE instances SET status = 'error', status_reason = $2
            WHERE id = $1 AND status <> 'deleted'
-           RETURNING user_id::text, channel_config""",
+           RETURNING user_id::text, channel_type, channel_config""",
         instance_id,
         reason,
     )

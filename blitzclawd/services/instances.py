@@ -30,8 +30,9 @@ Change = Callable[[asyncpg.Connection], Awaitable[None]]
 async def create(
     pool: asyncpg.Pool, actors: Actors, new: rows.NewInstance, *, minimum_micros: int, limit: int
 ) -> asyncpg.Record:
-    """Store a pending instance and give it an available server if there is one (a deploy job),
-    else ask the pool manager for one. 402 below the minimum balance, 409 at the limit."""
+    """Store a new instance and give it an available server if there is one (a deploy job),
+    else ask the pool manager for one; an instance waiting for its channel's settings gets no
+    server yet. 402 below the minimum balance, 409 at the limit."""
     async with pool.acquire() as conn, conn.transaction():
         # One user's creations run one at a time (the count below, then the insert), on every
         # daemon: the per-user limit holds under concurrency.
@@ -47,17 +48,30 @@ async def create(
         if await rows.count_live(conn, new.user_id) >= limit:
             raise ApiError(409, "instance_limit", f"at most {limit} instances per user")
         await rows.insert_pending(conn, new)
-        # Claimed FOR UPDATE SKIP LOCKED in this transaction: two users never get one server.
-        server = await fleet_pool.claim_available_server(conn, new.id)
-        if server is not None:
-            await fleet_pool.enqueue_job(conn, new.id, "deploy")
+        server = None
+        if new.status == "pending":
+            server = await _place(conn, new.id)
         row = await rows.by_id(conn, new.id)
+    if new.status == "pending":
+        _placed(actors, server)
+    log.info("instance created", extra={"instance": str(new.id), "status": row["status"]})
+    return row
+
+
+async def _place(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    """Claimed FOR UPDATE SKIP LOCKED in the caller's transaction: two users never get one
+    server. With one, the deploy job is queued; without, the instance waits for the pool."""
+    server = await fleet_pool.claim_available_server(conn, instance_id)
+    if server is not None:
+        await fleet_pool.enqueue_job(conn, instance_id, "deploy")
+    return server
+
+
+def _placed(actors: Actors, server: asyncpg.Record | None) -> None:
     if server is not None:
         actors.provisioner.tell(JobsQueued())
     else:
         actors.pool_manager.tell(PoolCheck("no available server"))
-    log.info("instance created", extra={"instance": str(new.id), "status": row["status"]})
-    return row
 
 
 async def queue(
@@ -79,7 +93,7 @@ async def restart(pool: asyncpg.Pool, actors: Actors, instance_id: uuid.UUID) ->
     await queue(pool, actors, instance_id, "restart")
 
 
-_UNSET: Any = object()
+UNSET: Any = object()  # a setting left as it is
 
 
 async def configure(
@@ -87,23 +101,34 @@ async def configure(
     actors: Actors,
     instance_id: uuid.UUID,
     *,
-    soul: str | None = _UNSET,
-    channel_config: dict[str, Any] | None = None,
-    channel_secret_enc: bytes | None = None,
-) -> None:
-    """New SOUL.md and/or channel settings (with a new secret, or keeping the stored one)."""
-    changes: list[Change] = []
-    if soul is not _UNSET:
-        changes.append(lambda conn: rows.set_soul(conn, instance_id, soul))
-    if channel_config is not None and channel_secret_enc is not None:
-        changes.append(
-            lambda conn: rows.set_channel(conn, instance_id, channel_config, channel_secret_enc)
-        )
-    elif channel_config is not None:
-        changes.append(lambda conn: rows.set_channel_config(conn, instance_id, channel_config))
-    if not changes:
-        raise ValueError("nothing to configure")
-    await queue(pool, actors, instance_id, "configure", *changes)
+    soul: str | None = UNSET,
+    channel: tuple[dict[str, Any], bytes | None] | None = None,
+    complete: bool = True,
+) -> str:
+    """New SOUL.md and/or channel settings (public config, sealed secrets document). A live
+    instance gets a configure job; one waiting for its channel is placed on a server once the
+    settings are `complete`. What was queued: "configure", "deploy" or "" (still waiting)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await rows.by_id(conn, instance_id)
+        if row is None:
+            raise ApiError(404, "not_found", "no such instance")
+        if soul is not UNSET:
+            await rows.set_soul(conn, instance_id, soul)
+        if channel is not None:
+            await rows.set_channel(conn, instance_id, channel[0], channel[1])
+        if row["status"] != "waiting_for_channel":
+            await fleet_pool.enqueue_job(conn, instance_id, "configure")
+            queued = "configure"
+        elif complete and await rows.leave_waiting(conn, instance_id):
+            server = await _place(conn, instance_id)
+            queued = "deploy"
+        else:
+            queued = ""
+    if queued == "configure":
+        actors.provisioner.tell(JobsQueued())
+    elif queued == "deploy":
+        _placed(actors, server)
+    return queued
 
 
 async def set_own_key(

@@ -20,6 +20,11 @@ joined by `&&` (no pipes, redirections or variables):
     curl -fsS http://127.0.0.1:18789/readyz (or /healthz)
     openclaw health --json | openclaw --version
     openclaw pairing list <channel> --json | openclaw pairing approve <channel> <CODE> [--notify]
+    openclaw gateway call web.login.start|web.login.wait --params JSON --json [--timeout MS]
+    openclaw channels status [--json] | openclaw channels logout --channel whatsapp [--account A]
+
+WhatsApp linking (the last two lines) is blitzclawd/testing/fake_whatsapp.py's, verified with
+openclaw 2026.9.6; tests play the phone with `whatsapp_rotate_qr()` and `whatsapp_scan()`.
 
 Privileges: root may do anything. Anyone else needs `sudo` to start, stop or restart the unit,
 and sudo allows exactly the `sudo_rules` (from the user data's `sudo:` line when FakeHetzner
@@ -57,6 +62,8 @@ from urllib.parse import urlsplit
 import asyncssh
 import orjson
 
+from blitzclawd.testing.fake_whatsapp import FakeWhatsApp
+
 GATEWAY_UNIT = "openclaw-gateway"
 GATEWAY_USER = "openclaw"  # the unit's User=: its home holds the config
 GATEWAY_PORT = 18789
@@ -87,6 +94,7 @@ class FakeServer:
         user_keys: dict[str, list[str]] | None = None,
         sudo_rules: Sequence[str] | None = None,
         gateway_start_delay: float = 0.0,
+        whatsapp_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name, self.host, self.port = name, host, port
         self.home = Path(home)
@@ -115,6 +123,13 @@ class FakeServer:
         self._journal_grew = asyncio.Event()
         self._running = False
         self.home.mkdir(parents=True, exist_ok=True)
+        # WhatsApp logins in the gateway; `whatsapp_clock` ages them (180 s) without sleeping.
+        self.whatsapp = FakeWhatsApp(
+            lambda: self.gateway_config,
+            lambda: self.gateway_state == "active",
+            self.home,
+            clock=whatsapp_clock,
+        )
 
     def __repr__(self) -> str:
         return f"FakeServer({self.name!r}, {self.host}:{self.port}, gateway={self.gateway_state})"
@@ -172,6 +187,7 @@ class FakeServer:
         self.journal.clear()
         self.gateway_config, self.gateway_port, self.channels_ok = None, GATEWAY_PORT, True
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.whatsapp.reset()
         self._set_state("inactive")
 
     # -- test hooks ------------------------------------------------------------------------------
@@ -182,6 +198,37 @@ class FakeServer:
         self.log("openclaw-gateway.service: Main process exited, code=killed, status=9/KILL")
         self.log("openclaw-gateway.service: Failed with result 'signal'.")
         self._set_state("failed")
+
+    def whatsapp_rotate_qr(self) -> str:
+        """WhatsApp issues the active login's next QR (waiters wake); its raw string."""
+        return self.whatsapp.rotate_qr()
+
+    def whatsapp_scan(self, phone: str = "15551234567") -> None:
+        """The phone scans the current QR: credentials written, the login connected."""
+        self.whatsapp.scan(phone)
+
+    async def whatsapp_until_waiting(self, count: int = 1) -> None:
+        """Until exactly `count` web.login.wait requests are blocked; wrap in asyncio.timeout()."""
+        await self.whatsapp.until_waiting(count)
+
+    @property
+    def whatsapp_linked(self) -> bool:
+        """Whether ~/.openclaw/credentials/whatsapp/default/creds.json exists."""
+        return self.whatsapp.linked()
+
+    @property
+    def whatsapp_qr_raw(self) -> str | None:
+        """The active login's current raw QR string, or None."""
+        return self.whatsapp.qr_raw()
+
+    @property
+    def whatsapp_qr_raws(self) -> list[str]:
+        """Every raw QR string issued, oldest first."""
+        return self.whatsapp.qr_raws
+
+    @property
+    def whatsapp_logins_started(self) -> int:
+        return self.whatsapp.logins_started
 
     def log(self, message: str, ident: str = "systemd[1]") -> None:
         """Append one journal line (journalctl's short format) and wake `-f` followers."""
@@ -367,6 +414,8 @@ class FakeServer:
         name, args = argv[0], argv[1:]
         if name == "journalctl":
             return await self._journalctl(args, process, io)
+        if name == "openclaw" and self.whatsapp.handles(args):  # a login wait takes long
+            return await self.whatsapp.run(args, io, process.channel.wait_closed)
         builtin: Callable[[list[str], _IO], int] | None = {
             "mkdir": self._mkdir,
             "chmod": self._chmod,

@@ -12,6 +12,7 @@ from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
+from blitzclawd.http.views.instances import require_complete
 
 
 async def list_channels(request: web.Request) -> web.Response:
@@ -34,5 +35,6 @@ async def validate_channel(request: web.Request) -> web.Response:
         raise ApiError(
             422, "invalid_field", "channel_config must be an object", field="channel_config"
         )
-    public = await channel.verify(ctx.settings, config)
-    return json_response({"valid": True, "type": kind, "channel_config": public})
+    state = await channel.verify(ctx.settings, config, None)
+    require_complete(channel, state)
+    return json_response({"valid": True, "type": kind, "channel_config": state.public})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
 from typing import Any
 
@@ -18,12 +17,12 @@ import asyncssh
 from aiohttp import web
 
 from blitzclawd import credentials, plugins
+from blitzclawd.channels import Channel, ChannelState, missing, seal, unseal
 from blitzclawd.config import billing_minimum_micros
 from blitzclawd.credentials import channel_secret_context, own_key_context
 from blitzclawd.fleet import remote
-from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY, telegram_channel
+from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY
 from blitzclawd.fleet.personas import PERSONA_NAMES, soul_md
-from blitzclawd.fleet.telegram_bot import checked_bot
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT
@@ -36,7 +35,6 @@ from blitzclawd.services import own_keys
 
 log = logging.getLogger("blitzclawd.instances")
 
-CHANNEL_TYPES = ("telegram", "whatsapp")
 MAX_SOUL_INPUT = 100_000  # raw characters read before the exact OpenClaw-length check
 
 
@@ -76,96 +74,83 @@ def _soul(persona: str, raw: Any) -> str | None:
     return raw
 
 
-# What a client may send in channel_config: the telegram inputs, plus the bot's description as
-# GET shows it (ignored: Telegram says which bot a token is), so a read-modify-write round-trips.
-_TELEGRAM_KEYS = frozenset(
-    {"bot_token", "allow_from", "bot_id", "bot_username", "bot_name", "bot_link"}
-)
-_TELEGRAM_ID = re.compile(r"[0-9]{1,20}")
-MAX_ALLOW_FROM = 100
+def channel_of(kind: str) -> Channel:
+    channel = plugins.channels().get(kind)
+    if channel is None:  # its plugin is no longer installed
+        raise ApiError(409, "unknown_channel", f"the channel {kind!r} is not available")
+    return channel
 
 
-def _allow_from(raw: Any) -> list[str] | None:
-    """Telegram numeric user ids, as a JSON list (a bare string is not a list of its digits)."""
-    name = "channel_config.allow_from"
+def _config_object(raw: Any) -> dict[str, Any]:
     if raw is None:
-        return None
-    if not isinstance(raw, list):
-        raise validate.invalid(name, f"{name} must be a list of numeric Telegram user ids")
-    if len(raw) > MAX_ALLOW_FROM:
-        raise validate.invalid(name, f"{name} may hold at most {MAX_ALLOW_FROM} ids")
-    ids: list[str] = []
-    for item in raw:
-        value = item.strip() if isinstance(item, str) else item
-        if type(value) is int and value > 0:
-            value = str(value)
-        if not isinstance(value, str) or not _TELEGRAM_ID.fullmatch(value) or int(value) == 0:
-            raise validate.invalid(
-                name, f'{name} must be a list of numeric Telegram user ids, e.g. ["123456789"]'
-            )
-        ids.append(value)
-    return ids
-
-
-def _channel(kind: str, raw: Any) -> tuple[dict[str, Any], str | None]:
-    """(non-secret channel_config to store, bot token or None); 422 naming the field."""
-    if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
         raise ApiError(
             422, "invalid_field", "channel_config must be an object", field="channel_config"
         )
-    allowed = _TELEGRAM_KEYS if kind == "telegram" else frozenset()
-    unknown = sorted(k for k in raw if k not in allowed)
-    if unknown:
-        name = f"channel_config.{unknown[0]}"[:200]
-        raise validate.invalid(name, f"{name} is not a {kind} setting")
-    if kind == "whatsapp":
-        return {}, None
-    token = raw.get("bot_token")
-    allow = _allow_from(raw.get("allow_from"))
-    if token is None:
-        raise ApiError(
-            422,
-            "invalid_field",
-            "channel_config.bot_token is required for telegram",
-            field="channel_config.bot_token",
-        )
-    try:
-        block = telegram_channel(bot_token=token, allow_from=allow)
-    except ValueError as exc:
-        name = str(exc).partition(":")[0]
-        raise ApiError(
-            422, "invalid_field", f"channel_config.{exc}", field=f"channel_config.{name}"
-        ) from None
-    stored = {"allow_from": block["telegram"].get("allowFrom", [])}
-    return stored, token
+    return raw
+
+
+def require_complete(channel: Channel, state: ChannelState) -> None:
+    lacking = missing(channel, state)
+    if lacking:
+        name = f"channel_config.{lacking[0]}"
+        raise ApiError(422, "invalid_field", f"{name} is required for {channel.name}", field=name)
+
+
+async def stored_state(ctx: Any, row: Any, channel: Channel) -> ChannelState:
+    blob = await rows.channel_secrets(ctx.pool, uuid.UUID(str(row["id"])))
+    secrets = unseal(ctx.keyring(), channel_secret_context(row["id"]), blob, channel)
+    return ChannelState(row["channel_config"] or {}, secrets)
+
+
+async def store_channel(
+    ctx: Any, row: Any, raw: Any, *, require: bool, soul: Any = service.UNSET
+) -> tuple[Channel, ChannelState, str]:
+    """Check new channel settings against the stored ones and store them with what carries
+    them to the server; (channel, new state, what was queued)."""
+    channel = channel_of(row["channel_type"])
+    current = await stored_state(ctx, row, channel)
+    state = await channel.verify(ctx.settings, _config_object(raw), current)
+    if require:
+        require_complete(channel, state)
+    instance_id = uuid.UUID(str(row["id"]))
+    sealed = seal(ctx.keyring(), channel_secret_context(instance_id), state.secrets)
+    queued = await service.configure(
+        ctx.pool,
+        ctx.actors,
+        instance_id,
+        soul=soul,
+        channel=(state.public, sealed),
+        complete=not missing(channel, state),
+    )
+    return channel, state, queued
 
 
 async def create(request: web.Request) -> web.Response:
+    """A new instance; without its channel's required settings (e.g. a bot token) it waits for
+    them (waiting_for_channel, no server claimed) until POST /api/instances/{id}/channel."""
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
     body = await validate.json_object(request)
-    kind = validate.choice(body, "channel_type", CHANNEL_TYPES)
+    kind = validate.choice(body, "channel_type", tuple(plugins.channels()))
+    channel = plugins.channels()[kind]
     persona = validate.choice(body, "persona_template", PERSONA_NAMES)
     soul = _soul(persona, body.get("soul_md"))
-    config, token = _channel(kind, body.get("channel_config"))
-    if token is not None:  # before anything is stored or a server claimed
-        config.update((await checked_bot(ctx.settings.telegram, token)).public())
+    # Checked before anything is stored or a server claimed.
+    state = await channel.verify(ctx.settings, _config_object(body.get("channel_config")), None)
     instance_id = uuid.uuid4()
-    secret_enc = (
-        ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)) if token else None
-    )
     new = rows.NewInstance(
         id=instance_id,
         user_id=user_id,
         channel_type=kind,
-        channel_config=config,
-        channel_secret_enc=secret_enc,
+        channel_config=state.public,
+        channel_secret_enc=seal(ctx.keyring(), channel_secret_context(instance_id), state.secrets),
         persona_template=persona,
         soul_md=soul,
         # Never handed out: the first deploy rotates in the secret the instance gets.
         secret_hash=credentials.hash_secret(credentials.new_secret()),
+        status="waiting_for_channel" if missing(channel, state) else "pending",
     )
     row = await service.create(
         ctx.pool,
@@ -209,60 +194,38 @@ async def configure(request: web.Request) -> web.Response:
     body = await validate.json_object(request)
     if "soul_md" not in body and "channel_config" not in body:
         raise ApiError(422, "invalid_field", "send soul_md and/or channel_config", field="soul_md")
-    changes: dict[str, Any] = {}
+    soul = service.UNSET
     if "soul_md" in body:
-        changes["soul"] = _soul(row["persona_template"] or "assistant", body["soul_md"])
+        soul = _soul(row["persona_template"] or "assistant", body["soul_md"])
     if "channel_config" in body:
-        config, token = _channel(row["channel_type"], body["channel_config"])
-        if token is not None:
-            config.update((await checked_bot(ctx.settings.telegram, token)).public())
-            changes["channel_secret_enc"] = ctx.keyring().encrypt_text(
-                token, channel_secret_context(instance_id)
-            )
-        changes["channel_config"] = config
-    await service.configure(ctx.pool, ctx.actors, instance_id, **changes)
-    return json_response({"id": row["id"], "queued": "configure"}, status=202)
-
-
-async def telegram_connect(request: web.Request) -> web.Response:
-    """Connect (or replace) the instance's Telegram bot: checked with Telegram, then deployed."""
-    ctx = request.app[CONTEXT]
-    user_id = require_user(request)
-    instance_id = instance_id_of(request)
-    row = await owned_instance(ctx, user_id, instance_id)
-    if row["channel_type"] != "telegram":
-        raise ApiError(
-            409, "wrong_channel", f"this instance uses {row['channel_type']}, not telegram"
+        _, _, queued = await store_channel(
+            ctx, row, body["channel_config"], require=False, soul=soul
         )
+    else:
+        queued = await service.configure(ctx.pool, ctx.actors, instance_id, soul=soul)
+    return json_response({"id": row["id"], "queued": queued or None}, status=202)
+
+
+async def connect_channel(request: web.Request) -> web.Response:
+    """Connect (or change) the instance's channel: complete settings, checked with the outside
+    service; settings left out keep their stored values (a bot token is never re-sent)."""
+    ctx = request.app[CONTEXT]
+    instance_id = instance_id_of(request)
+    row = await owned_instance(ctx, require_user(request), instance_id)
     body = await validate.json_object(request)
-    kept = (row["channel_config"] or {}).get("allow_from")
-    config, token = _channel(
-        "telegram",
-        {"bot_token": body.get("bot_token"), **({"allow_from": kept} if kept else {})},
-    )
-    assert token is not None
-    bot = await checked_bot(ctx.settings.telegram, token)
-    config.update(bot.public())
-    await service.configure(
-        ctx.pool,
-        ctx.actors,
-        instance_id,
-        channel_config=config,
-        channel_secret_enc=ctx.keyring().encrypt_text(token, channel_secret_context(instance_id)),
+    channel, state, queued = await store_channel(
+        ctx, row, body.get("channel_config", {}), require=True
     )
     return json_response(
-        {"id": row["id"], "queued": "configure", "telegram": bot.public()}, status=202
+        {
+            "id": row["id"],
+            "channel_type": channel.name,
+            "channel_config": state.public,
+            "queued": queued or None,
+            "setup_text": channel.setup_text(state.public),
+        },
+        status=202,
     )
-
-
-async def telegram_validate(request: web.Request) -> web.Response:
-    """Check a bot token without storing it: the bot it belongs to, or why not."""
-    ctx = request.app[CONTEXT]
-    require_user(request)
-    body = await validate.json_object(request)
-    _channel("telegram", {"bot_token": body.get("bot_token")})
-    bot = await checked_bot(ctx.settings.telegram, body["bot_token"])
-    return json_response({"valid": True, "telegram": bot.public()})
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -1,6 +1,6 @@
 """/api/instances/{id}/pairing: who is asking to talk to the assistant, and letting them.
 
-A channel in OpenClaw's `pairing` DM policy (Telegram without an allowlist, WhatsApp) answers a
+A channel in OpenClaw's `pairing` DM policy (a bot without an allowlist, say) answers a
 stranger's first message with an 8-character code and ignores them until the code is approved
 on the server. Users have no SSH: these routes list the pending requests and approve one with
 the pinned release's own commands (`openclaw pairing list|approve`), over the pinned SSH session.
@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from blitzclawd import plugins
 from blitzclawd.fleet import remote
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
@@ -19,6 +20,8 @@ from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
+from blitzclawd.http.views.instances import stored_state
+from blitzclawd.queries import instances as rows
 
 
 def _request_view(raw: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +38,11 @@ def _request_view(raw: dict[str, Any]) -> dict[str, Any]:
 async def _active_row(request: web.Request) -> Any:
     ctx = request.app[CONTEXT]
     row = await owned_instance(ctx, require_user(request), instance_id_of(request))
+    wanted = request.match_info.get("channel")  # /api/instances/{id}/<channel>/pairing
+    if wanted is not None and row["channel_type"] != wanted:
+        raise ApiError(
+            409, "wrong_channel", f"this assistant uses {row['channel_type']}, not {wanted}"
+        )
     if row["status"] != "active":
         raise ApiError(
             409, "not_ready", f"the instance is {row['status']}; pairing needs it active"
@@ -84,4 +92,13 @@ async def approve(request: web.Request) -> web.Response:
             "assistant a new message for a new one",
             field="code",
         )
+    # The channel keeps it in its settings (e.g. an allowlist, and the owner), so the
+    # next configure writes a config that still lets them in.
+    channel = plugins.channels().get(row["channel_type"])
+    sender = str(match.get("id") or "")
+    if channel is not None and sender:
+        state = await stored_state(ctx, row, channel)
+        changed = channel.paired(state, sender)
+        if changed is not None:
+            await rows.set_channel_config(ctx.pool, instance_id_of(request), changed.public)
     return json_response({"approved": _request_view(match)})

@@ -1,0 +1,124 @@
+"""The channel plugins' own routes, ``/api/instances/{id}/<channel>/<path>``, and the generic
+``POST /api/instances/{id}/channel``.
+
+The core applies what a plugin must never have to get right: the caller is authenticated, the
+instance is theirs (another user's is a 404, like a missing one), it uses this channel (409,
+saying which it uses), it is active when the route needs it (409), and the SSH session is the
+pinned one, opened only if the route asks for it and always closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import asyncssh
+from aiohttp import web
+
+from blitzclawd import plugins
+from blitzclawd.channels import Channel, ChannelRoute
+from blitzclawd.config import Settings
+from blitzclawd.context import DaemonContext
+from blitzclawd.credentials import channel_session_context
+from blitzclawd.errors import ApiError
+from blitzclawd.fleet import remote
+from blitzclawd.http import validate
+from blitzclawd.http.auth import require_user
+from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
+from blitzclawd.http.jsonutil import json_response
+from blitzclawd.http.views import pairing
+from blitzclawd.queries import instances as rows
+
+log = logging.getLogger("blitzclawd.channels")
+
+
+class _Call:
+    """blitzclawd.channels.InstanceCall for one request."""
+
+    def __init__(
+        self, request: web.Request, ctx: DaemonContext, row: Any, channel: Channel
+    ) -> None:
+        self._request = request
+        self._ctx = ctx
+        self._channel = channel
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self.instance_id: str = str(row["id"])
+        self.status: str = row["status"]
+        self.public: dict[str, Any] = dict(row["channel_config"] or {})
+        self.query: Mapping[str, str] = request.query
+        self.settings: Settings = ctx.settings
+
+    async def json(self) -> dict[str, Any]:
+        return await validate.json_object(self._request)
+
+    async def ssh(self) -> asyncssh.SSHClientConnection:
+        if self._conn is None:
+            self._conn = await ssh_to(self._ctx, uuid.UUID(self.instance_id))
+        return self._conn
+
+    async def save_public(self, public: dict[str, Any]) -> None:
+        await rows.set_channel_config(self._ctx.pool, uuid.UUID(self.instance_id), public)
+        self.public = dict(public)
+
+    async def save_session(self) -> int:
+        archive = await remote.read_session(await self.ssh(), self._channel.session_dirs)
+        context = channel_session_context(self.instance_id)
+        blob = self._ctx.keyring().encrypt(archive, context) if archive else None
+        await rows.set_session(self._ctx.pool, uuid.UUID(self.instance_id), blob)
+        return len(archive)
+
+    async def wipe_session(self) -> None:
+        await remote.remove_session(await self.ssh(), self._channel.session_dirs)
+        await rows.set_session(self._ctx.pool, uuid.UUID(self.instance_id), None)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            with contextlib.suppress(Exception):
+                await self._conn.wait_closed()
+
+
+def _handler(channel: Channel, route: ChannelRoute) -> Any:
+    async def handle(request: web.Request) -> web.Response:
+        ctx = request.app[CONTEXT]
+        row = await owned_instance(ctx, require_user(request), instance_id_of(request))
+        if row["channel_type"] != channel.name:
+            raise ApiError(
+                409,
+                "wrong_channel",
+                f"this assistant uses {row['channel_type']}, not {channel.display_name}: "
+                f"{route.path} is for {channel.display_name} assistants",
+            )
+        if route.active_only and row["status"] != "active":
+            raise ApiError(
+                409, "not_ready", f"the assistant is {row['status']}; this needs it active"
+            )
+        call = _Call(request, ctx, row, channel)
+        try:
+            body = await route.handler(call)
+        except remote.RemoteError as exc:
+            log.warning("channel route failed on the server", extra={"error": str(exc)})
+            raise ApiError(
+                502, "server_error", "the assistant's server did not do it; try again"
+            ) from None
+        finally:
+            await call.close()
+        return json_response(body)
+
+    handle.__name__ = f"{channel.name}_{route.path.replace('/', '_')}"
+    return handle
+
+
+def add_channel_routes(router: web.UrlDispatcher) -> None:
+    """Every loaded channel's routes, under /api/instances/{instance_id}/<channel>/."""
+    for channel in plugins.channels().values():
+        for route in channel.routes():
+            path = f"/api/instances/{{instance_id}}/{channel.name}/{route.path}"
+            router.add_route(route.method, path, _handler(channel, route))
+    # DM pairing is OpenClaw's, for any channel; also under each channel's own prefix.
+    router.add_get("/api/instances/{instance_id}/{channel}/pairing", pairing.list_requests)
+    router.add_post("/api/instances/{instance_id}/{channel}/pairing/approve", pairing.approve)
