@@ -75,8 +75,8 @@ async def run() -> dict[str, Any]:
                     await asyncio.sleep(2)  # settled: timers ran once, pools filled
                     after_start = rss_mb(pid)
                     async with session.post(
-                        daemon.api_url + "/api/telegram/validate",
-                        json={"bot_token": token},
+                        daemon.api_url + "/api/channels/telegram/validate",
+                        json={"channel_config": {"bot_token": token}},
                         headers={"Authorization": f"Bearer {key}"},
                     ) as resp:
                         body = await resp.json()

@@ -142,6 +142,12 @@ class Channel(Protocol):
         """This channel's block of openclaw.json for complete settings."""
         ...
 
+    async def activated(self, settings: Settings, state: ChannelState, about: str) -> None:
+        """The instance's gateway runs with these settings (after each deploy or configure):
+        e.g. the bot's profile follows the persona, `about` in one line. Best effort: an error
+        is logged, the instance stays active."""
+        ...
+
     def paired(self, state: ChannelState, sender_id: str) -> ChannelState | None:
         """The owner approved a DM pairing request from `sender_id`: the settings to keep that
         (e.g. an allowlist that now includes them), or None when nothing changes."""

@@ -139,11 +139,17 @@ async def test_a_killed_daemon_s_configuration_job_is_resumed(
                     return row["status"] == "active"
 
                 await until(active, deadline=60)
-            jobs = await pool.fetch(
-                "SELECT status, attempts FROM instance_jobs WHERE instance_id = $1 "
-                "AND kind = 'deploy'",
-                instance_id,
-            )
+
+                async def deploys() -> list | None:
+                    jobs = await pool.fetch(
+                        "SELECT status, attempts FROM instance_jobs WHERE instance_id = $1 "
+                        "AND kind = 'deploy'",
+                        instance_id,
+                    )
+                    # Active comes a moment before the job's own row says done.
+                    return jobs if all(j["status"] != "running" for j in jobs) else None
+
+                jobs = await until(deploys)
             assert [j["status"] for j in jobs] == ["done"] and jobs[0]["attempts"] >= 2
         finally:
             await first.stop()

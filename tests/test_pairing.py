@@ -16,6 +16,7 @@ from openclaw_tool import ensure_openclaw
 from test_fleet import BOT_TOKEN, active, available, fleet_env, until
 
 from blitzclawd.fleet import remote
+from blitzclawd.fleet.personas import ABOUT
 
 
 async def test_the_owner_approves_a_pairing_code_over_the_api(
@@ -150,6 +151,16 @@ async def test_create_first_connect_the_bot_then_pair_the_owner(
         server = env.server_of(row["hetzner_server_id"]).ssh
         assert server.gateway_config["channels"]["telegram"]["dmPolicy"] == "pairing"
         secret_before = row["channel_secret_enc"]
+
+        # The bot's profile follows the persona (its name stays the user's, the command menu
+        # OpenClaw's own).
+        async def profiled() -> dict[str, str] | None:
+            profile = env.telegram.profiles.get(BOT_TOKEN, {})
+            return profile if len(profile) == 2 else None
+
+        profile = await until(profiled)
+        assert profile["short_description"] == ABOUT["dev"]
+        assert profile["description"].startswith(ABOUT["dev"])
 
         server.request_pairing("telegram", "555000111", "ABCD2345", username="alice")
         status, body = await env.call(

@@ -13,6 +13,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
 from test_fleet import BOT_TOKEN, fleet_env
 
 from blitzclawd import hookspecs, plugins
@@ -121,3 +122,30 @@ def test_the_core_names_no_channel() -> None:
                 if pattern.search(line):
                     found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert found == []
+
+
+def test_a_channel_that_cannot_work_is_refused_at_load() -> None:
+    """A plugin's mistake shows when the daemon starts, not when a user first hits it."""
+    good = plugins.channels()["whatsapp"]
+
+    class Broken:
+        name = "broken"
+        display_name = "Broken"
+        fields = ()
+        server_packages = ()
+        session_dirs: tuple[str, ...] = ()
+
+        def routes(self) -> tuple:
+            return ()
+
+    for attr, value in (
+        ("name", "Bad Name"),
+        ("session_dirs", ("../../etc",)),
+        ("session_dirs", ("/root/.ssh",)),
+    ):
+        channel = Broken()
+        setattr(channel, attr, value)
+        with pytest.raises(RuntimeError):
+            plugins._check(channel)  # type: ignore[arg-type]
+    plugins._check(Broken())  # type: ignore[arg-type]
+    plugins._check(good)

@@ -137,6 +137,7 @@ async def test_a_discord_instance_is_created_and_deployed(
         assert (await env.call("GET", f"/api/instances/{iid}/discord/invite", bob))[0] == 404
 
 
+@pytest.mark.timeout(1800)  # a first run installs OpenClaw and its plugins from the npm registry
 async def test_the_pinned_release_accepts_its_block(discord_site: Path, tmp_path: Path) -> None:
     channel = plugins.channels()["discord"]
     state = await channel.verify(None, {"bot_token": TOKEN}, None)  # type: ignore[arg-type]

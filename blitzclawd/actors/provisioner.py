@@ -31,8 +31,8 @@ from blitzclawd import credentials, plugins
 from blitzclawd.channels import Channel, ChannelState, unseal
 from blitzclawd.config import Settings, price_table
 from blitzclawd.crypto import Keyring
+from blitzclawd.fleet import personas, remote
 from blitzclawd.fleet import pool as fleet_pool
-from blitzclawd.fleet import remote
 from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.fleet.openclaw_config import (
     OPENCLAW_ANTHROPIC_API,
@@ -128,6 +128,7 @@ class Provisioner(Actor):
         self._prices = price_table(settings.pricing)
         self._notify = notify  # the notifier: a job's final failure is emailed to the owner
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._followups: set[asyncio.Task[None]] = set()  # channels' follow-ups after a deploy
         self._waiting = False  # for the database: claims fail (logged once)
 
     async def on_start(self) -> None:
@@ -135,7 +136,7 @@ class Provisioner(Actor):
         self.tell(JobsQueued())
 
     async def on_stop(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._followups]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -239,7 +240,7 @@ class Provisioner(Actor):
         target = self._target(inst)
         await instances.mark_provisioning(self._pool, instance_id)
         soul = soul_md(inst["persona_template"] or "assistant", inst["soul_md"])
-        plugin, channel = self._channel(inst)
+        plugin, state, channel = self._channel(inst)
         secret = credentials.new_secret()
         own_key = self._own_key(inst)
         cfg = build_config(
@@ -277,6 +278,11 @@ class Provisioner(Actor):
             await self._restore_session(conn, inst, plugin)
             await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
         await self._became_active(instance_id, inst)
+        # In its own task: the job (and the instance's next one) never waits on the channel's
+        # outside service.
+        task = asyncio.get_running_loop().create_task(self._tell_channel(plugin, state, inst))
+        self._followups.add(task)
+        task.add_done_callback(self._followups.discard)
 
     _do_configure = _do_deploy
 
@@ -322,8 +328,20 @@ class Provisioner(Actor):
         model = self._cfg.model if provider == "anthropic" else self._cfg.own_key_openai_model
         return OwnKey(provider=provider, api_key=key, model=model, prices=self._prices)
 
-    def _channel(self, inst: asyncpg.Record) -> tuple[Channel, tuple[str, Any]]:
-        """The instance's channel plugin and its block of openclaw.json."""
+    async def _tell_channel(
+        self, plugin: Channel, state: ChannelState, inst: asyncpg.Record
+    ) -> None:
+        """The channel's own follow-up (a bot profile after the persona); never fails a job."""
+        try:
+            await plugin.activated(self._settings, state, personas.about(inst["persona_template"]))
+        except Exception as exc:  # a plugin's outside service: its trouble is not the deploy's
+            log.warning(
+                "channel follow-up failed",
+                extra={"instance": str(inst["id"]), "error": f"{type(exc).__name__}: {exc}"},
+            )
+
+    def _channel(self, inst: asyncpg.Record) -> tuple[Channel, ChannelState, tuple[str, Any]]:
+        """The instance's channel plugin, its settings and its block of openclaw.json."""
         kind = inst["channel_type"]
         plugin = plugins.channels().get(kind)
         if plugin is None:
@@ -336,7 +354,7 @@ class Provisioner(Actor):
         )
         state = ChannelState(inst["channel_config"] or {}, secrets)
         try:
-            return plugin, (kind, plugin.openclaw(state))
+            return plugin, state, (kind, plugin.openclaw(state))
         except (KeyError, ValueError) as exc:
             raise JobFailed(f"channel_config: {kind} settings are incomplete ({exc})") from None
 

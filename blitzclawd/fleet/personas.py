@@ -54,6 +54,18 @@ Be imaginative but grounded. Push ideas forward.
 # Every accepted value of persona_template: the templates plus "custom" (the user's own text).
 PERSONA_NAMES: tuple[str, ...] = (*PERSONAS, CUSTOM)
 
+# One line per persona, for where a channel shows what the assistant is (a bot's profile).
+ABOUT: dict[str, str] = {
+    "assistant": "Your personal assistant: planning, reminders, quick answers and writing help.",
+    "dev": "Your technical assistant: code review, debugging, documentation and Git.",
+    "creative": "Your creative partner: brainstorming, writing and ideas that go further.",
+    CUSTOM: "Your personal AI assistant.",
+}
+
+
+def about(persona: str | None) -> str:
+    return ABOUT.get(persona or CUSTOM, ABOUT[CUSTOM])
+
 
 def soul_chars(text: str) -> int:
     """Length as OpenClaw measures it: UTF-16 code units (an emoji counts 2)."""

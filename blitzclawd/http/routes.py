@@ -53,6 +53,9 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_post("/api/instances/{instance_id}/api-key", instances.set_api_key)
     r.add_delete("/api/instances/{instance_id}/api-key", instances.remove_api_key)
     channel_routes.add_channel_routes(r)  # the plugins' own, under /api/instances/{id}/<name>/
+    # DM pairing is OpenClaw's, for any channel; also under each channel's own prefix.
+    r.add_get("/api/instances/{instance_id}/{channel}/pairing", pairing.list_requests)
+    r.add_post("/api/instances/{instance_id}/{channel}/pairing/approve", pairing.approve)
     r.add_get("/api/health/instances", admin.instance_health)
     r.add_post("/internal/instance-ready", internal.instance_ready)
 

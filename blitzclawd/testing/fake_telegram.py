@@ -8,7 +8,9 @@ Wire facts (WIRE.md "Telegram Bot API via aiogram 3"): URLs are `{base}/bot{toke
 aiogram POSTs form-encoded bodies. getMe answers `{"ok":true,"result":{"id":…,"is_bot":true,
 "first_name":…,"username":…,…}}`; an unknown token `401 {"ok":false,"error_code":401,
 "description":"Unauthorized"}`; an unknown method `404 {"ok":false,"error_code":404,
-"description":"Not Found"}`.
+"description":"Not Found"}`. setMyDescription (`description`, at most 512 characters) and
+setMyShortDescription (`short_description`, at most 120) answer `{"ok":true,"result":true}`,
+`400 Bad Request: ..._INVALID` beyond (kept per bot in `profiles`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class FakeTelegram(LocalHTTPServer):
     def __init__(self) -> None:
         self.bots: dict[str, FakeBot] = {}  # token -> bot
         self.calls: list[tuple[str, str]] = []  # (method, token) as received
+        self.profiles: dict[str, dict[str, str]] = {}  # token -> description, short_description
         self._next_id = 7_000_000_000
 
     def add_bot(
@@ -52,11 +55,18 @@ class FakeTelegram(LocalHTTPServer):
     async def _method(self, request: web.Request) -> web.Response:
         token, method = request.match_info["token"], request.match_info["method"]
         self.calls.append((method, token))
-        if request.method == "POST":
-            await request.post()  # form-encoded, as aiogram sends it
+        form = await request.post() if request.method == "POST" else {}  # form-encoded
         bot = self.bots.get(token)
         if bot is None:
             return _error(401, "Unauthorized")
+        limits = {"setmydescription": 512, "setmyshortdescription": 120}
+        if method.lower() in limits:
+            field = "description" if method.lower() == "setmydescription" else "short_description"
+            value = str(form.get(field, ""))
+            if len(value) > limits[method.lower()]:
+                return _error(400, f"Bad Request: {field.upper()}_INVALID")
+            self.profiles.setdefault(token, {})[field] = value
+            return web.json_response({"ok": True, "result": True})
         if method.lower() != "getme":
             return _error(404, "Not Found")
         return web.json_response(

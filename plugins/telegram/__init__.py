@@ -27,7 +27,7 @@ from blitzclawd.channels import (
 from blitzclawd.config import Settings
 from blitzclawd.errors import ApiError
 from blitzclawd.hookspecs import hookimpl
-from blitzclawd_plugins.telegram.bot import checked_bot
+from blitzclawd_plugins.telegram.bot import checked_bot, set_profile
 
 NAME = "telegram"
 BOT_TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,128}$")
@@ -142,6 +142,15 @@ class TelegramChannel:
         return telegram_channel(
             bot_token=state.secrets["bot_token"], allow_from=state.public.get("allow_from")
         )[1]
+
+    async def activated(self, settings: Settings, state: ChannelState, about: str) -> None:
+        """The bot's profile follows the persona (what a user reads before the first message)."""
+        await set_profile(
+            settings.telegram,
+            state.secrets["bot_token"],
+            description=f"{about} Send a message to start.",
+            short_description=about,
+        )
 
     def paired(self, state: ChannelState, sender_id: str) -> ChannelState | None:
         ids = list(state.public.get("allow_from") or [])

@@ -10,7 +10,10 @@ which a daemon that never checks a token should not pay.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +52,16 @@ class TelegramUnavailable(Exception):
     """Telegram could not be asked (network, timeout, its own error): try again later."""
 
 
+async def _import_aiogram() -> None:
+    """aiogram's first import takes a second or two of CPU: in a thread, so the event loop (the
+    proxy's requests among others) keeps running meanwhile."""
+    if "aiogram.client.session.aiohttp" not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, "aiogram.client.session.aiohttp")
+
+
 async def bot_identity(token: str, api_url: str, *, seconds: float) -> BotIdentity:
     """The bot `token` belongs to; asking Telegram takes at most `seconds`."""
+    await _import_aiogram()
     from aiogram import Bot
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import TelegramAPIServer
@@ -80,6 +91,27 @@ async def bot_identity(token: str, api_url: str, *, seconds: float) -> BotIdenti
     if not me.is_bot or not me.username:
         raise TokenRefused("this token does not belong to a bot")
     return BotIdentity(me.id, me.username, me.first_name)
+
+
+async def set_profile(
+    settings: TelegramSettings, token: str, *, description: str, short_description: str
+) -> None:
+    """The bot's description (shown before a chat starts) and short description (its profile
+    and link previews): Telegram allows 512 and 120 characters. Its name stays the user's
+    choice in @BotFather, and OpenClaw registers the command menu itself (setMyCommands at
+    gateway start), so neither is touched here."""
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_url.rstrip("/")))
+    session.timeout = settings.timeout
+    bot = Bot(token, session=session)
+    try:
+        await bot.set_my_description(description=description[:512])
+        await bot.set_my_short_description(short_description=short_description[:120])
+    finally:
+        await session.close()
 
 
 async def checked_bot(settings: TelegramSettings, token: str) -> BotIdentity:

@@ -14,8 +14,9 @@ Routes (the core checks auth, ownership, channel and an active instance):
   seconds left); with ``wait`` and the id the client shows, holds until it rotates or the phone
   links (at most 25 s: ask again).
 - ``GET .../whatsapp/status``: not_linked, waiting_for_scan, expired, connected (with the
-  phone number) or logged_out. The first time it sees the phone linked, the session files are
-  backed up (encrypted) so a rebuilt server comes back linked.
+  phone number) or logged_out. The first time it sees the phone linked (and again when the
+  backup is over six hours old) the session files are backed up, encrypted, so a rebuilt server
+  comes back linked.
 - ``POST .../whatsapp/disconnect``: logs out and wipes the session from the server and backup.
 """
 
@@ -42,7 +43,9 @@ from blitzclawd_plugins.whatsapp import gateway, qr
 NAME = "whatsapp"
 PACKAGE = f"@openclaw/whatsapp@{OPENCLAW_VERSION}"
 WAIT_SECONDS = 25  # a long poll stays under common proxy idle timeouts
-_STATE_KEYS = ("phone", "linked_at", "login_started_at", "logged_out_at")
+_STATE_KEYS = ("phone", "linked_at", "login_started_at", "logged_out_at", "backed_up_at")
+# Baileys keeps rotating its keys: a linked session is backed up again when seen this much later.
+BACKUP_EVERY = 6 * 3600
 
 
 def whatsapp_channel() -> tuple[str, OpenClawBlock]:
@@ -109,10 +112,14 @@ async def _status(call: InstanceCall) -> dict[str, Any]:
         raise _unavailable(exc) from None
     public, now = call.public, time.time()
     if link.linked:
-        if not public.get("linked_at") or public.get("phone") != link.phone:
-            kept = {k: v for k, v in public.items() if k not in _STATE_KEYS}
-            await call.save_public({**kept, "phone": link.phone, "linked_at": int(now)})
+        fresh = not public.get("linked_at") or public.get("phone") != link.phone
+        if fresh or now - (public.get("backed_up_at") or 0) > BACKUP_EVERY:
             await call.save_session()  # a rebuilt server comes back linked
+            kept = {k: v for k, v in public.items() if k not in _STATE_KEYS}
+            linked_at = int(now) if fresh else public["linked_at"]
+            await call.save_public(
+                {**kept, "phone": link.phone, "linked_at": linked_at, "backed_up_at": int(now)}
+            )
         return {"status": "connected", "phone": link.phone, "online": link.connected}
     started = public.get("login_started_at")
     if started and now - started < gateway.LOGIN_TTL:
@@ -202,6 +209,9 @@ class WhatsAppChannel:
 
     def openclaw(self, state: ChannelState) -> OpenClawBlock:
         return whatsapp_channel()[1]
+
+    async def activated(self, settings: Settings, state: ChannelState, about: str) -> None:
+        return None  # the user's own number: its profile is theirs
 
     def paired(self, state: ChannelState, sender_id: str) -> ChannelState | None:
         return None  # the release's pairing store keeps approved senders; nothing to add

@@ -30,7 +30,6 @@ from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.http.views import pairing
 from blitzclawd.queries import instances as rows
 
 log = logging.getLogger("blitzclawd.channels")
@@ -119,6 +118,3 @@ def add_channel_routes(router: web.UrlDispatcher) -> None:
         for route in channel.routes():
             path = f"/api/instances/{{instance_id}}/{channel.name}/{route.path}"
             router.add_route(route.method, path, _handler(channel, route))
-    # DM pairing is OpenClaw's, for any channel; also under each channel's own prefix.
-    router.add_get("/api/instances/{instance_id}/{channel}/pairing", pairing.list_requests)
-    router.add_post("/api/instances/{instance_id}/{channel}/pairing/approve", pairing.approve)

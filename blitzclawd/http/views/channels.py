@@ -9,10 +9,10 @@ from blitzclawd import plugins
 from blitzclawd.channels import describe
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
+from blitzclawd.http.channel_state import require_complete
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.http.views.instances import require_complete
 
 
 async def list_channels(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ import asyncssh
 from aiohttp import web
 
 from blitzclawd import credentials, plugins
-from blitzclawd.channels import Channel, ChannelState, missing, seal, unseal
+from blitzclawd.channels import missing, seal
 from blitzclawd.config import billing_minimum_micros
 from blitzclawd.credentials import channel_secret_context, own_key_context
 from blitzclawd.fleet import remote
@@ -25,6 +25,7 @@ from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY
 from blitzclawd.fleet.personas import PERSONA_NAMES, soul_md
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
+from blitzclawd.http.channel_state import config_object, store_channel
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
@@ -74,59 +75,6 @@ def _soul(persona: str, raw: Any) -> str | None:
     return raw
 
 
-def channel_of(kind: str) -> Channel:
-    channel = plugins.channels().get(kind)
-    if channel is None:  # its plugin is no longer installed
-        raise ApiError(409, "unknown_channel", f"the channel {kind!r} is not available")
-    return channel
-
-
-def _config_object(raw: Any) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ApiError(
-            422, "invalid_field", "channel_config must be an object", field="channel_config"
-        )
-    return raw
-
-
-def require_complete(channel: Channel, state: ChannelState) -> None:
-    lacking = missing(channel, state)
-    if lacking:
-        name = f"channel_config.{lacking[0]}"
-        raise ApiError(422, "invalid_field", f"{name} is required for {channel.name}", field=name)
-
-
-async def stored_state(ctx: Any, row: Any, channel: Channel) -> ChannelState:
-    blob = await rows.channel_secrets(ctx.pool, uuid.UUID(str(row["id"])))
-    secrets = unseal(ctx.keyring(), channel_secret_context(row["id"]), blob, channel)
-    return ChannelState(row["channel_config"] or {}, secrets)
-
-
-async def store_channel(
-    ctx: Any, row: Any, raw: Any, *, require: bool, soul: Any = service.UNSET
-) -> tuple[Channel, ChannelState, str]:
-    """Check new channel settings against the stored ones and store them with what carries
-    them to the server; (channel, new state, what was queued)."""
-    channel = channel_of(row["channel_type"])
-    current = await stored_state(ctx, row, channel)
-    state = await channel.verify(ctx.settings, _config_object(raw), current)
-    if require:
-        require_complete(channel, state)
-    instance_id = uuid.UUID(str(row["id"]))
-    sealed = seal(ctx.keyring(), channel_secret_context(instance_id), state.secrets)
-    queued = await service.configure(
-        ctx.pool,
-        ctx.actors,
-        instance_id,
-        soul=soul,
-        channel=(state.public, sealed),
-        complete=not missing(channel, state),
-    )
-    return channel, state, queued
-
-
 async def create(request: web.Request) -> web.Response:
     """A new instance; without its channel's required settings (e.g. a bot token) it waits for
     them (waiting_for_channel, no server claimed) until POST /api/instances/{id}/channel."""
@@ -138,7 +86,7 @@ async def create(request: web.Request) -> web.Response:
     persona = validate.choice(body, "persona_template", PERSONA_NAMES)
     soul = _soul(persona, body.get("soul_md"))
     # Checked before anything is stored or a server claimed.
-    state = await channel.verify(ctx.settings, _config_object(body.get("channel_config")), None)
+    state = await channel.verify(ctx.settings, config_object(body.get("channel_config")), None)
     instance_id = uuid.uuid4()
     new = rows.NewInstance(
         id=instance_id,
@@ -180,6 +128,8 @@ async def get(request: web.Request) -> web.Response:
 async def restart(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     row = await owned_instance(ctx, require_user(request), instance_id_of(request))
+    if row["status"] == "waiting_for_channel":
+        raise ApiError(409, "not_ready", "connect the assistant's channel first (POST .../channel)")
     if row["status"] in ("pending", "provisioning"):
         raise ApiError(409, "not_ready", "the instance is still being set up")
     await service.restart(ctx.pool, ctx.actors, uuid.UUID(row["id"]))

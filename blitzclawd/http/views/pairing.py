@@ -16,11 +16,11 @@ from blitzclawd import plugins
 from blitzclawd.fleet import remote
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
+from blitzclawd.http.channel_state import stored_state
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.http.views.instances import stored_state
 from blitzclawd.queries import instances as rows
 
 

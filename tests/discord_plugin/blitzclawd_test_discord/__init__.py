@@ -72,6 +72,9 @@ class DiscordChannel:
         }
         return OpenClawBlock(block, trust_plugin=True)
 
+    async def activated(self, settings: Settings, state: ChannelState, about: str) -> None:
+        return None
+
     def paired(self, state: ChannelState, sender_id: str) -> ChannelState | None:
         return None
 
