@@ -345,3 +345,17 @@ async def test_a_gateway_restart_or_wipe_ends_the_login(tmp_path: Path) -> None:
         server.wipe()
         assert not server.whatsapp_linked and server.whatsapp_qr_raws == []
         assert server.whatsapp_logins_started == 0
+
+
+async def test_wait_params_are_checked_like_the_release(tmp_path: Path) -> None:
+    """A currentQrDataUrl that is not a PNG data URL is refused (the release's own schema)."""
+    async with running(tmp_path / "home") as (_server, conn):
+        await start(conn)
+        code, answer = await call(
+            conn, "web.login.wait", accountId="default", currentQrDataUrl="-", timeoutMs=1000
+        )
+        assert code == 1 and answer["ok"] is False
+        assert "must match pattern" in answer["error"]["message"]
+        # An empty PNG data URL is valid, and is no QR: the running QR comes back at once.
+        answer = await wait(conn, currentQrDataUrl="data:image/png;base64,", timeoutMs=1000)
+        assert answer["qrDataUrl"].startswith("data:image/png;base64,i")

@@ -254,6 +254,16 @@ class FakeWhatsApp:
         timeout_ms = params.get("timeoutMs")
         timeout_ms = WAIT_DEFAULT_MS if not isinstance(timeout_ms, int | float) else timeout_ms
         current = params.get("currentQrDataUrl")
+        if current is not None and not (
+            isinstance(current, str) and current.startswith("data:image/png;base64,")
+        ):
+            # The gateway validates its params (verified with openclaw 2026.9.6).
+            raise _Failure(
+                "INVALID_REQUEST",
+                "invalid web.login.wait params: at /currentQrDataUrl: must match pattern "
+                '"^data:image/png;base64,"',
+                retryable=False,
+            )
         return await self._wait(
             account,
             max(timeout_ms, WAIT_MIN_MS),

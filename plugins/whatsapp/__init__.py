@@ -152,7 +152,7 @@ async def _qr(call: InstanceCall) -> dict[str, Any]:
     conn = await call.ssh()
     try:
         # A `current` that is no QR returns the running login's QR at once.
-        answer = await gateway.wait_login(conn, current="-", seconds=1)
+        answer = await gateway.wait_login(conn, current=gateway.NO_QR, seconds=1)
         since = call.query.get("since")
         if (
             call.query.get("wait") in ("1", "true")

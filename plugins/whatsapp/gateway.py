@@ -23,6 +23,9 @@ import asyncssh
 ACCOUNT = "default"
 LOGIN_TTL = 180  # seconds a login (and its QRs) lives on the gateway
 FIRST_QR_SECONDS, NEXT_QR_SECONDS = 60, 20
+# The gateway checks currentQrDataUrl against ^data:image/png;base64, (2026.9.6): an empty PNG
+# is a valid "current QR" that no real one equals, so a wait answers the running QR at once.
+NO_QR = "data:image/png;base64,"
 CREDENTIALS_DIR = ".openclaw/credentials/whatsapp"  # <account>/creds.json, keys beside it
 
 
