@@ -136,6 +136,18 @@ async def test_create_first_connect_the_bot_then_pair_the_owner(
         iid = body["id"]
         row = await env.instance(iid)
         assert row["server_id"] is None and row["channel_secret_enc"] is None
+        # A new SOUL.md meanwhile is kept, and does not start it without its bot.
+        status, body = await env.call(
+            "POST", f"/api/instances/{iid}/configure", alice, {"soul_md": "Be brief."}
+        )
+        assert status == 202 and body["queued"] is None, body
+        row = await env.instance(iid)
+        assert (row["status"], row["server_id"], row["soul_md"]) == (
+            "waiting_for_channel",
+            None,
+            "Be brief.",
+        )
+        assert (await env.call("POST", f"/api/instances/{iid}/restart", alice))[0] == 409
         connect = f"/api/instances/{iid}/channel"
         status, body = await env.call("POST", connect, alice, {"channel_config": {}})
         assert status == 422 and body["error"]["field"] == "channel_config.bot_token", body

@@ -292,10 +292,20 @@ class Provisioner(Actor):
         blob = inst["channel_session_enc"]
         if blob is None or not plugin.session_dirs:
             return
-        if await remote.has_session(conn, plugin.session_dirs):
+        try:
+            if await remote.has_session(conn, plugin.session_dirs):
+                return
+            context = credentials.channel_session_context(inst["id"])
+            archive = self._keyring().decrypt(blob, context)
+            count = await remote.write_session(conn, archive)
+        except Exception as exc:
+            # Unusable backup (a key gone, a corrupt blob): deploy unlinked rather than never;
+            # the user links again.
+            log.warning(
+                "channel session not restored",
+                extra={"instance": str(inst["id"]), "error": f"{type(exc).__name__}: {exc}"},
+            )
             return
-        archive = self._keyring().decrypt(blob, credentials.channel_session_context(inst["id"]))
-        count = await remote.write_session(conn, archive)
         log.info("channel session restored", extra={"instance": str(inst["id"]), "files": count})
 
     async def _do_restart(self, instance_id: uuid.UUID) -> None:

@@ -291,10 +291,20 @@ def split_secrets(
         for key, value in block.items():
             if isinstance(value, Secret):
                 move(config["channels"][name], key, ["channels", name, key])
+            elif _holds_secret(value):  # it would stay in openclaw.json, readable by the agent
+                raise ValueError(f"channel: a Secret in channels.{name}.{key} is not top-level")
     config["secrets"] = {
         "providers": {SECRETS_PROVIDER: {"source": "file", "path": path, "mode": "json"}}
     }
     return config, secrets
+
+
+def _holds_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(isinstance(v, Secret) or _holds_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(isinstance(v, Secret) or _holds_secret(v) for v in value)
+    return False
 
 
 def render_config(cfg: dict[str, Any]) -> str:

@@ -173,16 +173,23 @@ async def approve_pairing(conn: asyncssh.SSHClientConnection, channel: str, code
 # -- a channel's linked session (keys of a QR-linked phone): backed up, restored, wiped ----------
 
 MAX_SESSION_BYTES = 32 * 1024 * 1024  # Baileys keeps thousands of small key files; never more
+MAX_SESSION_FILES = 20_000
+DIRECTORY = asyncssh.FILEXFER_TYPE_DIRECTORY
 
 
 async def read_session(conn: asyncssh.SSHClientConnection, dirs: tuple[str, ...]) -> bytes:
     """Every regular file under `dirs` (relative to the home), as one JSON document; b"" when
-    there is none. Symlinks are skipped: they could point anywhere on the server."""
+    there is none. The server's user owns these files, so they are read as hostile: symlinks
+    are skipped (they could point anywhere), sizes are checked before reading (at most
+    MAX_SESSION_BYTES in all), and so is the number of files."""
     files: dict[str, str] = {}
     total = 0
     try:
         async with conn.start_sftp_client() as sftp:
-            stack = [d for d in dirs if await sftp.isdir(d)]
+            stack = []
+            for folder in dirs:
+                if await sftp.exists(folder) and (await sftp.lstat(folder)).type == DIRECTORY:
+                    stack.append(folder)
             while stack:
                 folder = stack.pop()
                 for entry in await sftp.readdir(folder):
@@ -191,14 +198,19 @@ async def read_session(conn: asyncssh.SSHClientConnection, dirs: tuple[str, ...]
                         continue
                     path = f"{folder}/{name}"
                     kind = entry.attrs.type
-                    if kind == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                    if len(files) + len(stack) >= MAX_SESSION_FILES:
+                        raise RemoteError("the channel's session has too many files to back up")
+                    if kind == DIRECTORY:
                         stack.append(path)
                     elif kind == asyncssh.FILEXFER_TYPE_REGULAR:
-                        async with sftp.open(path, "rb") as f:
-                            data = await f.read()
-                        total += len(data)
-                        if total > MAX_SESSION_BYTES:
+                        room = MAX_SESSION_BYTES - total
+                        if (entry.attrs.size or 0) > room:
                             raise RemoteError("the channel's session is too large to back up")
+                        async with sftp.open(path, "rb") as f:
+                            data = await f.read(room + 1)
+                        if len(data) > room:  # grew since it was listed
+                            raise RemoteError("the channel's session is too large to back up")
+                        total += len(data)
                         files[path] = base64.b64encode(data).decode()
     except (OSError, asyncssh.Error) as exc:
         raise RemoteError(f"reading the channel's session: {type(exc).__name__}") from None

@@ -9,6 +9,7 @@ from typing import Any
 
 from blitzclawd import plugins
 from blitzclawd.channels import Channel, ChannelState, missing, seal, unseal
+from blitzclawd.config import billing_minimum_micros
 from blitzclawd.credentials import channel_secret_context
 from blitzclawd.errors import ApiError
 from blitzclawd.queries import instances as rows
@@ -51,7 +52,9 @@ async def store_channel(
     """Check new channel settings against the stored ones and store them with what carries
     them to the server; (channel, new state, what was queued)."""
     channel = channel_of(row["channel_type"])
-    current = await stored_state(ctx, row, channel)
+    blob = await rows.channel_secrets(ctx.pool, uuid.UUID(str(row["id"])))
+    secrets = unseal(ctx.keyring(), channel_secret_context(row["id"]), blob, channel)
+    current = ChannelState(row["channel_config"] or {}, secrets)
     state = await channel.verify(ctx.settings, config_object(raw), current)
     if require:
         require_complete(channel, state)
@@ -64,5 +67,8 @@ async def store_channel(
         soul=soul,
         channel=(state.public, sealed),
         complete=not missing(channel, state),
+        # Made from these: a change stored meanwhile (a pairing, another tab) is not overwritten.
+        expected=(row["channel_config"] or {}, blob),
+        minimum_micros=billing_minimum_micros(ctx.settings),
     )
     return channel, state, queued

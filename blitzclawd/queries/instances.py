@@ -131,6 +131,18 @@ async def channel_secrets(db: Executor, instance_id: uuid.UUID) -> bytes | None:
     )
 
 
+async def lock_for_change(
+    conn: asyncpg.Connection, instance_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The live instance's status, owner and channel settings, locked until the transaction
+    ends: changes to one instance apply one at a time."""
+    return await conn.fetchrow(
+        """SELECT status, user_id, channel_config, channel_secret_enc FROM instances
+           WHERE id = $1 AND deleted_at IS NULL FOR UPDATE""",
+        instance_id,
+    )
+
+
 async def leave_waiting(conn: asyncpg.Connection, instance_id: uuid.UUID) -> bool:
     """waiting_for_channel -> pending (its settings arrived); False if it was not waiting."""
     done = await conn.execute(
@@ -142,8 +154,11 @@ async def leave_waiting(conn: asyncpg.Connection, instance_id: uuid.UUID) -> boo
 
 async def set_session(db: Executor, instance_id: uuid.UUID, blob: bytes | None) -> None:
     """The channel's linked session files, encrypted (None: there is none)."""
+    # Never on a deleted instance: a backup finishing after the delete must not bring it back.
     await db.execute(
-        "UPDATE instances SET channel_session_enc = $2 WHERE id = $1", instance_id, blob
+        "UPDATE instances SET channel_session_enc = $2 WHERE id = $1 AND deleted_at IS NULL",
+        instance_id,
+        blob,
     )
 
 

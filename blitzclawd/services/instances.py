@@ -103,32 +103,78 @@ async def configure(
     *,
     soul: str | None = UNSET,
     channel: tuple[dict[str, Any], bytes | None] | None = None,
-    complete: bool = True,
+    complete: bool = False,
+    expected: tuple[dict[str, Any], bytes | None] | None = None,
+    minimum_micros: int = 0,
 ) -> str:
     """New SOUL.md and/or channel settings (public config, sealed secrets document). A live
-    instance gets a configure job; one waiting for its channel is placed on a server once the
-    settings are `complete`. What was queued: "configure", "deploy" or "" (still waiting)."""
+    instance gets a configure job; one waiting for its channel is placed on a server once new
+    channel settings are `complete` (402 below the minimum balance, as at create). `expected`:
+    the stored channel settings the new ones were made from; if another change came first, 409
+    (its settings would be overwritten). What was queued: "configure", "deploy" or ""."""
+    server = None
     async with pool.acquire() as conn, conn.transaction():
-        row = await rows.by_id(conn, instance_id)
+        row = await rows.lock_for_change(conn, instance_id)
         if row is None:
             raise ApiError(404, "not_found", "no such instance")
+        if expected is not None and (
+            (row["channel_config"] or {}) != expected[0]
+            or _blob(row["channel_secret_enc"]) != _blob(expected[1])
+        ):
+            raise ApiError(
+                409,
+                "conflict",
+                "the assistant's channel settings changed meanwhile; load them and try again",
+            )
+        waiting = row["status"] == "waiting_for_channel"
+        placing = waiting and channel is not None and complete
+        if placing:
+            if not await accounts.lock_user(conn, row["user_id"]):
+                raise ApiError(401, "unauthenticated", "this account has been deleted")
+            if await billing.available_micros(conn, row["user_id"]) < minimum_micros:
+                raise ApiError(
+                    402,
+                    "insufficient_balance",
+                    f"a balance of at least ${minimum_micros / 1e6:.2f} is needed to start an "
+                    "instance",
+                )
         if soul is not UNSET:
             await rows.set_soul(conn, instance_id, soul)
         if channel is not None:
             await rows.set_channel(conn, instance_id, channel[0], channel[1])
-        if row["status"] != "waiting_for_channel":
+        if not waiting:
             await fleet_pool.enqueue_job(conn, instance_id, "configure")
             queued = "configure"
-        elif complete and await rows.leave_waiting(conn, instance_id):
+        elif placing and await rows.leave_waiting(conn, instance_id):
             server = await _place(conn, instance_id)
             queued = "deploy"
         else:
-            queued = ""
+            queued = ""  # stored; deployed once the channel's settings are complete
     if queued == "configure":
         actors.provisioner.tell(JobsQueued())
     elif queued == "deploy":
         _placed(actors, server)
     return queued
+
+
+async def update_channel_config(
+    pool: asyncpg.Pool,
+    instance_id: uuid.UUID,
+    change: Callable[[dict[str, Any]], dict[str, Any] | None],
+) -> None:
+    """`change` applied to the stored public channel settings, the row locked meanwhile (two
+    approvals at once both count); nothing is deployed."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await rows.lock_for_change(conn, instance_id)
+        if row is None:
+            return
+        new = change(dict(row["channel_config"] or {}))
+        if new is not None:
+            await rows.set_channel_config(conn, instance_id, new)
+
+
+def _blob(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 async def set_own_key(

@@ -100,6 +100,7 @@ async def set_profile(
     and link previews): Telegram allows 512 and 120 characters. Its name stays the user's
     choice in @BotFather, and OpenClaw registers the command menu itself (setMyCommands at
     gateway start), so neither is touched here."""
+    await _import_aiogram()
     from aiogram import Bot
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import TelegramAPIServer

@@ -22,6 +22,7 @@ Routes (the core checks auth, ownership, channel and an active instance):
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ from blitzclawd.errors import ApiError
 from blitzclawd.fleet.versions import OPENCLAW_VERSION
 from blitzclawd.hookspecs import hookimpl
 from blitzclawd_plugins.whatsapp import gateway, qr
+
+log = logging.getLogger("blitzclawd.whatsapp")
 
 NAME = "whatsapp"
 PACKAGE = f"@openclaw/whatsapp@{OPENCLAW_VERSION}"
@@ -82,12 +85,14 @@ class _QrClock:
 _clock = _QrClock()
 
 
-def _qr_answer(call: InstanceCall, answer: gateway.LoginAnswer, message: str) -> dict[str, Any]:
+async def _qr_answer(
+    call: InstanceCall, answer: gateway.LoginAnswer, message: str
+) -> dict[str, Any]:
     assert answer.qr_data_url is not None
     started = call.public.get("login_started_at") or 0
     first = time.time() - started < gateway.FIRST_QR_SECONDS
     try:
-        shown = qr.view(
+        shown = await qr.view(
             answer.qr_data_url,
             seconds_left=_clock.seconds_left(call.instance_id, answer.qr_data_url, first),
         )
@@ -114,7 +119,10 @@ async def _status(call: InstanceCall) -> dict[str, Any]:
     if link.linked:
         fresh = not public.get("linked_at") or public.get("phone") != link.phone
         if fresh or now - (public.get("backed_up_at") or 0) > BACKUP_EVERY:
-            await call.save_session()  # a rebuilt server comes back linked
+            try:
+                await call.save_session()  # a rebuilt server comes back linked
+            except Exception as exc:  # best effort: the link itself is fine
+                log.warning("whatsapp session not backed up", extra={"error": str(exc)[:300]})
             kept = {k: v for k, v in public.items() if k not in _STATE_KEYS}
             linked_at = int(now) if fresh else public["linked_at"]
             await call.save_public(
@@ -142,7 +150,7 @@ async def _login(call: InstanceCall) -> dict[str, Any]:
         if "already active" not in answer.message or not call.public.get("login_started_at"):
             kept = {k: v for k, v in call.public.items() if k != "login_started_at"}
             await call.save_public({**kept, "login_started_at": int(time.time())})
-        return _qr_answer(call, answer, "Scan this QR code in WhatsApp > Linked devices.")
+        return await _qr_answer(call, answer, "Scan this QR code in WhatsApp > Linked devices.")
     if answer.connected or "already linked" in answer.message:
         return {**await _status(call), "message": "WhatsApp is already linked."}
     raise ApiError(502, "whatsapp_unavailable", answer.message or "WhatsApp login failed")
@@ -177,7 +185,7 @@ async def _qr(call: InstanceCall) -> dict[str, Any]:
             "there is no QR code to scan right now: start linking first (POST "
             f"/api/instances/{call.instance_id}/whatsapp/login)",
         )
-    return _qr_answer(call, answer, "Scan this QR code in WhatsApp > Linked devices.")
+    return await _qr_answer(call, answer, "Scan this QR code in WhatsApp > Linked devices.")
 
 
 async def _disconnect(call: InstanceCall) -> dict[str, Any]:

@@ -13,6 +13,7 @@ the command line). A login lives 180 s; its first QR 60 s, later ones 20 s (Bail
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 from dataclasses import dataclass
@@ -47,11 +48,36 @@ class LinkStatus:
     phone: str | None
 
 
+MAX_OUTPUT = 4 * 1024 * 1024  # a QR data URL is a few KB: the gateway's answers are small
+
+
+async def _run(conn: asyncssh.SSHClientConnection, command: str, seconds: float) -> tuple[int, str]:
+    """(exit status, stdout) of `command`, reading at most MAX_OUTPUT: the server's user owns
+    what runs there, so its output is bounded like any hostile input."""
+    try:
+        async with asyncio.timeout(seconds):
+            async with conn.create_process(command, stderr=asyncssh.DEVNULL) as process:
+                chunks: list[str] = []
+                size = 0
+                while chunk := await process.stdout.read(65536):
+                    size += len(chunk)
+                    if size > MAX_OUTPUT:
+                        process.kill()
+                        raise GatewayError("the gateway's answer is too large")
+                    chunks.append(str(chunk))
+                status = (await process.wait(check=False)).exit_status
+    except TimeoutError:
+        raise GatewayError("the gateway did not answer in time") from None
+    except (OSError, asyncssh.Error) as exc:
+        raise GatewayError(f"the server's session failed ({type(exc).__name__})") from None
+    return (status if status is not None else 255), "".join(chunks)
+
+
 def _json(out: str) -> dict[str, Any]:
     start = out.find("{")
     try:
         doc = json.JSONDecoder().raw_decode(out[start:])[0] if start >= 0 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict):
         raise GatewayError("the gateway's answer is not JSON")
@@ -65,9 +91,9 @@ async def _call(
         f"openclaw gateway call {method} --params {shlex.quote(json.dumps(params))} --json "
         f"--timeout {timeout_ms}"
     )
-    result = await conn.run(command, check=False, timeout=timeout_ms / 1000 + 30)
-    doc = _json(str(result.stdout or ""))
-    if result.exit_status != 0 or doc.get("ok") is False:
+    exit_status, out = await _run(conn, command, timeout_ms / 1000 + 30)
+    doc = _json(out)
+    if exit_status != 0 or doc.get("ok") is False:
         error = doc.get("error") if isinstance(doc.get("error"), dict) else {}
         raise GatewayError(str(error.get("message") or f"{method} failed")[:300])
     qr = doc.get("qrDataUrl")
@@ -100,11 +126,12 @@ async def wait_login(
 
 
 async def status(conn: asyncssh.SSHClientConnection) -> LinkStatus:
-    result = await conn.run("openclaw channels status --json", check=False, timeout=60)
-    if result.exit_status != 0:
+    exit_status, out = await _run(conn, "openclaw channels status --json", 60)
+    if exit_status != 0:
         raise GatewayError("the gateway did not report its channels")
-    doc = _json(str(result.stdout or ""))
-    wa = (doc.get("channels") or {}).get("whatsapp")
+    doc = _json(out)
+    channels = doc.get("channels")
+    wa = channels.get("whatsapp") if isinstance(channels, dict) else None
     if not isinstance(wa, dict):
         raise GatewayError("the gateway has no WhatsApp channel")
     me = wa.get("self") if isinstance(wa.get("self"), dict) else {}
@@ -117,9 +144,9 @@ async def status(conn: asyncssh.SSHClientConnection) -> LinkStatus:
 
 
 async def logout(conn: asyncssh.SSHClientConnection) -> str:
-    result = await conn.run(
-        f"openclaw channels logout --channel whatsapp --account {ACCOUNT}", check=False, timeout=60
+    exit_status, out = await _run(
+        conn, f"openclaw channels logout --channel whatsapp --account {ACCOUNT}", 60
     )
-    if result.exit_status != 0:
+    if exit_status != 0:
         raise GatewayError("the gateway did not log WhatsApp out")
-    return str(result.stdout or "").strip()
+    return out.strip()

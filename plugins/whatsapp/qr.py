@@ -9,6 +9,7 @@ links a WhatsApp does not pay for them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -17,6 +18,7 @@ from typing import Any
 
 PNG_PREFIX = "data:image/png;base64,"
 MAX_DATA_URL = 2_000_000  # a QR PNG is a few KB; anything near this is not one
+MAX_PIXELS = 1_000_000  # a real QR PNG is a few hundred pixels wide
 
 
 class NotAQr(ValueError):
@@ -40,10 +42,15 @@ def decode(data_url: str) -> str:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(png)) as image:
+        with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
+            # The header says the size before anything is decoded: a QR is a few hundred
+            # pixels wide, so a huge one (a decompression bomb) is refused unread.
+            width, height = image.size
+            if image.format != "PNG" or width * height > MAX_PIXELS:
+                raise NotAQr("not a QR-sized PNG image")
             image.load()
             found = zxingcpp.read_barcodes(image.convert("L"))
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise NotAQr("not a PNG image") from None
     texts = [r.text for r in found if r.format == zxingcpp.BarcodeFormat.QRCode and r.text]
     if not texts:
@@ -60,8 +67,13 @@ def svg(text: str) -> str:
     return out.getvalue().decode()
 
 
-def view(data_url: str, *, seconds_left: int) -> dict[str, Any]:
-    """What GET .../whatsapp/qr answers for one QR."""
+async def view(data_url: str, *, seconds_left: int) -> dict[str, Any]:
+    """What GET .../whatsapp/qr answers for one QR (decoded and drawn in a thread: CPU work
+    the event loop must not wait on)."""
+    return await asyncio.to_thread(_view, data_url, seconds_left)
+
+
+def _view(data_url: str, seconds_left: int) -> dict[str, Any]:
     text = decode(data_url)
     return {
         "id": qr_id(data_url),

@@ -34,6 +34,11 @@ from blitzclawd.queries import instances as rows
 
 log = logging.getLogger("blitzclawd.channels")
 
+# Each call may hold an SSH session to the instance's server (a QR long poll, up to ~70 s): a
+# few at once per instance, on this daemon, so nobody can pile up thousands.
+MAX_CALLS_PER_INSTANCE = 4
+_busy: dict[str, int] = {}
+
 
 class _Call:
     """blitzclawd.channels.InstanceCall for one request."""
@@ -65,8 +70,10 @@ class _Call:
 
     async def save_session(self) -> int:
         archive = await remote.read_session(await self.ssh(), self._channel.session_dirs)
+        if not archive:
+            return 0  # nothing there now: the last good backup stays (wipe_session drops it)
         context = channel_session_context(self.instance_id)
-        blob = self._ctx.keyring().encrypt(archive, context) if archive else None
+        blob = self._ctx.keyring().encrypt(archive, context)
         await rows.set_session(self._ctx.pool, uuid.UUID(self.instance_id), blob)
         return len(archive)
 
@@ -96,16 +103,30 @@ def _handler(channel: Channel, route: ChannelRoute) -> Any:
             raise ApiError(
                 409, "not_ready", f"the assistant is {row['status']}; this needs it active"
             )
+        busy = _busy.setdefault(row["id"], 0)
+        if busy >= MAX_CALLS_PER_INSTANCE:
+            raise ApiError(
+                429,
+                "too_many_requests",
+                "this assistant is already answering other requests; try again in a moment",
+            )
+        _busy[row["id"]] = busy + 1
         call = _Call(request, ctx, row, channel)
         try:
             body = await route.handler(call)
-        except remote.RemoteError as exc:
-            log.warning("channel route failed on the server", extra={"error": str(exc)})
+        except (remote.RemoteError, asyncssh.Error, OSError, TimeoutError) as exc:
+            log.warning(
+                "channel route failed on the server",
+                extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
             raise ApiError(
                 502, "server_error", "the assistant's server did not do it; try again"
             ) from None
         finally:
             await call.close()
+            _busy[row["id"]] -= 1
+            if not _busy[row["id"]]:
+                del _busy[row["id"]]
         return json_response(body)
 
     handle.__name__ = f"{channel.name}_{route.path.replace('/', '_')}"

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from blitzclawd import plugins
+from blitzclawd.channels import ChannelState
 from blitzclawd.fleet import remote
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
@@ -21,7 +22,7 @@ from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
-from blitzclawd.queries import instances as rows
+from blitzclawd.services import instances as service
 
 
 def _request_view(raw: dict[str, Any]) -> dict[str, Any]:
@@ -97,8 +98,11 @@ async def approve(request: web.Request) -> web.Response:
     channel = plugins.channels().get(row["channel_type"])
     sender = str(match.get("id") or "")
     if channel is not None and sender:
-        state = await stored_state(ctx, row, channel)
-        changed = channel.paired(state, sender)
-        if changed is not None:
-            await rows.set_channel_config(ctx.pool, instance_id_of(request), changed.public)
+        secrets = (await stored_state(ctx, row, channel)).secrets
+
+        def keep(public: dict[str, Any]) -> dict[str, Any] | None:
+            changed = channel.paired(ChannelState(public, secrets), sender)
+            return None if changed is None else changed.public
+
+        await service.update_channel_config(ctx.pool, instance_id_of(request), keep)
     return json_response({"approved": _request_view(match)})
