@@ -8,6 +8,7 @@ logout` (no network here: the login itself fails to reach WhatsApp, as the relea
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
 import signal
@@ -59,16 +60,40 @@ class LocalShell:
         shim.chmod(0o755)
         self.home = home
 
-    async def run(self, command: str, check: bool = False, timeout: float = 120) -> _Done:  # noqa: ASYNC109
+    @contextlib.asynccontextmanager
+    async def create_process(self, command: str, **_: object) -> AsyncIterator[_Process]:
+        """Like asyncssh's: stdout read as text as it comes, the exit status at the end."""
         proc = await asyncio.create_subprocess_shell(
             command,
             env=self.env,
             cwd=self.home,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        return _Done(proc.returncode or 0, out.decode(), err.decode())
+        try:
+            yield _Process(proc)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+class _Process:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self.stdout = self
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    async def read(self, n: int) -> str:
+        assert self._proc.stdout is not None
+        data = await self._proc.stdout.read(n)
+        return self._decoder.decode(data, final=not data)
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    async def wait(self, check: bool = False) -> _Done:
+        return _Done(await self._proc.wait(), "", "")
 
 
 @contextlib.asynccontextmanager
