@@ -8,7 +8,7 @@ fresh object built from the same long-lived resources (pools, journal, context).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -28,6 +28,7 @@ from blitzclawd.db.keeper import PostgresKeeper
 from blitzclawd.fleet.keys import public_key_line
 from blitzclawd.http.app import make_api_app, make_proxy_app
 from blitzclawd.http.listener import HttpListener
+from blitzclawd.metrics import Metrics
 from blitzclawd.proxy.journal import InflightJournal
 from blitzclawd.runtime.messages import JobsQueued, RecoverOrphans
 from blitzclawd.runtime.singleton import SingletonChild
@@ -45,6 +46,8 @@ class Resources:
     # while the requests its crashed predecessor had in flight still settle into it.
     journal: InflightJournal
     embedded: EmbeddedPostgres | None
+    # The daemon's Prometheus metrics: a restarted proxy actor goes on counting into them.
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 class Children:
@@ -147,6 +150,7 @@ class Children:
                 admission_pool=self._r.admission_pool,
                 daemon_id=ctx().daemon_id,
                 journal=self._r.journal,
+                metrics=self._r.metrics,
                 billing=billing,
             ),
             # Its stop waits up to 30 s for the settlements of the last requests.

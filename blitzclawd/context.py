@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from blitzclawd.auth.clerk import ClerkVerifier
     from blitzclawd.auth.clerk_users import ClerkUsers
     from blitzclawd.crypto import Keyring
+    from blitzclawd.metrics import Metrics
     from blitzclawd.providers.base import ServerProvider
     from blitzclawd.runtime.supervisor import Supervisor
 
@@ -40,6 +41,8 @@ class DaemonContext:
     clerk_users: ClerkUsers | None
     # Where servers come from (None without the hetzner_api_token secret).
     provider: ServerProvider | None
+    # Prometheus metrics (GET /metrics): the proxy counts into them.
+    metrics: Metrics = field(default_factory=lambda: _metrics())
     # clerk user id -> (our user id, role, fetched at): spares a write per authenticated call.
     user_cache: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     # Loaded on first use (blitzclawd.fleet.keys): at-rest encryption and the provisioner's key.
@@ -60,3 +63,9 @@ class DaemonContext:
 
             self._ssh_key = load_ssh_key(self.settings, self.secrets)
         return self._ssh_key
+
+
+def _metrics() -> Metrics:
+    from blitzclawd.metrics import Metrics
+
+    return Metrics()

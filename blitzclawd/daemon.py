@@ -33,6 +33,7 @@ from blitzclawd.context import DaemonContext
 from blitzclawd.db import pool as db_pool
 from blitzclawd.db.embedded import EmbeddedPostgres
 from blitzclawd.db.migrate import migrate
+from blitzclawd.metrics import Metrics
 from blitzclawd.providers.base import ServerProvider
 from blitzclawd.providers.hetzner import HetznerProvider
 from blitzclawd.proxy.journal import InflightJournal, journal_path
@@ -116,12 +117,13 @@ class Daemon:
                 self.settings.billing.max_in_flight,
             )
             resources.callback(self._close_journal, journal)
+            metrics = Metrics()
             http = await resources.enter_async_context(
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10))
             )
             children = Children(
                 self.settings,
-                Resources(dsn, admission_pool, journal, embedded),
+                Resources(dsn, admission_pool, journal, embedded, metrics),
                 lambda: context,
             )
             root = tree.build(
@@ -144,6 +146,7 @@ class Daemon:
                 clerk=self._clerk(http),
                 clerk_users=clerk_users(http, self.settings, self.secrets),
                 provider=self._provider(),
+                metrics=metrics,
             )
             self.supervisor, self.context = root, context
             return await self._supervise(root)

@@ -51,6 +51,7 @@ from blitzclawd.config import (
 )
 from blitzclawd.metering.pricing import ModelPrice, PriceTable, Usage, estimate_input_tokens
 from blitzclawd.metering.usage import warn_once
+from blitzclawd.metrics import Metrics
 from blitzclawd.proxy import notices, records, relay
 from blitzclawd.proxy.apis import (
     ANTHROPIC_MESSAGES,
@@ -114,6 +115,7 @@ class ProxyActor(Actor):
         admission_pool: asyncpg.Pool,
         daemon_id: str,
         journal: InflightJournal,
+        metrics: Metrics | None = None,
         billing: Callable[[], Settler | None] | None = None,
     ) -> None:
         super().__init__("proxy")
@@ -146,6 +148,11 @@ class ProxyActor(Actor):
         )
         self._records = RecordWriter(admission_pool, daemon_id)
         self._journal = journal
+        self.metrics = metrics or Metrics()
+        # What users pay per micro-USD of list price: cost = charged / markup.
+        self._list_share = 1e-6 / float(self.prices.markup)
+        self.metrics.inflight.set_function(lambda: len(self.inflight))
+        self.metrics.journal_slots.set_function(lambda: self._journal.in_use)
         # request id -> (journal slot, user id), until its settlement committed
         self._slots: dict[str, tuple[int, str]] = {}
         self._keys = {
@@ -184,6 +191,21 @@ class ProxyActor(Actor):
             works=self._works,
         )
         self._session: aiohttp.ClientSession | None = None
+        self.metrics.leases_held.set_function(lambda: self.leases.held_micros() / 1e6)
+        self.metrics.settlements_pending.set_function(
+            lambda: len(self.settlements.pending) + len(self.settlements.waiting)
+        )
+        refused = self.metrics.refusals
+        self._refused = {
+            reason: refused.labels(reason)
+            for reason in (
+                "messages_per_hour",
+                "tokens_per_day",
+                "paused",
+                "insufficient_balance",
+                "journal_full",
+            )
+        }
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -262,6 +284,7 @@ class ProxyActor(Actor):
         daily = _limit(inst.tokens_per_day, self._settings.limits.tokens_per_day)
         limit_refusal = await self.limits.admit(inst.id, hourly, daily)
         if limit_refusal is not None:
+            self._refused.get(limit_refusal.limit, self._refused["messages_per_hour"]).inc()
             # Told in the chat, not as a 429 its client would sleep on (proxy/notices.py).
             if limit_refusal.limit == "messages_per_hour":
                 notice = notices.hourly_limit(hourly, limit_refusal.retry_after)
@@ -290,11 +313,13 @@ class ProxyActor(Actor):
         if inst.status != "active":
             inst = await self.instances.active(inst)
             if inst.status == "paused":  # told in the chat, not as a 402 (proxy/notices.py)
+                self._refused["paused"].inc()
                 notice = notices.paused(inst.status_reason, self._topup_url)
                 return self._notice(api, body, model, notice, request_id)
         try:
             await self.leases.admit(inst.user_id, amount)
         except InsufficientBalance:
+            self._refused["insufficient_balance"].inc()
             notice = notices.low_balance(amount, self._minimum, self._topup_url)
             return self._notice(api, body, model, notice, request_id)
         except Exception as exc:  # the lease must grow, and the database is not there
@@ -306,6 +331,7 @@ class ProxyActor(Actor):
         )
         slot = self._journal.add(record)  # before forwarding: nothing unrecorded goes upstream
         if slot is None:
+            self._refused["journal_full"].inc()
             self.leases.finish(inst.user_id, amount, 0)
             raise ProxyError(
                 503,
@@ -425,9 +451,28 @@ class ProxyActor(Actor):
         )
         if usage.total_tokens:
             self.limits.add_tokens(inst.id, usage.total_tokens)
+        self._count(api.name, model, outcome.status, usage, cost, item.duration_ms)
         # The settlement deletes the request's database record (if a checkpoint wrote one):
         # never before it is written.
         self.settlements.hand_over(item, flight.written)
+
+    def _count(
+        self, api: str, model: str, status: int, usage: Usage, cost: int, duration_ms: int
+    ) -> None:
+        """The request in the operator's metrics: a few adds on cached label children."""
+        m = self.metrics.model(api, model)
+        m.request(status).inc()
+        m.seconds.observe(duration_ms / 1000)
+        if usage.total_tokens:
+            tokens = m.tokens
+            tokens["input"].inc(usage.input_tokens)
+            tokens["output"].inc(usage.output_tokens)
+            tokens["cache_read"].inc(usage.cache_read_tokens)
+            tokens["cache_write"].inc(usage.cache_write_5m_tokens + usage.cache_write_1h_tokens)
+            tokens["reasoning"].inc(usage.reasoning_tokens)
+        if cost:
+            m.charged.inc(cost / 1e6)
+            m.cost.inc(cost * self._list_share)
 
     def _after_settle(self, item: Settlement, result: SettleResult) -> None:
         self.leases.settled(item.user_id, item.lease_micros, lease_found=result.lease_found)

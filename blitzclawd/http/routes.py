@@ -13,6 +13,7 @@ from blitzclawd.http.views import (
     health,
     instances,
     internal,
+    metrics,
     pairing,
     proxy,
     webhooks,
@@ -58,6 +59,7 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_post("/api/instances/{instance_id}/{channel}/pairing/approve", pairing.approve)
     r.add_get("/api/health/instances", admin.instance_health)
     r.add_post("/internal/instance-ready", internal.instance_ready)
+    r.add_get("/metrics", metrics.metrics)
 
 
 def setup_proxy_routes(app: web.Application) -> None:

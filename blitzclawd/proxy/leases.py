@@ -71,6 +71,10 @@ class LeaseBook:
 
     # -- other daemons ------------------------------------------------------------------------
 
+    def held_micros(self) -> int:
+        """Balance this daemon holds in leases (a gauge for operators)."""
+        return sum(lease.amount for lease in self._leases.values())
+
     def listening(self, on: bool) -> None:
         """Whether notifications reach `notified` (the proxy's listener connection is up)."""
         self._listening = on
