@@ -609,3 +609,36 @@ async def balance_of(pool: Any, user_id: str) -> int:
     return await pool.fetchval(
         "SELECT balance_micros FROM balances WHERE user_id = $1", uuid.UUID(user_id)
     )
+
+
+async def test_a_user_lists_their_topups(api_env: Any) -> None:
+    """GET /api/billing/topups: newest first, paid or not, with Creem's ids; only one's own."""
+    env = api_env
+    await two_users(env)
+    first = await new_topup(env, "user_alice", 2000)
+    event, raw = env.creem.complete_checkout(first["checkout_id"], amount_cents=2000)
+    assert await post(env, raw) == (200, {"status": "applied"})
+    second = await new_topup(env, "user_alice", 1000)  # checkout opened, never paid
+    alice = env.session_headers("user_alice")
+    status, body = await env.call("GET", "/api/billing/topups", headers=alice)
+    assert status == 200, body
+    listed = body["topups"]
+    assert [t["id"] for t in listed] == [second["topup_id"], first["topup_id"]]
+    assert listed[0]["status"] == "pending" and listed[0]["paid_at"] is None
+    paid = listed[1]
+    assert (paid["status"], paid["amount_cents"], paid["credited_micros"]) == (
+        "paid",
+        2000,
+        20_000_000,
+    )
+    assert paid["order_id"] == event["object"]["order"]["id"]
+    assert paid["checkout_id"] == first["checkout_id"]
+    status, body = await env.call("GET", "/api/billing/topups?limit=1", headers=alice)
+    assert [t["id"] for t in body["topups"]] == [second["topup_id"]]
+    status, body = await env.call("GET", "/api/billing/topups?limit=0", headers=alice)
+    assert status == 422 and body["error"]["field"] == "limit"
+    status, body = await env.call(
+        "GET", "/api/billing/topups", headers=env.session_headers("user_bob")
+    )
+    bobs = {t["id"] for t in body["topups"]}
+    assert not bobs & {first["topup_id"], second["topup_id"]}

@@ -276,6 +276,8 @@ class Provisioner(Actor):
                 soul=soul,
             )
             await self._restore_session(conn, inst, plugin)
+            if inst["status"] == "stopped":
+                return  # its owner stopped it: the new files wait for its start
             await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
         await self._became_active(instance_id, inst)
         # In its own task: the job (and the instance's next one) never waits on the channel's
@@ -308,9 +310,30 @@ class Provisioner(Actor):
             return
         log.info("channel session restored", extra={"instance": str(inst["id"]), "files": count})
 
+    async def _do_stop(self, instance_id: uuid.UUID) -> None:
+        """Its owner stopped it (already `stopped` for the proxy): the gateway stops too."""
+        inst = await self._instance(instance_id)
+        if inst is None or inst["status"] != "stopped" or inst["server_id"] is None:
+            return  # started again, or deleted, meanwhile
+        async with await remote.connect(
+            self._target(inst), self._ssh_key(), timeout=self._cfg.ssh_connect_timeout
+        ) as conn:
+            await remote.run(conn, remote.STOP, "stopping the gateway")
+        log.info("instance stopped", extra={"instance": str(instance_id)})
+
+    async def _do_start(self, instance_id: uuid.UUID) -> None:
+        inst = await self._instance(instance_id)
+        if inst is None or inst["status"] != "stopped" or inst["server_id"] is None:
+            return
+        async with await remote.connect(
+            self._target(inst), self._ssh_key(), timeout=self._cfg.ssh_connect_timeout
+        ) as conn:
+            await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
+        await self._became_active(instance_id, inst)
+
     async def _do_restart(self, instance_id: uuid.UUID) -> None:
         inst = await self._instance(instance_id)
-        if inst is None or inst["status"] == "deleted" or inst["server_id"] is None:
+        if inst is None or inst["status"] in ("deleted", "stopped") or inst["server_id"] is None:
             return
         async with await remote.connect(
             self._target(inst), self._ssh_key(), timeout=self._cfg.ssh_connect_timeout

@@ -280,6 +280,12 @@ class ProxyActor(Actor):
         raw = await request.read()
         body, model, price, worst = self._parse(raw, api, request.headers)
         stream = worst.stream
+        if inst.status != "active":  # stopped, paused, ...: refused before anything else
+            inst = await self.instances.active(inst)
+            if inst.status == "paused":  # told in the chat, not as a 402 (proxy/notices.py)
+                self._refused["paused"].inc()
+                notice = notices.paused(inst.status_reason, self._topup_url)
+                return self._notice(api, body, model, notice, request_id)
         hourly = _limit(inst.msgs_per_hour, self._settings.limits.messages_per_hour)
         daily = _limit(inst.tokens_per_day, self._settings.limits.tokens_per_day)
         limit_refusal = await self.limits.admit(inst.id, hourly, daily)
@@ -310,12 +316,6 @@ class ProxyActor(Actor):
             fee_micros=worst.fee_micros,
         )
         prompt_cost = self.prices.cost_micros(price, Usage(input_tokens=estimate))
-        if inst.status != "active":
-            inst = await self.instances.active(inst)
-            if inst.status == "paused":  # told in the chat, not as a 402 (proxy/notices.py)
-                self._refused["paused"].inc()
-                notice = notices.paused(inst.status_reason, self._topup_url)
-                return self._notice(api, body, model, notice, request_id)
         try:
             await self.leases.admit(inst.user_id, amount)
         except InsufficientBalance:

@@ -16,7 +16,7 @@ from blitzclawd.providers.base import ServerInfo
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
-JOB_KINDS = ("deploy", "configure", "restart", "teardown")
+JOB_KINDS = ("deploy", "configure", "restart", "stop", "start", "teardown")
 
 
 async def enqueue_job(

@@ -27,6 +27,7 @@ SECRETS_FILE = ".openclaw/secrets.json"
 WORKSPACE_DIR = ".openclaw/workspace"
 SOUL_FILE = ".openclaw/workspace/SOUL.md"
 RESTART = "sudo -n systemctl restart openclaw-gateway.service"
+STOP = "sudo -n systemctl stop openclaw-gateway.service"
 READYZ = f"curl -fsS http://127.0.0.1:{GATEWAY_PORT}/readyz"
 MAX_LOG_LINES = 5000
 

@@ -139,3 +139,16 @@ async def usage_without_digest(
         period,
         limit,
     )
+
+
+async def topups_of(
+    db: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID, limit: int
+) -> list[asyncpg.Record]:
+    """The user's top-ups, newest first (checkouts never paid included: status pending)."""
+    return await db.fetch(
+        """SELECT id::text, amount_cents, status, credited_micros, refunded_micros, checkout_id,
+                  order_id, created_at, paid_at
+           FROM topups WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2""",
+        user_id,
+        limit,
+    )

@@ -223,7 +223,7 @@ async def for_job(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | None
 async def mark_provisioning(db: Executor, instance_id: uuid.UUID) -> None:
     await db.execute(
         """UPDATE instances SET status = 'provisioning', status_reason = NULL
-           WHERE id = $1 AND status IN ('pending', 'provisioning', 'error', 'stopped')""",
+           WHERE id = $1 AND status IN ('pending', 'provisioning', 'error')""",
         instance_id,
     )
 
@@ -263,3 +263,14 @@ async def mark_torn_down(db: Executor, instance_id: uuid.UUID) -> None:
                   deleted_at = coalesce(deleted_at, now()) WHERE id = $1""",
         instance_id,
     )
+
+
+async def mark_stopped(conn: asyncpg.Connection, instance_id: uuid.UUID) -> bool:
+    """Stopped by its owner (from active or error): the proxy refuses it from this commit on,
+    the health monitor skips it. False when it was in no state to stop."""
+    done = await conn.execute(
+        """UPDATE instances SET status = 'stopped', status_reason = 'stopped by its owner'
+           WHERE id = $1 AND status IN ('active', 'error')""",
+        instance_id,
+    )
+    return done.endswith(" 1")

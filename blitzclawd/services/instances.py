@@ -89,6 +89,21 @@ async def queue(
     actors.provisioner.tell(JobsQueued())
 
 
+async def stop(pool: asyncpg.Pool, actors: Actors, instance_id: uuid.UUID) -> None:
+    """Stopped at once for the proxy; the stop job stops its gateway (409 if not running)."""
+
+    async def change(conn: asyncpg.Connection) -> None:
+        if not await rows.mark_stopped(conn, instance_id):
+            raise ApiError(409, "not_running", "only a running assistant can be stopped")
+
+    await queue(pool, actors, instance_id, "stop", change)
+
+
+async def start(pool: asyncpg.Pool, actors: Actors, instance_id: uuid.UUID) -> None:
+    """The start job starts its gateway again and marks it active once it is ready."""
+    await queue(pool, actors, instance_id, "start")
+
+
 async def restart(pool: asyncpg.Pool, actors: Actors, instance_id: uuid.UUID) -> None:
     await queue(pool, actors, instance_id, "restart")
 

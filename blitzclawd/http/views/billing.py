@@ -22,6 +22,7 @@ from blitzclawd.queries.billing import (
     balance_summary,
     cents,
     set_auto_topup,
+    topups_of,
     usage_lines,
 )
 
@@ -186,3 +187,24 @@ async def auto_topup(request: web.Request) -> web.Response:
     )
     summary = await balance_summary(ctx.pool, user_id, billing_minimum_micros(ctx.settings))
     return json_response(summary["auto_topup"])
+
+
+async def topups(request: web.Request) -> web.Response:
+    """The caller's top-ups, newest first: amount, status, what was credited (and refunded),
+    and Creem's checkout and order ids (what Creem's own receipts and support refer to)."""
+    ctx = request.app[CONTEXT]
+    user_id = uuid.UUID(require_user(request))
+    limit = validate.query_int(request, "limit", default=50, minimum=1, maximum=200)
+    found = await topups_of(ctx.pool, user_id, limit)
+    return json_response(
+        {
+            "topups": [
+                {
+                    **dict(r),
+                    "created_at": r["created_at"].isoformat(),
+                    "paid_at": r["paid_at"].isoformat() if r["paid_at"] else None,
+                }
+                for r in found
+            ]
+        }
+    )

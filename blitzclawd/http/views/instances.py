@@ -132,8 +132,28 @@ async def restart(request: web.Request) -> web.Response:
         raise ApiError(409, "not_ready", "connect the assistant's channel first (POST .../channel)")
     if row["status"] in ("pending", "provisioning"):
         raise ApiError(409, "not_ready", "the instance is still being set up")
+    if row["status"] == "stopped":
+        raise ApiError(409, "stopped", "the assistant is stopped: start it (POST .../start)")
     await service.restart(ctx.pool, ctx.actors, uuid.UUID(row["id"]))
     return json_response({"id": row["id"], "queued": "restart"}, status=202)
+
+
+async def stop(request: web.Request) -> web.Response:
+    """Stop an idle assistant: its gateway is stopped, the proxy refuses it (nothing is spent),
+    the health monitor leaves it alone; POST .../start brings it back."""
+    ctx = request.app[CONTEXT]
+    row = await owned_instance(ctx, require_user(request), instance_id_of(request))
+    await service.stop(ctx.pool, ctx.actors, uuid.UUID(row["id"]))
+    return json_response({"id": row["id"], "status": "stopped", "queued": "stop"}, status=202)
+
+
+async def start(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    row = await owned_instance(ctx, require_user(request), instance_id_of(request))
+    if row["status"] != "stopped":
+        raise ApiError(409, "not_stopped", f"the assistant is {row['status']}, not stopped")
+    await service.start(ctx.pool, ctx.actors, uuid.UUID(row["id"]))
+    return json_response({"id": row["id"], "queued": "start"}, status=202)
 
 
 async def configure(request: web.Request) -> web.Response:
