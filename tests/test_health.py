@@ -74,11 +74,11 @@ async def test_a_healthy_instance_is_ok_and_its_connection_reused(
         assert body["summary"] == {"checked": 1, "ok": 1, "failing": 0}
 
 
-async def test_non_admins_get_403(database: str, tmp_path: Path) -> None:
+async def test_non_admins_get_404(database: str, tmp_path: Path) -> None:
     async with fleet_env(database, tmp_path, min_available=0) as env:
         user = await env.user()
         status, body = await env.call("GET", "/api/health/instances", user)
-        assert status == 403 and body["error"]["code"] == "forbidden"
+        assert status == 404 and body["error"]["code"] == "not_found"
         status, _ = await env.call("GET", "/api/health/instances", {})
         assert status == 401
 

@@ -101,7 +101,7 @@ async def test_metrics_after_a_scripted_run(api_env: Any) -> None:
     # Operators only.
     assert (await scrape(api_env, {}))[0] == 401
     member = api_env.session_headers("user_m")
-    assert (await scrape(api_env, member))[0] == 403
+    assert (await scrape(api_env, member))[0] == 404
 
 
 def test_the_example_dashboard_only_queries_metrics_we_export() -> None:

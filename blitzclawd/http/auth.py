@@ -75,7 +75,8 @@ async def authenticate(request: web.Request) -> Caller:
 def require_admin(request: web.Request) -> Caller:
     caller = caller_of(request)
     if not caller.is_admin:
-        raise ApiError(403, "forbidden", "this endpoint is for operators")
+        # Operators' routes do not exist for anyone else: nothing to probe.
+        raise ApiError(404, "not_found", "no such endpoint")
     return caller
 
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from blitzclawd.http.views import (
     admin,
+    admin_fleet,
     auth,
     billing,
     channel_routes,
@@ -40,6 +41,12 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_get("/api/billing/topups", billing.topups)
     r.add_patch("/api/billing/auto-topup", billing.auto_topup)
     r.add_get("/api/admin/daemons", admin.daemons)
+    r.add_get("/api/admin/pool", admin_fleet.pool)
+    r.add_get("/api/admin/jobs", admin_fleet.jobs)
+    r.add_post("/api/admin/jobs/{job_id}/retry", admin_fleet.retry_job)
+    r.add_get("/api/admin/instances", admin_fleet.instances)
+    r.add_post("/api/admin/instances/{instance_id}/{action}", admin_fleet.instance_action)
+    r.add_get("/api/admin/audit", admin_fleet.audit_log)
     r.add_post("/api/instances", instances.create)
     r.add_get("/api/instances", instances.list_instances)
     r.add_get("/api/instances/{instance_id}", instances.get)

@@ -1,0 +1,126 @@
+"""/api/admin/{pool,jobs,instances,audit}: the fleet as an operator sees it, across users, and
+the actions an operator on call needs. Every action is recorded in admin_actions (who, what,
+which row, when); to anyone but an operator these routes do not exist (404)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from blitzclawd.http import validate
+from blitzclawd.http.auth import require_admin
+from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.errors import ApiError
+from blitzclawd.http.jsonutil import json_response
+from blitzclawd.queries import admin as rows
+from blitzclawd.runtime.messages import JobsQueued
+from blitzclawd.services import instances as service
+
+JOB_STATUSES = ("queued", "running", "done", "failed")
+INSTANCE_STATUSES = (
+    "waiting_for_channel",
+    "pending",
+    "provisioning",
+    "active",
+    "paused",
+    "stopped",
+    "error",
+)
+INSTANCE_ACTIONS = ("restart", "stop", "start")
+
+
+def _actor(request: web.Request) -> str:
+    caller = require_admin(request)
+    return "admin_key" if caller.user_id is None else f"user:{caller.user_id}"
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in dict(row).items()}
+
+
+def _choice_query(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query.get(name)
+    if value is not None and value not in allowed:
+        raise ApiError(
+            422, "invalid_field", f"{name} must be one of {', '.join(allowed)}", field=name
+        )
+    return value
+
+
+async def pool(request: web.Request) -> web.Response:
+    """Servers by status, with their age and location."""
+    _actor(request)
+    ctx = request.app[CONTEXT]
+    found = await rows.servers(ctx.pool)
+    now = dt.datetime.now(dt.UTC)
+    by_status: dict[str, int] = {}
+    servers = []
+    for r in found:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+        servers.append({**_plain(r), "age_seconds": int((now - r["created_at"]).total_seconds())})
+    return json_response({"by_status": by_status, "servers": servers})
+
+
+async def jobs(request: web.Request) -> web.Response:
+    _actor(request)
+    ctx = request.app[CONTEXT]
+    status = _choice_query(request, "status", JOB_STATUSES)
+    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
+    return json_response({"jobs": [_plain(r) for r in await rows.jobs(ctx.pool, status, limit)]})
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    """A failed job runs again from its first attempt."""
+    actor = _actor(request)
+    ctx = request.app[CONTEXT]
+    raw = request.match_info["job_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "not_found", "no such job")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        job = await rows.retry_job(conn, int(raw))
+        if job is None:
+            raise ApiError(404, "not_found", "no failed job with this id")
+        await rows.audit(conn, actor, "job.retry", str(job["id"]), {"kind": job["kind"]})
+    ctx.actors.provisioner.tell(JobsQueued())
+    return json_response({"id": job["id"], "status": "queued"}, status=202)
+
+
+async def instances(request: web.Request) -> web.Response:
+    """Every user's instances: search by instance id, owner id or email, server address."""
+    _actor(request)
+    ctx = request.app[CONTEXT]
+    search = request.query.get("q") or None
+    if search is not None and len(search) > 200:
+        raise ApiError(422, "invalid_field", "q is at most 200 characters", field="q")
+    status = _choice_query(request, "status", INSTANCE_STATUSES)
+    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
+    found = await rows.instances(ctx.pool, search, status, limit)
+    return json_response({"instances": [_plain(r) for r in found]})
+
+
+async def instance_action(request: web.Request) -> web.Response:
+    """restart, stop or start any user's instance (the owner's own routes' rules apply)."""
+    actor = _actor(request)
+    ctx = request.app[CONTEXT]
+    action = request.match_info["action"]
+    try:
+        instance_id = uuid.UUID(request.match_info["instance_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such instance") from None
+    if action not in INSTANCE_ACTIONS or not await rows.instance_exists(ctx.pool, instance_id):
+        raise ApiError(404, "not_found", "no such instance action")
+    await getattr(service, action)(ctx.pool, ctx.actors, instance_id)
+    await rows.audit(ctx.pool, actor, f"instance.{action}", str(instance_id), {})
+    return json_response({"id": str(instance_id), "queued": action}, status=202)
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    _actor(request)
+    ctx = request.app[CONTEXT]
+    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
+    return json_response(
+        {"actions": [_plain(r) for r in await rows.recent_actions(ctx.pool, limit)]}
+    )

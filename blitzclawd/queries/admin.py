@@ -1,0 +1,96 @@
+"""What the admin API reads across users, and its audit trail (admin_actions)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+
+async def audit(
+    db: Executor, actor: str, action: str, target: str | None, detail: dict[str, Any]
+) -> None:
+    await db.execute(
+        "INSERT INTO admin_actions (actor, action, target, detail) VALUES ($1, $2, $3, $4)",
+        actor,
+        action,
+        target,
+        detail,
+    )
+
+
+async def recent_actions(db: Executor, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT id, actor, action, target, detail, created_at FROM admin_actions
+           ORDER BY id DESC LIMIT $1""",
+        limit,
+    )
+
+
+async def servers(db: Executor) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT id::text, name, hetzner_server_id, status, location, server_type,
+                  host(ip_address) AS ip, assigned_to::text, created_at, ready_at,
+                  status_changed_at
+           FROM server_pool WHERE status <> 'gone' ORDER BY created_at"""
+    )
+
+
+async def jobs(db: Executor, status: str | None, limit: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT j.id, j.instance_id::text, i.user_id::text, j.kind, j.status, j.attempts,
+                  j.last_error, j.created_at, j.finished_at
+           FROM instance_jobs j JOIN instances i ON i.id = j.instance_id
+           WHERE $1::text IS NULL OR j.status = $1
+           ORDER BY j.id DESC LIMIT $2""",
+        status,
+        limit,
+    )
+
+
+async def retry_job(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
+    """A failed job queued again from scratch (its last error kept until it runs); None when
+    there is no such failed job."""
+    return await conn.fetchrow(
+        """UPDATE instance_jobs SET status = 'queued', attempts = 0, run_after = now(),
+                  locked_by = NULL, locked_at = NULL, finished_at = NULL
+           WHERE id = $1 AND status = 'failed'
+           RETURNING id, instance_id::text, kind""",
+        job_id,
+    )
+
+
+async def instances(
+    db: Executor, search: str | None, status: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """Every user's live instances; `search` matches the instance id, the owner's id or email,
+    or the server's address (a prefix or a substring, case-insensitive)."""
+    pattern = None if not search else "%" + search.replace("\\", "").replace("%", "") + "%"
+    return await db.fetch(
+        """SELECT i.id::text, i.user_id::text, u.email, i.status, i.status_reason,
+                  i.channel_type, host(s.ip_address) AS server_ip, s.name AS server_name,
+                  h.state AS health, h.checked_at AS health_checked_at, i.created_at
+           FROM instances i
+           JOIN users u ON u.id = i.user_id
+           LEFT JOIN server_pool s ON s.id = i.server_id
+           LEFT JOIN instance_health h ON h.instance_id = i.id
+           WHERE i.deleted_at IS NULL
+             AND ($1::text IS NULL OR i.id::text ILIKE $1 OR i.user_id::text ILIKE $1
+                  OR u.email ILIKE $1 OR host(s.ip_address) ILIKE $1)
+             AND ($2::text IS NULL OR i.status = $2)
+           ORDER BY i.created_at DESC LIMIT $3""",
+        pattern,
+        status,
+        limit,
+    )
+
+
+async def instance_exists(db: Executor, instance_id: uuid.UUID) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT 1 FROM instances WHERE id = $1 AND deleted_at IS NULL", instance_id
+        )
+    )

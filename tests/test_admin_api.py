@@ -1,0 +1,98 @@
+"""The operator's API (issue 14), end to end with a real daemon over real SSH: the pool, every
+user's instances (search, restart, stop, start), failed jobs retried; every action audited with
+who, what and when; to anyone but an operator each route is a 404."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_fleet import ADMIN_KEY, BOT_TOKEN, active, available, fleet_env, until
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def test_the_operator_surface(database: str, tmp_path: Path) -> None:
+    async with fleet_env(database, tmp_path) as env:
+        await available(env, 2)
+        alice = await env.user()
+        status, body = await env.call(
+            "POST",
+            "/api/instances",
+            alice,
+            {
+                "channel_type": "telegram",
+                "persona_template": "assistant",
+                "channel_config": {"bot_token": BOT_TOKEN, "allow_from": ["42"]},
+            },
+        )
+        assert status == 201, body
+        iid = body["id"]
+        row = await active(env, iid)
+        server = env.server_of(row["hetzner_server_id"]).ssh
+
+        # Not there for a user, nor without credentials.
+        for method, path in (
+            ("GET", "/api/admin/pool"),
+            ("GET", "/api/admin/jobs"),
+            ("POST", "/api/admin/jobs/1/retry"),
+            ("GET", "/api/admin/instances"),
+            ("POST", f"/api/admin/instances/{iid}/stop"),
+            ("GET", "/api/admin/audit"),
+        ):
+            assert (await env.call(method, path, alice))[0] == 404, path
+            assert (await env.call(method, path, {}))[0] == 401, path
+
+        status, body = await env.call("GET", "/api/admin/pool", ADMIN)
+        assert status == 200 and body["by_status"].get("assigned") == 1, body
+        assigned = next(s for s in body["servers"] if s["status"] == "assigned")
+        assert assigned["assigned_to"] == iid and assigned["age_seconds"] >= 0
+
+        status, body = await env.call("GET", "/api/admin/instances?q=" + iid[:8], ADMIN)
+        assert [i["id"] for i in body["instances"]] == [iid]
+        assert body["instances"][0]["server_ip"] == assigned["ip"]
+        status, body = await env.call("GET", "/api/admin/instances?status=bogus", ADMIN)
+        assert status == 422 and body["error"]["field"] == "status"
+
+        # Stop and start someone's assistant.
+        status, _ = await env.call("POST", f"/api/admin/instances/{iid}/stop", ADMIN)
+        assert status == 202
+
+        async def stopped() -> bool:
+            return server.gateway_state == "inactive"
+
+        await until(stopped)
+        assert (await env.instance(iid))["status"] == "stopped"
+        status, _ = await env.call("POST", f"/api/admin/instances/{iid}/start", ADMIN)
+        assert status == 202
+        await active(env, iid)
+        assert (await env.call("POST", f"/api/admin/instances/{iid}/reboot", ADMIN))[0] == 404
+
+        # A job that failed for good, retried.
+        failed = await env.pool.fetchval(
+            """INSERT INTO instance_jobs (instance_id, kind, status, attempts, last_error,
+                                          finished_at)
+               VALUES ($1, 'restart', 'failed', 5, 'gave up', now()) RETURNING id""",
+            row["id"],
+        )
+        status, body = await env.call("GET", "/api/admin/jobs?status=failed", ADMIN)
+        assert [j["id"] for j in body["jobs"]] == [failed]
+        assert body["jobs"][0]["last_error"] == "gave up"
+        status, body = await env.call("POST", f"/api/admin/jobs/{failed}/retry", ADMIN)
+        assert status == 202, body
+
+        async def retried() -> bool:
+            return (
+                await env.pool.fetchval("SELECT status FROM instance_jobs WHERE id = $1", failed)
+            ) == "done"
+
+        await until(retried)
+        assert (await env.call("POST", f"/api/admin/jobs/{failed}/retry", ADMIN))[0] == 404
+
+        # Every action, audited.
+        status, body = await env.call("GET", "/api/admin/audit", ADMIN)
+        assert [(a["actor"], a["action"], a["target"]) for a in body["actions"]] == [
+            ("admin_key", "job.retry", str(failed)),
+            ("admin_key", "instance.start", iid),
+            ("admin_key", "instance.stop", iid),
+        ]
+        assert all(a["created_at"] for a in body["actions"])
