@@ -28,7 +28,9 @@ from blitzclawd.runtime.messages import (
     NotificationQueued,
     Notify,
     PoolCheck,
+    Provision,
     RecoverOrphans,
+    SweepNow,
 )
 
 log = logging.getLogger("blitzclawd.registry")
@@ -104,7 +106,8 @@ class Actors:
 
     notifier: Ref[NotifierMessage]
     provisioner: Ref[JobsQueued]
-    pool_manager: Ref[PoolCheck]
+    pool_manager: Ref[PoolCheck | Provision]
+    health_monitor: Ref[SweepNow]
     billing: Ref[CreemWebhook | RecoverOrphans]
     _lookup: Lookup
 
@@ -121,6 +124,7 @@ class Actors:
             notifier=Ref("core/notifier", lookup),
             provisioner=Ref("fleet/provisioner", lookup),
             pool_manager=Ref("fleet/pool-manager", lookup),
+            health_monitor=Ref("fleet/health-monitor", lookup),
             billing=Ref("money/billing", lookup),
             _lookup=lookup,
         )

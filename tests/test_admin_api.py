@@ -38,6 +38,8 @@ async def test_the_operator_surface(database: str, tmp_path: Path) -> None:
             ("GET", "/api/admin/instances"),
             ("POST", f"/api/admin/instances/{iid}/stop"),
             ("GET", "/api/admin/audit"),
+            ("POST", "/api/admin/pool/provision"),
+            ("POST", "/api/admin/health/check"),
         ):
             assert (await env.call(method, path, alice))[0] == 404, path
             assert (await env.call(method, path, {}))[0] == 401, path
@@ -88,9 +90,24 @@ async def test_the_operator_surface(database: str, tmp_path: Path) -> None:
         await until(retried)
         assert (await env.call("POST", f"/api/admin/jobs/{failed}/retry", ADMIN))[0] == 404
 
+        # More servers now, within max_size; a health sweep now.
+        for bad in ({}, {"count": 0}, {"count": "2"}, {"count": 51}):
+            status, body = await env.call("POST", "/api/admin/pool/provision", ADMIN, bad)
+            assert status == 422 and body["error"]["field"] == "count", (bad, body)
+        before = len(env.fake.servers)
+        status, body = await env.call("POST", "/api/admin/pool/provision", ADMIN, {"count": 1})
+        assert status == 202 and body == {"asked": 1, "created": 1}, body
+        assert len(env.fake.servers) == before + 1
+        status, body = await env.call("POST", "/api/admin/health/check", ADMIN, {})
+        assert status == 200, body
+        assert body["report"]["checked"] == 1 and body["report"]["ok"] == 1
+        assert [i["instance_id"] for i in body["instances"]] == [iid]
+
         # Every action, audited.
         status, body = await env.call("GET", "/api/admin/audit", ADMIN)
         assert [(a["actor"], a["action"], a["target"]) for a in body["actions"]] == [
+            ("admin_key", "health.check", None),
+            ("admin_key", "pool.provision", None),
             ("admin_key", "job.retry", str(failed)),
             ("admin_key", "instance.start", iid),
             ("admin_key", "instance.stop", iid),

@@ -35,7 +35,7 @@ from blitzclawd.config import FleetSettings
 from blitzclawd.fleet import remote
 from blitzclawd.queries import health
 from blitzclawd.runtime.actor import Actor
-from blitzclawd.runtime.messages import Notify, Tick
+from blitzclawd.runtime.messages import Notify, SweepNow, Tick
 
 log = logging.getLogger("blitzclawd.health")
 
@@ -183,7 +183,7 @@ class HealthMonitor(Actor):
         await self.checker.close()
 
     async def handle(self, message: object) -> SweepReport | None:
-        if isinstance(message, Tick):
+        if isinstance(message, (Tick, SweepNow)):
             return await self.sweep()
         return None
 

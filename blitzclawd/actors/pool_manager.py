@@ -27,7 +27,7 @@ from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.providers.base import ProviderError, ServerInfo, ServerProvider
 from blitzclawd.runtime.actor import Actor
-from blitzclawd.runtime.messages import PoolCheck, Tick
+from blitzclawd.runtime.messages import PoolCheck, Provision, Tick
 
 log = logging.getLogger("blitzclawd.pool")
 
@@ -64,10 +64,24 @@ class PoolManager(Actor):
         self.every(self._cfg.pool_interval, "pool")
         self.tell(PoolCheck("start"))
 
-    async def handle(self, message: object) -> PassReport | None:
+    async def handle(self, message: object) -> PassReport | int | None:
         if isinstance(message, (Tick, PoolCheck)):
             return await self.run_pass()
+        if isinstance(message, Provision):
+            return await self.provision(message.count)
         return None
+
+    async def provision(self, count: int) -> int:
+        """Up to `count` more servers now, never beyond fleet.max_size; how many were made."""
+        counts = await fleet_pool.pool_counts(self._pool)
+        room = max(0, self._cfg.max_size - counts["total"])
+        made = 0
+        for _ in range(min(count, room)):
+            if not await self._create_one():
+                break
+            made += 1
+        log.info("servers provisioned on request", extra={"asked": count, "created": made})
+        return made
 
     async def run_pass(self) -> PassReport:
         try:

@@ -131,6 +131,19 @@ class AutoTopupDue:
 
 
 @dataclass(frozen=True, slots=True)
+class Provision:
+    """An operator asks for `count` more servers now (within fleet.max_size); asked, answered
+    with how many were created."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SweepNow:
+    """An operator asks for a health sweep now; asked, answered with its SweepReport."""
+
+
+@dataclass(frozen=True, slots=True)
 class PoolCheck:
     """Run a pool pass now (the instances API found no available server)."""
 

@@ -4,6 +4,7 @@ which row, when); to anyone but an operator these routes do not exist (404)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
@@ -16,7 +17,9 @@ from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.queries import admin as rows
-from blitzclawd.runtime.messages import JobsQueued
+from blitzclawd.queries import health
+from blitzclawd.registry import ActorUnavailable
+from blitzclawd.runtime.messages import JobsQueued, Provision, SweepNow
 from blitzclawd.services import instances as service
 
 JOB_STATUSES = ("queued", "running", "done", "failed")
@@ -123,4 +126,43 @@ async def audit_log(request: web.Request) -> web.Response:
     limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
     return json_response(
         {"actions": [_plain(r) for r in await rows.recent_actions(ctx.pool, limit)]}
+    )
+
+
+async def provision(request: web.Request) -> web.Response:
+    """`{"count": N}` more servers now, within fleet.max_size (the pool manager's own rules)."""
+    actor = _actor(request)
+    ctx = request.app[CONTEXT]
+    body = await validate.json_object(request)
+    count = body.get("count")
+    if type(count) is not int or not 1 <= count <= 50:
+        raise ApiError(422, "invalid_field", "count must be an integer from 1 to 50", field="count")
+    try:
+        made = await ctx.actors.pool_manager.ask(Provision(count), timeout=120)
+    except ActorUnavailable:
+        raise ApiError(
+            409, "elsewhere", "the pool manager runs on another daemon (or no provider is set)"
+        ) from None
+    except TimeoutError:
+        raise ApiError(504, "timeout", "the provider is slow: servers may still appear") from None
+    await rows.audit(ctx.pool, actor, "pool.provision", None, {"asked": count, "created": made})
+    return json_response({"asked": count, "created": made}, status=202)
+
+
+async def health_check(request: web.Request) -> web.Response:
+    """A health sweep now; its report and every instance's result."""
+    actor = _actor(request)
+    ctx = request.app[CONTEXT]
+    try:
+        report = await ctx.actors.health_monitor.ask(SweepNow(), timeout=300)
+    except ActorUnavailable:
+        raise ApiError(409, "elsewhere", "the health monitor runs on another daemon") from None
+    except TimeoutError:
+        raise ApiError(
+            504, "timeout", "the sweep is still running; see GET /api/health/instances"
+        ) from None
+    await rows.audit(ctx.pool, actor, "health.check", None, dataclasses.asdict(report))
+    results = await health.health_results(ctx.pool)
+    return json_response(
+        {"report": dataclasses.asdict(report), "instances": [_plain(r) for r in results]}
     )
