@@ -181,6 +181,10 @@ class LimitsSettings:
     tokens_per_day: int = field(default=1_000_000, metadata=_range(0, 10**15))
     # POST /v1/messages/count_tokens (free upstream, so not billed): calls a minute per instance.
     count_tokens_per_minute: int = field(default=60, metadata=_range(0, 10**6))
+    # The API listener (not the proxy): requests a minute per client address and per user
+    # (bursts up to that many at once); beyond, 429 with Retry-After. 0: no limit.
+    api_per_ip_per_minute: int = field(default=1200, metadata=_range(0, 10**7))
+    api_per_user_per_minute: int = field(default=600, metadata=_range(0, 10**7))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from blitzclawd.http import rate_limit
 from blitzclawd.http.auth import require_auth
 from blitzclawd.http.context import CONTEXT, DaemonContext
+from blitzclawd.http.cors import cors
 from blitzclawd.http.middlewares import request_context
 from blitzclawd.http.protocol_errors import (
     PROTOCOL_ERRORS,
@@ -23,7 +25,18 @@ MAX_PROXY_BODY = 32 * 1024 * 1024
 
 
 def make_api_app(ctx: DaemonContext) -> web.Application:
-    app = web.Application(middlewares=[request_context, require_auth], client_max_size=MAX_BODY)
+    limits = ctx.settings.limits
+    app = web.Application(
+        middlewares=[
+            # Outermost: error answers carry the CORS headers too (a browser must read them).
+            cors(ctx.settings.auth.allowed_origins),
+            request_context,
+            rate_limit.per_ip(limits.api_per_ip_per_minute),
+            require_auth,
+            rate_limit.per_user(limits.api_per_user_per_minute),
+        ],
+        client_max_size=MAX_BODY,
+    )
     app[CONTEXT] = ctx
     app[PROTOCOL_ERRORS] = api_protocol_error
     setup_api_routes(app)
