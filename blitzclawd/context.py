@@ -14,13 +14,14 @@ import aiohttp
 import asyncpg
 
 from blitzclawd.config import Secrets, Settings
+from blitzclawd.events import EventBus
+from blitzclawd.metrics import Metrics
 from blitzclawd.registry import Actors
 
 if TYPE_CHECKING:
     from blitzclawd.auth.clerk import ClerkVerifier
     from blitzclawd.auth.clerk_users import ClerkUsers
     from blitzclawd.crypto import Keyring
-    from blitzclawd.metrics import Metrics
     from blitzclawd.providers.base import ServerProvider
     from blitzclawd.runtime.supervisor import Supervisor
 
@@ -41,13 +42,24 @@ class DaemonContext:
     clerk_users: ClerkUsers | None
     # Where servers come from (None without the hetzner_api_token secret).
     provider: ServerProvider | None
+    # The operators' live events (GET /api/admin/events) and what feeds them while listened to.
+    events: EventBus = field(default_factory=EventBus)
+    _event_watch: Any = None
     # Prometheus metrics (GET /metrics): the proxy counts into them.
-    metrics: Metrics = field(default_factory=lambda: _metrics())
+    metrics: Metrics = field(default_factory=Metrics)
     # clerk user id -> (our user id, role, fetched at): spares a write per authenticated call.
     user_cache: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     # Loaded on first use (blitzclawd.fleet.keys): at-rest encryption and the provisioner's key.
     _keyring: Keyring | None = None
     _ssh_key: Any = None
+
+    def event_watch(self) -> Any:
+        """Feeds `events` while someone listens (blitzclawd.event_watch), made on first use."""
+        if self._event_watch is None:
+            from blitzclawd.event_watch import EventWatch
+
+            self._event_watch = EventWatch(self)
+        return self._event_watch
 
     def keyring(self) -> Keyring:
         if self._keyring is None:
@@ -63,9 +75,3 @@ class DaemonContext:
 
             self._ssh_key = load_ssh_key(self.settings, self.secrets)
         return self._ssh_key
-
-
-def _metrics() -> Metrics:
-    from blitzclawd.metrics import Metrics
-
-    return Metrics()

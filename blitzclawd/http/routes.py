@@ -49,6 +49,7 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_get("/api/admin/audit", admin_fleet.audit_log)
     r.add_post("/api/admin/pool/provision", admin_fleet.provision)
     r.add_post("/api/admin/health/check", admin_fleet.health_check)
+    r.add_get("/api/admin/events", admin_fleet.events)
     r.add_post("/api/instances", instances.create)
     r.add_get("/api/instances", instances.list_instances)
     r.add_get("/api/instances/{instance_id}", instances.get)

@@ -4,11 +4,14 @@ which row, when); to anyone but an operator these routes do not exist (404)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from blitzclawd.http import validate
@@ -166,3 +169,46 @@ async def health_check(request: web.Request) -> web.Response:
     return json_response(
         {"report": dataclasses.asdict(report), "instances": [_plain(r) for r in results]}
     )
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: actors, instances, pool, health, alerts, webhooks, a per-second proxy
+    summary; `Last-Event-ID` resumes (a "lost" event says when it cannot)."""
+    _actor(request)
+    ctx = request.app[CONTEXT]
+    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    last_id = int(raw) if raw and raw.isdigit() and len(raw) < 20 else None
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    stream = ctx.events.subscribe(last_id)
+    first = asyncio.ensure_future(anext(stream))  # subscribed from here on
+    await asyncio.sleep(0)
+    watch = ctx.event_watch()
+    watch.ensure_running()
+    with contextlib.suppress(TimeoutError):
+        # The answer starts once the watch has its baseline: what happens after it is reported.
+        await asyncio.wait_for(watch.ready.wait(), 5)
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n\n")
+    try:
+        event = await first
+        while True:
+            if event is None:
+                await response.write(b": keep-alive\n\n")
+            else:
+                data = orjson.dumps(event.data, default=str).decode()
+                await response.write(
+                    f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
+                )
+            event = await anext(stream)
+    except ConnectionResetError:
+        pass  # the operator left
+    finally:
+        first.cancel()
+        await stream.aclose()
+    return response
