@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from blitzclawd import sdnotify, tree
+from blitzclawd import logs, sdnotify, tree
 from blitzclawd.auth.clerk import ClerkVerifier
 from blitzclawd.auth.clerk_users import clerk_users
 from blitzclawd.children import Children, Resources
@@ -86,6 +86,7 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> int:
+        logs.keep_recent()  # GET /api/admin/logs
         db = await open_database(self.settings, self.secrets)
         try:
             return await self._run_on(db.dsn, db.embedded)

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 import orjson
@@ -57,7 +58,33 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, RECENT]
     root.setLevel(level.upper())
     # aiohttp's access log duplicates our own request log line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class RecentLogs(logging.Handler):
+    """The last `size` log lines of this process, as JSON objects, for GET /api/admin/logs
+    (bounded: older lines go first)."""
+
+    def __init__(self, size: int = 2000) -> None:
+        super().__init__(logging.INFO)
+        self.lines: deque[str] = deque(maxlen=size)
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # a log line must never break the code that logs it
+            self.handleError(record)
+
+
+RECENT = RecentLogs()
+
+
+def keep_recent() -> None:
+    """Keep recent lines in memory (once per process; setup_logging may replace handlers)."""
+    root = logging.getLogger()
+    if RECENT not in root.handlers:
+        root.addHandler(RECENT)

@@ -113,3 +113,65 @@ async def test_the_operator_surface(database: str, tmp_path: Path) -> None:
             ("admin_key", "instance.stop", iid),
         ]
         assert all(a["created_at"] for a in body["actions"])
+
+
+async def test_limits_actors_payments_and_logs(api_env) -> None:
+    """Per-instance limits reach the proxy at once; an actor restarted through its supervisor;
+    unmatched payments and this daemon's recent log lines listed; all audited, 404 to users."""
+    from blitzclawd.testing import seed
+
+    admin = {"Authorization": f"Bearer {api_env.admin_key}"}
+    user = api_env.session_headers("user_plain")
+    owner = await seed.create_user(api_env.pool)
+    await seed.credit(api_env.pool, owner, 25_000_000)
+    inst = await seed.create_instance(api_env.pool, owner)
+    limits = f"/api/admin/instances/{inst.id}/limits"
+    for method, path in (
+        ("PATCH", limits),
+        ("POST", "/api/admin/actors/core/notifier/restart"),
+        ("GET", "/api/admin/payments/unmatched"),
+        ("GET", "/api/admin/logs"),
+    ):
+        assert (await api_env.call(method, path, headers=user, json={}))[0] == 404, path
+
+    for bad in (
+        {},
+        {"messages_per_hour": -1},
+        {"tokens_per_day": "5"},
+        {"messages_per_hour": True},
+    ):
+        status, body = await api_env.call("PATCH", limits, headers=admin, json=bad)
+        assert status == 422, (bad, body)
+    status, body = await api_env.call("PATCH", limits, headers=admin, json={"messages_per_hour": 1})
+    assert status == 200 and body["messages_per_hour"] == 1 and body["tokens_per_day"] is None
+    headers = {**inst.headers, "anthropic-version": "2023-06-01"}
+    message = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    texts = []
+    for _ in range(2):
+        async with api_env.http.post(
+            api_env.proxy + "/v1/messages", json=message, headers=headers
+        ) as resp:
+            assert resp.status == 200
+            texts.append(await resp.text())
+    assert "limit" in texts[1].lower() and "limit" not in texts[0].lower()  # the 2nd: a notice
+
+    status, body = await api_env.call(
+        "POST", "/api/admin/actors/core/notifier/restart", headers=admin, json={}
+    )
+    assert status == 202 and body["restarted"] == "core/notifier", body
+    status, _ = await api_env.call("POST", "/api/admin/actors/nope/restart", headers=admin, json={})
+    assert status == 404
+
+    status, body = await api_env.call("GET", "/api/admin/payments/unmatched", headers=admin)
+    assert status == 200 and body == {"events": []}
+    status, body = await api_env.call("GET", "/api/admin/logs?level=warning", headers=admin)
+    assert status == 200
+    assert any("restarted on request" in line["msg"] for line in body["lines"]), body
+    assert all(line["level"] in ("warning", "error", "critical") for line in body["lines"])
+
+    status, body = await api_env.call("GET", "/api/admin/audit", headers=admin)
+    assert [a["action"] for a in body["actions"]][:2] == ["actor.restart", "instance.limits"]

@@ -94,3 +94,19 @@ async def instance_exists(db: Executor, instance_id: uuid.UUID) -> bool:
             "SELECT 1 FROM instances WHERE id = $1 AND deleted_at IS NULL", instance_id
         )
     )
+
+
+_LIMIT_COLUMNS = {"messages_per_hour": "msgs_per_hour", "tokens_per_day": "tokens_per_day"}
+
+
+async def set_limits(
+    db: Executor, instance_id: uuid.UUID, changes: dict[str, int | None]
+) -> asyncpg.Record | None:
+    """An instance's own limits (None: the global one); the instances trigger announces it."""
+    sets = ", ".join(f"{_LIMIT_COLUMNS[k]} = ${i}" for i, k in enumerate(changes, start=2))
+    return await db.fetchrow(
+        f"""UPDATE instances SET {sets} WHERE id = $1 AND deleted_at IS NULL
+            RETURNING msgs_per_hour AS messages_per_hour, tokens_per_day""",
+        instance_id,
+        *changes.values(),
+    )

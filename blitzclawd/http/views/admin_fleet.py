@@ -14,15 +14,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from blitzclawd import logs
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_admin
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
+from blitzclawd.payments.unmatched import list_unmatched
 from blitzclawd.queries import admin as rows
 from blitzclawd.queries import health
 from blitzclawd.registry import ActorUnavailable
 from blitzclawd.runtime.messages import JobsQueued, Provision, SweepNow
+from blitzclawd.runtime.supervisor import NoSuchChild
 from blitzclawd.services import instances as service
 
 JOB_STATUSES = ("queued", "running", "done", "failed")
@@ -212,3 +215,76 @@ async def events(request: web.Request) -> web.StreamResponse:
         first.cancel()
         await stream.aclose()
     return response
+
+
+async def instance_limits(request: web.Request) -> web.Response:
+    """`{"messages_per_hour": N | null, "tokens_per_day": N | null}` for one instance (null: the
+    global limit); every daemon's proxy picks it up at once (the instances announcement)."""
+    actor = _actor(request)
+    ctx = request.app[CONTEXT]
+    try:
+        instance_id = uuid.UUID(request.match_info["instance_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such instance") from None
+    body = await validate.json_object(request)
+    changes: dict[str, int | None] = {}
+    for name, cap in (("messages_per_hour", 10**9), ("tokens_per_day", 10**15)):
+        if name in body:
+            value = body[name]
+            if value is not None and (type(value) is not int or not 0 <= value <= cap):
+                raise ApiError(
+                    422,
+                    "invalid_field",
+                    f"{name} must be null (the global limit) or an integer from 0 to {cap}",
+                    field=name,
+                )
+            changes[name] = value
+    if not changes:
+        raise ApiError(
+            422, "invalid_field", "send messages_per_hour and/or tokens_per_day", field="body"
+        )
+    row = await rows.set_limits(ctx.pool, instance_id, changes)
+    if row is None:
+        raise ApiError(404, "not_found", "no such instance")
+    await rows.audit(ctx.pool, actor, "instance.limits", str(instance_id), changes)
+    return json_response({"id": str(instance_id), **dict(row)})
+
+
+async def restart_actor(request: web.Request) -> web.Response:
+    """Restart one of this daemon's actors through its supervisor (its path in the tree, e.g.
+    fleet/health-monitor, as GET /api/admin/daemons lists them)."""
+    actor = _actor(request)
+    ctx = request.app[CONTEXT]
+    path = request.match_info["path"]
+    try:
+        await ctx.supervisor.terminate_child(path)  # OTP: stop it, then start it again
+        await ctx.supervisor.restart_child(path)
+    except NoSuchChild:
+        raise ApiError(404, "not_found", f"no actor {path[:100]!r} on this daemon") from None
+    except RuntimeError as exc:
+        raise ApiError(409, "not_restarted", str(exc)[:300]) from None
+    await rows.audit(ctx.pool, actor, "actor.restart", path, {"daemon": ctx.daemon_id})
+    return json_response({"restarted": path, "daemon": ctx.daemon_id}, status=202)
+
+
+async def unmatched_payments(request: web.Request) -> web.Response:
+    """Webhook events carrying money we did not (fully) apply, newest first (?before_id=)."""
+    _actor(request)
+    ctx = request.app[CONTEXT]
+    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
+    raw = request.query.get("before_id")
+    before = int(raw) if raw and raw.isdigit() and len(raw) < 19 else None
+    found = await list_unmatched(ctx.pool, limit=limit, before_id=before)
+    return json_response({"events": [_plain(dataclasses.asdict(u)) for u in found]})
+
+
+async def log_tail(request: web.Request) -> web.Response:
+    """This daemon's last log lines (at most 2,000 kept in memory), oldest first."""
+    _actor(request)
+    lines = validate.query_int(request, "lines", default=200, minimum=1, maximum=2000)
+    level = _choice_query(request, "level", ("debug", "info", "warning", "error", "critical"))
+    order = ("debug", "info", "warning", "error", "critical")
+    wanted = order[order.index(level) :] if level else order
+    found = [orjson.loads(line) for line in list(logs.RECENT.lines)]
+    found = [e for e in found if e.get("level") in wanted][-lines:]
+    return json_response({"lines": found})
