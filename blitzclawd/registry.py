@@ -20,6 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from blitzclawd.proxy.handler import ProxyHandler
 from blitzclawd.runtime.messages import (
+    Adjust,
     AutoTopupDue,
     BalanceDepleted,
     CreemWebhook,
@@ -108,7 +109,7 @@ class Actors:
     provisioner: Ref[JobsQueued]
     pool_manager: Ref[PoolCheck | Provision]
     health_monitor: Ref[SweepNow]
-    billing: Ref[CreemWebhook | RecoverOrphans]
+    billing: Ref[CreemWebhook | RecoverOrphans | Adjust]
     _lookup: Lookup
 
     def proxy(self) -> ProxyHandler | None:

@@ -175,3 +175,57 @@ async def test_limits_actors_payments_and_logs(api_env) -> None:
 
     status, body = await api_env.call("GET", "/api/admin/audit", headers=admin)
     assert [a["action"] for a in body["actions"]][:2] == ["actor.restart", "instance.limits"]
+
+
+async def test_users_and_manual_adjustments(api_env) -> None:
+    """A manual ledger entry with a reason, booked by billing once per idempotency key."""
+    import uuid as uuid_
+
+    from blitzclawd.testing import seed
+
+    admin = {"Authorization": f"Bearer {api_env.admin_key}"}
+    owner = await seed.create_user(api_env.pool)
+    await seed.credit(api_env.pool, owner, 10_000_000)
+    status, body = await api_env.call("GET", f"/api/admin/users?q={owner}", headers=admin)
+    assert status == 200 and [u["id"] for u in body["users"]] == [owner]
+    assert body["users"][0]["balance_micros"] == 10_000_000
+
+    adjust = f"/api/admin/users/{owner}/adjust"
+    for bad, field in (
+        ({"amount_micros": 0, "reason": "x"}, "amount_micros"),
+        ({"amount_micros": "5", "reason": "x"}, "amount_micros"),
+        ({"amount_micros": 10**13, "reason": "x"}, "amount_micros"),
+        ({"amount_micros": 5}, "reason"),
+        ({"amount_micros": 5, "reason": "  "}, "reason"),
+    ):
+        status, body = await api_env.call("POST", adjust, headers=admin, json=bad)
+        assert status == 422 and body["error"]["field"] == field, (bad, body)
+    status, _ = await api_env.call(
+        "POST",
+        f"/api/admin/users/{uuid_.uuid4()}/adjust",
+        headers=admin,
+        json={"amount_micros": 5, "reason": "x"},
+    )
+    assert status == 404
+    assert (
+        await api_env.call(
+            "POST",
+            adjust,
+            headers=api_env.session_headers("user_plain"),
+            json={"amount_micros": 5, "reason": "x"},
+        )
+    )[0] == 404
+
+    credit = {"amount_micros": 2_500_000, "reason": "outage on 2026-12-01", "idempotency_key": "k1"}
+    status, body = await api_env.call("POST", adjust, headers=admin, json=credit)
+    assert status == 200 and body["outcome"] == "applied", body
+    assert body["balance_micros"] == 12_500_000
+    status, body = await api_env.call("POST", adjust, headers=admin, json=credit)
+    assert body["outcome"] == "duplicate"
+    entry = await api_env.pool.fetchrow(
+        "SELECT amount_micros, reference FROM ledger_entries WHERE idempotency_key = 'admin:k1'"
+    )
+    assert entry["amount_micros"] == 2_500_000 and "outage on 2026-12-01" in entry["reference"]
+    status, body = await api_env.call("GET", "/api/admin/audit", headers=admin)
+    assert [a["action"] for a in body["actions"]] == ["user.adjust", "user.adjust"]
+    assert body["actions"][0]["detail"]["reason"] == "outage on 2026-12-01"

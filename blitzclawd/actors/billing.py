@@ -29,6 +29,7 @@ from blitzclawd.payments.creem import CreemEvent
 from blitzclawd.proxy.recovery import recover_journals, recover_orphaned_reservations
 from blitzclawd.runtime.actor import Actor, ActorNotRunning
 from blitzclawd.runtime.messages import (
+    Adjust,
     AutoTopupDue,
     BalanceDepleted,
     CreemWebhook,
@@ -137,6 +138,15 @@ class BillingActor(Actor):
         if isinstance(message, CreemWebhook):
             assert isinstance(message.event, CreemEvent)
             return await self._apply_webhook(message.event)
+        if isinstance(message, Adjust):
+            entry = ledger.Entry(
+                message.user_id,
+                message.amount_micros,
+                "adjustment",
+                message.reason,
+                f"admin:{message.key}",
+            )
+            return await ledger.adjust(self._pool, entry, self._minimum, "adjustment")
         if isinstance(message, Tick) and self._journals is not None:
             journals = self._journals
             await self._recover(

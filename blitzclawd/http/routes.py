@@ -54,6 +54,8 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_post("/api/admin/actors/{path:.+}/restart", admin_fleet.restart_actor)
     r.add_get("/api/admin/payments/unmatched", admin_fleet.unmatched_payments)
     r.add_get("/api/admin/logs", admin_fleet.log_tail)
+    r.add_get("/api/admin/users", admin_fleet.users)
+    r.add_post("/api/admin/users/{user_id}/adjust", admin_fleet.adjust_balance)
     r.add_post("/api/instances", instances.create)
     r.add_get("/api/instances", instances.list_instances)
     r.add_get("/api/instances/{instance_id}", instances.get)

@@ -51,9 +51,17 @@ async def jobs(db: Executor, status: str | None, limit: int) -> list[asyncpg.Rec
     )
 
 
-async def retry_job(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
-    """A failed job queued again from scratch (its last error kept until it runs); None when
-    there is no such failed job."""
+async def retry_job(pool: asyncpg.Pool, job_id: int, actor: str) -> asyncpg.Record | None:
+    """A failed job queued again from scratch (its last error kept until it runs), audited in
+    the same transaction; None when there is no such failed job."""
+    async with pool.acquire() as conn, conn.transaction():
+        job = await _requeue(conn, job_id)
+        if job is not None:
+            await audit(conn, actor, "job.retry", str(job["id"]), {"kind": job["kind"]})
+        return job
+
+
+async def _requeue(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """UPDATE instance_jobs SET status = 'queued', attempts = 0, run_after = now(),
                   locked_by = NULL, locked_at = NULL, finished_at = NULL
@@ -96,17 +104,45 @@ async def instance_exists(db: Executor, instance_id: uuid.UUID) -> bool:
     )
 
 
-_LIMIT_COLUMNS = {"messages_per_hour": "msgs_per_hour", "tokens_per_day": "tokens_per_day"}
-
-
 async def set_limits(
     db: Executor, instance_id: uuid.UUID, changes: dict[str, int | None]
 ) -> asyncpg.Record | None:
-    """An instance's own limits (None: the global one); the instances trigger announces it."""
-    sets = ", ".join(f"{_LIMIT_COLUMNS[k]} = ${i}" for i, k in enumerate(changes, start=2))
+    """An instance's own limits (None: the global one; a limit not in `changes` stays); the
+    instances trigger announces it to every proxy."""
     return await db.fetchrow(
-        f"""UPDATE instances SET {sets} WHERE id = $1 AND deleted_at IS NULL
-            RETURNING msgs_per_hour AS messages_per_hour, tokens_per_day""",
+        """UPDATE instances SET
+               msgs_per_hour = CASE WHEN $2 THEN $3::integer ELSE msgs_per_hour END,
+               tokens_per_day = CASE WHEN $4 THEN $5::bigint ELSE tokens_per_day END
+           WHERE id = $1 AND deleted_at IS NULL
+           RETURNING msgs_per_hour AS messages_per_hour, tokens_per_day""",
         instance_id,
-        *changes.values(),
+        "messages_per_hour" in changes,
+        changes.get("messages_per_hour"),
+        "tokens_per_day" in changes,
+        changes.get("tokens_per_day"),
+    )
+
+
+async def users(db: Executor, search: str | None, limit: int) -> list[asyncpg.Record]:
+    """Users with their balance, what their leases hold, and their live instances."""
+    pattern = None if not search else "%" + search.replace("\\", "").replace("%", "") + "%"
+    return await db.fetch(
+        """SELECT u.id::text, u.email, u.clerk_user_id, u.role, u.created_at,
+                  coalesce(b.balance_micros, 0) AS balance_micros,
+                  coalesce(b.reserved_micros, 0) AS reserved_micros,
+                  (SELECT count(*) FROM instances i
+                   WHERE i.user_id = u.id AND i.deleted_at IS NULL) AS instances
+           FROM users u LEFT JOIN balances b ON b.user_id = u.id
+           WHERE u.deleted_at IS NULL
+             AND ($1::text IS NULL OR u.id::text ILIKE $1 OR u.email ILIKE $1
+                  OR u.clerk_user_id ILIKE $1)
+           ORDER BY u.created_at DESC LIMIT $2""",
+        pattern,
+        limit,
+    )
+
+
+async def user_exists(db: Executor, user_id: uuid.UUID) -> bool:
+    return bool(
+        await db.fetchval("SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL", user_id)
     )

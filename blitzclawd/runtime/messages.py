@@ -78,6 +78,17 @@ class SettleResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Adjust:
+    """An operator's manual ledger adjustment (asked of billing, money's one writer; answered
+    with blitzclawd.ledger.Adjusted). `key` makes a retried request apply once."""
+
+    user_id: str
+    amount_micros: int
+    reason: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
 class RecoverOrphans:
     """Charge what stopped daemons left in `reservations` (the janitor asks after each sweep;
     billing, money's one writer, charges)."""

@@ -24,7 +24,7 @@ from blitzclawd.payments.unmatched import list_unmatched
 from blitzclawd.queries import admin as rows
 from blitzclawd.queries import health
 from blitzclawd.registry import ActorUnavailable
-from blitzclawd.runtime.messages import JobsQueued, Provision, SweepNow
+from blitzclawd.runtime.messages import Adjust, JobsQueued, Provision, SweepNow
 from blitzclawd.runtime.supervisor import NoSuchChild
 from blitzclawd.services import instances as service
 
@@ -88,11 +88,9 @@ async def retry_job(request: web.Request) -> web.Response:
     raw = request.match_info["job_id"]
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError(404, "not_found", "no such job")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        job = await rows.retry_job(conn, int(raw))
-        if job is None:
-            raise ApiError(404, "not_found", "no failed job with this id")
-        await rows.audit(conn, actor, "job.retry", str(job["id"]), {"kind": job["kind"]})
+    job = await rows.retry_job(ctx.pool, int(raw), actor)
+    if job is None:
+        raise ApiError(404, "not_found", "no failed job with this id")
     ctx.actors.provisioner.tell(JobsQueued())
     return json_response({"id": job["id"], "status": "queued"}, status=202)
 
@@ -288,3 +286,68 @@ async def log_tail(request: web.Request) -> web.Response:
     found = [orjson.loads(line) for line in list(logs.RECENT.lines)]
     found = [e for e in found if e.get("level") in wanted][-lines:]
     return json_response({"lines": found})
+
+
+async def users(request: web.Request) -> web.Response:
+    """Users (search by id, email, Clerk id) with balance, reserved (their leases) and
+    instances."""
+    _actor(request)
+    ctx = request.app[CONTEXT]
+    search = request.query.get("q") or None
+    if search is not None and len(search) > 200:
+        raise ApiError(422, "invalid_field", "q is at most 200 characters", field="q")
+    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
+    found = await rows.users(ctx.pool, search, limit)
+    return json_response({"users": [_plain(r) for r in found]})
+
+
+async def adjust_balance(request: web.Request) -> web.Response:
+    """`{"amount_micros": N, "reason": "...", "idempotency_key"?: "..."}`: a manual ledger
+    entry (positive credits, negative debits), booked by billing like every balance change;
+    the user's instances pause or resume as the balance crosses the minimum."""
+    actor = _actor(request)
+    ctx = request.app[CONTEXT]
+    try:
+        user_id = uuid.UUID(request.match_info["user_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such user") from None
+    body = await validate.json_object(request)
+    amount = body.get("amount_micros")
+    if type(amount) is not int or amount == 0 or abs(amount) > 10**12:
+        raise ApiError(
+            422,
+            "invalid_field",
+            "amount_micros must be a non-zero integer of at most 10^12 micro-USD",
+            field="amount_micros",
+        )
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500 or "\x00" in reason:
+        raise ApiError(
+            422, "invalid_field", "reason must say why, in 1 to 500 characters", field="reason"
+        )
+    key = body.get("idempotency_key", str(uuid.uuid4()))
+    if not isinstance(key, str) or not 1 <= len(key) <= 100 or not key.isprintable():
+        raise ApiError(
+            422,
+            "invalid_field",
+            "idempotency_key: 1 to 100 printable characters",
+            field="idempotency_key",
+        )
+    if not await rows.user_exists(ctx.pool, user_id):
+        raise ApiError(404, "not_found", "no such user")
+    try:
+        done = await ctx.actors.billing.ask(
+            Adjust(str(user_id), amount, f"{actor}: {reason.strip()}", key), timeout=30
+        )
+    except ActorUnavailable:
+        raise ApiError(409, "elsewhere", "billing runs on another daemon; try that one") from None
+    await rows.audit(
+        ctx.pool,
+        actor,
+        "user.adjust",
+        str(user_id),
+        {"amount_micros": amount, "reason": reason.strip(), "outcome": done.outcome},
+    )
+    return json_response(
+        {"user_id": str(user_id), "outcome": done.outcome, "balance_micros": done.balance_micros}
+    )
