@@ -28,6 +28,7 @@ from blitzclawd.db.keeper import PostgresKeeper
 from blitzclawd.fleet.keys import public_key_line
 from blitzclawd.http.app import make_api_app, make_proxy_app
 from blitzclawd.http.listener import HttpListener
+from blitzclawd.metering.spikes import check_spikes
 from blitzclawd.metrics import Metrics
 from blitzclawd.proxy.journal import InflightJournal
 from blitzclawd.runtime.messages import JobsQueued, RecoverOrphans
@@ -100,6 +101,9 @@ class Children:
         async def recover_orphans(_pool: asyncpg.Pool) -> None:
             ctx().actors.billing.tell(RecoverOrphans())  # billing charges; money's one writer
 
+        async def spikes(pool: asyncpg.Pool) -> None:
+            await check_spikes(pool, ctx().settings, ctx().actors.notifier.tell)
+
         def build() -> Janitor:
             c = ctx()
             return Janitor(
@@ -108,7 +112,7 @@ class Children:
                 dead_after=c.settings.daemon.dead_after,
                 # Every sweep, not only for the daemons it finds dead: a stopped daemon may have
                 # left records or leases however it stopped.
-                every_sweep=[recover_orphans],
+                every_sweep=[recover_orphans, spikes],
             )
 
         return self._singleton("janitor", build)

@@ -188,6 +188,18 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsSettings:
+    # Usage spikes: an instance whose spend in the last hour is above `spike_factor` times its
+    # own hourly average over the `spike_baseline_hours` before, and above `spike_floor_usd`
+    # (tiny users never alert), raises one alert per instance per clock hour: its owner is
+    # emailed, operators see it (log, live events); `spike_pause` also pauses the instance.
+    spike_factor: float = field(default=5.0, metadata=_range(1, 10**6))
+    spike_floor_usd: float = field(default=1.0, metadata=_range(0, 10**6))
+    spike_baseline_hours: int = field(default=24, metadata=_range(1, 24 * 30))
+    spike_pause: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RateSettings:
     # A service tier's list prices in USD per million tokens; no input price: not offered.
     input: float | None = None
@@ -382,6 +394,7 @@ class Settings:
     upstream: UpstreamSettings = UpstreamSettings()
     billing: BillingSettings = BillingSettings()
     limits: LimitsSettings = LimitsSettings()
+    alerts: AlertsSettings = AlertsSettings()
     pricing: PricingSettings = field(default_factory=PricingSettings)
     auth: AuthSettings = AuthSettings()
     creem: CreemSettings = CreemSettings()

@@ -19,6 +19,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "instance_created": {"instance_name": "Jarvis"},
     "instance_error": {"instance_name": "Jarvis", "error": "the gateway stopped answering"},
     "payment_failed": {"dashboard_url": "https://app.blitzclaw.test/dashboard"},
+    "usage_spike": {"instance_name": "Jarvis", "spent_micros": 12_340_000, "baseline_micros": 0},
     "weekly_digest": {
         "week": "2026-W19",
         "cost_micros": 1_234_501,
@@ -42,6 +43,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     },
     "instance_error": {"advice": "Try again from your dashboard."},
     "payment_failed": {"paused_instances": 2},
+    "usage_spike": {"paused": True},
     "weekly_digest": {
         "balance_micros": 12_345_678,
         "instances": [

@@ -245,6 +245,28 @@ def _instance_error(f: Mapping[str, Any]) -> Email:
     return _email(f"Problem with your assistant {name}", "Something went wrong", blocks, f)
 
 
+def _usage_spike(f: Mapping[str, Any]) -> Email:
+    name = f["instance_name"]
+    spent = f["spent_micros"] / 1e6
+    baseline = f["baseline_micros"] / 1e6
+    usual = f"usually about ${baseline:.2f} an hour" if baseline else "far more than usual"
+    blocks: list[_Block] = [
+        _P(
+            f"Your assistant {name} spent ${spent:.2f} in the last hour ({usual}). If you did "
+            "not expect this, something may be talking to it in a loop, or someone else may be "
+            "using your bot."
+        ),
+        _P(
+            "We paused it so it spends nothing more; resume it from your dashboard once you "
+            "have had a look."
+            if f.get("paused")
+            else "It is still running. You can stop it from your dashboard at any time."
+        ),
+        _Button("Open your dashboard", f["app_url"]),
+    ]
+    return _email(f"Unusual spending by {name}", "Unusual spending", blocks, f)
+
+
 def _payment_failed(f: Mapping[str, Any]) -> Email:
     paused = f.get("paused_instances")
     if paused:
@@ -332,6 +354,12 @@ def _count(kind: str, name: str, value: Any) -> int:
     return value
 
 
+def _flag(kind: str, name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise ValueError(f"{kind}: fact {name!r} must be true or false")
+    return value
+
+
 def _url(kind: str, name: str, value: Any) -> str:
     url = _str(kind, name, value)
     if not url.startswith(("https://", "http://", "mailto:")):
@@ -382,6 +410,9 @@ _TYPES: dict[str, _Check] = {
     "balance_micros": _micros,
     "minimum_micros": _micros,
     "cost_micros": _micros,
+    "spent_micros": _micros,
+    "baseline_micros": _micros,
+    "paused": _flag,
     "tokens": _count,
     "requests": _count,
     "paused_instances": _count,
@@ -416,6 +447,9 @@ _KINDS: dict[str, _Kind] = {
         _instance_created, ("instance_name",), ("instance_id", "setup_url", "setup_text")
     ),
     "instance_error": _Kind(_instance_error, ("instance_name", "error"), ("advice",)),
+    "usage_spike": _Kind(
+        _usage_spike, ("instance_name", "spent_micros", "baseline_micros"), ("paused",)
+    ),
     "payment_failed": _Kind(_payment_failed, ("dashboard_url",), ("paused_instances",)),
     "weekly_digest": _Kind(
         _weekly_digest,
