@@ -443,6 +443,7 @@ SECRET_NAMES = (
     "encryption_keys",
     "admin_api_key",
     "ssh_private_key",
+    "sentry_dsn",
 )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from blitzclawd import logs, sdnotify, tree
+from blitzclawd import __version__, error_tracking, logs, sdnotify, tree
 from blitzclawd.auth.clerk import ClerkVerifier
 from blitzclawd.auth.clerk_users import clerk_users
 from blitzclawd.children import Children, Resources
@@ -87,10 +87,15 @@ class Daemon:
 
     async def run(self) -> int:
         logs.keep_recent()  # GET /api/admin/logs
+        tracking = error_tracking.setup(self.secrets, release=f"blitzclawd@{__version__}")
         db = await open_database(self.settings, self.secrets)
         try:
             return await self._run_on(db.dsn, db.embedded)
         finally:
+            if tracking:
+                import sentry_sdk
+
+                await asyncio.to_thread(sentry_sdk.flush, 5)
             if db.embedded is not None:
                 await db.embedded.stop()
 
