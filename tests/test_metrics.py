@@ -157,3 +157,48 @@ async def test_fleet_state_after_a_deploy(database: str, tmp_path) -> None:
             + value(found, "blitzclaw_emails", kind="instance_created", outcome="sent")
             == 1
         )
+
+
+async def test_dashboards_over_time(api_env: Any) -> None:
+    """GET /api/admin/metrics: per hour, requests and revenue against cost from real usage."""
+    import datetime as dt
+
+    from test_fleet import until
+
+    admin = {"Authorization": f"Bearer {api_env.admin_key}"}
+    user = await seed.create_user(api_env.pool)
+    await seed.credit(api_env.pool, user, 25_000_000)
+    inst = await seed.create_instance(api_env.pool, user)
+    headers = {**inst.headers, "anthropic-version": "2023-06-01"}
+    for _ in range(2):
+        async with api_env.http.post(
+            api_env.proxy + "/v1/messages", json=BODY, headers=headers
+        ) as resp:
+            await resp.read()
+
+    async def settled() -> bool:
+        return await api_env.pool.fetchval("SELECT count(*) FROM usage_logs") == 2
+
+    await until(settled)
+    charged = await api_env.pool.fetchval("SELECT sum(cost_micros)::bigint FROM usage_logs")
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).isoformat()
+    async with api_env.http.get(
+        api_env.api + "/api/admin/metrics",
+        params={"from": since, "step": "hour"},
+        headers=admin,
+    ) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["step"] == "hour" and len(body["points"]) in (3, 4)
+    last = body["points"][-1]
+    assert (last["requests"], last["proxy_errors"], last["active_instances"]) == (2, 0, 1)
+    assert last["charged_micros"] == charged
+    markup = float(api_env.daemon.settings.pricing.markup)
+    assert last["upstream_cost_micros"] == round(charged / markup)
+    assert last["margin_micros"] == charged - last["upstream_cost_micros"] > 0
+    assert sum(p["requests"] for p in body["points"]) == 2
+    for bad in ({"step": "minute"}, {"from": "yesterday"}, {"from": "2026-01-01", "step": "hour"}):
+        async with api_env.http.get(
+            api_env.api + "/api/admin/metrics", params=bad, headers=admin
+        ) as resp:
+            assert resp.status == 422, bad

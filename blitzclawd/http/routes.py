@@ -6,6 +6,7 @@ from aiohttp import web
 
 from blitzclawd.http.views import (
     admin,
+    admin_dashboards,
     admin_fleet,
     auth,
     billing,
@@ -55,6 +56,7 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_get("/api/admin/payments/unmatched", admin_fleet.unmatched_payments)
     r.add_get("/api/admin/logs", admin_fleet.log_tail)
     r.add_get("/api/admin/users", admin_fleet.users)
+    r.add_get("/api/admin/metrics", admin_dashboards.dashboards)
     r.add_post("/api/admin/users/{user_id}/adjust", admin_fleet.adjust_balance)
     r.add_post("/api/instances", instances.create)
     r.add_get("/api/instances", instances.list_instances)

@@ -9,14 +9,13 @@ import contextlib
 import dataclasses
 import datetime as dt
 import uuid
-from typing import Any
 
 import orjson
 from aiohttp import web
 
 from blitzclawd import logs
 from blitzclawd.http import validate
-from blitzclawd.http.auth import require_admin
+from blitzclawd.http.admin_access import actor_of, choice_query, plain
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
@@ -41,27 +40,9 @@ INSTANCE_STATUSES = (
 INSTANCE_ACTIONS = ("restart", "stop", "start")
 
 
-def _actor(request: web.Request) -> str:
-    caller = require_admin(request)
-    return "admin_key" if caller.user_id is None else f"user:{caller.user_id}"
-
-
-def _plain(row: Any) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in dict(row).items()}
-
-
-def _choice_query(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
-    value = request.query.get(name)
-    if value is not None and value not in allowed:
-        raise ApiError(
-            422, "invalid_field", f"{name} must be one of {', '.join(allowed)}", field=name
-        )
-    return value
-
-
 async def pool(request: web.Request) -> web.Response:
     """Servers by status, with their age and location."""
-    _actor(request)
+    actor_of(request)
     ctx = request.app[CONTEXT]
     found = await rows.servers(ctx.pool)
     now = dt.datetime.now(dt.UTC)
@@ -69,21 +50,21 @@ async def pool(request: web.Request) -> web.Response:
     servers = []
     for r in found:
         by_status[r["status"]] = by_status.get(r["status"], 0) + 1
-        servers.append({**_plain(r), "age_seconds": int((now - r["created_at"]).total_seconds())})
+        servers.append({**plain(r), "age_seconds": int((now - r["created_at"]).total_seconds())})
     return json_response({"by_status": by_status, "servers": servers})
 
 
 async def jobs(request: web.Request) -> web.Response:
-    _actor(request)
+    actor_of(request)
     ctx = request.app[CONTEXT]
-    status = _choice_query(request, "status", JOB_STATUSES)
+    status = choice_query(request, "status", JOB_STATUSES)
     limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    return json_response({"jobs": [_plain(r) for r in await rows.jobs(ctx.pool, status, limit)]})
+    return json_response({"jobs": [plain(r) for r in await rows.jobs(ctx.pool, status, limit)]})
 
 
 async def retry_job(request: web.Request) -> web.Response:
     """A failed job runs again from its first attempt."""
-    actor = _actor(request)
+    actor = actor_of(request)
     ctx = request.app[CONTEXT]
     raw = request.match_info["job_id"]
     if not raw.isdigit() or len(raw) > 18:
@@ -97,20 +78,20 @@ async def retry_job(request: web.Request) -> web.Response:
 
 async def instances(request: web.Request) -> web.Response:
     """Every user's instances: search by instance id, owner id or email, server address."""
-    _actor(request)
+    actor_of(request)
     ctx = request.app[CONTEXT]
     search = request.query.get("q") or None
     if search is not None and len(search) > 200:
         raise ApiError(422, "invalid_field", "q is at most 200 characters", field="q")
-    status = _choice_query(request, "status", INSTANCE_STATUSES)
+    status = choice_query(request, "status", INSTANCE_STATUSES)
     limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
     found = await rows.instances(ctx.pool, search, status, limit)
-    return json_response({"instances": [_plain(r) for r in found]})
+    return json_response({"instances": [plain(r) for r in found]})
 
 
 async def instance_action(request: web.Request) -> web.Response:
     """restart, stop or start any user's instance (the owner's own routes' rules apply)."""
-    actor = _actor(request)
+    actor = actor_of(request)
     ctx = request.app[CONTEXT]
     action = request.match_info["action"]
     try:
@@ -125,17 +106,17 @@ async def instance_action(request: web.Request) -> web.Response:
 
 
 async def audit_log(request: web.Request) -> web.Response:
-    _actor(request)
+    actor_of(request)
     ctx = request.app[CONTEXT]
     limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
     return json_response(
-        {"actions": [_plain(r) for r in await rows.recent_actions(ctx.pool, limit)]}
+        {"actions": [plain(r) for r in await rows.recent_actions(ctx.pool, limit)]}
     )
 
 
 async def provision(request: web.Request) -> web.Response:
     """`{"count": N}` more servers now, within fleet.max_size (the pool manager's own rules)."""
-    actor = _actor(request)
+    actor = actor_of(request)
     ctx = request.app[CONTEXT]
     body = await validate.json_object(request)
     count = body.get("count")
@@ -155,7 +136,7 @@ async def provision(request: web.Request) -> web.Response:
 
 async def health_check(request: web.Request) -> web.Response:
     """A health sweep now; its report and every instance's result."""
-    actor = _actor(request)
+    actor = actor_of(request)
     ctx = request.app[CONTEXT]
     try:
         report = await ctx.actors.health_monitor.ask(SweepNow(), timeout=300)
@@ -168,14 +149,14 @@ async def health_check(request: web.Request) -> web.Response:
     await rows.audit(ctx.pool, actor, "health.check", None, dataclasses.asdict(report))
     results = await health.health_results(ctx.pool)
     return json_response(
-        {"report": dataclasses.asdict(report), "instances": [_plain(r) for r in results]}
+        {"report": dataclasses.asdict(report), "instances": [plain(r) for r in results]}
     )
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: actors, instances, pool, health, alerts, webhooks, a per-second proxy
     summary; `Last-Event-ID` resumes (a "lost" event says when it cannot)."""
-    _actor(request)
+    actor_of(request)
     ctx = request.app[CONTEXT]
     raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     last_id = int(raw) if raw and raw.isdigit() and len(raw) < 20 else None
@@ -218,7 +199,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 async def instance_limits(request: web.Request) -> web.Response:
     """`{"messages_per_hour": N | null, "tokens_per_day": N | null}` for one instance (null: the
     global limit); every daemon's proxy picks it up at once (the instances announcement)."""
-    actor = _actor(request)
+    actor = actor_of(request)
     ctx = request.app[CONTEXT]
     try:
         instance_id = uuid.UUID(request.match_info["instance_id"])
@@ -251,7 +232,7 @@ async def instance_limits(request: web.Request) -> web.Response:
 async def restart_actor(request: web.Request) -> web.Response:
     """Restart one of this daemon's actors through its supervisor (its path in the tree, e.g.
     fleet/health-monitor, as GET /api/admin/daemons lists them)."""
-    actor = _actor(request)
+    actor = actor_of(request)
     ctx = request.app[CONTEXT]
     path = request.match_info["path"]
     try:
@@ -267,20 +248,20 @@ async def restart_actor(request: web.Request) -> web.Response:
 
 async def unmatched_payments(request: web.Request) -> web.Response:
     """Webhook events carrying money we did not (fully) apply, newest first (?before_id=)."""
-    _actor(request)
+    actor_of(request)
     ctx = request.app[CONTEXT]
     limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
     raw = request.query.get("before_id")
     before = int(raw) if raw and raw.isdigit() and len(raw) < 19 else None
     found = await list_unmatched(ctx.pool, limit=limit, before_id=before)
-    return json_response({"events": [_plain(dataclasses.asdict(u)) for u in found]})
+    return json_response({"events": [plain(dataclasses.asdict(u)) for u in found]})
 
 
 async def log_tail(request: web.Request) -> web.Response:
     """This daemon's last log lines (at most 2,000 kept in memory), oldest first."""
-    _actor(request)
+    actor_of(request)
     lines = validate.query_int(request, "lines", default=200, minimum=1, maximum=2000)
-    level = _choice_query(request, "level", ("debug", "info", "warning", "error", "critical"))
+    level = choice_query(request, "level", ("debug", "info", "warning", "error", "critical"))
     order = ("debug", "info", "warning", "error", "critical")
     wanted = order[order.index(level) :] if level else order
     found = [orjson.loads(line) for line in list(logs.RECENT.lines)]
@@ -291,21 +272,21 @@ async def log_tail(request: web.Request) -> web.Response:
 async def users(request: web.Request) -> web.Response:
     """Users (search by id, email, Clerk id) with balance, reserved (their leases) and
     instances."""
-    _actor(request)
+    actor_of(request)
     ctx = request.app[CONTEXT]
     search = request.query.get("q") or None
     if search is not None and len(search) > 200:
         raise ApiError(422, "invalid_field", "q is at most 200 characters", field="q")
     limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
     found = await rows.users(ctx.pool, search, limit)
-    return json_response({"users": [_plain(r) for r in found]})
+    return json_response({"users": [plain(r) for r in found]})
 
 
 async def adjust_balance(request: web.Request) -> web.Response:
     """`{"amount_micros": N, "reason": "...", "idempotency_key"?: "..."}`: a manual ledger
     entry (positive credits, negative debits), booked by billing like every balance change;
     the user's instances pause or resume as the balance crosses the minimum."""
-    actor = _actor(request)
+    actor = actor_of(request)
     ctx = request.app[CONTEXT]
     try:
         user_id = uuid.UUID(request.match_info["user_id"])
