@@ -229,3 +229,42 @@ async def test_users_and_manual_adjustments(api_env) -> None:
     status, body = await api_env.call("GET", "/api/admin/audit", headers=admin)
     assert [a["action"] for a in body["actions"]] == ["user.adjust", "user.adjust"]
     assert body["actions"][0]["detail"]["reason"] == "outage on 2026-12-01"
+
+
+async def test_an_operator_pauses_and_resumes_a_user(api_env) -> None:
+    import uuid as uuid_
+
+    from blitzclawd.testing import seed
+
+    admin = {"Authorization": f"Bearer {api_env.admin_key}"}
+    owner = await seed.create_user(api_env.pool)
+    await seed.credit(api_env.pool, owner, 25_000_000)
+    inst = await seed.create_instance(api_env.pool, owner)
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {**inst.headers, "anthropic-version": "2023-06-01"}
+
+    assert (
+        await api_env.call(
+            "POST", f"/api/admin/users/{owner}/pause", headers=api_env.session_headers("user_plain")
+        )
+    )[0] == 404
+    status, out = await api_env.call("POST", f"/api/admin/users/{owner}/pause", headers=admin)
+    assert status == 200 and out["instances"] == 1, out
+    status_of = "SELECT status, status_reason FROM instances WHERE id = $1"
+    row = await api_env.pool.fetchrow(status_of, uuid_.UUID(inst.id))
+    assert tuple(row) == ("paused", "paused_by_operator")
+    async with api_env.http.post(
+        api_env.proxy + "/v1/messages", json=body, headers=headers
+    ) as resp:
+        await resp.read()
+    assert await api_env.pool.fetchval("SELECT count(*) FROM usage_logs") == 0  # nothing spent
+    status, out = await api_env.call("POST", f"/api/admin/users/{owner}/resume", headers=admin)
+    assert status == 200 and out["instances"] == 1
+    assert (await api_env.pool.fetchrow(status_of, uuid_.UUID(inst.id)))["status"] == "active"
+    assert (await api_env.call("POST", f"/api/admin/users/{owner}/delete", headers=admin))[0] == 404
+    status, out = await api_env.call("GET", "/api/admin/audit", headers=admin)
+    assert [a["action"] for a in out["actions"]] == ["user.resume", "user.pause"]

@@ -58,6 +58,7 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_get("/api/admin/users", admin_fleet.users)
     r.add_get("/api/admin/metrics", admin_dashboards.dashboards)
     r.add_post("/api/admin/users/{user_id}/adjust", admin_fleet.adjust_balance)
+    r.add_post("/api/admin/users/{user_id}/{action}", admin_fleet.user_action)
     r.add_post("/api/instances", instances.create)
     r.add_get("/api/instances", instances.list_instances)
     r.add_get("/api/instances/{instance_id}", instances.get)

@@ -146,3 +146,24 @@ async def user_exists(db: Executor, user_id: uuid.UUID) -> bool:
     return bool(
         await db.fetchval("SELECT 1 FROM users WHERE id = $1 AND deleted_at IS NULL", user_id)
     )
+
+
+async def pause_user(db: Executor, user_id: uuid.UUID) -> int:
+    """Every active instance of the user paused by an operator (the proxy refuses them at once:
+    the instances announcement); how many."""
+    done = await db.execute(
+        """UPDATE instances SET status = 'paused', status_reason = 'paused_by_operator'
+           WHERE user_id = $1 AND status = 'active' AND deleted_at IS NULL""",
+        user_id,
+    )
+    return int(done.split()[-1])
+
+
+async def resume_user(db: Executor, user_id: uuid.UUID) -> int:
+    """Those an operator paused, active again (not those paused for their balance)."""
+    done = await db.execute(
+        """UPDATE instances SET status = 'active', status_reason = NULL
+           WHERE user_id = $1 AND status = 'paused' AND status_reason = 'paused_by_operator'""",
+        user_id,
+    )
+    return int(done.split()[-1])

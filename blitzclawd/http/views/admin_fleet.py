@@ -332,3 +332,20 @@ async def adjust_balance(request: web.Request) -> web.Response:
     return json_response(
         {"user_id": str(user_id), "outcome": done.outcome, "balance_micros": done.balance_micros}
     )
+
+
+async def user_action(request: web.Request) -> web.Response:
+    """pause (every active instance of the user; the proxy refuses them at once) or resume
+    (those an operator paused; not those paused for their balance)."""
+    actor = actor_of(request)
+    ctx = request.app[CONTEXT]
+    action = request.match_info["action"]
+    try:
+        user_id = uuid.UUID(request.match_info["user_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such user") from None
+    if action not in ("pause", "resume") or not await rows.user_exists(ctx.pool, user_id):
+        raise ApiError(404, "not_found", "no such user action")
+    count = await (rows.pause_user if action == "pause" else rows.resume_user)(ctx.pool, user_id)
+    await rows.audit(ctx.pool, actor, f"user.{action}", str(user_id), {"instances": count})
+    return json_response({"user_id": str(user_id), "action": action, "instances": count})
