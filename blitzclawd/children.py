@@ -7,6 +7,7 @@ fresh object built from the same long-lived resources (pools, journal, context).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -101,7 +102,14 @@ class Children:
         async def recover_orphans(_pool: asyncpg.Pool) -> None:
             ctx().actors.billing.tell(RecoverOrphans())  # billing charges; money's one writer
 
+        last_check = [float("-inf")]
+
         async def spikes(pool: asyncpg.Pool) -> None:
+            # At most every spike_check_interval: the sweep runs every heartbeat.
+            now = time.monotonic()
+            if now - last_check[0] < ctx().settings.alerts.spike_check_interval:
+                return
+            last_check[0] = now
             await check_spikes(pool, ctx().settings, ctx().actors.notifier.tell)
 
         def build() -> Janitor:

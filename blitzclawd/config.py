@@ -197,6 +197,8 @@ class AlertsSettings:
     spike_floor_usd: float = field(default=1.0, metadata=_range(0, 10**6))
     spike_baseline_hours: int = field(default=24, metadata=_range(1, 24 * 30))
     spike_pause: bool = False
+    # Seconds between spike checks (on the janitor's sweeps, at most this often).
+    spike_check_interval: float = field(default=60.0, metadata=_range(1, 86400))
 
 
 @dataclass(frozen=True, slots=True)

@@ -451,6 +451,8 @@ CREATE TABLE usage_logs (
 );
 CREATE INDEX usage_logs_user_id_created_at_idx ON usage_logs (user_id, created_at);
 CREATE INDEX usage_logs_instance_id_created_at_idx ON usage_logs (instance_id, created_at);
+-- Time-range reads (spike alerts, dashboards; 0018): BRIN, nearly free for an append-only table.
+CREATE INDEX usage_logs_created_at_brin ON usage_logs USING brin (created_at);
 
 -- Webhooks -------------------------------------------------------------------------------------
 
