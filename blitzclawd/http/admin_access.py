@@ -4,6 +4,7 @@ exist: 404) and who they are for the audit trail; rows as JSON; a query choice c
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -28,3 +29,11 @@ def choice_query(request: web.Request, name: str, allowed: tuple[str, ...]) -> s
             422, "invalid_field", f"{name} must be one of {', '.join(allowed)}", field=name
         )
     return value
+
+
+def user_id_of(request: web.Request) -> uuid.UUID:
+    """The user id in the path; a malformed one is a 404 like a missing user."""
+    try:
+        return uuid.UUID(request.match_info["user_id"])
+    except ValueError:
+        raise ApiError(404, "not_found", "no such user") from None

@@ -40,10 +40,12 @@ def require_complete(channel: Channel, state: ChannelState) -> None:
         raise ApiError(422, "invalid_field", f"{name} is required for {channel.name}", field=name)
 
 
-async def stored_state(ctx: Any, row: Any, channel: Channel) -> ChannelState:
+async def stored_state(ctx: Any, row: Any, channel: Channel) -> tuple[ChannelState, bytes | None]:
+    """The stored settings, secrets decrypted (only while checking), and the sealed blob they
+    came from (what a change must still find stored to apply)."""
     blob = await rows.channel_secrets(ctx.pool, uuid.UUID(str(row["id"])))
     secrets = unseal(ctx.keyring(), channel_secret_context(row["id"]), blob, channel)
-    return ChannelState(row["channel_config"] or {}, secrets)
+    return ChannelState(row["channel_config"] or {}, secrets), blob
 
 
 async def store_channel(
@@ -52,9 +54,7 @@ async def store_channel(
     """Check new channel settings against the stored ones and store them with what carries
     them to the server; (channel, new state, what was queued)."""
     channel = channel_of(row["channel_type"])
-    blob = await rows.channel_secrets(ctx.pool, uuid.UUID(str(row["id"])))
-    secrets = unseal(ctx.keyring(), channel_secret_context(row["id"]), blob, channel)
-    current = ChannelState(row["channel_config"] or {}, secrets)
+    current, blob = await stored_state(ctx, row, channel)
     state = await channel.verify(ctx.settings, config_object(raw), current)
     if require:
         require_complete(channel, state)

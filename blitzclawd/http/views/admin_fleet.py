@@ -15,9 +15,10 @@ from aiohttp import web
 
 from blitzclawd import logs
 from blitzclawd.http import validate
-from blitzclawd.http.admin_access import actor_of, choice_query, plain
+from blitzclawd.http.admin_access import actor_of, choice_query, plain, user_id_of
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.errors import ApiError
+from blitzclawd.http.instance_access import instance_id_of
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments.unmatched import list_unmatched
 from blitzclawd.queries import admin as rows
@@ -94,10 +95,7 @@ async def instance_action(request: web.Request) -> web.Response:
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
     action = request.match_info["action"]
-    try:
-        instance_id = uuid.UUID(request.match_info["instance_id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such instance") from None
+    instance_id = instance_id_of(request)
     if action not in INSTANCE_ACTIONS or not await rows.instance_exists(ctx.pool, instance_id):
         raise ApiError(404, "not_found", "no such instance action")
     await getattr(service, action)(ctx.pool, ctx.actors, instance_id)
@@ -201,10 +199,7 @@ async def instance_limits(request: web.Request) -> web.Response:
     global limit); every daemon's proxy picks it up at once (the instances announcement)."""
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    try:
-        instance_id = uuid.UUID(request.match_info["instance_id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such instance") from None
+    instance_id = instance_id_of(request)
     body = await validate.json_object(request)
     changes: dict[str, int | None] = {}
     for name, cap in (("messages_per_hour", 10**9), ("tokens_per_day", 10**15)):
@@ -288,10 +283,7 @@ async def adjust_balance(request: web.Request) -> web.Response:
     the user's instances pause or resume as the balance crosses the minimum."""
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    try:
-        user_id = uuid.UUID(request.match_info["user_id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such user") from None
+    user_id = user_id_of(request)
     body = await validate.json_object(request)
     amount = body.get("amount_micros")
     if type(amount) is not int or amount == 0 or abs(amount) > 10**12:
@@ -340,10 +332,7 @@ async def user_action(request: web.Request) -> web.Response:
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
     action = request.match_info["action"]
-    try:
-        user_id = uuid.UUID(request.match_info["user_id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such user") from None
+    user_id = user_id_of(request)
     if action not in ("pause", "resume") or not await rows.user_exists(ctx.pool, user_id):
         raise ApiError(404, "not_found", "no such user action")
     count = await (rows.pause_user if action == "pause" else rows.resume_user)(ctx.pool, user_id)

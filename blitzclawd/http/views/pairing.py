@@ -98,7 +98,7 @@ async def approve(request: web.Request) -> web.Response:
     channel = plugins.channels().get(row["channel_type"])
     sender = str(match.get("id") or "")
     if channel is not None and sender:
-        secrets = (await stored_state(ctx, row, channel)).secrets
+        secrets = (await stored_state(ctx, row, channel))[0].secrets
 
         def keep(public: dict[str, Any]) -> dict[str, Any] | None:
             changed = channel.paired(ChannelState(public, secrets), sender)
