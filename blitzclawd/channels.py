@@ -117,6 +117,14 @@ class ChannelRoute:
     path: str  # e.g. "qr" or "pairing/approve"
     handler: RouteHandler
     active_only: bool = True
+    # For the API's OpenAPI document, and checked before the handler runs: `query` holds
+    # blitzclawd.http.declare parameters (QueryFlag, QueryText, ...), `body` its fields
+    # (Boolean, Text, ...); `answer` is the JSON Schema of what the handler returns.
+    summary: str = ""
+    description: str = ""
+    query: tuple[Any, ...] = ()
+    body: tuple[Any, ...] = ()
+    answer: dict[str, Any] | None = None
 
 
 class Channel(Protocol):

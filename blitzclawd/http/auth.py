@@ -167,4 +167,11 @@ async def require_auth(request: web.Request, handler) -> web.StreamResponse:
     return await handler(request)
 
 
-PUBLIC_PREFIXES = ("/api/webhooks/", "/api/billing/webhook", "/internal/")
+# The API document and its page are public (an operator sending a credential sees more).
+PUBLIC_PREFIXES = (
+    "/api/webhooks/",
+    "/api/billing/webhook",
+    "/internal/",
+    "/api/openapi.json",
+    "/api/docs",
+)

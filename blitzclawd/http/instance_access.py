@@ -13,14 +13,13 @@ from aiohttp import web
 from blitzclawd.context import DaemonContext
 from blitzclawd.errors import ApiError
 from blitzclawd.fleet import remote
+from blitzclawd.http.declare import args_of
 from blitzclawd.queries import instances as rows
 
 
 def instance_id_of(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["instance_id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such instance") from None
+    """The path's instance id, as its declaration parsed it (a malformed one was a 404)."""
+    return args_of(request).path["instance_id"]
 
 
 async def owned_instance(ctx: DaemonContext, user_id: str, instance_id: uuid.UUID) -> Any:

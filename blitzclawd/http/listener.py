@@ -37,6 +37,7 @@ class HttpListener:
         self._requested_port = port
         self._grace = grace
         self._stop = asyncio.Event()
+        self.app: web.Application | None = None
 
     @property
     def state(self) -> str:
@@ -52,6 +53,7 @@ class HttpListener:
             shutdown_timeout=self._grace,
         )
         await runner.setup()
+        self.app = runner.app  # what it serves, for introspection (its routes)
         try:
             site = web.TCPSite(
                 runner, self._host, self._requested_port, reuse_address=True, backlog=4096

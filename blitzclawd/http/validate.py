@@ -2,13 +2,13 @@
 
 Every value a view takes from a body or a query string comes through here, so the same rules
 hold everywhere: the declared type exactly (a JSON 20.0 or "20" is not an integer, a string is
-not a list), text without NUL (PostgreSQL cannot store it) and bounded, integers inside bigint,
-dates and query numbers parsed from plain ASCII digits (``"²".isdigit()`` is true).
+not a list), text without NUL (PostgreSQL cannot store it) and bounded, integers inside bigint.
+Query and path parameters: blitzclawd/http/fields.py (numbers and dates from plain ASCII digits:
+``"²".isdigit()`` is true).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -29,7 +29,23 @@ def invalid(name: str, message: str) -> ApiError:
     return ApiError(422, "invalid_field", message, field=name)
 
 
+def _json_content_type(request: web.Request) -> bool:
+    """JSON, or not said (curl -d says form data: that is a mistake worth naming)."""
+    if "Content-Type" not in request.headers:
+        return True
+    kind = request.content_type
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
+    if not _json_content_type(request):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the body as JSON (Content-Type: application/json), not {request.content_type}",
+        )
     raw = await request.read()
     try:
         body = orjson.loads(raw) if raw else None
@@ -115,38 +131,3 @@ def choice(body: dict[str, Any], name: str, options: Iterable[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise invalid(name, f"{name} must be one of {', '.join(allowed)}")
     return value
-
-
-# -- query strings -------------------------------------------------------------------------------
-
-
-def query_int(request: web.Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
-    """A query parameter of ASCII digits within [minimum, maximum]; absent or empty: default."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if not _DIGITS.fullmatch(raw) or not minimum <= int(raw) <= maximum:
-        raise invalid(name, f"{name} must be a whole number from {minimum} to {maximum}")
-    return int(raw)
-
-
-def query_flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "")
-    if raw in ("", "0", "false"):
-        return False
-    if raw in ("1", "true"):
-        return True
-    raise invalid(name, f"{name} must be 1, 0, true or false")
-
-
-def query_date(request: web.Request, name: str) -> dt.date | None:
-    """A YYYY-MM-DD query parameter, or None when absent or empty."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        if not _ISO_DATE.fullmatch(raw):
-            raise ValueError(raw)
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise invalid(name, f"{name} must be a date (YYYY-MM-DD)") from None

@@ -8,8 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-from blitzclawd.http.admin_access import actor_of, choice_query, plain
+from blitzclawd.http.admin_access import actor_of, plain
 from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.queries import dashboards as dashboard_rows
@@ -25,10 +26,10 @@ async def dashboards(request: web.Request) -> web.Response:
     (jobs, health alerts, emails) per step."""
     actor_of(request)
     ctx = request.app[CONTEXT]
-    step = choice_query(request, "step", tuple(MAX_BUCKETS)) or "day"
-    now = dt.datetime.now(dt.UTC)
-    end = _when(request, "to") or now
-    start = _when(request, "from") or end - dt.timedelta(days=7)
+    query = args_of(request).query
+    step = query["step"] or "day"
+    end = query["to"] or dt.datetime.now(dt.UTC)
+    start = query["from"] or end - dt.timedelta(days=7)
     if start >= end:
         raise ApiError(422, "invalid_field", "from must be before to", field="from")
     unit = dt.timedelta(hours=1) if step == "hour" else dt.timedelta(days=1)
@@ -68,21 +69,6 @@ async def dashboards(request: web.Request) -> web.Response:
             "points": points,
         }
     )
-
-
-def _when(request: web.Request, name: str) -> dt.datetime | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(raw) if len(raw) <= 40 else None
-    except ValueError:
-        value = None
-    if value is None:
-        raise ApiError(
-            422, "invalid_field", f"{name} must be an ISO date or time (UTC)", field=name
-        )
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 async def _hourly_prices(ctx: Any) -> dict[str, float]:

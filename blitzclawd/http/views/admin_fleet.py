@@ -14,11 +14,10 @@ import orjson
 from aiohttp import web
 
 from blitzclawd import logs
-from blitzclawd.http import validate
-from blitzclawd.http.admin_access import actor_of, choice_query, plain, user_id_of
+from blitzclawd.http.admin_access import actor_of, plain
 from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
-from blitzclawd.http.instance_access import instance_id_of
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments.unmatched import list_unmatched
 from blitzclawd.queries import admin as rows
@@ -38,7 +37,7 @@ INSTANCE_STATUSES = (
     "stopped",
     "error",
 )
-INSTANCE_ACTIONS = ("restart", "stop", "start")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 async def pool(request: web.Request) -> web.Response:
@@ -58,19 +57,16 @@ async def pool(request: web.Request) -> web.Response:
 async def jobs(request: web.Request) -> web.Response:
     actor_of(request)
     ctx = request.app[CONTEXT]
-    status = choice_query(request, "status", JOB_STATUSES)
-    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    return json_response({"jobs": [plain(r) for r in await rows.jobs(ctx.pool, status, limit)]})
+    query = args_of(request).query
+    found = await rows.jobs(ctx.pool, query["status"], query["limit"])
+    return json_response({"jobs": [plain(r) for r in found]})
 
 
 async def retry_job(request: web.Request) -> web.Response:
     """A failed job runs again from its first attempt."""
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    raw = request.match_info["job_id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiError(404, "not_found", "no such job")
-    job = await rows.retry_job(ctx.pool, int(raw), actor)
+    job = await rows.retry_job(ctx.pool, args_of(request).path["job_id"], actor)
     if job is None:
         raise ApiError(404, "not_found", "no failed job with this id")
     ctx.actors.provisioner.tell(JobsQueued())
@@ -81,45 +77,47 @@ async def instances(request: web.Request) -> web.Response:
     """Every user's instances: search by instance id, owner id or email, server address."""
     actor_of(request)
     ctx = request.app[CONTEXT]
-    search = request.query.get("q") or None
-    if search is not None and len(search) > 200:
-        raise ApiError(422, "invalid_field", "q is at most 200 characters", field="q")
-    status = choice_query(request, "status", INSTANCE_STATUSES)
-    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    found = await rows.instances(ctx.pool, search, status, limit)
+    query = args_of(request).query
+    found = await rows.instances(ctx.pool, query["q"], query["status"], query["limit"])
     return json_response({"instances": [plain(r) for r in found]})
 
 
-async def instance_action(request: web.Request) -> web.Response:
+async def _instance_action(request: web.Request, action: str) -> web.Response:
     """restart, stop or start any user's instance (the owner's own routes' rules apply)."""
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    action = request.match_info["action"]
-    instance_id = instance_id_of(request)
-    if action not in INSTANCE_ACTIONS or not await rows.instance_exists(ctx.pool, instance_id):
-        raise ApiError(404, "not_found", "no such instance action")
+    instance_id = args_of(request).path["instance_id"]
+    if not await rows.instance_exists(ctx.pool, instance_id):
+        raise ApiError(404, "not_found", "no such instance")
     await getattr(service, action)(ctx.pool, ctx.actors, instance_id)
     await rows.audit(ctx.pool, actor, f"instance.{action}", str(instance_id), {})
     return json_response({"id": str(instance_id), "queued": action}, status=202)
 
 
+async def restart_instance(request: web.Request) -> web.Response:
+    return await _instance_action(request, "restart")
+
+
+async def stop_instance(request: web.Request) -> web.Response:
+    return await _instance_action(request, "stop")
+
+
+async def start_instance(request: web.Request) -> web.Response:
+    return await _instance_action(request, "start")
+
+
 async def audit_log(request: web.Request) -> web.Response:
     actor_of(request)
     ctx = request.app[CONTEXT]
-    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    return json_response(
-        {"actions": [plain(r) for r in await rows.recent_actions(ctx.pool, limit)]}
-    )
+    found = await rows.recent_actions(ctx.pool, args_of(request).query["limit"])
+    return json_response({"actions": [plain(r) for r in found]})
 
 
 async def provision(request: web.Request) -> web.Response:
     """`{"count": N}` more servers now, within fleet.max_size (the pool manager's own rules)."""
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    body = await validate.json_object(request)
-    count = body.get("count")
-    if type(count) is not int or not 1 <= count <= 50:
-        raise ApiError(422, "invalid_field", "count must be an integer from 1 to 50", field="count")
+    count = args_of(request).body["count"]
     try:
         made = await ctx.actors.pool_manager.ask(Provision(count), timeout=120)
     except ActorUnavailable:
@@ -156,8 +154,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     summary; `Last-Event-ID` resumes (a "lost" event says when it cannot)."""
     actor_of(request)
     ctx = request.app[CONTEXT]
-    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    last_id = int(raw) if raw and raw.isdigit() and len(raw) < 20 else None
+    raw = request.headers.get("Last-Event-ID", "")
+    # A browser's EventSource resends the header by itself; a malformed one starts afresh.
+    last_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    if last_id is None:
+        last_id = args_of(request).query["last_event_id"]
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -199,24 +200,9 @@ async def instance_limits(request: web.Request) -> web.Response:
     global limit); every daemon's proxy picks it up at once (the instances announcement)."""
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    instance_id = instance_id_of(request)
-    body = await validate.json_object(request)
-    changes: dict[str, int | None] = {}
-    for name, cap in (("messages_per_hour", 10**9), ("tokens_per_day", 10**15)):
-        if name in body:
-            value = body[name]
-            if value is not None and (type(value) is not int or not 0 <= value <= cap):
-                raise ApiError(
-                    422,
-                    "invalid_field",
-                    f"{name} must be null (the global limit) or an integer from 0 to {cap}",
-                    field=name,
-                )
-            changes[name] = value
-    if not changes:
-        raise ApiError(
-            422, "invalid_field", "send messages_per_hour and/or tokens_per_day", field="body"
-        )
+    given = args_of(request)
+    instance_id = given.path["instance_id"]
+    changes: dict[str, int | None] = dict(given.body)
     row = await rows.set_limits(ctx.pool, instance_id, changes)
     if row is None:
         raise ApiError(404, "not_found", "no such instance")
@@ -229,7 +215,7 @@ async def restart_actor(request: web.Request) -> web.Response:
     fleet/health-monitor, as GET /api/admin/daemons lists them)."""
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    path = request.match_info["path"]
+    path = args_of(request).path["path"]
     try:
         await ctx.supervisor.terminate_child(path)  # OTP: stop it, then start it again
         await ctx.supervisor.restart_child(path)
@@ -245,20 +231,17 @@ async def unmatched_payments(request: web.Request) -> web.Response:
     """Webhook events carrying money we did not (fully) apply, newest first (?before_id=)."""
     actor_of(request)
     ctx = request.app[CONTEXT]
-    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    raw = request.query.get("before_id")
-    before = int(raw) if raw and raw.isdigit() and len(raw) < 19 else None
-    found = await list_unmatched(ctx.pool, limit=limit, before_id=before)
+    query = args_of(request).query
+    found = await list_unmatched(ctx.pool, limit=query["limit"], before_id=query["before_id"])
     return json_response({"events": [plain(dataclasses.asdict(u)) for u in found]})
 
 
 async def log_tail(request: web.Request) -> web.Response:
     """This daemon's last log lines (at most 2,000 kept in memory), oldest first."""
     actor_of(request)
-    lines = validate.query_int(request, "lines", default=200, minimum=1, maximum=2000)
-    level = choice_query(request, "level", ("debug", "info", "warning", "error", "critical"))
-    order = ("debug", "info", "warning", "error", "critical")
-    wanted = order[order.index(level) :] if level else order
+    query = args_of(request).query
+    lines, level = query["lines"], query["level"]
+    wanted = LOG_LEVELS[LOG_LEVELS.index(level) :] if level else LOG_LEVELS
     found = [orjson.loads(line) for line in list(logs.RECENT.lines)]
     found = [e for e in found if e.get("level") in wanted][-lines:]
     return json_response({"lines": found})
@@ -269,11 +252,8 @@ async def users(request: web.Request) -> web.Response:
     instances."""
     actor_of(request)
     ctx = request.app[CONTEXT]
-    search = request.query.get("q") or None
-    if search is not None and len(search) > 200:
-        raise ApiError(422, "invalid_field", "q is at most 200 characters", field="q")
-    limit = validate.query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    found = await rows.users(ctx.pool, search, limit)
+    query = args_of(request).query
+    found = await rows.users(ctx.pool, query["q"], query["limit"])
     return json_response({"users": [plain(r) for r in found]})
 
 
@@ -283,29 +263,10 @@ async def adjust_balance(request: web.Request) -> web.Response:
     the user's instances pause or resume as the balance crosses the minimum."""
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    user_id = user_id_of(request)
-    body = await validate.json_object(request)
-    amount = body.get("amount_micros")
-    if type(amount) is not int or amount == 0 or abs(amount) > 10**12:
-        raise ApiError(
-            422,
-            "invalid_field",
-            "amount_micros must be a non-zero integer of at most 10^12 micro-USD",
-            field="amount_micros",
-        )
-    reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500 or "\x00" in reason:
-        raise ApiError(
-            422, "invalid_field", "reason must say why, in 1 to 500 characters", field="reason"
-        )
-    key = body.get("idempotency_key", str(uuid.uuid4()))
-    if not isinstance(key, str) or not 1 <= len(key) <= 100 or not key.isprintable():
-        raise ApiError(
-            422,
-            "invalid_field",
-            "idempotency_key: 1 to 100 printable characters",
-            field="idempotency_key",
-        )
+    given = args_of(request)
+    user_id = given.path["user_id"]
+    amount, reason = given.body["amount_micros"], given.body["reason"]
+    key = given.body.get("idempotency_key") or str(uuid.uuid4())
     if not await rows.user_exists(ctx.pool, user_id):
         raise ApiError(404, "not_found", "no such user")
     try:
@@ -326,15 +287,22 @@ async def adjust_balance(request: web.Request) -> web.Response:
     )
 
 
-async def user_action(request: web.Request) -> web.Response:
-    """pause (every active instance of the user; the proxy refuses them at once) or resume
-    (those an operator paused; not those paused for their balance)."""
+async def pause_user(request: web.Request) -> web.Response:
+    """Every active instance of the user; the proxy refuses them at once."""
+    return await _user_action(request, "pause")
+
+
+async def resume_user(request: web.Request) -> web.Response:
+    """Those an operator paused; not those paused for their balance."""
+    return await _user_action(request, "resume")
+
+
+async def _user_action(request: web.Request, action: str) -> web.Response:
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
-    action = request.match_info["action"]
-    user_id = user_id_of(request)
-    if action not in ("pause", "resume") or not await rows.user_exists(ctx.pool, user_id):
-        raise ApiError(404, "not_found", "no such user action")
+    user_id = args_of(request).path["user_id"]
+    if not await rows.user_exists(ctx.pool, user_id):
+        raise ApiError(404, "not_found", "no such user")
     count = await (rows.pause_user if action == "pause" else rows.resume_user)(ctx.pool, user_id)
     await rows.audit(ctx.pool, actor, f"user.{action}", str(user_id), {"instances": count})
     return json_response({"user_id": str(user_id), "action": action, "instances": count})

@@ -7,9 +7,9 @@ import uuid
 from aiohttp import web
 
 from blitzclawd.config import billing_minimum_micros
-from blitzclawd.http import validate
 from blitzclawd.http.auth import caller_of, hash_key, new_api_key, require_user
 from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.queries import accounts
@@ -54,8 +54,7 @@ def _key_json(row) -> dict:
 async def create_key(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
-    body = await validate.json_object(request)
-    name = validate.text(body, "name", max_length=100)
+    name = args_of(request).body["name"]
     key = new_api_key()
     row = await api_keys.create(
         ctx.pool, user_id, name, key[:10], hash_key(key), limit=MAX_KEYS_PER_USER
@@ -72,10 +71,7 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def revoke_key(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    try:
-        key_id = uuid.UUID(request.match_info["key_id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such API key") from None
+    key_id = args_of(request).path["key_id"]
     row = await accounts.revoke_key(ctx.pool, uuid.UUID(require_user(request)), key_id)
     if row is None:  # someone else's key looks exactly like a missing one
         raise ApiError(404, "not_found", "no such API key")

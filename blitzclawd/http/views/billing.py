@@ -10,9 +10,9 @@ import uuid
 from aiohttp import web
 
 from blitzclawd.config import billing_minimum_micros
-from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments.creem import CreemError
@@ -40,23 +40,7 @@ async def balance(request: web.Request) -> web.Response:
 async def topup(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = require_user(request)
-    body = await validate.json_object(request)
-    cfg, creem = ctx.settings.billing, ctx.settings.creem
-    amount = validate.integer(
-        body,
-        "amount_cents",
-        minimum=cfg.topup_min_cents,
-        maximum=cfg.topup_max_cents,
-        unit=" cents",
-    )
-    assert amount is not None
-    if amount % creem.unit_cents:
-        raise ApiError(
-            422,
-            "invalid_field",
-            f"amount_cents must be a multiple of {creem.unit_cents}",
-            field="amount_cents",
-        )
+    amount = args_of(request).body["amount_cents"]  # within the range, in Creem's units
     if ctx.http is None:
         raise ApiError(503, "payments_unavailable", "payments are not configured")
     try:
@@ -83,8 +67,9 @@ async def usage(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
     today = dt.datetime.now(dt.UTC).date()
-    to = validate.query_date(request, "to") or today
-    frm = validate.query_date(request, "from")
+    query = args_of(request).query
+    to = query["to"] or today
+    frm = query["from"]
     if frm is None:  # the 30 days up to `to`, computed only when no `from` was given
         frm = (
             to - dt.timedelta(days=30) if to > dt.date.min + dt.timedelta(days=30) else dt.date.min
@@ -150,25 +135,9 @@ def _group(lines: list[dict], key: str) -> list[dict]:
 async def auto_topup(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     user_id = require_user(request)
-    body = await validate.json_object(request)
-    enabled = validate.boolean(body, "enabled")
-    cfg = ctx.settings.billing
-    threshold = validate.integer(
-        body,
-        "threshold_cents",
-        minimum=0,
-        maximum=cfg.topup_max_cents,
-        required=enabled,
-        unit=" cents",
-    )
-    amount = validate.integer(
-        body,
-        "amount_cents",
-        minimum=cfg.topup_min_cents,
-        maximum=cfg.topup_max_cents,
-        required=enabled,
-        unit=" cents",
-    )
+    body = args_of(request).body
+    enabled = body["enabled"]
+    threshold, amount = body.get("threshold_cents"), body.get("amount_cents")
     minimum_cents = cents(billing_minimum_micros(ctx.settings))
     if enabled and threshold is not None and threshold < minimum_cents:
         raise ApiError(
@@ -194,8 +163,7 @@ async def topups(request: web.Request) -> web.Response:
     and Creem's checkout and order ids (what Creem's own receipts and support refer to)."""
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
-    limit = validate.query_int(request, "limit", default=50, minimum=1, maximum=200)
-    found = await topups_of(ctx.pool, user_id, limit)
+    found = await topups_of(ctx.pool, user_id, args_of(request).query["limit"])
     return json_response(
         {
             "topups": [

@@ -18,7 +18,6 @@ from typing import Any
 import asyncssh
 from aiohttp import web
 
-from blitzclawd import plugins
 from blitzclawd.channels import Channel, ChannelRoute
 from blitzclawd.config import Settings
 from blitzclawd.context import DaemonContext
@@ -28,6 +27,7 @@ from blitzclawd.fleet import remote
 from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
 from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.declare import args_of
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.queries import instances as rows
@@ -44,9 +44,15 @@ class _Call:
     """blitzclawd.channels.InstanceCall for one request."""
 
     def __init__(
-        self, request: web.Request, ctx: DaemonContext, row: Any, channel: Channel
+        self,
+        request: web.Request,
+        ctx: DaemonContext,
+        row: Any,
+        channel: Channel,
+        route: ChannelRoute,
     ) -> None:
         self._request = request
+        self._route = route
         self._ctx = ctx
         self._channel = channel
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -57,6 +63,9 @@ class _Call:
         self.settings: Settings = ctx.settings
 
     async def json(self) -> dict[str, Any]:
+        """The body: the route's declared fields as checked, else the JSON object as sent."""
+        if self._route.body:
+            return args_of(self._request).body
         return await validate.json_object(self._request)
 
     async def ssh(self) -> asyncssh.SSHClientConnection:
@@ -88,7 +97,9 @@ class _Call:
                 await self._conn.wait_closed()
 
 
-def _handler(channel: Channel, route: ChannelRoute) -> Any:
+def handler(channel: Channel, route: ChannelRoute) -> Any:
+    """The route's view: the core's checks, then the plugin's handler."""
+
     async def handle(request: web.Request) -> web.Response:
         ctx = request.app[CONTEXT]
         row = await owned_instance(ctx, require_user(request), instance_id_of(request))
@@ -111,7 +122,7 @@ def _handler(channel: Channel, route: ChannelRoute) -> Any:
                 "this assistant is already answering other requests; try again in a moment",
             )
         _busy[row["id"]] = busy + 1
-        call = _Call(request, ctx, row, channel)
+        call = _Call(request, ctx, row, channel, route)
         try:
             body = await route.handler(call)
         except (remote.RemoteError, asyncssh.Error, OSError, TimeoutError) as exc:
@@ -131,11 +142,3 @@ def _handler(channel: Channel, route: ChannelRoute) -> Any:
 
     handle.__name__ = f"{channel.name}_{route.path.replace('/', '_')}"
     return handle
-
-
-def add_channel_routes(router: web.UrlDispatcher) -> None:
-    """Every loaded channel's routes, under /api/instances/{instance_id}/<channel>/."""
-    for channel in plugins.channels().values():
-        for route in channel.routes():
-            path = f"/api/instances/{{instance_id}}/{channel.name}/{route.path}"
-            router.add_route(route.method, path, _handler(channel, route))

@@ -21,12 +21,11 @@ from blitzclawd.channels import missing, seal
 from blitzclawd.config import billing_minimum_micros
 from blitzclawd.credentials import channel_secret_context, own_key_context
 from blitzclawd.fleet import remote
-from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS, OWN_API_KEY
-from blitzclawd.fleet.personas import PERSONA_NAMES, soul_md
-from blitzclawd.http import validate
+from blitzclawd.fleet.personas import soul_md
 from blitzclawd.http.auth import require_user
-from blitzclawd.http.channel_state import config_object, store_channel
+from blitzclawd.http.channel_state import store_channel
 from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
@@ -62,11 +61,8 @@ def _view(row: Any) -> dict[str, Any]:
     }
 
 
-def _soul(persona: str, raw: Any) -> str | None:
-    if raw is not None and not isinstance(raw, str):
-        raise ApiError(422, "invalid_field", "soul_md must be a string", field="soul_md")
-    if isinstance(raw, str) and len(raw) > MAX_SOUL_INPUT:
-        raise ApiError(422, "invalid_field", "soul_md is over 20000 characters", field="soul_md")
+def _soul(persona: str, raw: str | None) -> str | None:
+    """OpenClaw's own rules for SOUL.md (its length once the persona's frame is around it)."""
     try:
         soul_md(persona, raw)
     except ValueError as exc:
@@ -80,13 +76,13 @@ async def create(request: web.Request) -> web.Response:
     them (waiting_for_channel, no server claimed) until POST /api/instances/{id}/channel."""
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(require_user(request))
-    body = await validate.json_object(request)
-    kind = validate.choice(body, "channel_type", tuple(plugins.channels()))
+    body = args_of(request).body
+    kind = body["channel_type"]
     channel = plugins.channels()[kind]
-    persona = validate.choice(body, "persona_template", PERSONA_NAMES)
+    persona = body["persona_template"]
     soul = _soul(persona, body.get("soul_md"))
     # Checked before anything is stored or a server claimed.
-    state = await channel.verify(ctx.settings, config_object(body.get("channel_config")), None)
+    state = await channel.verify(ctx.settings, body.get("channel_config") or {}, None)
     instance_id = uuid.uuid4()
     new = rows.NewInstance(
         id=instance_id,
@@ -161,9 +157,7 @@ async def configure(request: web.Request) -> web.Response:
     user_id = require_user(request)
     instance_id = instance_id_of(request)
     row = await owned_instance(ctx, user_id, instance_id)
-    body = await validate.json_object(request)
-    if "soul_md" not in body and "channel_config" not in body:
-        raise ApiError(422, "invalid_field", "send soul_md and/or channel_config", field="soul_md")
+    body = args_of(request).body  # soul_md and/or channel_config
     soul = service.UNSET
     if "soul_md" in body:
         soul = _soul(row["persona_template"] or "assistant", body["soul_md"])
@@ -182,7 +176,7 @@ async def connect_channel(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     instance_id = instance_id_of(request)
     row = await owned_instance(ctx, require_user(request), instance_id)
-    body = await validate.json_object(request)
+    body = args_of(request).body
     channel, state, queued = await store_channel(
         ctx, row, body.get("channel_config", {}), require=True
     )
@@ -203,17 +197,14 @@ async def delete(request: web.Request) -> web.Response:
     instance_id = instance_id_of(request)
     row = await owned_instance(ctx, require_user(request), instance_id)
     await service.delete(ctx.pool, ctx.actors, instance_id)
-    return json_response({"id": row["id"], "status": "deleted"}, status=202)
+    return json_response({"id": row["id"], "status": "deleted", "queued": "delete"}, status=202)
 
 
 async def logs(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     instance_id = instance_id_of(request)
     await owned_instance(ctx, require_user(request), instance_id)
-    lines = validate.query_int(
-        request, "lines", default=100, minimum=1, maximum=remote.MAX_LOG_LINES
-    )
-    follow = validate.query_flag(request, "follow")
+    lines, follow = args_of(request).query["lines"], args_of(request).query["follow"]
     command = remote.journal_command(lines, follow)
     conn = await ssh_to(ctx, instance_id)
     async with conn:
@@ -247,16 +238,8 @@ async def set_api_key(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     instance_id = instance_id_of(request)
     row = await owned_instance(ctx, require_user(request), instance_id)
-    body = await validate.json_object(request)
-    provider = validate.choice(body, "provider", OFFICIAL_APIS)
-    key = body.get("api_key")
-    if not isinstance(key, str) or not OWN_API_KEY.fullmatch(key):
-        raise ApiError(
-            422,
-            "invalid_field",
-            "api_key must be 8-512 printable characters without spaces",
-            field="api_key",
-        )
+    body = args_of(request).body
+    provider, key = body["provider"], body["api_key"]
     assert ctx.http is not None
     await own_keys.check_with_provider(ctx.http, ctx.settings.upstream, provider, key)
     blob = ctx.keyring().encrypt_text(key, own_key_context(instance_id))

@@ -15,10 +15,10 @@ from aiohttp import web
 from blitzclawd import plugins
 from blitzclawd.channels import ChannelState
 from blitzclawd.fleet import remote
-from blitzclawd.http import validate
 from blitzclawd.http.auth import require_user
 from blitzclawd.http.channel_state import stored_state
 from blitzclawd.http.context import CONTEXT
+from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
 from blitzclawd.http.jsonutil import json_response
@@ -39,7 +39,7 @@ def _request_view(raw: dict[str, Any]) -> dict[str, Any]:
 async def _active_row(request: web.Request) -> Any:
     ctx = request.app[CONTEXT]
     row = await owned_instance(ctx, require_user(request), instance_id_of(request))
-    wanted = request.match_info.get("channel")  # /api/instances/{id}/<channel>/pairing
+    wanted = args_of(request).path.get("channel")  # /api/instances/{id}/<channel>/pairing
     if wanted is not None and row["channel_type"] != wanted:
         raise ApiError(
             409, "wrong_channel", f"this assistant uses {row['channel_type']}, not {wanted}"
@@ -67,10 +67,8 @@ async def list_requests(request: web.Request) -> web.Response:
 async def approve(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     row = await _active_row(request)
-    body = await validate.json_object(request)
-    code = body.get("code")
-    code = code.strip().upper() if isinstance(code, str) else code
-    if not isinstance(code, str) or not remote.PAIRING_CODE.fullmatch(code):
+    code = args_of(request).body["code"].upper()
+    if not remote.PAIRING_CODE.fullmatch(code):
         raise ApiError(
             422,
             "invalid_field",

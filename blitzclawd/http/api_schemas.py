@@ -1,0 +1,276 @@
+"""JSON Schemas of what the API answers, for the OpenAPI document (blitzclawd/http/openapi.py).
+
+Objects list the keys every answer has (`required`) and stay open to keys added later, so a
+client written against today's document keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+STRING: Schema = {"type": "string"}
+INTEGER: Schema = {"type": "integer"}
+BOOLEAN: Schema = {"type": "boolean"}
+NUMBER: Schema = {"type": "number"}
+UUID: Schema = {"type": "string", "format": "uuid"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+ANY_OBJECT: Schema = {"type": "object"}
+
+
+def maybe(schema: Schema) -> Schema:
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: dict[str, Schema], *, optional: tuple[str, ...] = ()) -> Schema:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [k for k in properties if k not in optional],
+    }
+
+
+def array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+def listing(key: str, items: Schema = ANY_OBJECT) -> Schema:
+    """`{"<key>": [...]}`, the shape of every list the API answers."""
+    return obj({key: array(items)})
+
+
+ERROR: Schema = obj(
+    {
+        "error": obj(
+            {
+                "code": {**STRING, "description": "stable, machine-readable"},
+                "message": {**STRING, "description": "for people: what went wrong, what to do"},
+                "field": {**STRING, "description": "the request field at fault, if one is"},
+                "request_id": {**STRING, "description": "quote it to support (X-Request-Id)"},
+            },
+            optional=("field", "request_id"),
+        )
+    }
+)
+
+AUTO_TOPUP = obj(
+    {"enabled": BOOLEAN, "threshold_cents": maybe(INTEGER), "amount_cents": maybe(INTEGER)}
+)
+
+BALANCE = obj(
+    {
+        "balance_micros": {**INTEGER, "description": "micro-USD (1,000,000 = $1)"},
+        "balance_cents": INTEGER,
+        "reserved_micros": {**INTEGER, "description": "what requests in flight may still cost"},
+        "available_micros": INTEGER,
+        "available_cents": INTEGER,
+        "minimum_micros": {**INTEGER, "description": "below it the assistants pause"},
+        "minimum_cents": INTEGER,
+        "below_minimum": BOOLEAN,
+        "warning": maybe(STRING),
+        "auto_topup": AUTO_TOPUP,
+    }
+)
+
+ME = obj(
+    {
+        "id": maybe(UUID),
+        "clerk_user_id": maybe(STRING),
+        "email": maybe(STRING),
+        "role": {"type": "string", "enum": ["user", "admin"]},
+        "via": {"type": "string", "enum": ["session", "api_key", "admin_key"]},
+        "created_at": TIME,
+        "balance": BALANCE,
+    },
+    optional=("clerk_user_id", "email", "created_at", "balance"),
+)
+
+API_KEY = obj(
+    {
+        "id": UUID,
+        "name": STRING,
+        "prefix": {**STRING, "description": "the key's first characters, to recognise it"},
+        "created_at": TIME,
+        "last_used_at": maybe(TIME),
+        "revoked_at": maybe(TIME),
+    }
+)
+NEW_API_KEY = {
+    **API_KEY,
+    "properties": {**API_KEY["properties"], "key": {**STRING, "description": "shown only now"}},
+    "required": [*API_KEY["required"], "key"],
+}
+
+CHECKOUT = obj(
+    {
+        "checkout_url": {**STRING, "description": "send the user here to pay"},
+        "checkout_id": STRING,
+        "topup_id": UUID,
+        "amount_cents": INTEGER,
+    }
+)
+
+TOPUP = obj(
+    {
+        "id": UUID,
+        "amount_cents": INTEGER,
+        "status": STRING,
+        "credited_micros": maybe(INTEGER),
+        "refunded_micros": maybe(INTEGER),
+        "checkout_id": maybe(STRING),
+        "order_id": maybe(STRING),
+        "created_at": TIME,
+        "paid_at": maybe(TIME),
+    }
+)
+
+_USAGE_SUMS = {
+    "requests": INTEGER,
+    "input_tokens": INTEGER,
+    "output_tokens": INTEGER,
+    "cost_micros": INTEGER,
+    "cost_cents": INTEGER,
+}
+USAGE = obj(
+    {
+        "from": {"type": "string", "format": "date"},
+        "to": {"type": "string", "format": "date"},
+        "lines": array(
+            obj(
+                {
+                    "day": {"type": "string", "format": "date"},
+                    "model": STRING,
+                    "instance_id": maybe(UUID),
+                    **_USAGE_SUMS,
+                    "cache_write_tokens": INTEGER,
+                    "cache_read_tokens": INTEGER,
+                }
+            )
+        ),
+        "by_day": array(obj({"day": {"type": "string", "format": "date"}, **_USAGE_SUMS})),
+        "by_model": array(obj({"model": STRING, **_USAGE_SUMS})),
+        "by_instance": array(obj({"instance_id": maybe(UUID), **_USAGE_SUMS})),
+        "total": obj({"cost_micros": INTEGER, "cost_cents": INTEGER, "requests": INTEGER}),
+    }
+)
+
+INSTANCE_STATUS: Schema = {
+    "type": "string",
+    "enum": [
+        "waiting_for_channel",
+        "pending",
+        "provisioning",
+        "active",
+        "paused",
+        "stopped",
+        "error",
+        "deleted",
+    ],
+}
+
+INSTANCE = obj(
+    {
+        "id": UUID,
+        "status": INSTANCE_STATUS,
+        "status_reason": maybe(STRING),
+        "channel_type": STRING,
+        "channel_config": {**ANY_OBJECT, "description": "the channel's settings, secrets left out"},
+        "persona_template": maybe(STRING),
+        "soul_md": maybe(STRING),
+        "ip_address": maybe(STRING),
+        "use_own_api_key": BOOLEAN,
+        "setup_text": {**maybe(STRING), "description": "what the user does next"},
+        "created_at": TIME,
+        "updated_at": TIME,
+    }
+)
+INSTANCE_DETAIL = {
+    **INSTANCE,
+    "properties": {
+        **INSTANCE["properties"],
+        "usage_24h": obj(
+            {
+                "requests": INTEGER,
+                "input_tokens": INTEGER,
+                "output_tokens": INTEGER,
+                "cost_micros": INTEGER,
+            }
+        ),
+    },
+    "required": [*INSTANCE["required"], "usage_24h"],
+}
+
+QUEUED = obj(
+    {"id": UUID, "queued": maybe(STRING), "status": STRING},
+    optional=("status",),
+)
+
+CHANNEL_CONNECTED = obj(
+    {
+        "id": UUID,
+        "channel_type": STRING,
+        "channel_config": ANY_OBJECT,
+        "queued": maybe(STRING),
+        "setup_text": maybe(STRING),
+    }
+)
+
+OWN_KEY = obj(
+    {
+        "id": UUID,
+        "use_own_api_key": BOOLEAN,
+        "provider": STRING,
+        "queued": STRING,
+    },
+    optional=("provider",),
+)
+
+CHANNEL = obj(
+    {
+        "type": STRING,
+        "display_name": STRING,
+        "fields": array(
+            obj(
+                {
+                    "name": STRING,
+                    "label": STRING,
+                    "description": STRING,
+                    "secret": BOOLEAN,
+                    "required": BOOLEAN,
+                    "type": STRING,
+                    "example": maybe(STRING),
+                }
+            )
+        ),
+        "routes": array(obj({"method": STRING, "path": STRING})),
+    }
+)
+
+CHANNEL_CHECKED = obj({"valid": BOOLEAN, "type": STRING, "channel_config": ANY_OBJECT})
+
+PAIRING_REQUEST = obj(
+    {
+        "code": maybe(STRING),
+        "sender_id": maybe(STRING),
+        "username": maybe(STRING),
+        "name": maybe(STRING),
+        "requested_at": maybe(STRING),
+    }
+)
+
+WEBHOOK_OUTCOME = obj({"status": STRING})
+
+READY = obj(
+    {
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "reason": maybe(STRING),
+        "daemon_id": STRING,
+        "database": STRING,
+        "tree": ANY_OBJECT,
+        "actors": array(ANY_OBJECT),
+    }
+)
