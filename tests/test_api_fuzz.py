@@ -1,6 +1,7 @@
 """The fuzzing gate (issue 14): schemathesis, from its own process, against a real daemon with the
 fakes, over every operation of the operators' copy of /api/openapi.json (the whole API), as a
-stranger and as a signed-in user with money on their balance.
+stranger and as a signed-in user with money on their balance; then the operators' routes as an
+operator.
 
 Every run must end with no server error, every answer in the declared status codes, content
 types, headers and schemas, and every request the document calls invalid refused. Requests
@@ -102,6 +103,7 @@ async def _schemathesis(
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        cwd=report.parent,  # its cache and reports stay out of the checkout
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
     )
     try:
@@ -159,6 +161,21 @@ async def test_schemathesis_finds_nothing_as_stranger_and_as_user(
             assert await _state(env.pool) == before  # invalid requests changed nothing
 
             code, out = await _schemathesis(schema, env.api, tmp_path / "user.xml", *bearer)
+            assert code == 0, out[-20000:]
+
+            # And the operators' routes as an operator (the event stream never ends: it has
+            # its own tests, tests/test_events.py).
+            code, out = await _schemathesis(
+                schema,
+                env.api,
+                tmp_path / "operator.xml",
+                "--header",
+                f"Authorization: Bearer {env.admin_key}",
+                "--include-tag",
+                "admin",
+                "--exclude-path",
+                "/api/admin/events",
+            )
             assert code == 0, out[-20000:]
             # The daemon is still whole after it all.
             status, ready = await env.call("GET", "/readyz")

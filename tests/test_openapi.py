@@ -56,7 +56,7 @@ async def test_every_operation_says_how_it_fails_and_who_may_call_it(api_env) ->
     admin = {"Authorization": f"Bearer {api_env.admin_key}"}
     _, doc = await api_env.call("GET", "/api/openapi.json", headers=admin)
     schemes = doc["components"]["securitySchemes"]
-    assert {"bearer", "session", "serverSecret"} <= set(schemes)
+    assert {"apiKey", "clerkSession", "sessionCookie", "adminKey", "serverSecret"} <= set(schemes)
     error = doc["components"]["schemas"]["Error"]
     assert error["properties"]["error"]["required"] == ["code", "message"]
     for path, item in doc["paths"].items():

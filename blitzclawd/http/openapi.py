@@ -40,10 +40,11 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
     504: ("Timeout", "still running: the result will show up later", "timeout"),
 }
 
+_USER = [{"apiKey": []}, {"clerkSession": []}, {"sessionCookie": []}]
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
-    "caller": [{"bearer": []}, {"session": []}],
-    "user": [{"bearer": []}, {"session": []}],
-    "admin": [{"bearer": []}, {"session": []}],
+    "caller": [*_USER, {"adminKey": []}],
+    "user": _USER,
+    "admin": [{"adminKey": []}, *_USER],  # the admin key, or an admin user's own credentials
     "instance": [{"serverSecret": []}],
     "signature": [],
     "public": [],
@@ -173,16 +174,28 @@ def document(ops: list[Operation], settings: Settings, *, operators: bool) -> di
             "schemas": {"Error": s.ERROR},
             "responses": {name: _error_component(st) for st, (name, _, _) in _ERRORS.items()},
             "securitySchemes": {
-                "bearer": {
+                "apiKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "an API key (sk_…), a Clerk session token, or the admin key",
+                    "bearerFormat": "sk_…",
+                    "description": "one of the user's API keys (POST /api/auth/api-keys)",
                 },
-                "session": {
+                "clerkSession": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "a Clerk session token (RS256, from Clerk's frontend API)",
+                },
+                "sessionCookie": {
                     "type": "apiKey",
                     "in": "cookie",
                     "name": "__session",
                     "description": "Clerk's session cookie, in a signed-in browser",
+                },
+                "adminKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the operators' key (the admin_api_key secret)",
                 },
                 "serverSecret": {
                     "type": "http",

@@ -159,7 +159,23 @@ class TelegramChannel:
         return ChannelState({**state.public, "allow_from": [*ids, sender_id]}, state.secrets)
 
     def routes(self) -> Sequence[ChannelRoute]:
-        return (ChannelRoute("GET", "bot", _bot, active_only=False),)
+        return (
+            ChannelRoute(
+                "GET",
+                "bot",
+                _bot,
+                active_only=False,
+                summary="Telegram: the bot this assistant answers as, and who may talk to it",
+                answer={
+                    "type": "object",
+                    "required": ["bot", "allow_from"],
+                    "properties": {
+                        "bot": {"type": "object"},
+                        "allow_from": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            ),
+        )
 
     def setup_text(self, public: dict[str, Any]) -> str:
         link = public.get("bot_link") or "your bot in Telegram"

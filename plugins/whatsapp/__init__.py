@@ -39,6 +39,7 @@ from blitzclawd.config import Settings
 from blitzclawd.errors import ApiError
 from blitzclawd.fleet.versions import OPENCLAW_VERSION
 from blitzclawd.hookspecs import hookimpl
+from blitzclawd.http.declare import Boolean, QueryFlag, QueryText
 from blitzclawd_plugins.whatsapp import gateway, qr
 
 log = logging.getLogger("blitzclawd.whatsapp")
@@ -83,6 +84,27 @@ class _QrClock:
 
 
 _clock = _QrClock()
+
+
+# What every WhatsApp route answers: the link's state (with the QR code while one is shown).
+_LINK: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {
+            "type": "string",
+            "enum": ["connected", "waiting_for_scan", "logged_out", "expired", "not_linked"],
+        },
+        "phone": {"type": ["string", "null"], "description": "the linked number"},
+        "online": {"type": "boolean"},
+        "message": {"type": "string"},
+        "id": {"type": "string", "description": "this QR code's id (for `since`)"},
+        "qr": {"type": "string", "description": "the QR code's text"},
+        "svg": {"type": "string", "description": "the QR code, drawn"},
+        "png_data_url": {"type": "string"},
+        "expires_in": {"type": ["integer", "number", "null"]},
+    },
+}
 
 
 async def _qr_answer(
@@ -138,10 +160,7 @@ async def _status(call: InstanceCall) -> dict[str, Any]:
 
 
 async def _login(call: InstanceCall) -> dict[str, Any]:
-    body = await call.json()
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise ApiError(422, "invalid_field", "force must be true or false", field="force")
+    force = (await call.json()).get("force") or False  # checked: a boolean, if given
     try:
         answer = await gateway.start_login(await call.ssh(), force=force)
     except gateway.GatewayError as exc:
@@ -226,10 +245,41 @@ class WhatsAppChannel:
 
     def routes(self) -> Sequence[ChannelRoute]:
         return (
-            ChannelRoute("POST", "login", _login),
-            ChannelRoute("GET", "qr", _qr),
-            ChannelRoute("GET", "status", _status),
-            ChannelRoute("POST", "disconnect", _disconnect),
+            ChannelRoute(
+                "POST",
+                "login",
+                _login,
+                summary="WhatsApp: start linking; the first QR code to scan",
+                body=(Boolean("force", description="start over even when a login is running"),),
+                answer=_LINK,
+            ),
+            ChannelRoute(
+                "GET",
+                "qr",
+                _qr,
+                summary="WhatsApp: the QR code to scan now (it rotates every ~20 s)",
+                description="With `wait=1&since=<id>` it answers when the QR code is no "
+                "longer `<id>` (a new one, or linked), or after about a minute.",
+                query=(
+                    QueryFlag("wait", description="wait for a change"),
+                    QueryText("since", max_length=100, description="the QR code shown now"),
+                ),
+                answer=_LINK,
+            ),
+            ChannelRoute(
+                "GET",
+                "status",
+                _status,
+                summary="WhatsApp: linked, and as which number",
+                answer=_LINK,
+            ),
+            ChannelRoute(
+                "POST",
+                "disconnect",
+                _disconnect,
+                summary="WhatsApp: unlink the phone (and forget its session)",
+                answer=_LINK,
+            ),
         )
 
     def setup_text(self, public: dict[str, Any]) -> str:
