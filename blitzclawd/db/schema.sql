@@ -770,3 +770,11 @@ CREATE TABLE spend_alerts (
     UNIQUE (instance_id, window_start)
 );
 CREATE INDEX spend_alerts_created_at_idx ON spend_alerts (created_at);
+
+-- An operator's hold on the server pool (0019): while its one row exists the pool manager keeps
+-- no spare servers (POST /api/admin/pool/drain until /resume).
+CREATE TABLE pool_hold (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    held_by text NOT NULL,
+    held_at timestamptz NOT NULL DEFAULT now()
+);

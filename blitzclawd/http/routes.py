@@ -8,6 +8,7 @@ from blitzclawd.http.views import (
     admin,
     admin_dashboards,
     admin_fleet,
+    admin_pool,
     auth,
     billing,
     channel_routes,
@@ -42,13 +43,15 @@ def setup_api_routes(app: web.Application) -> None:
     r.add_get("/api/billing/topups", billing.topups)
     r.add_patch("/api/billing/auto-topup", billing.auto_topup)
     r.add_get("/api/admin/daemons", admin.daemons)
-    r.add_get("/api/admin/pool", admin_fleet.pool)
+    r.add_get("/api/admin/pool", admin_pool.pool)
     r.add_get("/api/admin/jobs", admin_fleet.jobs)
     r.add_post("/api/admin/jobs/{job_id}/retry", admin_fleet.retry_job)
     r.add_get("/api/admin/instances", admin_fleet.instances)
     r.add_post("/api/admin/instances/{instance_id}/{action}", admin_fleet.instance_action)
     r.add_get("/api/admin/audit", admin_fleet.audit_log)
     r.add_post("/api/admin/pool/provision", admin_fleet.provision)
+    r.add_post("/api/admin/pool/drain", admin_pool.drain)
+    r.add_post("/api/admin/pool/resume", admin_pool.resume)
     r.add_post("/api/admin/health/check", admin_fleet.health_check)
     r.add_get("/api/admin/events", admin_fleet.events)
     r.add_patch("/api/admin/instances/{instance_id}/limits", admin_fleet.instance_limits)

@@ -150,6 +150,25 @@ class Provision:
 
 
 @dataclass(frozen=True, slots=True)
+class Drain:
+    """An operator empties the pool: the pool is held (no spare servers are made again until
+    resumed) and up to `count` (None: all) of its ready, unassigned servers, in `location` (None:
+    any), are deleted; asked, answered with Drained. `actor` is who, for the hold."""
+
+    count: int | None
+    location: str | None
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What a Drain deleted, and what it could not (still `deleting`: the next pass retries)."""
+
+    deleted: tuple[str, ...]
+    failed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SweepNow:
     """An operator asks for a health sweep now; asked, answered with its SweepReport."""
 
