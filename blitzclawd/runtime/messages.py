@@ -105,12 +105,14 @@ class BalanceDepleted:
 
 @dataclass(frozen=True, slots=True)
 class Notify:
-    """Email `kind` to the user, at most once per `period` (for the notifier actor)."""
+    """Email `kind` to the user, at most once per `period` (for the notifier actor); with `to`,
+    an email about the user to that address instead (an operator's alert)."""
 
     user_id: str
     kind: str  # a template of blitzclawd.notify.templates
     period: str  # what makes this kind due again: "once", "2026-W48", "credit:1234", ...
     facts: Mapping[str, Fact] = field(default_factory=lambda: MappingProxyType({}))
+    to: str | None = None
 
     def __post_init__(self) -> None:
         # A read-only copy: the sender's dict stays the sender's.
