@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "BLITZCLAW_"
+# An address Resend takes: one @, a dotted domain, no spaces or angle brackets (no display name).
+_EMAIL = re.compile(r"[^@\s<>,]+@[^@\s<>,]+\.[^@\s<>,.]+", re.ASCII)
 DEFAULT_CONFIG_PATHS = (Path("/etc/blitzclawd/blitzclawd.toml"),)
 
 
@@ -199,6 +202,9 @@ class AlertsSettings:
     spike_pause: bool = False
     # Seconds between spike checks (on the janitor's sweeps, at most this often).
     spike_check_interval: float = field(default=60.0, metadata=_range(1, 86400))
+    # Operators' addresses: each gets its own email per usage spike and per user whose balance
+    # ran out mid-conversation (their instances paused). Empty: operators are not emailed.
+    operator_emails: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,6 +575,9 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         problems.append("fleet.min_available: must not exceed fleet.max_size")
     if not s.fleet.locations:
         problems.append("fleet.locations: at least one location")
+    for i, address in enumerate(s.alerts.operator_emails):
+        if not _EMAIL.fullmatch(address):
+            problems.append(f"alerts.operator_emails[{i}]: not an email address: {address!r}")
     if s.fleet.model not in {m.id for m in s.pricing.models}:
         problems.append(f"fleet.model: {s.fleet.model!r} is not one of pricing.models")
     try:

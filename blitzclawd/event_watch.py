@@ -2,7 +2,8 @@
 this daemon's actors (state and restarts, from its supervision tree), its proxy (requests,
 errors and revenue in that second, from its metrics), and what changed in the fleet - read from
 the shared database, so events from every daemon's work reach every daemon's listeners:
-instance and pool server status, health results and alerts, webhook events. It stops when the
+instance and pool server status, health results and alerts, usage spikes, balances that ran
+out (their instances paused), webhook events. It stops when the
 last listener leaves."""
 
 from __future__ import annotations

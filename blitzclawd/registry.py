@@ -24,6 +24,7 @@ from blitzclawd.runtime.messages import (
     AutoTopupDue,
     BalanceDepleted,
     CreemWebhook,
+    Drain,
     JobsQueued,
     LowBalance,
     NotificationQueued,
@@ -107,7 +108,7 @@ class Actors:
 
     notifier: Ref[NotifierMessage]
     provisioner: Ref[JobsQueued]
-    pool_manager: Ref[PoolCheck | Provision]
+    pool_manager: Ref[PoolCheck | Provision | Drain]
     health_monitor: Ref[SweepNow]
     billing: Ref[CreemWebhook | RecoverOrphans | Adjust]
     _lookup: Lookup

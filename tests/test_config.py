@@ -89,6 +89,16 @@ def test_cross_field_checks() -> None:
         "database.pool_min: must not exceed database.pool_max"
     ]
     assert problems_of({"proxy": {"port": 8080}})[0].startswith("proxy.port")
+    emails = ["oncall@example.test", "Ops <ops@example.test>", "ops@localhost"]
+    assert problems_of({"alerts": {"operator_emails": emails}}) == [
+        "alerts.operator_emails[1]: not an email address: 'Ops <ops@example.test>'",
+        "alerts.operator_emails[2]: not an email address: 'ops@localhost'",
+    ]
+    assert problems_of({"alerts": {"operator_emails": "oncall@example.test"}}) == [
+        'alerts.operator_emails: expected an array, got a string "oncall@example.test"'
+    ]
+    ok = parse_settings({"alerts": {"operator_emails": emails[:1]}})
+    assert ok.alerts.operator_emails == ("oncall@example.test",)
 
 
 def test_bad_toml_syntax_is_a_config_error(tmp_path: Path) -> None:
@@ -152,7 +162,11 @@ def test_config_check_accepts_the_shipped_file() -> None:
 
 @pytest.mark.parametrize(
     ("content", "key"),
-    [("[api]\nprot = 1\n", "api.prot"), ('[proxy]\nport = "8787"\n', "proxy.port")],
+    [
+        ("[api]\nprot = 1\n", "api.prot"),
+        ('[proxy]\nport = "8787"\n', "proxy.port"),
+        ('[alerts]\noperator_emails = ["oncall"]\n', "alerts.operator_emails[0]"),
+    ],
 )
 def test_config_check_names_the_bad_key_and_fails(tmp_path: Path, content: str, key: str) -> None:
     path = tmp_path / "blitzclawd.toml"

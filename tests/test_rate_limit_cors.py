@@ -4,6 +4,7 @@ allowed origin may call the API (preflight, credentials, errors readable), no ot
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from conftest import running_api_env
@@ -77,3 +78,28 @@ async def test_cors_for_allowed_origins_only(database: str) -> None:
         async with env.http.get(env.api + "/api/auth/me", headers=good) as resp:
             assert resp.status == 401
             assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.test"
+
+
+async def test_cors_on_a_stream_the_view_prepares(database: str) -> None:
+    """The live events are sent by their view before any middleware sees an answer: an allowed
+    origin gets its CORS headers on the stream all the same, any other origin none."""
+    sections = {"auth": {"allowed_origins": ["https://app.example.test"]}}
+    async with running_api_env(database, sections) as env:
+        admin = {"Authorization": f"Bearer {env.admin_key}"}
+        got: list[Any] = []
+        for origin in ("https://app.example.test", "https://evil.example.test"):
+            async with env.http.get(
+                env.api + "/api/admin/events", headers={**admin, "Origin": origin}
+            ) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"] == "text/event-stream"
+                got.append(
+                    (
+                        resp.headers.get("Access-Control-Allow-Origin"),
+                        resp.headers.get("Access-Control-Allow-Credentials"),
+                        "Origin" in resp.headers.getall("Vary", []),
+                    )
+                )
+                async with asyncio.timeout(10):  # the stream itself, already under way
+                    assert await resp.content.readline() == b"retry: 2000\n"
+        assert got == [("https://app.example.test", "true", True), (None, None, False)]

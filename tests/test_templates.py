@@ -20,6 +20,17 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "instance_error": {"instance_name": "Jarvis", "error": "the gateway stopped answering"},
     "payment_failed": {"dashboard_url": "https://app.blitzclaw.test/dashboard"},
     "usage_spike": {"instance_name": "Jarvis", "spent_micros": 12_340_000, "baseline_micros": 0},
+    "operator_usage_spike": {
+        "instance_id": "0b7d9c1e-inst",
+        "user_id": "5f1e2d3c-user",
+        "spent_micros": 12_340_000,
+        "baseline_micros": 250_000,
+    },
+    "operator_balance_paused": {
+        "user_id": "5f1e2d3c-user",
+        "balance_micros": 9_990_000,
+        "paused_instances": 2,
+    },
     "weekly_digest": {
         "week": "2026-W19",
         "cost_micros": 1_234_501,
@@ -44,6 +55,8 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "instance_error": {"advice": "Try again from your dashboard."},
     "payment_failed": {"paused_instances": 2},
     "usage_spike": {"paused": True},
+    "operator_usage_spike": {"owner_email": "ada@example.test", "paused": True},
+    "operator_balance_paused": {"owner_email": "ada@example.test"},
     "weekly_digest": {
         "balance_micros": 12_345_678,
         "instances": [

@@ -21,6 +21,7 @@ import orjson
 from blitzclawd.auth.clerk_users import ClerkUsers, clerk_users, ensure_email
 from blitzclawd.config import Secrets, Settings
 from blitzclawd.notify import queue
+from blitzclawd.notify.operators import balance_ran_out
 from blitzclawd.notify.queue import queue_notification
 from blitzclawd.notify.resend import ResendClient, ResendError
 from blitzclawd.notify.templates import render
@@ -78,7 +79,11 @@ class NotifierActor(Actor):
     async def handle(self, message: object) -> object | None:
         if isinstance(message, Notify):
             return await self.notify(message)
-        if isinstance(message, (BalanceDepleted, LowBalance)):
+        if isinstance(message, BalanceDepleted):
+            note = await self._balance_note(message)
+            await self._alert_operators(message, note.period)
+            return await self.notify(note)
+        if isinstance(message, LowBalance):
             return await self.notify(await self._balance_note(message))
         if isinstance(message, NotificationQueued):
             return await self._send(message.notification_id)
@@ -180,6 +185,20 @@ class NotifierActor(Actor):
             f"credit:{last_credit}",
             {"balance_micros": message.balance_micros},
         )
+
+    async def _alert_operators(self, message: BalanceDepleted, period: str) -> None:
+        """Operators hear of a balance that ran out mid-conversation once per pause: the pause's
+        period is the user's top-up cycle, as their own email's (a live event and an email)."""
+        queued = await balance_ran_out(
+            self._pool,
+            self._settings.alerts.operator_emails,
+            message.user_id,
+            message.balance_micros,
+            message.paused_instances,
+            period,
+        )
+        for notification_id in queued:
+            await self._send(notification_id)
 
     async def _auto_topup(self, message: AutoTopupDue) -> int | None:
         """Email a checkout prepared for the user's auto-top-up amount, once per top-up cycle."""

@@ -7,9 +7,13 @@ Every `pool_interval` seconds, and on demand (PoolCheck from the instances API),
    goes to error with the reason); a row still provisioning after `stuck_after` is deleted;
 2. top up: at least `min_available` servers available or provisioning (plus one per instance
    waiting for a server), at most `max_size` in all, each created with rendered cloud-init (a
-   unique name, a fresh server secret stored hashed, labels naming the row).
+   unique name, a fresh server secret stored hashed, labels naming the row). While an operator
+   holds the pool (pool_hold, after a Drain) it keeps no spares: only an instance waiting for a
+   server gets one, so a hold never strands a user.
 
-Work per pass is bounded by `max_actions_per_pass` creates and as many deletes.
+A server on its way out (`deleting`: drained, retired, or a delete that failed) is deleted here,
+and only here: on a Drain at once, else on the next pass. Work per pass is bounded by
+`max_actions_per_pass` creates and as many deletes of each kind.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from blitzclawd.config import FleetSettings
 from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.providers.base import ProviderError, ServerInfo, ServerProvider
+from blitzclawd.queries import pool_drain
 from blitzclawd.runtime.actor import Actor
-from blitzclawd.runtime.messages import PoolCheck, Provision, Tick
+from blitzclawd.runtime.messages import Drain, Drained, PoolCheck, Provision, Tick
 
 log = logging.getLogger("blitzclawd.pool")
 
@@ -64,11 +69,13 @@ class PoolManager(Actor):
         self.every(self._cfg.pool_interval, "pool")
         self.tell(PoolCheck("start"))
 
-    async def handle(self, message: object) -> PassReport | int | None:
+    async def handle(self, message: object) -> PassReport | Drained | int | None:
         if isinstance(message, (Tick, PoolCheck)):
             return await self.run_pass()
         if isinstance(message, Provision):
             return await self.provision(message.count)
+        if isinstance(message, Drain):
+            return await self.drain(message)
         return None
 
     async def provision(self, count: int) -> int:
@@ -82,6 +89,26 @@ class PoolManager(Actor):
             made += 1
         log.info("servers provisioned on request", extra={"asked": count, "created": made})
         return made
+
+    async def drain(self, message: Drain) -> Drained:
+        """Hold the pool, then delete the ready, unassigned servers the drain took."""
+        taken = await pool_drain.hold_and_take(
+            self._pool, message.actor, message.count, message.location
+        )
+        deleted: list[str] = []
+        failed: list[str] = []
+        for row in taken:
+            hid = row["hetzner_server_id"]
+            if hid is None or await self._delete(hid):
+                await fleet_pool.mark_gone(self._pool, row["id"], None, "drained by an operator")
+                deleted.append(row["name"])
+            else:
+                failed.append(row["name"])  # stays `deleting`: the next pass tries again
+        log.warning(
+            "pool drained and held",
+            extra={"by": message.actor, "deleted": len(deleted), "failed": len(failed)},
+        )
+        return Drained(tuple(deleted), tuple(failed))
 
     async def run_pass(self) -> PassReport:
         try:
@@ -141,7 +168,25 @@ class PoolManager(Actor):
             if hid is None or await self._delete(hid):
                 await self._mark_gone(row, "the server never became ready")
                 stuck += 1
+        await self._finish_deleting(rows, present, budget)
         return deleted, gone, stuck
+
+    async def _finish_deleting(
+        self, rows: list[asyncpg.Record], present: set[int], budget: int
+    ) -> None:
+        """Servers left `deleting` (a drain's or a retired server's delete that failed, or never
+        ran) that still exist: deleted now. (Those already gone were marked gone above.)"""
+        done = 0
+        for row in rows:
+            hid = row["hetzner_server_id"]
+            if row["status"] != "deleting" or hid not in present:
+                continue
+            if done >= budget:
+                break
+            done += 1
+            log.info("deleting a server left deleting", extra={"server_name": row["name"]})
+            if await self._delete(hid):
+                await self._mark_gone(row, "deleted")
 
     async def _adopt(self, row_id: uuid.UUID, server: ServerInfo) -> None:
         await fleet_pool.set_provider_facts(self._pool, row_id, server)
@@ -161,7 +206,8 @@ class PoolManager(Actor):
 
     async def _top_up(self, budget: int) -> int:
         counts = await fleet_pool.pool_counts(self._pool)
-        want = self._cfg.min_available + counts["waiting"] - counts["spare"]
+        held = await pool_drain.hold_of(self._pool) is not None
+        want = (0 if held else self._cfg.min_available) + counts["waiting"] - counts["spare"]
         room = self._cfg.max_size - counts["total"]
         n = max(0, min(want, room, budget))
         made = 0

@@ -705,6 +705,8 @@ CREATE TABLE notifications (
     last_error text,
     created_at timestamptz NOT NULL DEFAULT now(),
     sent_at timestamptz,
+    -- An operator's address (0020): the email is about this user, sent to them; NULL: the user.
+    recipient text,
     UNIQUE (user_id, kind, period)
 );
 CREATE INDEX notifications_pending_idx ON notifications (next_attempt_at) WHERE status = 'pending';
@@ -770,3 +772,24 @@ CREATE TABLE spend_alerts (
     UNIQUE (instance_id, window_start)
 );
 CREATE INDEX spend_alerts_created_at_idx ON spend_alerts (created_at);
+
+-- An operator's hold on the server pool (0019): while its one row exists the pool manager keeps
+-- no spare servers (POST /api/admin/pool/drain until /resume).
+CREATE TABLE pool_hold (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    held_by text NOT NULL,
+    held_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A user whose balance ran out mid-conversation (0020): their instances paused; one row per pause
+-- (the period is their top-up cycle), for the operators' live events and emails.
+CREATE TABLE balance_alerts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    period text NOT NULL,
+    balance_micros bigint NOT NULL,
+    paused_instances integer NOT NULL CHECK (paused_instances >= 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (user_id, period)
+);
+CREATE INDEX balance_alerts_created_at_idx ON balance_alerts (created_at);

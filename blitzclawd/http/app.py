@@ -7,7 +7,7 @@ from aiohttp import web
 from blitzclawd.http import rate_limit
 from blitzclawd.http.auth import require_auth
 from blitzclawd.http.context import CONTEXT, DaemonContext
-from blitzclawd.http.cors import cors
+from blitzclawd.http.cors import Cors
 from blitzclawd.http.middlewares import request_context
 from blitzclawd.http.protocol_errors import (
     PROTOCOL_ERRORS,
@@ -26,10 +26,11 @@ MAX_PROXY_BODY = 32 * 1024 * 1024
 
 def make_api_app(ctx: DaemonContext) -> web.Application:
     limits = ctx.settings.limits
+    cors = Cors(ctx.settings.auth.allowed_origins)
     app = web.Application(
         middlewares=[
-            # Outermost: error answers carry the CORS headers too (a browser must read them).
-            cors(ctx.settings.auth.allowed_origins),
+            # Outermost: preflights are answered before authentication and rate limits.
+            cors.middleware,
             request_context,
             rate_limit.per_ip(limits.api_per_ip_per_minute),
             require_auth,
@@ -37,6 +38,8 @@ def make_api_app(ctx: DaemonContext) -> web.Application:
         ],
         client_max_size=MAX_BODY,
     )
+    # Every answer's CORS headers, error and streamed ones too (a browser must read them).
+    cors.setup(app)
     app[CONTEXT] = ctx
     app[PROTOCOL_ERRORS] = api_protocol_error
     setup_api_routes(app)

@@ -81,9 +81,22 @@ class Body:
     any_of: tuple[str, ...] = ()  # at least one of these must be given
     # (field, value, names): when `field` is `value`, these must be given too.
     required_when: tuple[tuple[str, Any, tuple[str, ...]], ...] = ()
+    # Closed: a key it does not declare, or a null, is refused (where a misspelt option must
+    # not silently widen what happens, e.g. a drain of "every server").
+    closed: bool = False
+    optional: bool = False  # no body at all reads as {}
     description: str = ""
 
     def parse(self, body: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+        if self.closed:
+            known = {f.name: f for f in self.fields}
+            for name, value in body.items():
+                shown = str(name)[:64]
+                if name not in known:
+                    fields = ", ".join(known)
+                    raise validate.invalid(shown, f"{shown} is not a field here ({fields})")
+                if value is None and not known[name].nullable:
+                    raise validate.invalid(shown, f"{shown} must not be null: leave it out instead")
         out: dict[str, Any] = {}
         for f in self.fields:
             f.parse(body, settings, out)
@@ -98,8 +111,12 @@ class Body:
     def schema(self, settings: Settings) -> dict[str, Any]:
         schema: dict[str, Any] = {
             "type": "object",
-            "properties": {f.name: f.schema(settings) for f in self.fields},
+            "properties": {
+                f.name: f.schema(settings, null_means_absent=not self.closed) for f in self.fields
+            },
         }
+        if self.closed:
+            schema["additionalProperties"] = False
         required = [f.name for f in self.fields if f.required]
         if required:
             schema["required"] = required
@@ -213,7 +230,10 @@ def bind(op: Operation) -> Handler:
         query = {p.name: p.parse(request.query.get(p.name), settings) for p in op.query}
         body: dict[str, Any] = {}
         if op.body is not None and not op.body.raw:
-            body = op.body.parse(await validate.json_object(request), settings)
+            given = {} if op.body.optional and not await request.read() else None
+            if given is None:
+                given = await validate.json_object(request)
+            body = op.body.parse(given, settings)
         request[ARGS] = Args(path, query, body)
         return await op.handler(request)
 

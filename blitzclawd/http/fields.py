@@ -69,9 +69,9 @@ class Field:
         value = body[self.name]
         out[self.name] = None if value is None else self.check(value, settings)
 
-    def schema(self, settings: Settings) -> dict[str, Any]:
+    def schema(self, settings: Settings, *, null_means_absent: bool = True) -> dict[str, Any]:
         schema = self.value_schema(settings)
-        if self.nullable or not self.required:
+        if self.nullable or (not self.required and null_means_absent):
             schema = _optional(schema)
         if self.description:
             schema["description"] = self.description

@@ -140,7 +140,11 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
         schema = op.body.schema(settings) if not op.body.raw else {"type": "object"}
         if op.body.raw and op.body.description:
             schema["description"] = op.body.description
-        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        required = not op.body.optional
+        out["requestBody"] = {
+            "required": required,
+            "content": {"application/json": {"schema": schema}},
+        }
     responses: dict[str, Any] = {}
     for status, reply in sorted(op.replies.items()):
         body: dict[str, Any] = {}

@@ -20,7 +20,7 @@ from blitzclawd.http.declare import (
     Reply,
     Text,
 )
-from blitzclawd.http.views import admin, admin_dashboards, admin_fleet, metrics
+from blitzclawd.http.views import admin, admin_dashboards, admin_fleet, admin_pool, metrics
 
 _LIMIT = QueryInt("limit", default=100, minimum=1, maximum=1000)
 _SEARCH = QueryText("q", max_length=200, description="part of an id, an email or an address")
@@ -56,9 +56,49 @@ ADMIN_OPERATIONS = [
     _op(
         "GET",
         "/api/admin/pool",
-        admin_fleet.pool,
-        "Pool servers by status, with age and location",
-        replies=_ok(s.obj({"by_status": s.ANY_OBJECT, "servers": s.array(s.ANY_OBJECT)})),
+        admin_pool.pool,
+        "Pool servers by status, with age and location; whether the pool is held",
+        replies=_ok(
+            s.obj(
+                {
+                    "held": s.BOOLEAN,
+                    "hold": s.maybe(s.ANY_OBJECT),
+                    "by_status": s.ANY_OBJECT,
+                    "servers": s.array(s.ANY_OBJECT),
+                }
+            )
+        ),
+    ),
+    _op(
+        "POST",
+        "/api/admin/pool/drain",
+        admin_pool.drain,
+        "Delete ready, unassigned servers and hold the pool (no new spares) until resumed",
+        body=Body(
+            (
+                Integer("count", minimum=1, maximum=1000, description="default: every one"),
+                Text(
+                    "location",
+                    max_length=32,
+                    pattern=admin_pool.LOCATION,
+                    mismatch="location must be a location name such as fsn1",
+                    description="default: every location",
+                ),
+            ),
+            closed=True,
+            optional=True,
+        ),
+        replies=_ok(
+            s.obj({"held": s.BOOLEAN, "deleted": s.array(s.STRING), "failed": s.array(s.STRING)})
+        ),
+        errors=(409, 504),
+    ),
+    _op(
+        "POST",
+        "/api/admin/pool/resume",
+        admin_pool.resume,
+        "Lift the hold: the pool is refilled to fleet.min_available again",
+        replies=_ok(s.obj({"held": s.BOOLEAN, "was_held": s.BOOLEAN})),
     ),
     _op(
         "POST",

@@ -1,7 +1,8 @@
 """Usage spike alerts (config [alerts]): an instance spending far above its own recent hourly
 baseline — a runaway loop, a leaked bot, a prompt that makes the agent call tools forever —
-is told to its owner by email and to operators (a warning log line, the live events' `spike`),
-once per instance per clock hour; optionally it is paused at once (`spike_pause`).
+is told to its owner by email and to operators (a warning log line, the live events' `spike`,
+an email to each of alerts.operator_emails), once per instance per clock hour; optionally it is
+paused at once (`spike_pause`).
 
 Run on every janitor sweep (a singleton: one daemon checks); the hour's UNIQUE row makes the
 "once" hold across sweeps and daemons.
@@ -15,9 +16,10 @@ from collections.abc import Callable
 import asyncpg
 
 from blitzclawd.config import Settings, usd_to_micros
+from blitzclawd.notify.operators import queue_for_operators
 from blitzclawd.notify.queue import queue_notification
 from blitzclawd.queries import spikes as rows
-from blitzclawd.runtime.messages import NotificationQueued, Notify
+from blitzclawd.runtime.messages import Fact, NotificationQueued, Notify
 
 log = logging.getLogger("blitzclawd.alerts")
 
@@ -37,12 +39,13 @@ async def check_spikes(
             )
             if window is None:
                 continue
-            queued = await queue_notification(
+            period = f"spike:{row['instance_id']}:{window.isoformat()}"
+            owner = await queue_notification(
                 conn,
                 Notify(
                     row["user_id"],
                     "usage_spike",
-                    f"spike:{row['instance_id']}:{window.isoformat()}",
+                    period,
                     {
                         "instance_name": f"assistant {row['instance_id'][:8]}",
                         "spent_micros": row["spent"],
@@ -50,6 +53,11 @@ async def check_spikes(
                         "paused": pause,
                     },
                 ),
+            )
+            operators = await queue_for_operators(
+                conn,
+                cfg.operator_emails,
+                Notify(row["user_id"], "operator_usage_spike", period, _operator_facts(row, pause)),
             )
         raised += 1
         log.warning(
@@ -61,6 +69,20 @@ async def check_spikes(
                 "paused": pause,
             },
         )
-        if queued is not None and notify is not None:
-            notify(NotificationQueued(queued))
+        if notify is not None:
+            for queued in ([owner] if owner is not None else []) + operators:
+                notify(NotificationQueued(queued))
     return raised
+
+
+def _operator_facts(row: asyncpg.Record, paused: bool) -> dict[str, Fact]:
+    facts: dict[str, Fact] = {
+        "instance_id": row["instance_id"],
+        "user_id": row["user_id"],
+        "spent_micros": row["spent"],
+        "baseline_micros": row["baseline"],
+        "paused": paused,
+    }
+    if row["owner_email"]:
+        facts["owner_email"] = row["owner_email"]
+    return facts

@@ -21,13 +21,14 @@ from blitzclawd.runtime.messages import Notify
 async def queue_notification(conn: asyncpg.Connection | asyncpg.Pool, note: Notify) -> int | None:
     """The new row's id, or None when this (user, kind, period) was queued before."""
     return await conn.fetchval(
-        """INSERT INTO notifications (user_id, kind, period, facts)
-           VALUES ($1, $2, $3, $4::text::jsonb)
+        """INSERT INTO notifications (user_id, kind, period, facts, recipient)
+           VALUES ($1, $2, $3, $4::text::jsonb, $5)
            ON CONFLICT (user_id, kind, period) DO NOTHING RETURNING id""",
         uuid.UUID(note.user_id),
         note.kind,
         note.period,
         orjson.dumps(dict(note.facts)).decode(),
+        note.to,
     )
 
 
@@ -42,9 +43,11 @@ async def due(pool: asyncpg.Pool, limit: int) -> list[int]:
 
 
 async def to_send(pool: asyncpg.Pool, notification_id: int) -> asyncpg.Record | None:
-    """kind, facts, attempts, status, user_id and the user's email of one row."""
+    """kind, facts, attempts, status, user_id and the address of one row (its recipient's, an
+    operator's, else the user's own email)."""
     return await pool.fetchrow(
-        """SELECT n.kind, n.facts, n.attempts, n.status, n.user_id, u.email
+        """SELECT n.kind, n.facts, n.attempts, n.status, n.user_id,
+                  coalesce(n.recipient, u.email) AS email
            FROM notifications n JOIN users u ON u.id = n.user_id WHERE n.id = $1""",
         notification_id,
     )

@@ -13,8 +13,8 @@ Rounding (micro-USD to cents): balances are shown rounded DOWN, so "available" n
 money that is not there (a user with $9.999 has not got $10.00 to spend); costs are shown rounded
 UP, so a summary never understates what was spent. Top-up amounts are whole cents already.
 
-Why one module: every email and the type of every fact it takes; one place to read what users are
-told.
+Why one module: every email and the type of every fact it takes; one place to read what users
+(and operators, about them) are told.
 """
 
 from __future__ import annotations
@@ -267,6 +267,52 @@ def _usage_spike(f: Mapping[str, Any]) -> Email:
     return _email(f"Unusual spending by {name}", "Unusual spending", blocks, f)
 
 
+# -- operators' alerts (alerts.operator_emails): about a user, to an operator ------------------
+
+
+def _owner(f: Mapping[str, Any]) -> str:
+    email = f.get("owner_email")
+    return f"user {f['user_id']} ({email})" if email else f"user {f['user_id']}"
+
+
+def _operator_usage_spike(f: Mapping[str, Any]) -> Email:
+    spent, baseline = f["spent_micros"], f["baseline_micros"]
+    usual = f"a baseline of {cost_usd(baseline)} an hour" if baseline else "no spending before"
+    blocks: list[_Block] = [
+        _P(
+            f"Instance {f['instance_id']} of {_owner(f)} spent {cost_usd(spent)} in the last "
+            f"hour, against {usual}."
+        ),
+        _P(
+            "It was paused (alerts.spike_pause); the owner was emailed and can resume it."
+            if f.get("paused")
+            else "It is still running; the owner was emailed."
+        ),
+        _P(f"See it with GET /api/admin/instances?q={f['instance_id']}."),
+    ]
+    return _email(
+        f"Operator alert: usage spike on instance {f['instance_id']}", "Usage spike", blocks, f
+    )
+
+
+def _operator_balance_paused(f: Mapping[str, Any]) -> Email:
+    paused = f["paused_instances"]
+    which = "1 instance was" if paused == 1 else f"{paused:,} instances were"
+    blocks: list[_Block] = [
+        _P(
+            f"The balance of {_owner(f)} ran out mid-conversation: "
+            f"{balance_usd(f['balance_micros'])}, below the minimum, so {which} paused."
+        ),
+        _P(
+            "They resume by themselves when the user tops up; the user was emailed. A manual "
+            f"credit: POST /api/admin/users/{f['user_id']}/adjust."
+        ),
+    ]
+    return _email(
+        f"Operator alert: user {f['user_id']} ran out of balance", "Balance ran out", blocks, f
+    )
+
+
 def _payment_failed(f: Mapping[str, Any]) -> Email:
     paused = f.get("paused_instances")
     if paused:
@@ -418,6 +464,8 @@ _TYPES: dict[str, _Check] = {
     "paused_instances": _count,
     "instance_name": _str,
     "instance_id": _str,
+    "user_id": _str,
+    "owner_email": _str,
     "error": _str,
     "advice": _str,
     "setup_text": _str,
@@ -451,6 +499,16 @@ _KINDS: dict[str, _Kind] = {
         _usage_spike, ("instance_name", "spent_micros", "baseline_micros"), ("paused",)
     ),
     "payment_failed": _Kind(_payment_failed, ("dashboard_url",), ("paused_instances",)),
+    "operator_usage_spike": _Kind(
+        _operator_usage_spike,
+        ("instance_id", "user_id", "spent_micros", "baseline_micros"),
+        ("owner_email", "paused"),
+    ),
+    "operator_balance_paused": _Kind(
+        _operator_balance_paused,
+        ("user_id", "balance_micros", "paused_instances"),
+        ("owner_email",),
+    ),
     "weekly_digest": _Kind(
         _weekly_digest,
         ("week", "cost_micros", "tokens", "requests"),

@@ -6,6 +6,8 @@
 - instances: a user's instances and the changes they ask for;
 - jobs: the provisioner's durable queue;
 - fleet: pool servers as the API sees them;
+- pool_drain: an operator's drain of the pool and the hold on refilling it;
+- alerts: operators' alerts about a user (a balance that ran out);
 - health: what the health monitor checks and records, and what operators read of it;
 - daemons: the daemons sharing the database (heartbeat, janitor, operators).
 

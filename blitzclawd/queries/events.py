@@ -27,6 +27,9 @@ CHANGES = {
     "spike": """SELECT instance_id::text, spent_micros, baseline_micros, paused, created_at AS at
                 FROM spend_alerts WHERE created_at > $1 AND created_at <= $2
                 ORDER BY created_at LIMIT $3""",
+    "balance_paused": """SELECT user_id::text, balance_micros, paused_instances, created_at AS at
+                         FROM balance_alerts WHERE created_at > $1 AND created_at <= $2
+                         ORDER BY created_at LIMIT $3""",
     "webhook": """SELECT provider, event_type, event_id, received_at AS at
                   FROM processed_webhook_events WHERE received_at > $1 AND received_at <= $2
                   ORDER BY received_at LIMIT $3""",

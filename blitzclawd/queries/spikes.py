@@ -19,10 +19,11 @@ WITH recent AS (
       AND created_at <= now() - interval '1 hour'
     GROUP BY instance_id
 )
-SELECT r.instance_id::text, i.user_id::text, i.status, r.spent,
+SELECT r.instance_id::text, i.user_id::text, u.email AS owner_email, i.status, r.spent,
        coalesce(b.per_hour, 0)::bigint AS baseline
 FROM recent r
 JOIN instances i ON i.id = r.instance_id AND i.deleted_at IS NULL
+JOIN users u ON u.id = i.user_id
 LEFT JOIN earlier b ON b.instance_id = r.instance_id
 WHERE r.spent >= $2::bigint AND r.spent > $1::float8 * coalesce(b.per_hour, 0)
 """

@@ -105,12 +105,14 @@ class BalanceDepleted:
 
 @dataclass(frozen=True, slots=True)
 class Notify:
-    """Email `kind` to the user, at most once per `period` (for the notifier actor)."""
+    """Email `kind` to the user, at most once per `period` (for the notifier actor); with `to`,
+    an email about the user to that address instead (an operator's alert)."""
 
     user_id: str
     kind: str  # a template of blitzclawd.notify.templates
     period: str  # what makes this kind due again: "once", "2026-W48", "credit:1234", ...
     facts: Mapping[str, Fact] = field(default_factory=lambda: MappingProxyType({}))
+    to: str | None = None
 
     def __post_init__(self) -> None:
         # A read-only copy: the sender's dict stays the sender's.
@@ -147,6 +149,25 @@ class Provision:
     with how many were created."""
 
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """An operator empties the pool: the pool is held (no spare servers are made again until
+    resumed) and up to `count` (None: all) of its ready, unassigned servers, in `location` (None:
+    any), are deleted; asked, answered with Drained. `actor` is who, for the hold."""
+
+    count: int | None
+    location: str | None
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """What a Drain deleted, and what it could not (still `deleting`: the next pass retries)."""
+
+    deleted: tuple[str, ...]
+    failed: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

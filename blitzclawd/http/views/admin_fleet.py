@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import uuid
 
 import orjson
@@ -38,20 +37,6 @@ INSTANCE_STATUSES = (
     "error",
 )
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-async def pool(request: web.Request) -> web.Response:
-    """Servers by status, with their age and location."""
-    actor_of(request)
-    ctx = request.app[CONTEXT]
-    found = await rows.servers(ctx.pool)
-    now = dt.datetime.now(dt.UTC)
-    by_status: dict[str, int] = {}
-    servers = []
-    for r in found:
-        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
-        servers.append({**plain(r), "age_seconds": int((now - r["created_at"]).total_seconds())})
-    return json_response({"by_status": by_status, "servers": servers})
 
 
 async def jobs(request: web.Request) -> web.Response:
