@@ -145,6 +145,10 @@ class AuthSettings:
     # Clerk user ids with the admin role (operator endpoints), besides users.role = 'admin' and
     # the admin_api_key secret.
     admin_user_ids: tuple[str, ...] = ()
+    # The dashboard's sign-in: Clerk's frontend API (https://clerk.<your domain>, where ClerkJS
+    # is loaded from) and the publishable key; empty: the sign-in page says it is not set up.
+    clerk_frontend_api: str = ""
+    clerk_publishable_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

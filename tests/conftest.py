@@ -302,6 +302,8 @@ async def running_api_env(
             "auth": {
                 "clerk_jwks_url": clerk.jwks_url,
                 "clerk_api_url": clerk.api_url,
+                "clerk_frontend_api": clerk.frontend_api,
+                "clerk_publishable_key": "pk_test_fake",
                 "allowed_origins": ["http://localhost:3000"],
             },
             "creem": {

@@ -16,6 +16,7 @@ from blitzclawd.http.protocol_errors import (
 )
 from blitzclawd.http.proxy_middleware import proxy_errors
 from blitzclawd.http.routes import setup_api_routes, setup_proxy_routes
+from blitzclawd.web.routes import setup_pages
 
 # Request bodies above this are refused with 413 before a view sees them (OpenClaw sends ~60 KB).
 MAX_BODY = 8 * 1024 * 1024
@@ -43,6 +44,7 @@ def make_api_app(ctx: DaemonContext) -> web.Application:
     app[CONTEXT] = ctx
     app[PROTOCOL_ERRORS] = api_protocol_error
     setup_api_routes(app)
+    setup_pages(app)  # the users' dashboard, on the same origin as the API
     return app
 
 

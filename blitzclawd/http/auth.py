@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -160,11 +161,32 @@ def _role(ctx: DaemonContext, role: str, clerk_user_id: str | None) -> str:
 
 @web.middleware
 async def require_auth(request: web.Request, handler) -> web.StreamResponse:
-    """Authenticate every /api/ route except the public ones (webhooks verify signatures)."""
+    """Authenticate every /api/ route except the public ones (webhooks verify signatures).
+
+    A change made with the browser's session cookie must come from a page of this site (its
+    `Origin`): another site's form or script would carry the cookie too (CSRF). Calls with
+    `Authorization: Bearer` carry their credential explicitly and need no such check."""
     path = request.path
     if path.startswith("/api/") and not path.startswith(PUBLIC_PREFIXES):
         await authenticate(request)
+        if request.method not in SAFE_METHODS and _bearer(request) is None:
+            _require_same_site(request)
     return await handler(request)
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _require_same_site(request: web.Request) -> None:
+    origin = request.headers.get("Origin", "")
+    allowed = request.app[CONTEXT].settings.auth.allowed_origins
+    if origin and (urllib.parse.urlsplit(origin).netloc == request.host or origin in allowed):
+        return
+    raise ApiError(
+        403,
+        "cross_site",
+        "this change must come from a BlitzClaw page (or send an API key as a Bearer token)",
+    )
 
 
 # The API document and its page are public (an operator sending a credential sees more).

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from blitzclawd.auth.svix import sign_svix
+from blitzclawd.testing.fake_clerk_frontend import add_frontend_routes
 from blitzclawd.testing.local_server import LocalHTTPServer
 
 # RSA-2048 generation takes ~50 ms; keys are shared by every FakeClerk in the process (each
@@ -109,6 +110,7 @@ class FakeClerk(LocalHTTPServer):
         self.users: dict[str, dict[str, Any]] = {}  # what GET /v1/users/{id} answers
         self.user_requests: list[str] = []  # user ids asked for, refused requests included
         self.users_status = 200  # set to e.g. 503 or 429 to make the users route fail
+        self.sign_ins: list[str] = []  # email addresses signed in through the widget
 
     # -- server --------------------------------------------------------------------------------
 
@@ -117,7 +119,13 @@ class FakeClerk(LocalHTTPServer):
         app.router.add_get("/v1/jwks", self._backend_jwks)
         app.router.add_get("/.well-known/jwks.json", self._frontend_jwks)
         app.router.add_get("/v1/users/{user_id}", self._backend_user)
+        add_frontend_routes(app, self)  # ClerkJS's stand-in, for pages in a browser
         return app
+
+    @property
+    def frontend_api(self) -> str:
+        """The Frontend API (the daemon's ``auth.clerk_frontend_api``): ClerkJS comes from it."""
+        return self.base_url
 
     @property
     def jwks_url(self) -> str:

@@ -97,6 +97,8 @@ class FakeCreem(LocalHTTPServer):
         self.checkout_status = checkout_status  # 200 or 201: clients must accept both
         self.local_checkout_urls = local_checkout_urls  # checkout_url on this server, not Creem
         self.base_url = ""
+        self.webhook_url = ""  # where the checkout page's "Pay now" delivers checkout.completed
+        self._deliveries: set[asyncio.Task[list[int]]] = set()
         self._fail_next: list[int] = []
         self._runner: web.AppRunner | None = None
 
@@ -111,6 +113,7 @@ class FakeCreem(LocalHTTPServer):
         app.router.add_get("/v1/checkouts", self._get_checkout)
         app.router.add_get("/v1/customers", self._get_customer)
         app.router.add_get("/checkout/{checkout_id}", self._checkout_page)
+        app.router.add_post("/checkout/{checkout_id}/pay", self._pay)
         return app
 
     def fail_next(self, count: int = 1, status: int = 500) -> None:
@@ -200,7 +203,27 @@ class FakeCreem(LocalHTTPServer):
             f"{int(checkout['units'])}: {product['price'] * checkout['units']} cents "
             f"({html.escape(checkout['status'])})</p>"
         )
+        if checkout["status"] == "pending":
+            action = f"/checkout/{html.escape(checkout['id'])}/pay"
+            text += f'<form method="post" action="{action}"><button>Pay now</button></form>'
         return web.Response(text=text, content_type="text/html")
+
+    async def _pay(self, request: web.Request) -> web.StreamResponse:
+        """The customer pays on the checkout page: the order completes, the webhook goes to
+        `webhook_url` (delivered in the background, retried like Creem), and the browser is sent
+        to the checkout's success_url with Creem's query parameters."""
+        checkout = self.checkouts.get(request.match_info["checkout_id"])
+        if checkout is None or checkout["status"] != "pending":
+            raise web.HTTPNotFound()
+        envelope, raw = self.complete_checkout(checkout["id"])
+        if self.webhook_url:
+            task = asyncio.get_running_loop().create_task(self.deliver(self.webhook_url, raw))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        order = envelope["object"].get("order") or {}
+        target = checkout.get("success_url") or f"{self.base_url}/checkout/{checkout['id']}"
+        query = f"checkout_id={checkout['id']}&order_id={order.get('id', '')}"
+        raise web.HTTPSeeOther(target + ("&" if "?" in target else "?") + query)
 
     # -- state changes the real Creem makes when a customer acts ---------------------------------
 

@@ -1,0 +1,158 @@
+"""The dashboard's pages: sign-in, the dashboard itself, topping up.
+
+Each page renders what the signed-in user may see, read through the same named queries as the
+API; the buttons call the JSON API from the page (static/*.js), so every change is checked by the
+API's own declarations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from blitzclawd import plugins
+from blitzclawd.config import billing_minimum_micros
+from blitzclawd.http.auth import Caller
+from blitzclawd.http.context import CONTEXT
+from blitzclawd.queries import instances as instance_rows
+from blitzclawd.queries.billing import balance_summary, usage_lines
+from blitzclawd.web.security import safe_return, signed_in, to_sign_in
+
+TOPUP_AMOUNTS = (1000, 2500, 5000)  # cents: the spec's $10, $25, $50
+CLERK_SCRIPT = "/npm/@clerk/clerk-js@5/dist/clerk.browser.js"
+
+STATUS_WORDS = {
+    "waiting_for_channel": "Waiting for its channel",
+    "pending": "Setting up",
+    "provisioning": "Setting up",
+    "active": "Active",
+    "paused": "Paused",
+    "stopped": "Stopped",
+    "error": "Needs attention",
+}
+
+
+def _base(request: web.Request, user: Caller | None, **extra: Any) -> dict[str, Any]:
+    auth = request.app[CONTEXT].settings.auth
+    frontend = auth.clerk_frontend_api.rstrip("/")
+    return {
+        "user": user,
+        "clerk_script": frontend + CLERK_SCRIPT if frontend else None,
+        "clerk_key": auth.clerk_publishable_key,
+        **extra,
+    }
+
+
+async def _user(request: web.Request) -> Caller:
+    user = await signed_in(request)
+    if user is None:
+        raise to_sign_in(request)
+    return user
+
+
+def dollars(micros: int) -> str:
+    return f"${micros / 1_000_000:,.2f}"
+
+
+async def landing(request: web.Request) -> web.Response:
+    settings = request.app[CONTEXT].settings
+    markup = settings.pricing.markup
+    models = [  # what users pay per million tokens: list price x markup
+        {"id": m.id, "input": f"${m.input * markup:,.2f}", "output": f"${m.output * markup:,.2f}"}
+        for m in settings.pricing.models
+    ]
+    return aiohttp_jinja2.render_template(
+        "landing.html",
+        request,
+        _base(
+            request,
+            await signed_in(request),
+            markup=markup,
+            minimum=dollars(billing_minimum_micros(settings)),
+            models=models,
+        ),
+    )
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    back = safe_return(request.query.get("redirect_url"))
+    if await signed_in(request) is not None:
+        raise web.HTTPSeeOther(back)
+    mode = "sign-up" if request.path == "/sign-up" else "sign-in"
+    return aiohttp_jinja2.render_template(
+        "sign_in.html", request, _base(request, None, mode=mode, back=back)
+    )
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    return aiohttp_jinja2.render_template("sign_out.html", request, _base(request, None))
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    user = await _user(request)
+    ctx = request.app[CONTEXT]
+    user_id = uuid.UUID(user.user_id or "")
+    balance = await balance_summary(ctx.pool, str(user_id), billing_minimum_micros(ctx.settings))
+    instances = await instance_rows.of_user(ctx.pool, user_id)
+    today = dt.datetime.now(dt.UTC).date()
+    month = await usage_lines(ctx.pool, user_id, today.replace(day=1), today)
+    channels = plugins.channels()
+    cards = [
+        {
+            "id": str(r["id"]),
+            "status": r["status"],
+            "status_text": STATUS_WORDS.get(r["status"], r["status"]),
+            "channel": channels[r["channel_type"]].display_name
+            if r["channel_type"] in channels
+            else r["channel_type"],
+            "label": channels[r["channel_type"]].label(r["channel_config"] or {})
+            if r["channel_type"] in channels
+            else None,
+            "persona": r["persona_template"],
+        }
+        for r in instances
+    ]
+    return aiohttp_jinja2.render_template(
+        "dashboard.html",
+        request,
+        _base(
+            request,
+            user,
+            balance=balance,
+            available=dollars(balance["available_micros"]),
+            reserved=dollars(balance["reserved_micros"]),
+            minimum=dollars(balance["minimum_micros"]),
+            instances=cards,
+            month_cost=dollars(sum(r["cost_micros"] for r in month)),
+            month_requests=sum(r["requests"] for r in month),
+        ),
+    )
+
+
+async def topup(request: web.Request) -> web.Response:
+    user = await _user(request)
+    cfg = request.app[CONTEXT].settings.billing
+    amounts = [a for a in TOPUP_AMOUNTS if cfg.topup_min_cents <= a <= cfg.topup_max_cents]
+    return aiohttp_jinja2.render_template(
+        "topup.html",
+        request,
+        _base(
+            request,
+            user,
+            amounts=[(a, f"${a / 100:,.0f}") for a in amounts],
+            min_dollars=cfg.topup_min_cents // 100,
+            max_dollars=cfg.topup_max_cents // 100,
+        ),
+    )
+
+
+async def topup_return(request: web.Request) -> web.Response:
+    user = await _user(request)
+    checkout = request.query.get("checkout_id", "")[:100]
+    return aiohttp_jinja2.render_template(
+        "topup_return.html", request, _base(request, user, checkout_id=checkout)
+    )

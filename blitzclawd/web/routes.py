@@ -1,0 +1,42 @@
+"""The dashboard's URL table, its templates and its static files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from blitzclawd.web import pages
+from blitzclawd.web.security import secured
+
+STATIC = "/static/"
+
+PAGES: tuple[tuple[str, Any], ...] = (
+    ("/", pages.landing),
+    ("/sign-in", pages.sign_in),
+    ("/sign-up", pages.sign_in),
+    ("/sign-out", pages.sign_out),
+    ("/dashboard", pages.dashboard),
+    ("/dashboard/topup", pages.topup),
+    ("/dashboard/topup/return", pages.topup_return),
+)
+
+
+def page_paths() -> set[str]:
+    """Every route of the dashboard (not the API's: /api/openapi.json does not list them)."""
+    return {path for path, _ in PAGES} | {STATIC.rstrip("/")}
+
+
+def setup_pages(app: web.Application) -> None:
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("blitzclawd.web", "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    for path, view in PAGES:
+        app.router.add_route("GET", path, secured(view))
+    app.router.add_static(STATIC, Path(__file__).parent / "static")

@@ -1,0 +1,194 @@
+"""The users' dashboard in a real headless Chromium (issue 15): signing up through Clerk's widget
+(the fake Clerk's stand-in for ClerkJS), the dashboard, a $25 top-up paid on the (fake) Creem
+checkout page and seen arriving without a reload; another user sees none of it; a cross-site post
+carrying the session cookie changes nothing. Screenshots at desktop and phone widths go to
+$BLITZCLAW_ARTIFACTS (default build/screenshots)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from browser import chromium
+from conftest import running_api_env
+from playwright.async_api import Browser, Page
+
+from blitzclawd.testing.daemon_process import free_port
+
+ARTIFACTS = Path(os.environ.get("BLITZCLAW_ARTIFACTS", "build/screenshots"))
+WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+
+
+@asynccontextmanager
+async def dashboard_env(database: str) -> AsyncIterator[Any]:
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    sections = {
+        "api": {"port": port},
+        "auth": {"allowed_origins": [origin]},
+        "creem": {"success_url": origin + "/dashboard/topup/return"},
+    }
+    async with running_api_env(database, sections) as env:
+        # ClerkJS comes from the fake's frontend API; Creem's checkout page is the fake's own.
+        env.creem.local_checkout_urls = True
+        env.creem.webhook_url = origin + "/api/billing/webhook"
+        yield env
+
+
+async def _shots(page: Page, name: str) -> None:
+    await asyncio.to_thread(ARTIFACTS.mkdir, parents=True, exist_ok=True)
+    size = page.viewport_size
+    for width_name, (width, height) in WIDTHS.items():
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.screenshot(path=str(ARTIFACTS / f"{name}-{width_name}.png"), full_page=True)
+    if size:
+        await page.set_viewport_size(size)
+
+
+async def _sign_up(browser: Browser, api: str, email: str) -> Page:
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    await page.goto(api + "/dashboard")  # not signed in: sent to sign in, and back after
+    assert "/sign-in" in page.url
+    await page.click("text=Create an account")
+    await page.fill("input[name=identifier]", email)
+    await _shots(page, "sign-up")
+    await page.click("button:has-text('Continue')")
+    await page.wait_for_url(api + "/dashboard", timeout=15_000)
+    assert not errors, errors
+    return page
+
+
+async def test_sign_up_top_up_and_see_it_arrive(database: str) -> None:
+    async with dashboard_env(database) as env, chromium() as browser:
+        await _shots_of_public_pages(browser, env.api)
+        page = await _sign_up(browser, env.api, "ada@example.test")
+        assert await page.inner_text("#available") == "$0.00"
+        assert await page.is_visible("#no-instances")
+        await _shots(page, "dashboard-empty")
+
+        await page.click("a.button:has-text('Top up')")
+        await page.wait_for_url(env.api + "/dashboard/topup")
+        await _shots(page, "topup")
+        await page.click("button.amount-choice:has-text('$25')")
+        # Creem's checkout page (the fake's), then back to the return page.
+        await page.wait_for_selector("text=Fake Creem checkout", timeout=15_000)
+        await page.click("button:has-text('Pay now')")
+        await page.wait_for_url(f"{env.api}/dashboard/topup/return*", timeout=15_000)
+        # The webhook arrives in the background; the page says so without a reload.
+        await page.wait_for_selector("#payment.done", timeout=30_000)
+        assert "$25.00 added" in await page.inner_text("#payment-status")
+        await _shots(page, "topup-received")
+
+        await page.click("a.button:has-text('Back to the dashboard')")
+        await page.wait_for_url(env.api + "/dashboard")
+        assert await page.inner_text("#available") == "$25.00"
+        await _shots(page, "dashboard")
+        balance = await env.pool.fetchval(
+            "SELECT balance_micros FROM balances b JOIN users u ON u.id = b.user_id "
+            "WHERE u.email = 'ada@example.test'"
+        )
+        assert balance == 25_000_000
+
+        # Another user sees none of it.
+        other = await _sign_up(browser, env.api, "bob@example.test")
+        assert await other.inner_text("#available") == "$0.00"
+        html = await other.content()
+        assert "ada@example.test" not in html
+
+        # Signing out ends the session: the dashboard asks to sign in again.
+        await page.click("#sign-out")
+        await page.wait_for_url(env.api + "/", timeout=15_000)
+        await page.goto(env.api + "/dashboard")
+        assert "/sign-in" in page.url
+
+
+async def _shots_of_public_pages(browser: Browser, api: str) -> None:
+    page = await browser.new_page()
+    for path, name in (("/", "landing"), ("/sign-in", "sign-in")):
+        response = await page.goto(api + path)
+        assert response is not None and response.status == 200, path
+        csp = response.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert response.headers.get("x-frame-options") == "DENY"
+        await _shots(page, name)
+    await page.close()
+
+
+async def test_a_cross_site_post_with_the_cookie_changes_nothing(database: str) -> None:
+    """Another site (another port on this host: the same site for cookies, so the browser does
+    send the session cookie) posts a form and a fetch to the API: both refused, nothing made."""
+    async with dashboard_env(database) as env, chromium() as browser:
+        page = await _sign_up(browser, env.api, "eve-target@example.test")
+        keys = await env.pool.fetchval("SELECT count(*) FROM api_keys")
+
+        evil = web.Application()
+        form = (
+            f'<form id="f" method="post" enctype="text/plain" action="{env.api}/api/auth/'
+            'api-keys"><input name=\'{"name":"x","y":"\' value=\'"}\'></form>'
+            "<script>document.getElementById('f').submit()</script>"
+        )
+        script = (
+            f"<script>fetch('{env.api}/api/billing/topup',{{method:'POST',credentials:'include',"
+            "headers:{'Content-Type':'text/plain'},body:JSON.stringify({amount_cents:2500})})"
+            ".catch(function(){}).then(function(){document.title='sent'})</script>"
+        )
+        evil.router.add_get("/form", lambda r: web.Response(text=form, content_type="text/html"))
+        evil.router.add_get("/fetch", lambda r: web.Response(text=script, content_type="text/html"))
+        runner = web.AppRunner(evil)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            responses: list[int] = []
+            answered = asyncio.Event()
+
+            def seen(response: Any) -> None:
+                if "/api/" in response.url:
+                    responses.append(response.status)
+                    answered.set()
+
+            page.on("response", seen)
+            await page.goto(f"http://127.0.0.1:{port}/form")
+            await asyncio.wait_for(answered.wait(), 15)  # the form's post, answered
+            # The fetch's answer is for the browser to hide from that site; it was sent.
+            await page.goto(f"http://127.0.0.1:{port}/fetch")
+            await page.wait_for_function("document.title === 'sent'", timeout=15_000)
+            assert responses and all(status == 403 for status in responses), responses
+        finally:
+            await runner.cleanup()
+        assert await env.pool.fetchval("SELECT count(*) FROM api_keys") == keys
+        assert await env.pool.fetchval("SELECT count(*) FROM topups") == 0
+
+
+async def test_cookie_changes_need_this_sites_origin(api_env) -> None:
+    """With the session cookie, a change needs an Origin of this site; with a Bearer credential
+    (the CLI, scripts) it needs none."""
+    token = api_env.clerk.mint("user_csrf")
+    cookie = {"Cookie": f"__session={token}"}
+    own = api_env.api  # http://127.0.0.1:<port>
+    for origin, expected in ((None, 403), ("http://evil.example", 403), (own, 201)):
+        headers = {**cookie, **({"Origin": origin} if origin else {})}
+        status, body = await api_env.call(
+            "POST", "/api/auth/api-keys", headers=headers, json={"name": "k"}
+        )
+        assert status == expected, (origin, body)
+        if expected == 403:
+            assert body["error"]["code"] == "cross_site"
+    status, _ = await api_env.call(
+        "POST",
+        "/api/auth/api-keys",
+        headers=api_env.session_headers("user_csrf"),
+        json={"name": "b"},
+    )
+    assert status == 201
+    status, _ = await api_env.call("GET", "/api/auth/me", headers=cookie)  # reading needs none
+    assert status == 200
