@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,26 +19,36 @@ from browser import chromium
 from conftest import running_api_env
 from playwright.async_api import Browser, Page
 
+from blitzclawd.testing import seed
 from blitzclawd.testing.daemon_process import free_port
+from blitzclawd.testing.fake_telegram import FakeTelegram
 
 ARTIFACTS = Path(os.environ.get("BLITZCLAW_ARTIFACTS", "build/screenshots"))
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+BOT_TOKEN = "7000000001:AAHk0aBcDeFgHiJkLmNoPqRsTuVwXyZ0123"
 
 
 @asynccontextmanager
 async def dashboard_env(database: str) -> AsyncIterator[Any]:
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
+    telegram = FakeTelegram()
+    await telegram.start()
+    telegram.add_bot("ada_helper_bot", "Ada's helper", token=BOT_TOKEN)
     sections = {
+        "telegram": {"api_url": telegram.base_url},
         "api": {"port": port},
         "auth": {"allowed_origins": [origin]},
         "creem": {"success_url": origin + "/dashboard/topup/return"},
     }
-    async with running_api_env(database, sections) as env:
-        # ClerkJS comes from the fake's frontend API; Creem's checkout page is the fake's own.
-        env.creem.local_checkout_urls = True
-        env.creem.webhook_url = origin + "/api/billing/webhook"
-        yield env
+    try:
+        async with running_api_env(database, sections) as env:
+            # ClerkJS comes from the fake's frontend API; Creem's checkout page is the fake's.
+            env.creem.local_checkout_urls = True
+            env.creem.webhook_url = origin + "/api/billing/webhook"
+            yield env
+    finally:
+        await telegram.stop()
 
 
 async def _shots(page: Page, name: str) -> None:
@@ -192,3 +203,42 @@ async def test_cookie_changes_need_this_sites_origin(api_env) -> None:
     assert status == 201
     status, _ = await api_env.call("GET", "/api/auth/me", headers=cookie)  # reading needs none
     assert status == 200
+
+
+async def test_the_wizard_creates_an_assistant_and_its_page_follows_it(database: str) -> None:
+    async with dashboard_env(database) as env, chromium() as browser:
+        page = await _sign_up(browser, env.api, "ada@example.test")
+        user_id = await env.pool.fetchval("SELECT id FROM users WHERE email = 'ada@example.test'")
+        await seed.credit(env.pool, str(user_id), 25_000_000)
+        await page.click("#new-assistant")
+        await page.wait_for_url(env.api + "/instances/new")
+        await _shots(page, "new-instance")
+        # A wrong token: said under its field, nothing created.
+        await page.fill("input[name=bot_token]", "123456789:this-is-not-a-real-token-at-all00")
+        await page.click("#create")
+        slot = page.locator("[data-error-for='channel_config.bot_token']")
+        await slot.filter(has_text="token").wait_for(timeout=15_000)
+        assert await env.pool.fetchval("SELECT count(*) FROM instances") == 0
+        # The right one.
+        await page.fill("input[name=bot_token]", BOT_TOKEN)
+        await page.click("#create")
+        await page.wait_for_url(re.compile(r".*/instances/[0-9a-f-]{36}$"), timeout=15_000)
+        instance_id = page.url.rsplit("/", 1)[1]
+        assert await page.inner_text("#status") == "Setting up"
+        assert await page.is_visible("#progress")
+        await _shots(page, "instance-setting-up")
+        row = await env.pool.fetchrow("SELECT user_id, channel_config FROM instances")
+        assert row["user_id"] == user_id and row["channel_config"]["bot_username"]
+
+        # Another user gets a 404 for it, like for a page that does not exist.
+        other = await _sign_up(browser, env.api, "bob@example.test")
+        response = await other.goto(f"{env.api}/instances/{instance_id}")
+        assert response is not None and response.status == 404
+
+        # Delete it (after saying yes).
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("button[data-action=delete]")
+        await page.wait_for_url(env.api + "/dashboard", timeout=15_000)
+        row = await env.pool.fetchrow("SELECT status, deleted_at FROM instances")
+        assert row["status"] == "deleted" and row["deleted_at"] is not None
+        assert await page.is_visible("#no-instances")

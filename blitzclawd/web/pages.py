@@ -36,7 +36,7 @@ STATUS_WORDS = {
 }
 
 
-def _base(request: web.Request, user: Caller | None, **extra: Any) -> dict[str, Any]:
+def base_context(request: web.Request, user: Caller | None, **extra: Any) -> dict[str, Any]:
     auth = request.app[CONTEXT].settings.auth
     frontend = auth.clerk_frontend_api.rstrip("/")
     return {
@@ -47,7 +47,7 @@ def _base(request: web.Request, user: Caller | None, **extra: Any) -> dict[str, 
     }
 
 
-async def _user(request: web.Request) -> Caller:
+async def user_of(request: web.Request) -> Caller:
     user = await signed_in(request)
     if user is None:
         raise to_sign_in(request)
@@ -68,7 +68,7 @@ async def landing(request: web.Request) -> web.Response:
     return aiohttp_jinja2.render_template(
         "landing.html",
         request,
-        _base(
+        base_context(
             request,
             await signed_in(request),
             markup=markup,
@@ -84,16 +84,16 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(back)
     mode = "sign-up" if request.path == "/sign-up" else "sign-in"
     return aiohttp_jinja2.render_template(
-        "sign_in.html", request, _base(request, None, mode=mode, back=back)
+        "sign_in.html", request, base_context(request, None, mode=mode, back=back)
     )
 
 
 async def sign_out(request: web.Request) -> web.Response:
-    return aiohttp_jinja2.render_template("sign_out.html", request, _base(request, None))
+    return aiohttp_jinja2.render_template("sign_out.html", request, base_context(request, None))
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await user_of(request)
     ctx = request.app[CONTEXT]
     user_id = uuid.UUID(user.user_id or "")
     balance = await balance_summary(ctx.pool, str(user_id), billing_minimum_micros(ctx.settings))
@@ -119,7 +119,7 @@ async def dashboard(request: web.Request) -> web.Response:
     return aiohttp_jinja2.render_template(
         "dashboard.html",
         request,
-        _base(
+        base_context(
             request,
             user,
             balance=balance,
@@ -134,13 +134,13 @@ async def dashboard(request: web.Request) -> web.Response:
 
 
 async def topup(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await user_of(request)
     cfg = request.app[CONTEXT].settings.billing
     amounts = [a for a in TOPUP_AMOUNTS if cfg.topup_min_cents <= a <= cfg.topup_max_cents]
     return aiohttp_jinja2.render_template(
         "topup.html",
         request,
-        _base(
+        base_context(
             request,
             user,
             amounts=[(a, f"${a / 100:,.0f}") for a in amounts],
@@ -151,8 +151,8 @@ async def topup(request: web.Request) -> web.Response:
 
 
 async def topup_return(request: web.Request) -> web.Response:
-    user = await _user(request)
+    user = await user_of(request)
     checkout = request.query.get("checkout_id", "")[:100]
     return aiohttp_jinja2.render_template(
-        "topup_return.html", request, _base(request, user, checkout_id=checkout)
+        "topup_return.html", request, base_context(request, user, checkout_id=checkout)
     )
