@@ -7,8 +7,10 @@ $BLITZCLAW_ARTIFACTS (default build/screenshots)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -242,3 +244,43 @@ async def test_the_wizard_creates_an_assistant_and_its_page_follows_it(database:
         row = await env.pool.fetchrow("SELECT status, deleted_at FROM instances")
         assert row["status"] == "deleted" and row["deleted_at"] is not None
         assert await page.is_visible("#no-instances")
+
+
+async def test_usage_chart_table_and_csv_are_the_users_own(database: str) -> None:
+    async with dashboard_env(database) as env, chromium() as browser:
+        page = await _sign_up(browser, env.api, "ada@example.test")
+        ada = await env.pool.fetchval("SELECT id FROM users WHERE email = 'ada@example.test'")
+        today = dt.datetime.now(dt.UTC)
+        for days_ago, model, cost in ((0, "claude-sonnet-4-6", 1_250_000), (3, "=cmd()", 40_000)):
+            await env.pool.execute(
+                "INSERT INTO usage_logs (request_id, user_id, api, model, input_tokens, "
+                "output_tokens, cost_micros, created_at) "
+                "VALUES ($1, $2, 'anthropic-messages', $3, 1000, 200, $4, $5)",
+                uuid.uuid4(),
+                ada,
+                model,
+                cost,
+                today - dt.timedelta(days=days_ago),
+            )
+        await page.click("a:has-text('Usage')")
+        await page.wait_for_url(env.api + "/dashboard/usage")
+        assert await page.inner_text("#usage-total") == "$1.29"
+        assert await page.locator("#usage-lines tbody tr").count() == 2
+        assert await page.locator(".chart > svg > rect").count() == 2  # one bar a day
+        await _shots(page, "usage")
+        # A date range the user mistyped: said, and the default shown.
+        await page.goto(env.api + "/dashboard/usage?from=2026-13-01")
+        assert "Dates look like" in await page.inner_text("main")
+        csv_answer = await page.request.get(env.api + "/dashboard/usage.csv")
+        assert csv_answer.status == 200
+        assert "attachment" in csv_answer.headers["content-disposition"]
+        text = await csv_answer.text()
+        assert text.splitlines()[0].startswith("day,model,instance_id,requests")
+        assert "'=cmd()" in text and ",=cmd()" not in text  # never a formula in a spreadsheet
+        assert "1.250000" in text
+
+        other = await _sign_up(browser, env.api, "bob@example.test")
+        await other.goto(env.api + "/dashboard/usage")
+        assert await other.is_visible("#no-usage")
+        theirs = await (await other.request.get(env.api + "/dashboard/usage.csv")).text()
+        assert len(theirs.splitlines()) == 1  # the header only

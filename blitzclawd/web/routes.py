@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from blitzclawd.web import instance_pages, pages
+from blitzclawd.web import instance_pages, pages, usage_pages
 from blitzclawd.web.security import secured
 
 STATIC = "/static/"
@@ -22,6 +22,8 @@ PAGES: tuple[tuple[str, Any], ...] = (
     ("/dashboard", pages.dashboard),
     ("/dashboard/topup", pages.topup),
     ("/dashboard/topup/return", pages.topup_return),
+    ("/dashboard/usage", usage_pages.usage),
+    ("/dashboard/usage.csv", usage_pages.usage_csv),
     ("/instances/new", instance_pages.new_instance),
     ("/instances/{instance_id}", instance_pages.instance_page),
 )
