@@ -232,6 +232,18 @@ async def test_the_wizard_creates_an_assistant_and_its_page_follows_it(database:
         row = await env.pool.fetchrow("SELECT user_id, channel_config FROM instances")
         assert row["user_id"] == user_id and row["channel_config"]["bot_username"]
 
+        # Its persona: additions under the template, counted against OpenClaw's limit.
+        await page.click("#edit-soul")
+        await page.wait_for_url(f"{env.api}/instances/{instance_id}/soul")
+        await page.fill("#soul-text", "Call me Ada. Answer in French.")
+        assert int(await page.inner_text("#soul-count")) > len("Call me Ada. Answer in French.")
+        await page.click("#save-soul")
+        await page.locator("#soul-saved").filter(has_text="Saved").wait_for(timeout=15_000)
+        soul = await env.pool.fetchval("SELECT soul_md FROM instances")
+        assert soul == "Call me Ada. Answer in French."
+        await _shots(page, "soul")
+        await page.goto(f"{env.api}/instances/{instance_id}")
+
         # Another user gets a 404 for it, like for a page that does not exist.
         other = await _sign_up(browser, env.api, "bob@example.test")
         response = await other.goto(f"{env.api}/instances/{instance_id}")
@@ -284,3 +296,46 @@ async def test_usage_chart_table_and_csv_are_the_users_own(database: str) -> Non
         assert await other.is_visible("#no-usage")
         theirs = await (await other.request.get(env.api + "/dashboard/usage.csv")).text()
         assert len(theirs.splitlines()) == 1  # the header only
+
+
+async def test_settings_keys_auto_top_up_and_payments(database: str) -> None:
+    async with dashboard_env(database) as env, chromium() as browser:
+        page = await _sign_up(browser, env.api, "ada@example.test")
+        await page.click("a:has-text('Settings')")
+        await page.wait_for_url(env.api + "/settings")
+        assert await page.inner_text("#email") == "ada@example.test"
+        assert await page.is_visible("#no-payments")
+        await page.fill("#new-key input[name=name]", "laptop")
+        await page.click("#new-key button")
+        await page.wait_for_selector("#new-key-shown:not([hidden])", timeout=15_000)
+        key = await page.inner_text("#new-key-value")
+        assert key.startswith("sk_")
+        status, me = await env.call(
+            "GET", "/api/auth/me", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert status == 200 and me["email"] == "ada@example.test"
+        # A reload never shows it again; revoking it ends it.
+        await page.reload()
+        assert key not in await page.content()
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("button.revoke")
+        await page.wait_for_function("!document.querySelector('button.revoke')", timeout=15_000)
+        status, _ = await env.call(
+            "GET", "/api/auth/me", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert status == 401
+
+        # Automatic top-up: a threshold under the minimum is refused, in words.
+        await page.check("#auto-topup input[name=enabled]")
+        await page.fill("#auto-topup input[name=threshold]", "1")
+        await page.fill("#auto-topup input[name=amount]", "25")
+        await page.click("#auto-topup button")
+        await page.locator("#auto-error").filter(has_text="minimum").wait_for(timeout=15_000)
+        await page.fill("#auto-topup input[name=threshold]", "15")
+        await page.click("#auto-topup button")
+        await page.locator("#auto-saved").filter(has_text="on").wait_for(timeout=15_000)
+        row = await env.pool.fetchrow(
+            "SELECT auto_topup_enabled, topup_threshold_micros, topup_amount_micros FROM balances"
+        )
+        assert tuple(row) == (True, 15_000_000, 25_000_000)
+        await _shots(page, "settings")

@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from blitzclawd.web import instance_pages, pages, usage_pages
+from blitzclawd.web import instance_pages, pages, settings_pages, usage_pages
 from blitzclawd.web.security import secured
 
 STATIC = "/static/"
@@ -26,6 +26,8 @@ PAGES: tuple[tuple[str, Any], ...] = (
     ("/dashboard/usage.csv", usage_pages.usage_csv),
     ("/instances/new", instance_pages.new_instance),
     ("/instances/{instance_id}", instance_pages.instance_page),
+    ("/instances/{instance_id}/soul", settings_pages.soul_page),
+    ("/settings", settings_pages.settings_page),
 )
 
 

@@ -1,0 +1,80 @@
+"""/settings: the user's account — profile, API keys (a new key is shown once, by the page that
+made it), automatic top-ups and past payments — and /instances/{id}/soul, the persona editor."""
+
+from __future__ import annotations
+
+import uuid
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from blitzclawd.config import billing_minimum_micros
+from blitzclawd.fleet.personas import PERSONAS, SOUL_MAX_CHARS
+from blitzclawd.http.context import CONTEXT
+from blitzclawd.queries import accounts
+from blitzclawd.queries import instances as instance_rows
+from blitzclawd.queries.billing import balance_summary, topups_of
+from blitzclawd.web.pages import base_context, user_of
+
+
+async def settings_page(request: web.Request) -> web.Response:
+    user = await user_of(request)
+    ctx = request.app[CONTEXT]
+    user_id = uuid.UUID(user.user_id or "")
+    profile = await accounts.profile(ctx.pool, user_id)
+    keys = [k for k in await accounts.keys_of(ctx.pool, user_id) if k["revoked_at"] is None]
+    balance = await balance_summary(ctx.pool, str(user_id), billing_minimum_micros(ctx.settings))
+    payments = await topups_of(ctx.pool, user_id, 50)
+    cfg = ctx.settings.billing
+    return aiohttp_jinja2.render_template(
+        "settings.html",
+        request,
+        base_context(
+            request,
+            user,
+            email=profile["email"],
+            keys=keys,
+            auto=balance["auto_topup"],
+            minimum_dollars=balance["minimum_cents"] // 100,
+            min_dollars=cfg.topup_min_cents // 100,
+            max_dollars=cfg.topup_max_cents // 100,
+            payments=[
+                {
+                    "when": (p["paid_at"] or p["created_at"]).date().isoformat(),
+                    "amount": f"${p['amount_cents'] / 100:,.2f}",
+                    "status": p["status"],
+                    "order_id": p["order_id"],
+                }
+                for p in payments
+            ],
+        ),
+    )
+
+
+async def soul_page(request: web.Request) -> web.Response:
+    user = await user_of(request)
+    ctx = request.app[CONTEXT]
+    try:
+        instance_id = uuid.UUID(request.match_info["instance_id"])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+    row = await instance_rows.owned(ctx.pool, uuid.UUID(user.user_id or ""), instance_id)
+    if row is None:
+        raise web.HTTPNotFound()
+    persona = row["persona_template"] or "assistant"
+    # A template persona's SOUL.md is the template, then the user's additions (what is stored);
+    # a custom persona's is the user's whole text.
+    template = PERSONAS.get(persona, "")
+    return aiohttp_jinja2.render_template(
+        "soul.html",
+        request,
+        base_context(
+            request,
+            user,
+            instance_id=str(instance_id),
+            persona=persona,
+            template=template,
+            custom=row["soul_md"] or "",
+            soul_max=SOUL_MAX_CHARS,
+        ),
+    )
