@@ -91,9 +91,16 @@ async def until(check: Callable[[], Awaitable[Any]], deadline: float = 20.0) -> 
 
 @asynccontextmanager
 async def fleet_env(
-    database: str, tmp_path: Path, *, sections: dict[str, Any] | None = None, **fleet: Any
+    database: str,
+    tmp_path: Path,
+    *,
+    sections: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
+    api_port: int | None = None,
+    **fleet: Any,
 ) -> AsyncIterator[FleetEnv]:
-    """`fleet` overrides [fleet] keys; `sections` adds other settings sections (e.g. upstream)."""
+    """`fleet` overrides [fleet] keys; `sections` adds other settings sections (e.g. upstream),
+    `secrets` other secrets (e.g. Clerk's and Creem's)."""
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     async with (
         FakeHetzner(root=tmp_path / "hetzner", rate_limit=10**6, boot_delay=0) as fake,
@@ -101,7 +108,7 @@ async def fleet_env(
     ):
         telegram.add_bot("alice_assistant_bot", "Alice's assistant", token=BOT_TOKEN)
         fake.add_ssh_key(KEY_NAME, client_key.export_public_key().decode())
-        api_port = free_port()
+        api_port = api_port or free_port()
         settings = parse_settings(
             {
                 "daemon": {"state_dir": str(tmp_path / "state")},
@@ -131,6 +138,7 @@ async def fleet_env(
                 "hetzner_api_token": Secret(fake.token),
                 "ssh_private_key": Secret(client_key.export_private_key("openssh").decode()),
                 "admin_api_key": Secret(ADMIN_KEY),
+                **{name: Secret(value) for name, value in (secrets or {}).items()},
             }
         )
         daemon = Daemon(settings, secrets)

@@ -1,0 +1,164 @@
+"""The spec's whole journey through the pages only (issue 15), in a real headless Chromium, against
+a real daemon with the fakes (Clerk, Creem, Telegram, Hetzner with pool servers over real SSH,
+the LLM upstream): sign up → top up $25 (the fake Creem's checkout paid, its webhook delivered) →
+the balance shown → a Telegram assistant with a wrong token (said under its field), then the
+right one → deploy progress → active → the owner approved from the page → a request proxied for
+the instance shows in usage, and the balance drops by its exact cost → SOUL edited → deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from pathlib import Path
+
+import aiohttp
+from browser import chromium
+from test_dashboard import _shots, _sign_up
+from test_fleet import BOT_TOKEN, available, fleet_env, until
+
+from blitzclawd.testing.daemon_process import free_port
+from blitzclawd.testing.fake_clerk import FakeClerk
+from blitzclawd.testing.fake_creem import FakeCreem
+from blitzclawd.testing.fake_llm import FakeLLM
+from blitzclawd.testing.fake_resend import FakeResend
+
+
+async def test_the_whole_journey_through_the_pages(database: str, tmp_path: Path) -> None:
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    async with (
+        FakeClerk() as clerk,
+        FakeCreem(local_checkout_urls=True) as creem,
+        FakeResend() as resend,
+        FakeLLM() as llm,
+    ):
+        product = next(iter(creem.products))
+        sections = {
+            "auth": {
+                "clerk_jwks_url": clerk.jwks_url,
+                "clerk_api_url": clerk.api_url,
+                "clerk_frontend_api": clerk.frontend_api,
+                "clerk_publishable_key": "pk_test_fake",
+                "allowed_origins": [origin],
+            },
+            "creem": {
+                "api_url": creem.base_url,
+                "product_id": product,
+                "unit_cents": creem.products[product],
+                "success_url": origin + "/dashboard/topup/return",
+            },
+            "notify": {"resend_url": resend.base_url, "sweep_interval": 0.1},
+            "upstream": {"anthropic_url": llm.base_url, "openai_url": llm.base_url},
+        }
+        secrets = {
+            "clerk_secret_key": clerk.secret_key,
+            "clerk_webhook_secret": clerk.webhook_secret,
+            "creem_api_key": creem.api_key,
+            "creem_webhook_secret": creem.webhook_secret,
+            "resend_api_key": resend.api_key,
+            "anthropic_api_key": llm.anthropic_key,
+            "openai_api_key": llm.openai_key,
+        }
+        async with (
+            fleet_env(database, tmp_path, sections=sections, secrets=secrets, api_port=port) as env,
+            chromium() as browser,
+        ):
+            creem.webhook_url = origin + "/api/billing/webhook"
+            await available(env, 1)
+            api = env.api
+
+            # Sign up, top up $25, see it arrive.
+            page = await _sign_up(browser, api, "ada@example.test")
+            await page.click("a.button:has-text('Top up')")
+            await page.click("button.amount-choice:has-text('$25')")
+            await page.click("button:has-text('Pay now')", timeout=15_000)
+            await page.wait_for_selector("#payment.done", timeout=30_000)
+            await page.goto(api + "/dashboard")
+            assert await page.inner_text("#available") == "$25.00"
+
+            # A Telegram assistant: a wrong token first, then the right one.
+            await page.click("#new-assistant")
+            await page.fill("input[name=bot_token]", "123456789:AAthis-is-not-a-real-token-at-all")
+            await page.click("#create")
+            slot = page.locator("[data-error-for='channel_config.bot_token']")
+            await slot.filter(has_text="token").wait_for(timeout=15_000)
+            await page.fill("input[name=bot_token]", BOT_TOKEN)
+            await page.click("#create")
+            await page.wait_for_url(re.compile(r".*/instances/[0-9a-f-]{36}$"), timeout=15_000)
+            iid = page.url.rsplit("/", 1)[1]
+            # Deploy progress, until the page itself says it is active.
+            await page.locator("#status").filter(has_text="Active").wait_for(timeout=60_000)
+            await _shots(page, "instance-active")
+            row = await env.instance(iid)
+            server = env.server_of(row["hetzner_server_id"])
+
+            # Ada messages her bot, gets a code; she approves it on the page: now the owner.
+            server.ssh.request_pairing("telegram", "555000111", "ABCD2345", firstName="Ada")
+            await page.reload()
+            await page.wait_for_selector("#pairing:not([hidden])", timeout=15_000)
+            await page.click("#pairing-requests button:has-text('Approve')")
+            await (
+                page.locator("#pairing-requests")
+                .filter(has_text="Approved")
+                .wait_for(timeout=15_000)
+            )
+            assert server.ssh.pairing_allowed == {"telegram": ["555000111"]}
+
+            # The assistant answers her: one request through the proxy, as OpenClaw sends it.
+            home = server.ssh.home
+            config = json.loads((home / ".openclaw/openclaw.json").read_text())
+            secret_doc = json.loads((home / ".openclaw/secrets.json").read_text())
+            headers = {
+                **config["models"]["providers"]["blitzclaw"].get("headers", {}),
+                **secret_doc["models"]["providers"]["blitzclaw"].get("headers", {}),
+                "anthropic-version": "2023-06-01",
+            }
+            proxy = f"http://127.0.0.1:{env.daemon.settings.proxy.port}"
+            message = {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "Hello"}],
+            }
+            async with aiohttp.ClientSession() as http:
+                async with http.post(proxy + "/v1/messages", json=message, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+            cost = await until(
+                lambda: env.pool.fetchval(
+                    "SELECT cost_micros FROM usage_logs WHERE instance_id = $1", uuid.UUID(iid)
+                )
+            )
+            assert cost > 0
+
+            async def settled() -> bool:
+                await page.goto(api + "/dashboard")
+                shown = await page.inner_text("#available")
+                return shown == f"${(25_000_000 - cost) / 1_000_000:,.2f}"
+
+            await until(settled)
+            balance = await env.pool.fetchval(
+                "SELECT balance_micros FROM balances b JOIN users u ON u.id = b.user_id "
+                "WHERE u.email = 'ada@example.test'"
+            )
+            assert balance == 25_000_000 - cost  # to the micro-dollar
+            await page.goto(api + "/dashboard/usage")
+            assert await page.inner_text("#usage-total") == f"${cost / 1_000_000:,.2f}"
+            assert await page.locator("#usage-lines tbody tr").count() == 1
+
+            # Her persona, edited; then the assistant deleted.
+            await page.goto(f"{api}/instances/{iid}/soul")
+            await page.fill("#soul-text", "Call me Ada.")
+            await page.click("#save-soul")
+            await page.locator("#soul-saved").filter(has_text="Saved").wait_for(timeout=15_000)
+
+            async def soul_on_server() -> bool:
+                soul = home / ".openclaw/workspace/SOUL.md"
+                return soul.exists() and "Call me Ada." in soul.read_text()
+
+            await until(soul_on_server, deadline=30)
+            await page.goto(f"{api}/instances/{iid}")
+            page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await page.click("button[data-action=delete]")
+            await page.wait_for_url(api + "/dashboard", timeout=15_000)
+            assert (await env.instance(iid))["status"] == "deleted"
