@@ -67,6 +67,8 @@ async def instance_page(request: web.Request) -> web.Response:
                 "label": channel.label(public) if channel else None,
                 "setup_text": channel.setup_text(public) if channel else None,
                 "persona": row["persona_template"],
+                # In error after it ran (a health failure) or before (its set-up failed).
+                "was_set_up": row["ip_address"] is not None and bool(row["channel_config"]),
             },
             usage={**usage, "cost": dollars(usage["cost_micros"])},
         ),

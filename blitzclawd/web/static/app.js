@@ -16,8 +16,14 @@
       });
     });
   }
+  // The spec's words for what users meet most ("Error Handling"); the API's own message else.
   function message(answer) {
+    var error = (answer.body && answer.body.error) || {};
     if (answer.status === 401) { return "Your session has ended: sign in again."; }
+    if (answer.status === 402) { return "Top up to continue using your assistant."; }
+    if (answer.status === 422 && error.field === "channel_config.bot_token") {
+      return "This token doesn't work. Check BotFather and try again.";
+    }
     if (answer.body && answer.body.error) { return answer.body.error.message; }
     return "Something went wrong (" + answer.status + "). Please try again.";
   }

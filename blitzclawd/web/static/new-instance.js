@@ -17,6 +17,13 @@ document.addEventListener("DOMContentLoaded", function () {
     document.getElementById("soul-count").textContent = soul.value.length;
   });
   function showError(answer) {
+    if (answer.status === 402) {
+      formError.textContent = window.blitz.message(answer) + " ";
+      var link = document.createElement("a");
+      link.href = "/dashboard/topup"; link.textContent = "Top up now";
+      formError.appendChild(link);
+      return;
+    }
     var field = answer.body && answer.body.error && answer.body.error.field;
     var slot = field && form.querySelector("[data-error-for='" + field + "']");
     if (slot && !slot.closest("[hidden]")) { slot.textContent = window.blitz.message(answer); }

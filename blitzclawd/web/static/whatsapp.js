@@ -59,7 +59,9 @@ document.addEventListener("DOMContentLoaded", function () {
     section.hidden = false;
     window.blitz.api("GET", base + "status").then(function (a) {
       if (a.ok && a.body.status === "connected") { connected(a.body); }
-      else { state.textContent = "Not linked yet."; }
+      else if (a.ok && a.body.status === "logged_out") {
+        state.textContent = "WhatsApp disconnected. Scan QR to reconnect.";
+      } else { state.textContent = "Not linked yet."; }
     });
   }
   ready();
