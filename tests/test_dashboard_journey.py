@@ -83,6 +83,7 @@ async def test_the_whole_journey_through_the_pages(database: str, tmp_path: Path
         # Sign up, top up $25, see it arrive.
         page = await _sign_up(browser, api, "ada@example.test")
         await page.click("a.button:has-text('Top up')")
+        await page.wait_for_url(api + "/dashboard/topup")  # loaded: its script listens
         await page.click("button.amount-choice:has-text('$25')")
         await page.click("button:has-text('Pay now')", timeout=15_000)
         await page.wait_for_selector("#payment.done", timeout=30_000)
@@ -91,6 +92,7 @@ async def test_the_whole_journey_through_the_pages(database: str, tmp_path: Path
 
         # A Telegram assistant: a wrong token first, then the right one.
         await page.click("#new-assistant")
+        await page.wait_for_url(api + "/instances/new")
         await page.fill("input[name=bot_token]", "123456789:AAthis-is-not-a-real-token-at-all")
         await page.click("#create")
         slot = page.locator("[data-error-for='channel_config.bot_token']")
@@ -153,6 +155,26 @@ async def test_the_whole_journey_through_the_pages(database: str, tmp_path: Path
         assert await page.inner_text("#usage-total") == f"${cost / 1_000_000:,.2f}"
         assert await page.locator("#usage-lines tbody tr").count() == 1
 
+        # Its page: limits shown, the live log, the channel's settings, her own key.
+        await page.goto(f"{api}/instances/{iid}")
+        assert "messages an hour" in await page.inner_text("#limits")
+        await page.click("#logs-start")
+        server.ssh.log("gateway: telegram connected", ident="openclaw[42]")
+        await page.locator("#logs").filter(has_text="telegram connected").wait_for(timeout=15_000)
+        await page.click("#logs-stop")
+        await page.wait_for_selector("#logs-start:not([hidden])", timeout=15_000)
+        new_token = env.telegram.add_bot("ada_second_bot", "Ada's second")
+        await page.fill("#channel-form input[name=bot_token]", new_token)
+        await page.click("#channel-form button[type=submit]")
+        await page.locator("#channel-saved").filter(has_text="Saved").wait_for(timeout=15_000)
+        assert (await env.instance(iid))["channel_config"]["bot_username"] == "ada_second_bot"
+        await page.select_option("#own-key-form select[name=provider]", "anthropic")
+        await page.fill("#own-key-form input[name=api_key]", "sk-ant-wrong-key-0000")
+        await page.click("#own-key-form button[type=submit]")
+        await page.locator("#own-key-error").filter(has_text="refused").wait_for(timeout=15_000)
+        assert (await env.instance(iid))["use_own_api_key"] is False
+        await _shots(page, "instance-settings")
+
         # Her persona, edited; then the assistant deleted.
         await page.goto(f"{api}/instances/{iid}/soul")
         await page.fill("#soul-text", "Call me Ada.")
@@ -178,6 +200,7 @@ async def test_whatsapp_through_the_pages_to_connected(database: str, tmp_path: 
         ada = await env.pool.fetchval("SELECT id FROM users WHERE email = 'ada@example.test'")
         await seed.credit(env.pool, str(ada), 25_000_000)  # (the top-up has its own journey)
         await page.click("#new-assistant")
+        await page.wait_for_url(api + "/instances/new")
         await page.check("input[name=channel_type][value=whatsapp]")
         await page.click("#create")
         await page.wait_for_url(re.compile(r".*/instances/[0-9a-f-]{36}$"), timeout=15_000)

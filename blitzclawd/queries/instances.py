@@ -274,3 +274,10 @@ async def mark_stopped(conn: asyncpg.Connection, instance_id: uuid.UUID) -> bool
         instance_id,
     )
     return done.endswith(" 1")
+
+
+async def own_limits(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | None:
+    """The instance's own limits (NULL: the global ones apply)."""
+    return await db.fetchrow(
+        "SELECT msgs_per_hour, tokens_per_day FROM instances WHERE id = $1", instance_id
+    )

@@ -13,6 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from blitzclawd import plugins
+from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS
 from blitzclawd.fleet.personas import ABOUT, PERSONAS, SOUL_MAX_CHARS
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.queries import instances as instance_rows
@@ -49,6 +50,14 @@ async def instance_page(request: web.Request) -> web.Response:
     if row is None:  # another user's assistant looks exactly like a missing one
         raise web.HTTPNotFound()
     usage = await instance_rows.usage_24h(ctx.pool, uuid.UUID(user.user_id or ""), instance_id)
+    own = await instance_rows.own_limits(ctx.pool, instance_id)
+    glob = ctx.settings.limits
+    per_hour = (
+        own["msgs_per_hour"] if own and own["msgs_per_hour"] is not None else glob.messages_per_hour
+    )
+    per_day = (
+        own["tokens_per_day"] if own and own["tokens_per_day"] is not None else glob.tokens_per_day
+    )
     channel = plugins.channels().get(row["channel_type"])
     public = row["channel_config"] or {}
     return aiohttp_jinja2.render_template(
@@ -71,5 +80,12 @@ async def instance_page(request: web.Request) -> web.Response:
                 "was_set_up": row["ip_address"] is not None and bool(row["channel_config"]),
             },
             usage={**usage, "cost": dollars(usage["cost_micros"])},
+            limits={
+                "per_hour": f"{per_hour:,} messages an hour" if per_hour else "no hourly limit",
+                "per_day": f"{per_day:,} tokens a day" if per_day else "no daily limit",
+            },
+            fields=[f.as_dict() for f in channel.fields] if channel else [],
+            providers=OFFICIAL_APIS,
+            own_key=bool(row["use_own_api_key"]),
         ),
     )
