@@ -221,8 +221,10 @@ async def test_the_wizard_creates_an_assistant_and_its_page_follows_it(database:
         slot = page.locator("[data-error-for='channel_config.bot_token']")
         await slot.filter(has_text="token").wait_for(timeout=15_000)
         assert await env.pool.fetchval("SELECT count(*) FROM instances") == 0
-        # The right one.
+        # The right one: recognised as soon as it is pasted.
         await page.fill("input[name=bot_token]", BOT_TOKEN)
+        await page.dispatch_event("input[name=bot_token]", "change")
+        await page.locator(".field-ok").filter(has_text="@ada_helper_bot").wait_for(timeout=15_000)
         await page.click("#create")
         await page.wait_for_url(re.compile(r".*/instances/[0-9a-f-]{36}$"), timeout=15_000)
         instance_id = page.url.rsplit("/", 1)[1]
@@ -244,10 +246,24 @@ async def test_the_wizard_creates_an_assistant_and_its_page_follows_it(database:
         await _shots(page, "soul")
         await page.goto(f"{env.api}/instances/{instance_id}")
 
-        # Another user gets a 404 for it, like for a page that does not exist.
+        # Another user sees nothing of Ada's on any page: hers are 404s, like missing ones.
         other = await _sign_up(browser, env.api, "bob@example.test")
-        response = await other.goto(f"{env.api}/instances/{instance_id}")
-        assert response is not None and response.status == 404
+        for path in (f"/instances/{instance_id}", f"/instances/{instance_id}/soul"):
+            response = await other.goto(env.api + path)
+            assert response is not None and response.status == 404, path
+        for path in (
+            "/dashboard",
+            "/dashboard/usage",
+            "/dashboard/usage.csv",
+            "/dashboard/topup",
+            "/instances/new",
+            "/settings",
+        ):
+            answer = await other.request.get(env.api + path)
+            text = await answer.text()
+            assert answer.status == 200, path
+            for hers in ("ada@example.test", instance_id, "ada_helper_bot", "Call me Ada"):
+                assert hers not in text, (path, hers)
 
         # Delete it (after saying yes).
         page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))

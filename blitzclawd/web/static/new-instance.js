@@ -64,5 +64,29 @@ document.addEventListener("DOMContentLoaded", function () {
         button.disabled = false;
       });
   });
+  // A secret setting (a bot token) is checked as soon as it is pasted: the bot's name, or why not.
+  form.querySelectorAll(".channel-fields input[type=password]").forEach(function (input) {
+    input.addEventListener("change", function () {
+      var box = input.closest(".channel-fields");
+      var slot = form.querySelector("[data-error-for='" + input.dataset.field + "']");
+      var ok = box.querySelector(".field-ok");
+      if (!ok) {
+        ok = document.createElement("span");
+        ok.className = "field-ok small";
+        slot.parentNode.insertBefore(ok, slot);
+      }
+      slot.textContent = ""; ok.textContent = "";
+      if (!input.value.trim()) { return; }
+      var config = {};
+      config[input.name] = input.value.trim();
+      window.blitz.api("POST", "/api/channels/" + box.dataset.channel + "/validate",
+                       { channel_config: config }).then(function (a) {
+        if (a.ok) {
+          var name = a.body.channel_config.bot_username;
+          ok.textContent = name ? "✓ This is @" + name + "." : "✓ That works.";
+        } else { slot.textContent = window.blitz.message(a); }
+      });
+    });
+  });
   refresh();
 });
