@@ -144,6 +144,16 @@ def test_no_sql_in_http() -> None:
     assert not found
 
 
+def test_the_dashboard_reads_through_queries_and_changes_through_the_api() -> None:
+    """Pages have no SQL, address no actor and import no API view: what they show comes from the
+    named queries, what they change goes through the JSON API from the page."""
+    found = [hit for path in sorted((PACKAGE / "web").rglob("*.py")) for hit in sql_in(path)]
+    assert not found
+    assert not offenders(
+        "web", ("blitzclawd.actors", "blitzclawd.http.views", "blitzclawd.services")
+    )
+
+
 def test_no_sql_in_actors() -> None:
     # Actors compose named queries (they may hold the transaction that makes several one).
     found = [
