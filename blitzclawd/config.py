@@ -182,6 +182,17 @@ class NotifySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSettings:
+    # The operator's own terms of service and privacy policy, shown at /terms and /privacy:
+    # files of plain text or Markdown (shown as written, escaped, at most 1 MB), checked when the
+    # page is asked for (kept while unchanged), so an edit shows without a restart. Absolute
+    # paths (a service's working directory is /). Empty or unreadable: the page says they are
+    # not published yet.
+    terms_path: str = ""
+    privacy_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsSettings:
     # Per instance; an instance's own limits (instances.msgs_per_hour/tokens_per_day) override.
     messages_per_hour: int = field(default=100, metadata=_range(0, 10**9))
@@ -412,6 +423,7 @@ class Settings:
     creem: CreemSettings = CreemSettings()
     notify: NotifySettings = NotifySettings()
     telegram: TelegramSettings = TelegramSettings()
+    web: WebSettings = WebSettings()
     fleet: FleetSettings = FleetSettings()
 
     def state_path(self) -> Path:
@@ -573,6 +585,10 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         url = getattr(getattr(s, section), name)
         if not url.startswith(("http://", "https://")):
             problems.append(f"{where}: must be an http:// or https:// URL, got {url!r}")
+    for name in ("terms_path", "privacy_path"):
+        path = getattr(s.web, name)
+        if path and not Path(path).is_absolute():
+            problems.append(f"web.{name}: must be an absolute path, got {path!r}")
     if s.billing.topup_min_cents > s.billing.topup_max_cents:
         problems.append("billing.topup_min_cents: must not exceed billing.topup_max_cents")
     if s.fleet.min_available > s.fleet.max_size:

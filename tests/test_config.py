@@ -99,6 +99,12 @@ def test_cross_field_checks() -> None:
     ]
     ok = parse_settings({"alerts": {"operator_emails": emails[:1]}})
     assert ok.alerts.operator_emails == ("oncall@example.test",)
+    # The operator's legal texts: absolute paths (a service's working directory is /).
+    assert problems_of({"web": {"terms_path": "terms.md"}}) == [
+        "web.terms_path: must be an absolute path, got 'terms.md'"
+    ]
+    web = parse_settings({"web": {"privacy_path": "/etc/blitzclawd/privacy.md"}}).web
+    assert (web.terms_path, web.privacy_path) == ("", "/etc/blitzclawd/privacy.md")
 
 
 def test_bad_toml_syntax_is_a_config_error(tmp_path: Path) -> None:
@@ -166,6 +172,8 @@ def test_config_check_accepts_the_shipped_file() -> None:
         ("[api]\nprot = 1\n", "api.prot"),
         ('[proxy]\nport = "8787"\n', "proxy.port"),
         ('[alerts]\noperator_emails = ["oncall"]\n', "alerts.operator_emails[0]"),
+        ("[web]\nterms_path = 1\n", "web.terms_path"),
+        ('[web]\nprivacy_path = "privacy.md"\n', "web.privacy_path"),
     ],
 )
 def test_config_check_names_the_bad_key_and_fails(tmp_path: Path, content: str, key: str) -> None:

@@ -20,6 +20,7 @@ from blitzclawd.http.auth import Caller
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.queries import instances as instance_rows
 from blitzclawd.queries.billing import balance_summary, usage_lines
+from blitzclawd.web.prices import markup_text, price_rows
 from blitzclawd.web.security import safe_return, signed_in, to_sign_in
 
 TOPUP_AMOUNTS = (1000, 2500, 5000)  # cents: the spec's $10, $25, $50
@@ -60,20 +61,15 @@ def dollars(micros: int) -> str:
 
 async def landing(request: web.Request) -> web.Response:
     settings = request.app[CONTEXT].settings
-    markup = settings.pricing.markup
-    models = [  # what users pay per million tokens: list price x markup
-        {"id": m.id, "input": f"${m.input * markup:,.2f}", "output": f"${m.output * markup:,.2f}"}
-        for m in settings.pricing.models
-    ]
     return aiohttp_jinja2.render_template(
         "landing.html",
         request,
         base_context(
             request,
             await signed_in(request),
-            markup=markup,
+            markup=markup_text(settings),
             minimum=dollars(billing_minimum_micros(settings)),
-            models=models,
+            models=price_rows(settings),  # exact: what the proxy charges per million tokens
         ),
     )
 

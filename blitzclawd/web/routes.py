@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from blitzclawd.web import instance_pages, pages, settings_pages, usage_pages
+from blitzclawd.web import docs_pages, instance_pages, pages, settings_pages, usage_pages
 from blitzclawd.web.security import secured
 
 STATIC = "/static/"
@@ -28,6 +28,10 @@ PAGES: tuple[tuple[str, Any], ...] = (
     ("/instances/{instance_id}", instance_pages.instance_page),
     ("/instances/{instance_id}/soul", settings_pages.soul_page),
     ("/settings", settings_pages.settings_page),
+    ("/docs", docs_pages.docs_index),
+    ("/docs/{slug}", docs_pages.doc_page),
+    ("/terms", docs_pages.terms),
+    ("/privacy", docs_pages.privacy),
 )
 
 
