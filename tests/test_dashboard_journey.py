@@ -98,6 +98,8 @@ async def test_the_whole_journey_through_the_pages(database: str, tmp_path: Path
         slot = page.locator("[data-error-for='channel_config.bot_token']")
         await slot.filter(has_text="token").wait_for(timeout=15_000)
         await page.fill("input[name=bot_token]", BOT_TOKEN)
+        await page.dispatch_event("input[name=bot_token]", "change")  # checked when pasted
+        await page.locator(".field-ok").filter(has_text="@alice_assistant_bot").wait_for()
         await page.click("#create")
         await page.wait_for_url(re.compile(r".*/instances/[0-9a-f-]{36}$"), timeout=15_000)
         iid = page.url.rsplit("/", 1)[1]
@@ -228,3 +230,10 @@ async def test_whatsapp_through_the_pages_to_connected(database: str, tmp_path: 
         assert "Connected as +15551234567" in await page.inner_text("#whatsapp-state")
         await _shots(page, "whatsapp-connected")
         assert server.whatsapp_linked
+        # And unlinked from the page (after saying yes).
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await page.click("#whatsapp-unlink")
+        await (
+            page.locator("#whatsapp-state").filter(has_text="disconnected").wait_for(timeout=15_000)
+        )
+        assert not server.whatsapp_linked

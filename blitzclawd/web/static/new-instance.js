@@ -75,16 +75,18 @@ document.addEventListener("DOMContentLoaded", function () {
         ok.className = "field-ok small";
         slot.parentNode.insertBefore(ok, slot);
       }
-      slot.textContent = ""; ok.textContent = "";
-      if (!input.value.trim()) { return; }
+      // Messages change only once the answer is in: nothing moves under a finger or a pointer
+      // that is on its way to the button below.
+      if (!input.value.trim()) { slot.textContent = ""; ok.textContent = ""; return; }
       var config = {};
       config[input.name] = input.value.trim();
       window.blitz.api("POST", "/api/channels/" + box.dataset.channel + "/validate",
                        { channel_config: config }).then(function (a) {
         if (a.ok) {
           var name = a.body.channel_config.bot_username;
+          slot.textContent = "";
           ok.textContent = name ? "✓ This is @" + name + "." : "✓ That works.";
-        } else { slot.textContent = window.blitz.message(a); }
+        } else { ok.textContent = ""; slot.textContent = window.blitz.message(a); }
       });
     });
   });

@@ -11,9 +11,19 @@ document.addEventListener("DOMContentLoaded", function () {
   var figure = document.getElementById("whatsapp-qr-box");
   var img = document.getElementById("whatsapp-qr");
   var shown = null;
+  var unlink = document.getElementById("whatsapp-unlink");
+  unlink.addEventListener("click", function () {
+    if (!window.confirm("Unlink WhatsApp? Your assistant stops answering on this number.")) { return; }
+    window.blitz.api("POST", base + "disconnect", {}).then(function (a) {
+      if (!a.ok) { error.textContent = window.blitz.message(a); return; }
+      unlink.hidden = true; link.hidden = false; section.classList.remove("done");
+      state.textContent = "WhatsApp disconnected. Scan QR to reconnect.";
+    });
+  });
   function connected(answer) {
     figure.hidden = true;
     link.hidden = true;
+    unlink.hidden = false;
     var phone = String(answer.phone || "");
     if (phone && phone.charAt(0) !== "+") { phone = "+" + phone; }
     state.textContent = "Connected as " + phone + ". Your assistant answers on WhatsApp now.";
