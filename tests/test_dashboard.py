@@ -307,6 +307,24 @@ async def test_usage_chart_table_and_csv_are_the_users_own(database: str) -> Non
         assert "'=cmd()" in text and ",=cmd()" not in text  # never a formula in a spreadsheet
         assert "1.250000" in text
 
+        # By assistant: two of Ada's, one line each; choosing one shows its line only.
+        first = await seed.create_instance(env.pool, str(ada))
+        second = await seed.create_instance(env.pool, str(ada))
+        for inst in (first, second):
+            await env.pool.execute(
+                "INSERT INTO usage_logs (request_id, user_id, instance_id, api, model, "
+                "cost_micros) VALUES ($1, $2, $3, 'anthropic-messages', 'claude-haiku-4-5', 5000)",
+                uuid.uuid4(),
+                ada,
+                uuid.UUID(inst.id),
+            )
+        await page.goto(env.api + "/dashboard/usage")
+        await page.select_option("select[name=instance]", first.id)
+        await page.click("form.range button[type=submit]")
+        await page.wait_for_url(re.compile(f".*instance={first.id}.*"))
+        rows = await page.locator("#usage-lines tbody tr").all_inner_texts()
+        assert len(rows) == 1 and first.id[:8] in rows[0]
+
         other = await _sign_up(browser, env.api, "bob@example.test")
         await other.goto(env.api + "/dashboard/usage")
         assert await other.is_visible("#no-usage")

@@ -87,6 +87,12 @@ def chart(rows: list[Any], frm: dt.date, to: dt.date) -> dict[str, Any]:
 
 async def usage(request: web.Request) -> web.Response:
     user, frm, to, problem, rows = await _lines(request)
+    assistants = sorted({str(r["instance_id"]) for r in rows if r["instance_id"]})
+    chosen = request.query.get("instance", "")
+    if chosen in assistants:  # one assistant's lines (else all of them)
+        rows = [r for r in rows if str(r["instance_id"]) == chosen]
+    else:
+        chosen = ""
     total = sum(r["cost_micros"] for r in rows)
     return aiohttp_jinja2.render_template(
         "usage.html",
@@ -97,6 +103,8 @@ async def usage(request: web.Request) -> web.Response:
             frm=frm.isoformat(),
             to=to.isoformat(),
             problem=problem,
+            assistants=assistants,
+            chosen=chosen,
             chart=chart(rows, frm, to),
             lines=[{**dict(r), "cost": dollars(r["cost_micros"])} for r in rows],
             total=dollars(total),
