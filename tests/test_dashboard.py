@@ -154,8 +154,13 @@ async def test_a_cross_site_post_with_the_cookie_changes_nothing(database: str) 
             "headers:{'Content-Type':'text/plain'},body:JSON.stringify({amount_cents:2500})})"
             ".catch(function(){}).then(function(){document.title='sent'})</script>"
         )
-        evil.router.add_get("/form", lambda r: web.Response(text=form, content_type="text/html"))
-        evil.router.add_get("/fetch", lambda r: web.Response(text=script, content_type="text/html"))
+        pages = {"/form": form, "/fetch": script}
+
+        async def serve(request: web.Request) -> web.Response:
+            return web.Response(text=pages[request.path], content_type="text/html")
+
+        evil.router.add_get("/form", serve)
+        evil.router.add_get("/fetch", serve)
         runner = web.AppRunner(evil)
         await runner.setup()
         port = free_port()
