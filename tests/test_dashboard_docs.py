@@ -193,5 +193,8 @@ async def test_help_pages_render_on_a_phone_in_chromium(api_env) -> None:
             name = "docs" if path == "/docs" else path.strip("/").replace("/", "-") or "landing"
             await asyncio.to_thread(ARTIFACTS.mkdir, parents=True, exist_ok=True)
             await tab.screenshot(path=str(ARTIFACTS / f"help-{name}-phone.png"), full_page=True)
+            await tab.set_viewport_size({"width": 1280, "height": 900})
+            await tab.screenshot(path=str(ARTIFACTS / f"help-{name}-desktop.png"), full_page=True)
+            await tab.set_viewport_size({"width": 390, "height": 844})
         await context.close()
     assert not errors, errors
