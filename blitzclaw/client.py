@@ -1,0 +1,120 @@
+"""The one way the client side reaches a BlitzClaw daemon: its HTTP API.
+
+Every answer that is not a success becomes an ApiFailure carrying the API's own error (status,
+code, message, field), and a daemon that cannot be reached an Unreachable: callers print one
+line and exit with the code that says which (blitzclaw.cli).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class ClientError(Exception):
+    """Something the caller should say in one line."""
+
+
+@dataclass
+class ApiFailure(ClientError):
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f" ({self.field})" if self.field else ""
+        return f"{self.message}{where}"
+
+
+class Unreachable(ClientError):
+    pass
+
+
+class BlitzClient:
+    def __init__(
+        self, api_url: str, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        headers = {"User-Agent": "blitzclaw-cli"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BlitzClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach BlitzClaw at {self.api_url} ({exc})") from None
+        if response.is_success:
+            kind = response.headers.get("content-type", "")
+            return response.json() if "json" in kind else response.text
+        raise _failure(response)
+
+    # -- what the CLI and the console ask ------------------------------------------------------
+
+    def me(self) -> Any:
+        return self.request("GET", "/api/auth/me")
+
+    def balance(self) -> Any:
+        return self.request("GET", "/api/billing/balance")
+
+    def topup(self, amount_cents: int) -> Any:
+        return self.request("POST", "/api/billing/topup", json={"amount_cents": amount_cents})
+
+    def topups(self, limit: int = 50) -> Any:
+        return self.request("GET", "/api/billing/topups", params={"limit": limit})
+
+    def usage(self, frm: str | None = None, to: str | None = None) -> Any:
+        params = {k: v for k, v in (("from", frm), ("to", to)) if v}
+        return self.request("GET", "/api/billing/usage", params=params)
+
+    def instances(self) -> Any:
+        return self.request("GET", "/api/instances")
+
+    def instance(self, instance_id: str) -> Any:
+        return self.request("GET", f"/api/instances/{instance_id}")
+
+    def create_instance(self, body: dict[str, Any]) -> Any:
+        return self.request("POST", "/api/instances", json=body)
+
+    def instance_action(self, instance_id: str, action: str) -> Any:
+        if action == "delete":
+            return self.request("DELETE", f"/api/instances/{instance_id}")
+        return self.request("POST", f"/api/instances/{instance_id}/{action}")
+
+    def channels(self) -> Any:
+        return self.request("GET", "/api/channels")
+
+
+def _failure(response: httpx.Response) -> ApiFailure:
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    return ApiFailure(
+        response.status_code,
+        str(error.get("code") or f"http_{response.status_code}"),
+        str(error.get("message") or response.reason_phrase or "request failed"),
+        error.get("field"),
+    )

@@ -1,0 +1,153 @@
+"""The `blitzclaw` command line (issue 16, first part), through the installed console script
+against a real daemon with the fakes: sign in with a key, balance, a top-up paid at the (fake)
+checkout, an assistant created, listed, shown and deleted; every failure a one-line message with
+its documented exit status; JSON and YAML that parse, tables that fit 80 columns; and the client
+side imports nothing of the daemon."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import os
+import shutil
+import stat
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from test_dashboard import BOT_TOKEN, dashboard_env
+
+from blitzclawd.testing.daemon_process import free_port
+
+CLIENT = Path(__file__).resolve().parent.parent / "blitzclaw"
+
+
+def _script() -> str:
+    found = shutil.which("blitzclaw", path=str(Path(sys.executable).parent))
+    assert found, "the blitzclaw console script is installed with the package"
+    return found
+
+
+async def _cli(home: Path, *args: str, key: str | None = None) -> tuple[int, str, str]:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home), "NO_COLOR": "1"}
+    env.pop("BLITZCLAW_API_KEY", None)
+    if key is not None:
+        env["BLITZCLAW_API_KEY"] = key
+    process = await asyncio.create_subprocess_exec(
+        _script(),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def _json(home: Path, *args: str, key: str | None = None) -> Any:
+    code, out, err = await _cli(home, "--format", "json", *args, key=key)
+    assert code == 0, (args, err)
+    return json.loads(out)
+
+
+def test_the_client_side_imports_nothing_of_the_daemon() -> None:
+    for path in sorted(CLIENT.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            assert not [n for n in names if n.split(".")[0] == "blitzclawd"], path
+
+
+async def test_a_users_session_from_the_command_line(database: str, tmp_path: Path) -> None:
+    async with dashboard_env(database) as env:
+        api = env.api
+        user = {"Authorization": f"Bearer {env.clerk.mint('user_cli', azp=api)}"}
+        origin = {"Origin": api}
+        status, made = await env.call(
+            "POST", "/api/auth/api-keys", headers={**user, **origin}, json={"name": "cli"}
+        )
+        assert status == 201, made
+        key = made["key"]
+        home = tmp_path / "config"
+
+        # Signing in keeps the key in a file only its owner can read.
+        code, out, err = await _cli(home, "--api-url", api, "auth", "login", "--api-key", key)
+        assert code == 0, err
+        stored = home / "blitzclaw" / "config.toml"
+        assert stat.S_IMODE(stored.stat().st_mode) == 0o600 and key in stored.read_text()
+        me = await _json(home, "auth", "whoami")
+        assert me["via"] == "api_key" and set(me) == {"id", "email", "role", "via"}
+
+        balance = await _json(home, "billing", "balance")
+        assert balance["balance_usd"] == 0 and balance["below_minimum"] is True
+
+        # A top-up: the checkout link, paid at the (fake) Creem, then in the history.
+        made = await _json(home, "billing", "topup", "--amount", "25")
+        assert made["amount_cents"] == 2500 and made["checkout_url"]
+        _, raw = env.creem.complete_checkout(made["checkout_id"])
+        assert (await env.creem.deliver(api + "/api/billing/webhook", raw))[-1] == 200
+        history = await _json(home, "billing", "history")
+        assert [(t["id"], t["status"]) for t in history] == [(made["topup_id"], "paid")]
+        assert (await _json(home, "billing", "balance"))["balance_usd"] == 25
+
+        # An assistant: created (without waiting here: no pool servers), listed, shown, deleted.
+        made = await _json(
+            home, "instances", "create", "--channel", "telegram", "--token", BOT_TOKEN, "--no-wait"
+        )
+        iid = made["id"]
+        assert made["channel_config"]["bot_username"] == "ada_helper_bot"
+        listed = await _json(home, "instances", "list")
+        assert [i["id"] for i in listed] == [iid]
+        code, out, err = await _cli(home, "--format", "yaml", "instances", "get", iid)
+        assert code == 0 and yaml.safe_load(out)["id"] == iid
+        code, out, err = await _cli(home, "--format", "table", "instances", "list")
+        assert code == 0 and iid in out
+        assert max(len(line) for line in out.splitlines()) <= 80
+        deleted = await _json(home, "instances", "delete", iid, "--force")
+        assert deleted["status"] == "deleted"
+
+        # Failures: one line each, with the documented status.
+        missing = str(uuid.uuid4())
+        for args, want in (
+            (("instances", "get", missing), 4),
+            (("billing", "topup", "--amount", "3"), 6),
+            (("--api-url", f"http://127.0.0.1:{free_port()}", "billing", "balance"), 8),
+        ):
+            code, out, err = await _cli(home, *args)
+            assert code == want, (args, code, err)
+            assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        code, _, err = await _cli(home, "billing", "balance", key="sk_not-a-real-key")
+        assert code == 3 and "revoked" in err
+        # No money, no assistant: 402 is status 5.
+        poor = {"Authorization": f"Bearer {env.clerk.mint('user_poor', azp=api)}"}
+        _, poor_key = await env.call(
+            "POST", "/api/auth/api-keys", headers={**poor, **origin}, json={"name": "cli"}
+        )
+        code, _, err = await _cli(
+            home,
+            "instances",
+            "create",
+            "--channel",
+            "telegram",
+            "--token",
+            BOT_TOKEN,
+            key=poor_key["key"],
+        )
+        assert code == 5 and err.startswith("error: "), err
+
+        # Signing out revokes the key.
+        code, _, err = await _cli(home, "auth", "logout")
+        assert code == 0, err
+        status, _ = await env.call(
+            "GET", "/api/auth/me", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert status == 401
