@@ -20,6 +20,7 @@ import setuptools
 ROOT = Path(__file__).resolve().parent.parent
 # The top-level directories and the import names they install as.
 INSTALLED_AS = {
+    "blitzclaw": "blitzclaw",
     "blitzclawd": "blitzclawd",
     "plugins": "blitzclawd_plugins",
     "tui": "blitzclawd_tui",
