@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
 from blitzclaw import settings as config
+from blitzclaw.channel_commands import WithChannels
 from blitzclaw.client import ApiFailure, BlitzClient, ClientError, Unreachable
 from blitzclaw.output import FORMATS, default_format, emit
 
@@ -37,7 +38,9 @@ _BY_STATUS = {
 }
 WAIT_LIMIT = 900.0  # s: the longest --wait waits
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    cls=WithChannels, help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False
+)
 auth_app = typer.Typer(help="Sign in with an API key, see who you are, sign out.")
 billing_app = typer.Typer(help="Balance, top-ups, usage.")
 instances_app = typer.Typer(help="Your assistants.")
@@ -87,21 +90,22 @@ def main(
     ctx.obj = Options(api_url, api_key, chosen, quiet, verbose, no_color)
 
 
+def fail(exc: ClientError) -> NoReturn:
+    """One line on stderr, and the exit status that says what went wrong."""
+    typer.echo(f"error: {exc}", err=True)
+    if isinstance(exc, ApiFailure):
+        code = _BY_STATUS.get(exc.status, EXIT_UNREACHABLE if exc.status >= 500 else EXIT_ERROR)
+        raise typer.Exit(EXIT_UNREACHABLE if exc.status == 429 else code)
+    raise typer.Exit(EXIT_UNREACHABLE if isinstance(exc, Unreachable) else EXIT_ERROR)
+
+
 def _run(ctx: typer.Context, work: Callable[[Options, BlitzClient], Any]) -> None:
     options: Options = ctx.obj
     try:
         with options.client() as client:
             work(options, client)
-    except ApiFailure as exc:
-        typer.echo(f"error: {exc}", err=True)
-        code = _BY_STATUS.get(exc.status, EXIT_UNREACHABLE if exc.status >= 500 else EXIT_ERROR)
-        raise typer.Exit(EXIT_UNREACHABLE if exc.status == 429 else code) from None
-    except Unreachable as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_UNREACHABLE) from None
     except ClientError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        fail(exc)
 
 
 # -- auth ---------------------------------------------------------------------------------------

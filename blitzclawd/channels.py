@@ -181,7 +181,11 @@ def describe(channel: Channel) -> dict[str, Any]:
         "display_name": channel.display_name,
         "fields": [f.as_dict() for f in channel.fields],
         "routes": [
-            {"method": r.method, "path": f"/api/instances/{{id}}/{channel.name}/{r.path}"}
+            {
+                "method": r.method,
+                "path": f"/api/instances/{{id}}/{channel.name}/{r.path}",
+                "summary": r.summary,
+            }
             for r in channel.routes()
         ],
     }

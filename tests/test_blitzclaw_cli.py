@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 from test_dashboard import BOT_TOKEN, dashboard_env
+from test_dashboard_journey import journey_env
+from test_fleet import BOT_TOKEN as BOT
+from test_fleet import until
 
 from blitzclawd.testing.daemon_process import free_port
 
@@ -151,3 +154,74 @@ async def test_a_users_session_from_the_command_line(database: str, tmp_path: Pa
             "GET", "/api/auth/me", headers={"Authorization": f"Bearer {key}"}
         )
         assert status == 401
+
+
+async def test_the_specs_cli_script(database: str, tmp_path: Path) -> None:
+    """The spec's CLI section, adapted: login by key → balance → top-up (checkout completed) →
+    create → wait until active → telegram info → a proxied request's exact cost in usage →
+    delete; json output checked the way `jq` would."""
+    async with journey_env(database, tmp_path, browser=False) as (env, _):
+        api = env.api
+        token = env.clerk.mint("user_script", azp=api)
+        status, made = await env.call(
+            "POST",
+            "/api/auth/api-keys",
+            {"Authorization": f"Bearer {token}"},
+            {"name": "script"},
+        )
+        assert status == 201, made
+        home = tmp_path / "config"
+        code, _, err = await _cli(home, "--api-url", api, "auth", "login", "--api-key", made["key"])
+        assert code == 0, err
+        assert (await _json(home, "billing", "balance"))["balance_usd"] == 0
+
+        topup = await _json(home, "billing", "topup", "--amount", "25")
+        _, raw = env.creem.complete_checkout(topup["checkout_id"])
+        await env.creem.deliver(api + "/api/billing/webhook", raw)
+        assert (await _json(home, "billing", "balance"))["balance_usd"] == 25
+
+        made = await _json(home, "instances", "create", "--channel", "telegram", "--token", BOT)
+        assert made["status"] == "active"  # it waited
+        iid = made["id"]
+        info = await _json(home, "telegram", "info", iid)
+        assert info["channel.bot_username"] == "alice_assistant_bot" and info["status"] == "active"
+        checked = await _json(home, "telegram", "validate", "--bot-token", BOT)
+        assert checked["valid"] is True
+        code, _, err = await _cli(home, "telegram", "validate", "--bot-token", "1:nope")
+        assert code == 6 and "bot_token" in err, err
+        changed = await _json(
+            home, "telegram", "connect", iid, "--allow-from", "42", "--allow-from", "43"
+        )
+        assert changed["channel_config"]["allow_from"] == ["42", "43"]  # the token kept
+        code, out, err = await _cli(home, "telegram", "--help")
+        assert code == 0 and "pairing" in out and "bot" in out, (out, err)  # its own route too
+
+        # The assistant answers once (as OpenClaw would, with its own credentials).
+        server = env.server_of((await env.instance(iid))["hetzner_server_id"]).ssh
+        doc = json.loads((server.home / ".openclaw/secrets.json").read_text())
+        cfg = json.loads((server.home / ".openclaw/openclaw.json").read_text())
+        headers = {
+            **cfg["models"]["providers"]["blitzclaw"].get("headers", {}),
+            **doc["models"]["providers"]["blitzclaw"].get("headers", {}),
+            "anthropic-version": "2023-06-01",
+        }
+        proxy = f"http://127.0.0.1:{env.daemon.settings.proxy.port}/v1/messages"
+        body = {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 30,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        async with env.http.post(proxy, json=body, headers=headers) as r:
+            assert r.status == 200
+        cost = await until(
+            lambda: env.pool.fetchval(
+                "SELECT cost_micros FROM usage_logs WHERE instance_id = $1", uuid.UUID(iid)
+            )
+        )
+        usage = await _json(home, "billing", "usage")
+        assert usage["total"]["cost_micros"] == cost
+        assert [(line["instance_id"], line["cost_micros"]) for line in usage["lines"]] == [
+            (iid, cost)
+        ]
+        deleted = await _json(home, "instances", "delete", iid, "--force")
+        assert deleted["status"] == "deleted"

@@ -8,6 +8,7 @@ the instance shows in usage, and the balance drops by its exact cost → SOUL ed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
@@ -30,9 +31,11 @@ from blitzclawd.testing.fake_resend import FakeResend
 
 
 @asynccontextmanager
-async def journey_env(database: str, tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
+async def journey_env(
+    database: str, tmp_path: Path, *, browser: bool = True
+) -> AsyncIterator[tuple[Any, Any]]:
     """A daemon with the fleet's fakes and Clerk's, Creem's, Resend's and the LLM's, on a port
-    chosen first (the pages' origin is in its settings), and a Chromium."""
+    chosen first (the pages' origin is in its settings), and a Chromium (unless not wanted)."""
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     async with (
@@ -70,11 +73,12 @@ async def journey_env(database: str, tmp_path: Path) -> AsyncIterator[tuple[Any,
         }
         async with (
             fleet_env(database, tmp_path, sections=sections, secrets=secrets, api_port=port) as env,
-            chromium() as browser,
+            chromium() if browser else contextlib.nullcontext() as chrome,
         ):
+            env.clerk, env.creem = clerk, creem
             creem.webhook_url = origin + "/api/billing/webhook"
             await available(env, 1)
-            yield env, browser
+            yield env, chrome
 
 
 async def test_the_whole_journey_through_the_pages(database: str, tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ async def test_a_discord_instance_is_created_and_deployed(
         discord = next(c for c in body["channels"] if c["type"] == "discord")
         assert discord["fields"][0]["name"] == "bot_token" and discord["fields"][0]["secret"]
         assert discord["routes"] == [
-            {"method": "GET", "path": "/api/instances/{id}/discord/invite"}
+            {"method": "GET", "path": "/api/instances/{id}/discord/invite", "summary": ""}
         ]
         status, body = await env.call(
             "POST",

@@ -246,7 +246,7 @@ CHANNEL = obj(
                 }
             )
         ),
-        "routes": array(obj({"method": STRING, "path": STRING})),
+        "routes": array(obj({"method": STRING, "path": STRING, "summary": STRING})),
     }
 )
 
