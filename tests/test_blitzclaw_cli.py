@@ -23,6 +23,7 @@ from test_dashboard_journey import journey_env
 from test_fleet import BOT_TOKEN as BOT
 from test_fleet import until
 
+from blitzclawd.testing import seed
 from blitzclawd.testing.daemon_process import free_port
 
 CLIENT = Path(__file__).resolve().parent.parent / "blitzclaw"
@@ -225,3 +226,45 @@ async def test_the_specs_cli_script(database: str, tmp_path: Path) -> None:
         ]
         deleted = await _json(home, "instances", "delete", iid, "--force")
         assert deleted["status"] == "deleted"
+
+
+def _decode_terminal_qr(text: str) -> list[str]:
+    """Read back the QR codes drawn in a terminal (segno's compact blocks: a block is light)."""
+    import zxingcpp
+    from PIL import Image
+
+    lines = [line for line in text.splitlines() if line and set(line) <= set("█▀▄ ")]
+    if not lines:
+        return []
+    width, height = max(len(line) for line in lines), len(lines) * 2
+    image = Image.new("L", (width, height), 255)
+    pixels = image.load()
+    for y, line in enumerate(lines):
+        for x, char in enumerate(line):
+            pixels[x, 2 * y] = 255 if char in "█▀" else 0
+            pixels[x, 2 * y + 1] = 255 if char in "█▄" else 0
+    image = image.resize((width * 8, height * 8), Image.NEAREST)
+    return [found.text for found in zxingcpp.read_barcodes(image)]
+
+
+async def test_whatsapp_qr_in_the_terminal_until_connected(database: str, tmp_path: Path) -> None:
+    async with journey_env(database, tmp_path, browser=False) as (env, _):
+        token = env.clerk.mint("user_qr", azp=env.api)
+        _, made = await env.call(
+            "POST", "/api/auth/api-keys", {"Authorization": f"Bearer {token}"}, {"name": "qr"}
+        )
+        home = tmp_path / "config"
+        await _cli(home, "--api-url", env.api, "auth", "login", "--api-key", made["key"])
+        me = await _json(home, "auth", "whoami")
+        await seed.credit(env.pool, me["id"], 25_000_000)
+        made = await _json(home, "instances", "create", "--channel", "whatsapp")
+        iid = made["id"]
+        server = env.server_of((await env.instance(iid))["hetzner_server_id"]).ssh
+        qr = asyncio.create_task(_cli(home, "--format", "json", "whatsapp", "qr", iid))
+        await asyncio.wait_for(server.whatsapp_until_waiting(1), 30)  # the code is on screen
+        shown = server.whatsapp_qr_raw
+        server.whatsapp_scan("15551234567")
+        code, out, err = await asyncio.wait_for(qr, 60)
+        assert code == 0, err
+        assert json.loads(out)["status"] == "connected"
+        assert shown in _decode_terminal_qr(err)  # what the terminal drew scans to the code
