@@ -309,6 +309,100 @@ for _name, _help in (
     _action(_name, _help)
 
 
+@instances_app.command("soul")
+def instances_soul(
+    ctx: typer.Context,
+    instance_id: str,
+    file: Path = typer.Option(None, "--file", help="Set SOUL.md from this file."),
+    edit: bool = typer.Option(False, "--edit", help="Edit it in $EDITOR."),
+) -> None:
+    """Show or change an assistant's persona (SOUL.md additions, or a custom persona's text)."""
+
+    def work(o: Options, c: BlitzClient) -> None:
+        current = c.instance(instance_id).get("soul_md") or ""
+        text: str | None = None
+        if file is not None:
+            text = file.read_text()
+        elif edit:
+            text = typer.edit(current)
+            if text is None:  # the editor was closed without saving
+                o.say("Nothing changed.")
+                return
+        if text is None:
+            o.show({"id": instance_id, "soul_md": current})
+            return
+        body = {"soul_md": text if text.strip() else None}
+        o.show(c.request("POST", f"/api/instances/{instance_id}/configure", json=body))
+
+    _run(ctx, work)
+
+
+@instances_app.command("logs")
+def instances_logs(
+    ctx: typer.Context,
+    instance_id: str,
+    lines: int = typer.Option(100, "--lines", "-n", help="How many of the last lines."),
+    follow: bool = typer.Option(False, "--follow", help="Keep printing new lines."),
+) -> None:
+    """The assistant's gateway log (Ctrl-C stops --follow)."""
+
+    def work(o: Options, c: BlitzClient) -> None:
+        params = {"lines": lines, **({"follow": "1"} if follow else {})}
+        for chunk in c.stream(f"/api/instances/{instance_id}/logs", params=params):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    _run(ctx, work)
+
+
+@billing_app.command("auto-topup")
+def billing_auto_topup(
+    ctx: typer.Context,
+    on: bool = typer.Option(None, "--on/--off", help="Turn automatic top-ups on or off."),
+    threshold: int = typer.Option(None, "--threshold", help="Dollars: top up below this."),
+    amount: int = typer.Option(None, "--amount", help="Dollars to add each time."),
+) -> None:
+    """Show or set automatic top-ups."""
+
+    def work(o: Options, c: BlitzClient) -> None:
+        if on is None:
+            o.show(c.balance()["auto_topup"])
+            return
+        body: dict[str, Any] = {"enabled": on}
+        if threshold is not None:
+            body["threshold_cents"] = threshold * 100
+        if amount is not None:
+            body["amount_cents"] = amount * 100
+        o.show(c.request("PATCH", "/api/billing/auto-topup", json=body))
+
+    _run(ctx, work)
+
+
+apikey_app = typer.Typer(help="Your own provider key for an assistant (billed by your provider).")
+app.add_typer(apikey_app, name="apikey")
+
+
+@apikey_app.command("set")
+def apikey_set(
+    ctx: typer.Context,
+    instance_id: str,
+    provider: str = typer.Option(..., "--provider", help="anthropic, openai, …"),
+    key: str = typer.Option(..., "--key", help="The provider's API key."),
+) -> None:
+    """Use your own key (checked with the provider first)."""
+    body = {"provider": provider, "api_key": key}
+    _run(
+        ctx,
+        lambda o, c: o.show(c.request("POST", f"/api/instances/{instance_id}/api-key", json=body)),
+    )
+
+
+@apikey_app.command("remove")
+def apikey_remove(ctx: typer.Context, instance_id: str) -> None:
+    """Back to BlitzClaw's metered access."""
+    _run(ctx, lambda o, c: o.show(c.request("DELETE", f"/api/instances/{instance_id}/api-key")))
+
+
 def _until(check: Callable[[], Any], why: str, limit: float = WAIT_LIMIT) -> Any:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:

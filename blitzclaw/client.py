@@ -7,6 +7,7 @@ line and exit with the code that says which (blitzclaw.cli).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,18 @@ class BlitzClient:
             return response.json() if "json" in kind else response.text
         raise _failure(response)
 
-    # -- what the CLI and the console ask ------------------------------------------------------
+    def stream(self, path: str, *, params: dict[str, Any] | None = None) -> Iterator[str]:
+        """A text answer as it arrives (a followed log)."""
+        try:
+            with self._http.stream("GET", path, params=params, timeout=None) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _failure(response)
+                yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach BlitzClaw at {self.api_url} ({exc})") from None
+
+        # -- what the CLI and the console ask ------------------------------------------------------
 
     def me(self) -> Any:
         return self.request("GET", "/api/auth/me")

@@ -224,6 +224,21 @@ async def test_the_specs_cli_script(database: str, tmp_path: Path) -> None:
         assert [(line["instance_id"], line["cost_micros"]) for line in usage["lines"]] == [
             (iid, cost)
         ]
+        soul_file = tmp_path / "SOUL.md"
+        soul_file.write_text("Call me Ada.")
+        assert (await _json(home, "instances", "soul", iid, "--file", str(soul_file)))["id"] == iid
+        assert (await _json(home, "instances", "soul", iid))["soul_md"] == "Call me Ada."
+        server.log("gateway: hello from the log", ident="openclaw[7]")
+        code, out, err = await _cli(home, "instances", "logs", iid, "--lines", "50")
+        assert code == 0 and "hello from the log" in out, err
+        auto = await _json(
+            home, "billing", "auto-topup", "--on", "--threshold", "15", "--amount", "25"
+        )
+        assert auto == {"enabled": True, "threshold_cents": 1500, "amount_cents": 2500}
+        code, _, err = await _cli(
+            home, "apikey", "set", iid, "--provider", "anthropic", "--key", "sk-ant-nope-0000"
+        )
+        assert code == 6 and "refused" in err, err
         deleted = await _json(home, "instances", "delete", iid, "--force")
         assert deleted["status"] == "deleted"
 
