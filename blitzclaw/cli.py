@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import typer
 
 from blitzclaw import settings as config
+from blitzclaw.admin_commands import admin_app
 from blitzclaw.channel_commands import WithChannels
 from blitzclaw.client import ApiFailure, BlitzClient, ClientError, Unreachable
 from blitzclaw.output import FORMATS, default_format, emit
@@ -401,6 +402,9 @@ def apikey_set(
 def apikey_remove(ctx: typer.Context, instance_id: str) -> None:
     """Back to BlitzClaw's metered access."""
     _run(ctx, lambda o, c: o.show(c.request("DELETE", f"/api/instances/{instance_id}/api-key")))
+
+
+app.add_typer(admin_app, name="admin")
 
 
 def _until(check: Callable[[], Any], why: str, limit: float = WAIT_LIMIT) -> Any:

@@ -7,6 +7,7 @@ line and exit with the code that says which (blitzclaw.cli).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,32 @@ class BlitzClient:
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach BlitzClaw at {self.api_url} ({exc})") from None
 
-        # -- what the CLI and the console ask ------------------------------------------------------
+    def events(self, last_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """The operators' live events (Server-Sent Events), each as {"id", "type", "data"}."""
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        try:
+            with self._http.stream(
+                "GET", "/api/admin/events", headers=headers, timeout=None
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise _failure(response)
+                event: dict[str, Any] = {}
+                for line in response.iter_lines():
+                    if not line:
+                        if "type" in event:
+                            yield event
+                        event = {}
+                    elif line.startswith("id: "):
+                        event["id"] = line[4:]
+                    elif line.startswith("event: "):
+                        event["type"] = line[7:]
+                    elif line.startswith("data: "):
+                        event["data"] = json.loads(line[6:])
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach BlitzClaw at {self.api_url} ({exc})") from None
+
+    # -- what the CLI and the console ask ------------------------------------------------------
 
     def me(self) -> Any:
         return self.request("GET", "/api/auth/me")

@@ -283,3 +283,39 @@ async def test_whatsapp_qr_in_the_terminal_until_connected(database: str, tmp_pa
         assert code == 0, err
         assert json.loads(out)["status"] == "connected"
         assert shown in _decode_terminal_qr(err)  # what the terminal drew scans to the code
+
+
+async def test_the_operators_commands(database: str, tmp_path: Path) -> None:
+    async with dashboard_env(database) as env:
+        home = tmp_path / "config"
+        admin = ("--api-url", env.api, "--api-key", env.admin_key)
+        pool = await _json(home, *admin, "admin", "pool", "status")
+        assert pool["held"] is False and pool["servers"] == []
+        assert await _json(home, *admin, "admin", "users", "list") == {"users": []}
+        # The live events: followed while payments keep arriving (a webhook event each).
+        follow = asyncio.create_task(_cli(home, *admin, "admin", "events", "--limit", "1"))
+        product = next(iter(env.creem.products))
+
+        async def seen() -> bool:
+            _, raw = env.creem.product_link_order(product, customer_email="nobody@example.test")
+            await env.creem.deliver(env.api + "/api/billing/webhook", raw)
+            await asyncio.wait({follow}, timeout=1.0)
+            return follow.done()
+
+        await until(seen, deadline=60)
+        code, out, err = await follow
+        assert code == 0, err
+        event = json.loads(out.splitlines()[0])
+        assert event["type"] == "webhook" and event["id"], event
+        # To a user these commands do not exist.
+        token = env.clerk.mint("user_not_admin", azp=env.api)
+        _, made = await env.call(
+            "POST",
+            "/api/auth/api-keys",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"name": "x"},
+        )
+        code, _, err = await _cli(
+            home, "--api-url", env.api, "--api-key", made["key"], "admin", "pool", "status"
+        )
+        assert code == 4 and err.startswith("error: "), err

@@ -1,0 +1,171 @@
+"""`blitzclaw admin …`: the operators' commands (the admin key, or an admin user's key). To anyone
+else the daemon answers that these do not exist (404: exit status 4)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+admin_app = typer.Typer(
+    help="Operators only: pool, health, instances, users, jobs, actors, events."
+)
+pool_app = typer.Typer(help="The pool of ready servers.")
+admin_app.add_typer(pool_app, name="pool")
+for_instances = typer.Typer(help="Every user's assistants.")
+admin_app.add_typer(for_instances, name="instances")
+for_users = typer.Typer(help="Users, their money and their assistants.")
+admin_app.add_typer(for_users, name="users")
+
+
+def _call(ctx: typer.Context, method: str, path: str, body: Any = None, **params: Any) -> None:
+    from blitzclaw.cli import _run
+
+    query = {k: v for k, v in params.items() if v is not None}
+
+    def work(o: Any, c: Any) -> None:
+        o.show(c.request(method, path, json=body, params=query or None))
+
+    _run(ctx, work)
+
+
+@pool_app.command("status")
+def pool_status(ctx: typer.Context) -> None:
+    """Servers by status, age and location; whether the pool is held."""
+    _call(ctx, "GET", "/api/admin/pool")
+
+
+@pool_app.command("provision")
+def pool_provision(ctx: typer.Context, count: int = typer.Option(..., "--count")) -> None:
+    """Create servers now, within fleet.max_size."""
+    _call(ctx, "POST", "/api/admin/pool/provision", {"count": count})
+
+
+@pool_app.command("drain")
+def pool_drain(
+    ctx: typer.Context,
+    count: int = typer.Option(None, "--count", help="At most this many (default: every one)."),
+    location: str = typer.Option(None, "--location"),
+) -> None:
+    """Delete ready, unassigned servers and hold the pool until `pool resume`."""
+    body = {k: v for k, v in (("count", count), ("location", location)) if v is not None}
+    _call(ctx, "POST", "/api/admin/pool/drain", body)
+
+
+@pool_app.command("resume")
+def pool_resume(ctx: typer.Context) -> None:
+    """Lift the hold: spares are made again."""
+    _call(ctx, "POST", "/api/admin/pool/resume")
+
+
+@admin_app.command("health")
+def health_check(ctx: typer.Context) -> None:
+    """A health sweep now, and every instance's result."""
+    _call(ctx, "POST", "/api/admin/health/check")
+
+
+@for_instances.command("list")
+def instances_list(
+    ctx: typer.Context,
+    q: str = typer.Option(None, "--search", "-s", help="Part of an id, an email, an address."),
+    status: str = typer.Option(None, "--status"),
+) -> None:
+    """Every user's assistants."""
+    _call(ctx, "GET", "/api/admin/instances", q=q, status=status)
+
+
+def _instance_action(action: str) -> None:
+    def command(ctx: typer.Context, instance_id: str) -> None:
+        _call(ctx, "POST", f"/api/admin/instances/{instance_id}/{action}")
+
+    command.__doc__ = f"{action.capitalize()} any user's assistant."
+    for_instances.command(action)(command)
+
+
+for _action in ("restart", "stop", "start"):
+    _instance_action(_action)
+
+
+@for_instances.command("limits")
+def instance_limits(
+    ctx: typer.Context,
+    instance_id: str,
+    per_hour: int = typer.Option(None, "--messages-per-hour"),
+    per_day: int = typer.Option(None, "--tokens-per-day"),
+) -> None:
+    """One assistant's own limits."""
+    body = {
+        k: v
+        for k, v in (("messages_per_hour", per_hour), ("tokens_per_day", per_day))
+        if v is not None
+    }
+    _call(ctx, "PATCH", f"/api/admin/instances/{instance_id}/limits", body)
+
+
+@for_users.command("list")
+def users_list(ctx: typer.Context, q: str = typer.Option(None, "--search", "-s")) -> None:
+    """Users with balance, reserved and assistants."""
+    _call(ctx, "GET", "/api/admin/users", q=q)
+
+
+@for_users.command("adjust")
+def users_adjust(
+    ctx: typer.Context,
+    user_id: str,
+    amount: float = typer.Option(..., "--amount", help="US dollars; negative debits."),
+    reason: str = typer.Option(..., "--reason"),
+) -> None:
+    """A manual ledger entry, with its reason."""
+    body = {"amount_micros": round(amount * 1_000_000), "reason": reason}
+    _call(ctx, "POST", f"/api/admin/users/{user_id}/adjust", body)
+
+
+for _verb in ("pause", "resume"):
+
+    def _user_command(ctx: typer.Context, user_id: str, _verb: str = _verb) -> None:
+        _call(ctx, "POST", f"/api/admin/users/{user_id}/{_verb}")
+
+    _user_command.__doc__ = f"{_verb.capitalize()} a user's assistants."
+    for_users.command(_verb)(_user_command)
+
+
+@admin_app.command("jobs")
+def jobs(
+    ctx: typer.Context,
+    status: str = typer.Option(None, "--status"),
+    retry: int = typer.Option(None, "--retry", metavar="ID", help="Run a failed job again."),
+) -> None:
+    """Provisioning jobs; --retry ID runs a failed one again."""
+    if retry is not None:
+        _call(ctx, "POST", f"/api/admin/jobs/{retry}/retry")
+    else:
+        _call(ctx, "GET", "/api/admin/jobs", status=status)
+
+
+@admin_app.command("actor-restart")
+def actor_restart(ctx: typer.Context, path: str) -> None:
+    """Restart one of the daemon's actors (e.g. core/notifier)."""
+    from urllib.parse import quote
+
+    _call(ctx, "POST", f"/api/admin/actors/{quote(path, safe='')}/restart")
+
+
+@admin_app.command("events")
+def events(
+    ctx: typer.Context, limit: int = typer.Option(0, "--limit", help="Stop after N.")
+) -> None:
+    """Follow the live events (one JSON object a line)."""
+    from blitzclaw.cli import _run
+
+    def work(o: Any, c: Any) -> None:
+        seen = 0
+        for event in c.events():
+            sys.stdout.write(json.dumps(event, sort_keys=True) + "\n")
+            sys.stdout.flush()
+            seen += 1
+            if limit and seen >= limit:
+                return
+
+    _run(ctx, work)
