@@ -9,8 +9,10 @@ are one line on stderr, never a traceback, with an exit status that says what we
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
+import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,19 +117,50 @@ def _run(ctx: typer.Context, work: Callable[[Options, BlitzClient], Any]) -> Non
 @auth_app.command("login")
 def auth_login(
     ctx: typer.Context,
-    api_key: str = typer.Option(..., "--api-key", help="A key from the dashboard's Settings."),
+    api_key: str = typer.Option(None, "--api-key", help="A key from Settings (for CI)."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Only print the link."),
 ) -> None:
-    """Check an API key and keep it in the config file (0600)."""
+    """Sign in: confirm a code in the browser (or give --api-key); the key is kept (0600)."""
     options: Options = ctx.obj
-    options.api_key = api_key
 
     def work(o: Options, c: BlitzClient) -> None:
-        me = c.me()
-        path = config.save({"api_key": api_key, "api_url": c.api_url})
+        key = api_key or _device_login(o, c, open_browser=not no_browser)
+        me = BlitzClient(c.api_url, key).me()
+        path = config.save({"api_key": key, "api_url": c.api_url})
         o.say(f"Signed in as {me.get('email') or me.get('id')}; key kept in {path}")
         o.show({"id": me.get("id"), "email": me.get("email"), "via": me.get("via")})
 
+    if api_key:
+        options.api_key = api_key
     _run(ctx, work)
+
+
+def _device_login(o: Options, c: BlitzClient, *, open_browser: bool) -> str:
+    """The device flow: a code to confirm on the dashboard, then the key minted for us."""
+    made = c.request(
+        "POST", "/api/auth/device/code", json={"client_name": f"blitzclaw on {platform.node()}"}
+    )
+    o.say(f"Confirm the code {made['user_code']} at {made['verification_uri_complete']}")
+    if open_browser:
+        webbrowser.open(made["verification_uri_complete"])
+
+    def issued() -> str | None:
+        try:
+            answer = c.request(
+                "POST", "/api/auth/device/token", json={"device_code": made["device_code"]}
+            )
+        except ApiFailure as exc:
+            if exc.status == 410:
+                raise ClientError("the sign-in expired: run `blitzclaw auth login` again") from None
+            raise
+        return answer.get("key") if isinstance(answer, dict) else None
+
+    return _until(
+        issued,
+        "the code was not confirmed",
+        limit=float(made["expires_in"]),
+        every=float(made["interval"]),
+    )
 
 
 @auth_app.command("whoami")
@@ -407,13 +440,15 @@ def apikey_remove(ctx: typer.Context, instance_id: str) -> None:
 app.add_typer(admin_app, name="admin")
 
 
-def _until(check: Callable[[], Any], why: str, limit: float = WAIT_LIMIT) -> Any:
+def _until(
+    check: Callable[[], Any], why: str, limit: float = WAIT_LIMIT, every: float = 1.0
+) -> Any:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         found = check()
         if found:
             return found
-        time.sleep(1.0)
+        time.sleep(every)
     raise ClientError(f"gave up waiting: {why}")
 
 

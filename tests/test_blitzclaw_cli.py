@@ -319,3 +319,49 @@ async def test_the_operators_commands(database: str, tmp_path: Path) -> None:
             home, "--api-url", env.api, "--api-key", made["key"], "admin", "pool", "status"
         )
         assert code == 4 and err.startswith("error: "), err
+
+
+async def test_auth_login_by_confirming_a_code_in_the_browser(
+    database: str, tmp_path: Path
+) -> None:
+    """The device flow end to end: the CLI shows a code and a link; the person, signed in on the
+    dashboard, confirms it there (in Chromium, as they would); the CLI gets its own key."""
+    from browser import chromium
+    from test_dashboard import _sign_up
+
+    async with dashboard_env(database) as env, chromium() as browser:
+        home = tmp_path / "config"
+        process = await asyncio.create_subprocess_exec(
+            _script(),
+            "--api-url",
+            env.api,
+            "--format",
+            "json",
+            "auth",
+            "login",
+            "--no-browser",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "XDG_CONFIG_HOME": str(home)},
+        )
+        try:
+            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+            assert line.startswith("Confirm the code "), line
+            code_shown, url = line.split()[3], line.split()[-1]
+            page = await _sign_up(browser, env.api, "ada@example.test")
+            await page.goto(url)
+            assert await page.inner_text("#device-code") == code_shown
+            await page.click("#device-allow")
+            await page.locator("#device-done").filter(has_text="terminal").wait_for()
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+        assert process.returncode == 0, err
+        assert json.loads(out)["email"] == "ada@example.test"
+        me = await _json(home, "auth", "whoami")
+        assert me["email"] == "ada@example.test" and me["via"] == "api_key"
+        # The same code cannot be confirmed twice.
+        await page.goto(url)
+        assert await page.is_visible("#device-missing")

@@ -793,3 +793,16 @@ CREATE TABLE balance_alerts (
     UNIQUE (user_id, period)
 );
 CREATE INDEX balance_alerts_created_at_idx ON balance_alerts (created_at);
+
+CREATE TABLE device_logins (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_code_hash bytea NOT NULL UNIQUE,
+    user_code text NOT NULL UNIQUE CHECK (user_code ~ '^[A-Z2-9]{4}-[A-Z2-9]{4}$'),
+    client_name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    approved_by uuid REFERENCES users (id) ON DELETE CASCADE,
+    approved_at timestamptz,
+    issued_at timestamptz
+);
+CREATE INDEX device_logins_expires_at_idx ON device_logins (expires_at);

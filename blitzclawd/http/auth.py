@@ -196,4 +196,7 @@ PUBLIC_PREFIXES = (
     "/internal/",
     "/api/openapi.json",
     "/api/docs",
+    # The CLI's device sign-in: it has no credential yet (the approval itself is not public).
+    "/api/auth/device/code",
+    "/api/auth/device/token",
 )

@@ -28,6 +28,7 @@ _ERRORS: dict[int, tuple[str, str, str]] = {
     404: ("NotFound", "no such thing (another user's looks exactly the same)", "not_found"),
     409: ("Conflict", "not now: the state does not allow it, and says why", "not_ready"),
     413: ("TooLarge", "the body is over 8 MB", "request_entity_too_large"),
+    410: ("Gone", "it expired or was used: start again", "expired"),
     415: ("NotJson", "the body must be sent as application/json", "unsupported_media_type"),
     422: ("Invalid", "a field is missing or wrong: `field` names it", "invalid_field"),
     429: ("RateLimited", "too many requests: retry after `Retry-After` seconds", "rate_limited"),

@@ -36,6 +36,7 @@ from blitzclawd.http.views import (
     billing,
     channel_routes,
     channels,
+    device,
     docs,
     health,
     instances,
@@ -150,6 +151,61 @@ AUTH = [
         "user",
         path_params=(PathUuid("key_id", missing="no such API key"),),
         replies=_ok(s.API_KEY, "revoked"),
+    ),
+]
+
+DEVICE = [
+    Operation(
+        "POST",
+        "/api/auth/device/code",
+        device.device_login_code,
+        "The CLI's sign-in: a code for the person to confirm on the dashboard",
+        "auth",
+        "public",
+        body=Body((Text("client_name", max_length=100, example="blitzclaw on laptop"),)),
+        replies={
+            201: Reply(
+                "confirm user_code at verification_uri; poll /api/auth/device/token",
+                s.obj(
+                    {
+                        "device_code": s.STRING,
+                        "user_code": s.STRING,
+                        "verification_uri": s.STRING,
+                        "verification_uri_complete": s.STRING,
+                        "expires_in": s.INTEGER,
+                        "interval": s.INTEGER,
+                    }
+                ),
+            )
+        },
+    ),
+    Operation(
+        "POST",
+        "/api/auth/device/approve",
+        device.approve_device_login,
+        "Confirm a CLI's sign-in code (the dashboard's /device page)",
+        "auth",
+        "user",
+        body=Body((Text("user_code", required=True, max_length=20, example="ABCD-2345"),)),
+        replies=_ok(s.obj({"approved": s.BOOLEAN, "client_name": s.STRING})),
+        errors=(404,),
+    ),
+    Operation(
+        "POST",
+        "/api/auth/device/token",
+        device.device_login_token,
+        "The CLI's poll: waiting (202), then its new API key, once",
+        "auth",
+        "public",
+        body=Body((Text("device_code", required=True, max_length=100),)),
+        replies={
+            200: Reply(
+                "approved: the key, shown once",
+                s.obj({"status": s.STRING, "key": s.STRING, "key_id": s.UUID}),
+            ),
+            202: Reply("still waiting for the person", s.obj({"status": s.STRING})),
+        },
+        errors=(410, 422),
     ),
 ]
 
@@ -564,7 +620,7 @@ def channel_operation(channel: Channel, route: ChannelRoute) -> Operation:
 
 def api_operations() -> list[Operation]:
     """Every operation of the API listener, the plugins' routes included."""
-    ops = [*HEALTH, *DOCS, *AUTH, *WEBHOOKS, *BILLING, *INSTANCES, *CHANNELS]
+    ops = [*HEALTH, *DOCS, *AUTH, *DEVICE, *WEBHOOKS, *BILLING, *INSTANCES, *CHANNELS]
     for channel in plugins.channels().values():
         ops.extend(channel_operation(channel, route) for route in channel.routes())
     return [*ops, *ADMIN_OPERATIONS, *INTERNAL]

@@ -1,5 +1,6 @@
 """/settings: the user's account — profile, API keys (a new key is shown once, by the page that
-made it), automatic top-ups and past payments — and /instances/{id}/soul, the persona editor."""
+made it), automatic top-ups and past payments; /instances/{id}/soul, the persona editor; and
+/device, where the command line's sign-in is confirmed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from blitzclawd.config import billing_minimum_micros
 from blitzclawd.fleet.personas import PERSONAS, SOUL_MAX_CHARS
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.queries import accounts
+from blitzclawd.queries import device_logins as device_rows
 from blitzclawd.queries import instances as instance_rows
 from blitzclawd.queries.billing import balance_summary, topups_of
 from blitzclawd.web.pages import base_context, user_of
@@ -76,5 +78,22 @@ async def soul_page(request: web.Request) -> web.Response:
             template=template,
             custom=row["soul_md"] or "",
             soul_max=SOUL_MAX_CHARS,
+        ),
+    )
+
+
+async def device_page(request: web.Request) -> web.Response:
+    """Where a person confirms the code `blitzclaw auth login` shows them."""
+    user = await user_of(request)
+    raw = request.query.get("code", "")[:20].upper()
+    found = await device_rows.pending_by_user_code(request.app[CONTEXT].pool, raw) if raw else None
+    return aiohttp_jinja2.render_template(
+        "device.html",
+        request,
+        base_context(
+            request,
+            user,
+            code=raw,
+            client_name=found["client_name"] if found else None,
         ),
     )
