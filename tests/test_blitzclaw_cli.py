@@ -365,3 +365,62 @@ async def test_auth_login_by_confirming_a_code_in_the_browser(
         # The same code cannot be confirmed twice.
         await page.goto(url)
         assert await page.is_visible("#device-missing")
+
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "blitzclaw_json.json"
+
+
+def _shape(value: Any) -> Any:
+    """The keys of a JSON answer, all the way down (values vary; keys are the contract)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in sorted(value.items()) if not k.startswith("channel.")}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return "*"
+
+
+async def test_json_keys_are_stable(database: str, tmp_path: Path) -> None:
+    """Every command's JSON, as keys, against tests/snapshots/blitzclaw_json.json (regenerate
+    with BLITZCLAW_UPDATE_SNAPSHOTS=1 after a deliberate change, and review the diff)."""
+    async with dashboard_env(database) as env:
+        api = env.api
+        token = env.clerk.mint("user_snap", azp=api)
+        _, made = await env.call(
+            "POST",
+            "/api/auth/api-keys",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"name": "snap"},
+        )
+        home = tmp_path / "config"
+        await _cli(home, "--api-url", api, "auth", "login", "--api-key", made["key"])
+        me = await _json(home, "auth", "whoami")
+        await seed.credit(env.pool, me["id"], 25_000_000)
+        created = await _json(
+            home, "instances", "create", "--channel", "telegram", "--token", BOT_TOKEN, "--no-wait"
+        )
+        iid = created["id"]
+        admin = ("--api-key", env.admin_key)
+        commands = {
+            "auth whoami": ("auth", "whoami"),
+            "billing balance": ("billing", "balance"),
+            "billing topup": ("billing", "topup", "--amount", "25"),
+            "billing history": ("billing", "history"),
+            "billing usage": ("billing", "usage"),
+            "billing auto-topup": ("billing", "auto-topup"),
+            "instances create": None,
+            "instances list": ("instances", "list"),
+            "instances get": ("instances", "get", iid),
+            "instances soul": ("instances", "soul", iid),
+            "telegram info": ("telegram", "info", iid),
+            "telegram validate": ("telegram", "validate", "--bot-token", BOT_TOKEN),
+            "admin pool status": (*admin, "admin", "pool", "status"),
+            "admin users list": (*admin, "admin", "users", "list"),
+            "admin jobs": (*admin, "admin", "jobs"),
+            "admin instances list": (*admin, "admin", "instances", "list"),
+        }
+        shapes = {}
+        for name, args in commands.items():
+            shapes[name] = _shape(created if args is None else await _json(home, *args))
+        if os.environ.get("BLITZCLAW_UPDATE_SNAPSHOTS"):
+            SNAPSHOT.write_text(json.dumps(shapes, indent=1, sort_keys=True) + "\n")
+        assert shapes == json.loads(SNAPSHOT.read_text())
