@@ -88,6 +88,43 @@ for _action in ("restart", "stop", "start"):
     _instance_action(_action)
 
 
+@for_instances.command("ssh")
+def instance_ssh(
+    ctx: typer.Context,
+    instance_id: str,
+    print_only: bool = typer.Option(False, "--print", help="Print the ssh command only."),
+) -> None:
+    """ssh to its server with your own key, trusting only the host key BlitzClaw pinned."""
+    import os
+    import shlex
+    import tempfile
+
+    from blitzclaw.cli import _run
+
+    def work(o: Any, c: Any) -> None:
+        target = c.request("GET", f"/api/admin/instances/{instance_id}/ssh")
+        known = os.path.join(tempfile.mkdtemp(prefix="blitzclaw-"), "known_hosts")
+        host = target["host"] if target["port"] == 22 else f"[{target['host']}]:{target['port']}"
+        with open(known, "w") as f:
+            f.write(f"{host} {target['host_key']}\n")
+        command = [
+            "ssh",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-p",
+            str(target["port"]),
+            f"{target['user']}@{target['host']}",
+        ]
+        if print_only:
+            sys.stdout.write(shlex.join(command) + "\n")
+            return
+        os.execvp("ssh", command)
+
+    _run(ctx, work)
+
+
 @for_instances.command("limits")
 def instance_limits(
     ctx: typer.Context,

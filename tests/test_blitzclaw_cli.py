@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 from test_dashboard import BOT_TOKEN, dashboard_env
 from test_dashboard_journey import journey_env
+from test_fleet import ADMIN_KEY, until
 from test_fleet import BOT_TOKEN as BOT
-from test_fleet import until
 
 from blitzclawd.testing import seed
 from blitzclawd.testing.daemon_process import free_port
@@ -224,6 +224,25 @@ async def test_the_specs_cli_script(database: str, tmp_path: Path) -> None:
         assert [(line["instance_id"], line["cost_micros"]) for line in usage["lines"]] == [
             (iid, cost)
         ]
+        # An operator's ssh, pinned to the host key BlitzClaw trusts.
+        code, out, err = await _cli(
+            home, "--api-key", ADMIN_KEY, "admin", "instances", "ssh", iid, "--print"
+        )
+        assert code == 0, err
+        words = out.split()
+        known = Path(words[words.index("-o") + 1].split("=", 1)[1])
+        pinned = await env.pool.fetchval(
+            "SELECT s.ssh_host_key FROM server_pool s JOIN instances i "
+            "ON i.server_id = s.id WHERE i.id = $1",
+            uuid.UUID(iid),
+        )
+        line = await asyncio.to_thread(known.read_text)
+        assert line.split(" ", 1)[1].strip() == pinned.strip()
+        assert "StrictHostKeyChecking=yes" in out and words[-1].startswith("openclaw@127.")
+        audited = await env.pool.fetchval(
+            "SELECT count(*) FROM admin_actions WHERE action = 'instance.ssh'"
+        )
+        assert audited == 1
         soul_file = tmp_path / "SOUL.md"
         soul_file.write_text("Call me Ada.")
         assert (await _json(home, "instances", "soul", iid, "--file", str(soul_file)))["id"] == iid

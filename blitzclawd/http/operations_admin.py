@@ -152,6 +152,16 @@ ADMIN_OPERATIONS = [
         )
     ),
     _op(
+        "GET",
+        "/api/admin/instances/{instance_id}/ssh",
+        admin_fleet.ssh_target,
+        "Where to ssh to an instance's server, with its pinned host key (audited)",
+        path_params=(_INSTANCE,),
+        replies=_ok(
+            s.obj({"host": s.STRING, "port": s.INTEGER, "user": s.STRING, "host_key": s.STRING})
+        ),
+    ),
+    _op(
         "PATCH",
         "/api/admin/instances/{instance_id}/limits",
         admin_fleet.instance_limits,

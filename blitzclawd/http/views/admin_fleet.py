@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from blitzclawd import logs
+from blitzclawd.fleet.remote import LOGIN_USER
 from blitzclawd.http.admin_access import actor_of, plain
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.declare import args_of
@@ -21,6 +22,7 @@ from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments.unmatched import list_unmatched
 from blitzclawd.queries import admin as rows
 from blitzclawd.queries import health
+from blitzclawd.queries import instances as instance_rows
 from blitzclawd.registry import ActorUnavailable
 from blitzclawd.runtime.messages import Adjust, JobsQueued, Provision, SweepNow
 from blitzclawd.runtime.supervisor import NoSuchChild
@@ -291,3 +293,23 @@ async def _user_action(request: web.Request, action: str) -> web.Response:
     count = await (rows.pause_user if action == "pause" else rows.resume_user)(ctx.pool, user_id)
     await rows.audit(ctx.pool, actor, f"user.{action}", str(user_id), {"instances": count})
     return json_response({"user_id": str(user_id), "action": action, "instances": count})
+
+
+async def ssh_target(request: web.Request) -> web.Response:
+    """Where an operator's own ssh reaches an instance's server, with the host key we pinned
+    (`blitzclaw admin instance-ssh` writes it into a known_hosts file of its own). Audited."""
+    actor = actor_of(request)
+    ctx = request.app[CONTEXT]
+    instance_id = args_of(request).path["instance_id"]
+    server = await instance_rows.server_of(ctx.pool, instance_id)
+    if server is None or server["ip"] is None or not server["ssh_host_key"]:
+        raise ApiError(404, "not_found", "this instance has no server with a pinned host key")
+    await rows.audit(ctx.pool, actor, "instance.ssh", str(instance_id), {"ip": server["ip"]})
+    return json_response(
+        {
+            "host": server["ip"],
+            "port": ctx.settings.fleet.ssh_port,
+            "user": LOGIN_USER,
+            "host_key": server["ssh_host_key"],
+        }
+    )
