@@ -18,6 +18,12 @@ for_instances = typer.Typer(help="Every user's assistants.")
 admin_app.add_typer(for_instances, name="instances")
 for_users = typer.Typer(help="Users, their money and their assistants.")
 admin_app.add_typer(for_users, name="users")
+health_app = typer.Typer(help="The health monitor.")
+admin_app.add_typer(health_app, name="health")
+jobs_app = typer.Typer(help="Provisioning jobs.")
+admin_app.add_typer(jobs_app, name="jobs")
+actors_app = typer.Typer(help="This daemon's actors.")
+admin_app.add_typer(actors_app, name="actors")
 
 
 def _call(ctx: typer.Context, method: str, path: str, body: Any = None, **params: Any) -> None:
@@ -60,7 +66,7 @@ def pool_resume(ctx: typer.Context) -> None:
     _call(ctx, "POST", "/api/admin/pool/resume")
 
 
-@admin_app.command("health")
+@health_app.command("check")
 def health_check(ctx: typer.Context) -> None:
     """A health sweep now, and every instance's result."""
     _call(ctx, "POST", "/api/admin/health/check")
@@ -168,20 +174,19 @@ for _verb in ("pause", "resume"):
     for_users.command(_verb)(_user_command)
 
 
-@admin_app.command("jobs")
-def jobs(
-    ctx: typer.Context,
-    status: str = typer.Option(None, "--status"),
-    retry: int = typer.Option(None, "--retry", metavar="ID", help="Run a failed job again."),
-) -> None:
-    """Provisioning jobs; --retry ID runs a failed one again."""
-    if retry is not None:
-        _call(ctx, "POST", f"/api/admin/jobs/{retry}/retry")
-    else:
-        _call(ctx, "GET", "/api/admin/jobs", status=status)
+@jobs_app.command("list")
+def jobs(ctx: typer.Context, status: str = typer.Option(None, "--status")) -> None:
+    """Provisioning jobs, newest first."""
+    _call(ctx, "GET", "/api/admin/jobs", status=status)
 
 
-@admin_app.command("actor-restart")
+@jobs_app.command("retry")
+def jobs_retry(ctx: typer.Context, job_id: int) -> None:
+    """Run a failed job again from its first attempt."""
+    _call(ctx, "POST", f"/api/admin/jobs/{job_id}/retry")
+
+
+@actors_app.command("restart")
 def actor_restart(ctx: typer.Context, path: str) -> None:
     """Restart one of the daemon's actors (e.g. core/notifier)."""
     from urllib.parse import quote

@@ -434,7 +434,7 @@ async def test_json_keys_are_stable(database: str, tmp_path: Path) -> None:
             "telegram validate": ("telegram", "validate", "--bot-token", BOT_TOKEN),
             "admin pool status": (*admin, "admin", "pool", "status"),
             "admin users list": (*admin, "admin", "users", "list"),
-            "admin jobs": (*admin, "admin", "jobs"),
+            "admin jobs": (*admin, "admin", "jobs", "list"),
             "admin instances list": (*admin, "admin", "instances", "list"),
         }
         shapes = {}
