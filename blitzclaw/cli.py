@@ -9,6 +9,7 @@ are one line on stderr, never a traceback, with an exit status that says what we
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from rich.console import Console
 
 from blitzclaw import settings as config
 from blitzclaw.admin_commands import admin_app
@@ -63,7 +65,8 @@ class Options:
 
     def client(self) -> BlitzClient:
         found = config.load(self.api_url, self.api_key)
-        return BlitzClient(found.api_url, found.api_key)
+        trace = self.say if self.verbose else None
+        return BlitzClient(found.api_url, found.api_key, trace=trace)
 
     def show(self, data: Any, columns: tuple[str, ...] = ()) -> None:
         if not self.quiet:
@@ -307,10 +310,18 @@ def instances_create(
         made = c.create_instance(body)
         if not no_wait and made["status"] != "waiting_for_channel":
             o.say(f"Setting up {made['id']}…")
-            made = _until(lambda: _settled(c, made["id"]), "it is still being set up")
+            with _progress(o, "Setting up your assistant's server (a few minutes)…"):
+                made = _until(lambda: _settled(c, made["id"]), "it is still being set up")
         o.show(made)
 
     _run(ctx, work)
+
+
+def _progress(o: Options, text: str) -> Any:
+    """A spinner on a terminal's stderr; nothing when piped or quiet."""
+    if o.quiet or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    return Console(stderr=True, no_color=o.no_color).status(text)
 
 
 def _settled(c: BlitzClient, instance_id: str) -> Any:

@@ -8,7 +8,7 @@ line and exit with the code that says which (blitzclaw.cli).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +39,15 @@ class Unreachable(ClientError):
 
 class BlitzClient:
     def __init__(
-        self, api_url: str, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        api_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        trace: Callable[[str], None] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self._trace = trace  # told each request and its answer (the CLI's --verbose)
         headers = {"User-Agent": "blitzclaw-cli"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -68,6 +74,8 @@ class BlitzClient:
             response = self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach BlitzClaw at {self.api_url} ({exc})") from None
+        if self._trace is not None:
+            self._trace(f"{method} {response.url} -> {response.status_code}")
         if response.is_success:
             kind = response.headers.get("content-type", "")
             return response.json() if "json" in kind else response.text

@@ -93,6 +93,9 @@ async def test_a_users_session_from_the_command_line(database: str, tmp_path: Pa
 
         balance = await _json(home, "billing", "balance")
         assert balance["balance_usd"] == 0 and balance["below_minimum"] is True
+        code, out, err = await _cli(home, "--verbose", "--format", "json", "billing", "balance")
+        assert code == 0 and "GET " in err and "/api/billing/balance -> 200" in err, err
+        assert json.loads(out)["balance_usd"] == 0  # stdout stays the result
 
         # A top-up: the checkout link, paid at the (fake) Creem, then in the history.
         made = await _json(home, "billing", "topup", "--amount", "25")
