@@ -451,6 +451,19 @@ def apikey_remove(ctx: typer.Context, instance_id: str) -> None:
 app.add_typer(admin_app, name="admin")
 
 
+@app.command("console")
+def console(ctx: typer.Context) -> None:
+    """The operators' live console (Textual; `pip install 'blitzclawd[tui]'`)."""
+    options: Options = ctx.obj
+    try:
+        from blitzclawd_tui.app import run as run_console
+    except ImportError:
+        typer.echo("error: the console needs Textual: pip install 'blitzclawd[tui]'", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    found = config.load(options.api_url, options.api_key)
+    run_console(found.api_url, found.api_key)
+
+
 def _until(
     check: Callable[[], Any], why: str, limit: float = WAIT_LIMIT, every: float = 1.0
 ) -> Any:

@@ -1,0 +1,89 @@
+"""The Textual operator console (issue 17, first part), driven by Textual's pilot against a real
+daemon with the fakes: the overview shows the daemon, its actors, pool and health; the instances
+table lists every user's assistants and searches; the live events arrive as they happen. The
+console imports nothing of the daemon, and the daemon nothing of Textual or the console."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from pathlib import Path
+
+from blitzclaw.client import BlitzClient
+from blitzclawd.testing import seed
+from blitzclawd_tui.app import ConsoleApp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(folder: Path) -> set[str]:
+    found: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_console_and_the_daemon_stay_apart() -> None:
+    assert "blitzclawd" not in _imports(ROOT / "tui")
+    daemon = _imports(ROOT / "blitzclawd")
+    assert not daemon & {"textual", "blitzclawd_tui", "blitzclaw"}
+
+
+def _text(app: ConsoleApp, selector: str) -> str:
+    return str(app.query_one(selector).render())
+
+
+async def _until(pilot, check, seconds: float = 20.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not check():
+            await pilot.pause(0.05)
+
+
+async def test_the_console_shows_the_fleet_and_follows_events(api_env) -> None:
+    user = await seed.create_user(api_env.pool, email="ada@example.test")
+    instance = await seed.create_instance(api_env.pool, user)
+    client = BlitzClient(api_env.api, api_env.admin_key)
+    app = ConsoleApp(client)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await _until(pilot, lambda: "Daemon " in _text(app, "#daemon"))
+        assert "Actors:" in _text(app, "#daemon")
+        await _until(pilot, lambda: "Pool:" in _text(app, "#pool"))
+        await _until(pilot, lambda: "Health:" in _text(app, "#health"))
+
+        await pilot.press("i")
+        assert app.query_one("#tabs").active == "instances"
+        table = app.query_one("#instance-table")
+        await _until(pilot, lambda: table.row_count == 1)
+        assert instance.id in [str(k.value) for k in table.rows]
+        # Search: nothing matches a stranger's address.
+        await pilot.click("#search")
+        await pilot.press(*"nobody@", "enter")
+        await _until(pilot, lambda: table.row_count == 0)
+
+        # A payment webhook arrives: the events tab shows it.
+        app.set_focus(None)  # out of the search box: keys are commands again
+        await pilot.press("e")
+        assert app.query_one("#tabs").active == "events"
+        product = next(iter(api_env.creem.products))
+
+        def shown() -> bool:
+            return any(" webhook: " in line for line in app.seen_events)
+
+        try:
+            async with asyncio.timeout(30):
+                while not shown():  # a new payment each round, until the stream has shown one
+                    _, raw = api_env.creem.product_link_order(
+                        product, customer_email="x@example.test"
+                    )
+                    await api_env.creem.deliver(api_env.api + "/api/billing/webhook", raw)
+                    for _ in range(20):
+                        if shown():
+                            break
+                        await pilot.pause(0.05)
+        except TimeoutError:
+            raise AssertionError((_text(app, "#status-line"), app.seen_events)) from None
+    client.close()

@@ -1,0 +1,173 @@
+"""The operator console: the daemon, its pool and health, every user's assistants, and the live
+events, steered with the keyboard (bindings in the footer) or the mouse.
+
+Every call to the daemon runs in a thread worker (the client is blocking httpx), so the screen
+never waits on the network; results come back as messages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    RichLog,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from blitzclaw.client import BlitzClient, ClientError
+
+INSTANCE_COLUMNS = ("id", "status", "email", "channel_type", "server_ip", "health")
+
+
+@dataclass
+class Loaded(Message):
+    """What a worker brought back from the daemon."""
+
+    what: str
+    data: Any
+
+
+@dataclass
+class Failed(Message):
+    what: str
+    error: str
+
+
+@dataclass
+class EventArrived(Message):
+    event: dict[str, Any]
+
+
+class ConsoleApp(App[None]):
+    CSS_PATH = "console.tcss"
+    TITLE = "BlitzClaw console"
+    BINDINGS = [
+        ("r", "refresh", "Refresh"),
+        ("o", "show('overview')", "Overview"),
+        ("i", "show('instances')", "Instances"),
+        ("e", "show('events')", "Events"),
+        ("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, client: BlitzClient) -> None:
+        super().__init__()
+        self.client = client
+        self.search = ""
+        self.seen_events: list[str] = []  # what the events tab shows, newest last
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="tabs"):
+            with TabPane("Overview", id="overview"), Vertical():
+                yield Static("Loading…", id="daemon")
+                yield Static("", id="pool")
+                yield Static("", id="health")
+            with TabPane("Instances", id="instances"), Vertical():
+                yield Input(placeholder="Search by id, email or address", id="search")
+                yield DataTable(id="instance-table", zebra_stripes=True)
+            with TabPane("Events", id="events"):
+                yield RichLog(id="event-log", max_lines=2000, markup=False)
+        yield Static("", id="status-line")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#instance-table", DataTable)
+        table.add_columns(*INSTANCE_COLUMNS)
+        self.action_refresh()
+        self.follow_events()
+
+    def action_show(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+
+    def action_refresh(self) -> None:
+        self.fetch("daemons", "GET", "/api/admin/daemons")
+        self.fetch("pool", "GET", "/api/admin/pool")
+        self.fetch("health", "GET", "/api/health/instances")
+        self.fetch_instances()
+
+    def fetch_instances(self) -> None:
+        params = {"q": self.search} if self.search else None
+        self.fetch("instances", "GET", "/api/admin/instances", params=params)
+
+    @work(thread=True, group="fetch")
+    def fetch(
+        self, what: str, method: str, path: str, params: dict[str, Any] | None = None
+    ) -> None:
+        try:
+            data = self.client.request(method, path, params=params)
+        except ClientError as exc:
+            self.post_message(Failed(what, str(exc)))
+            return
+        self.post_message(Loaded(what, data))
+
+    @work(thread=True, group="events", exclusive=True)
+    def follow_events(self) -> None:
+        try:
+            for event in self.client.events():
+                self.post_message(EventArrived(event))
+        except ClientError as exc:
+            self.post_message(Failed("events", str(exc)))
+
+    def on_loaded(self, message: Loaded) -> None:
+        data = message.data
+        if message.what == "daemons":
+            names = ", ".join(f"{a['name']} ({a['state']})" for a in data["actors"])
+            self.query_one("#daemon", Static).update(
+                f"Daemon {data['this_daemon']} · {len(data['daemons'])} daemon(s)\nActors: {names}"
+            )
+        elif message.what == "pool":
+            counts = ", ".join(f"{k}: {v}" for k, v in sorted(data["by_status"].items())) or "empty"
+            held = " (held: no new spares)" if data.get("held") else ""
+            self.query_one("#pool", Static).update(f"Pool: {counts}{held}")
+        elif message.what == "health":
+            summary = data["summary"]
+            self.query_one("#health", Static).update(
+                f"Health: {summary['ok']} ok, {summary['failing']} failing, "
+                f"{len(data['alerts'])} alert(s)"
+            )
+        elif message.what == "instances":
+            table = self.query_one("#instance-table", DataTable)
+            table.clear()
+            for row in data["instances"]:
+                table.add_row(*(str(row.get(c) or "-") for c in INSTANCE_COLUMNS), key=row["id"])
+        self.query_one("#status-line", Static).update("")
+
+    def on_failed(self, message: Failed) -> None:
+        self.query_one("#status-line", Static).update(f"{message.what}: {message.error}")
+
+    def on_event_arrived(self, message: EventArrived) -> None:
+        event = message.event
+        data = json.dumps(event.get("data"), sort_keys=True)
+        line = f"{event.get('id', '')} {event['type']}: {data}"
+        self.seen_events = [*self.seen_events[-1999:], line]
+        self.query_one("#event-log", RichLog).write(line)
+        if event["type"] in ("instance", "pool", "health"):
+            self.action_refresh()
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        self.search = message.value.strip()
+        self.fetch_instances()
+
+
+def run(api_url: str, api_key: str | None) -> None:
+    ConsoleApp(BlitzClient(api_url, api_key)).run()
+
+
+def main() -> None:
+    """`blitzclaw-console`: the same daemon and key as the `blitzclaw` command line."""
+    from blitzclaw import settings
+
+    found = settings.load()
+    run(found.api_url, found.api_key)
