@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import uuid
 from pathlib import Path
 
 from blitzclaw.client import BlitzClient
@@ -59,6 +60,34 @@ async def test_the_console_shows_the_fleet_and_follows_events(api_env) -> None:
         table = app.query_one("#instance-table")
         await _until(pilot, lambda: table.row_count == 1)
         assert instance.id in [str(k.value) for k in table.rows]
+        # Stop it, after saying yes: the daemon has it stopped, and the action is audited.
+        table.focus()
+        await pilot.press("s")
+        await _until(pilot, lambda: app.screen.__class__.__name__ == "Confirm")
+        await pilot.press("y")
+
+        async def stopped() -> bool:
+            status = await api_env.pool.fetchval(
+                "SELECT status FROM instances WHERE id = $1", uuid.UUID(instance.id)
+            )
+            return status == "stopped"
+
+        async with asyncio.timeout(20):
+            while not await stopped():
+                await pilot.pause(0.05)
+        audited = await api_env.pool.fetchval(
+            "SELECT count(*) FROM admin_actions WHERE action = 'instance.stop'"
+        )
+        assert audited == 1
+        # Saying no changes nothing.
+        await pilot.press("R")
+        await _until(pilot, lambda: app.screen.__class__.__name__ == "Confirm")
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert not await api_env.pool.fetchval(
+            "SELECT count(*) FROM admin_actions WHERE action = 'instance.restart'"
+        )
+
         # Search: nothing matches a stranger's address.
         await pilot.click("#search")
         await pilot.press(*"nobody@", "enter")

@@ -15,11 +15,13 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widgets import (
     DataTable,
     Footer,
     Header,
     Input,
+    Label,
     RichLog,
     Static,
     TabbedContent,
@@ -50,11 +52,32 @@ class EventArrived(Message):
     event: dict[str, Any]
 
 
+class Confirm(ModalScreen[bool]):
+    """Yes or no, before an action that changes a user's assistant."""
+
+    BINDINGS = [("y", "answer(True)", "Yes"), ("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label(self.question)
+            yield Label("y: yes · n: no", classes="muted")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
 class ConsoleApp(App[None]):
     CSS_PATH = "console.tcss"
     TITLE = "BlitzClaw console"
     BINDINGS = [
         ("r", "refresh", "Refresh"),
+        ("R", "instance('restart')", "Restart"),
+        ("s", "instance('stop')", "Stop"),
+        ("S", "instance('start')", "Start"),
         ("o", "show('overview')", "Overview"),
         ("i", "show('instances')", "Instances"),
         ("e", "show('events')", "Events"),
@@ -137,6 +160,10 @@ class ConsoleApp(App[None]):
                 f"Health: {summary['ok']} ok, {summary['failing']} failing, "
                 f"{len(data['alerts'])} alert(s)"
             )
+        elif message.what == "done":
+            self.query_one("#status-line", Static).update(str(data))
+            self.fetch_instances()
+            return
         elif message.what == "instances":
             table = self.query_one("#instance-table", DataTable)
             table.clear()
@@ -155,6 +182,30 @@ class ConsoleApp(App[None]):
         self.query_one("#event-log", RichLog).write(line)
         if event["type"] in ("instance", "pool", "health"):
             self.action_refresh()
+
+    def action_instance(self, action: str) -> None:
+        """Restart, stop or start the selected instance, after a yes."""
+        table = self.query_one("#instance-table", DataTable)
+        if self.query_one("#tabs", TabbedContent).active != "instances" or not table.row_count:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is None:
+            return
+
+        def decided(yes: bool | None) -> None:
+            if yes:
+                self.act(action, key)
+
+        self.push_screen(Confirm(f"{action.capitalize()} instance {key}?"), decided)
+
+    @work(thread=True, group="act")
+    def act(self, action: str, instance_id: str) -> None:
+        try:
+            self.client.request("POST", f"/api/admin/instances/{instance_id}/{action}")
+        except ClientError as exc:
+            self.post_message(Failed(action, str(exc)))
+            return
+        self.post_message(Loaded("done", f"{action} queued for {instance_id}"))
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
         self.search = message.value.strip()
