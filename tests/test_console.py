@@ -10,6 +10,9 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import aiohttp
+from conftest import running_api_env
+
 from blitzclaw.client import BlitzClient
 from blitzclawd.testing import seed
 from blitzclawd_tui.app import ConsoleApp
@@ -116,3 +119,41 @@ async def test_the_console_shows_the_fleet_and_follows_events(api_env) -> None:
         except TimeoutError:
             raise AssertionError((_text(app, "#status-line"), app.seen_events)) from None
     client.close()
+
+
+async def test_the_console_reconnects_when_the_listener_restarts(database: str) -> None:
+    """The API listener restarts under the console (a short grace here): the stream breaks, the
+    console says so, comes back with Last-Event-ID, and events flow again."""
+    async with running_api_env(database, {"daemon": {"shutdown_grace": 0.5}}) as env:
+        client = BlitzClient(env.api, env.admin_key)
+        app = ConsoleApp(client)
+        product = next(iter(env.creem.products))
+
+        async def webhook_seen(pilot, after: int) -> None:
+            async with asyncio.timeout(30):
+                while not any(" webhook: " in line for line in app.seen_events[after:]):
+                    _, raw = env.creem.product_link_order(product, customer_email="z@example.test")
+                    await env.creem.deliver(env.api + "/api/billing/webhook", raw)
+                    for _ in range(20):
+                        if any(" webhook: " in line for line in app.seen_events[after:]):
+                            break
+                        await pilot.pause(0.05)
+
+        async with app.run_test(size=(140, 40)) as pilot:
+            await webhook_seen(pilot, 0)
+            admin = {"Authorization": f"Bearer {env.admin_key}"}
+            try:  # the answer goes through the listener being restarted: it may not arrive
+                status, _ = await env.call(
+                    "POST", "/api/admin/actors/edge%2Fapi-listener/restart", headers=admin
+                )
+                assert status == 202
+            except aiohttp.ServerDisconnectedError:
+                pass
+            await _until(pilot, lambda: app.reconnects >= 1, 30)
+            try:
+                await webhook_seen(pilot, len(app.seen_events))
+            except TimeoutError:
+                raise AssertionError(
+                    (app.reconnects, _text(app, "#status-line"), app.seen_events[-3:])
+                ) from None
+        client.close()

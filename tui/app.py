@@ -8,6 +8,7 @@ never waits on the network; results come back as messages.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,11 @@ from textual.widgets import (
     TabbedContent,
     TabPane,
 )
+from textual.worker import get_current_worker
 
 from blitzclaw.client import BlitzClient, ClientError
 
+RECONNECT_SECONDS = 1.0
 INSTANCE_COLUMNS = ("id", "status", "email", "channel_type", "server_ip", "health")
 
 
@@ -89,6 +92,7 @@ class ConsoleApp(App[None]):
         self.client = client
         self.search = ""
         self.seen_events: list[str] = []  # what the events tab shows, newest last
+        self.reconnects = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -137,11 +141,19 @@ class ConsoleApp(App[None]):
 
     @work(thread=True, group="events", exclusive=True)
     def follow_events(self) -> None:
-        try:
-            for event in self.client.events():
-                self.post_message(EventArrived(event))
-        except ClientError as exc:
-            self.post_message(Failed("events", str(exc)))
+        """Follow the stream; when it breaks (a daemon restart, the network), say so and come
+        back with Last-Event-ID: the daemon replays what was missed, or says it was lost."""
+        worker = get_current_worker()
+        last: str | None = None
+        while not worker.is_cancelled:
+            try:
+                for event in self.client.events(last):
+                    last = event.get("id") or last
+                    self.post_message(EventArrived(event))
+            except ClientError as exc:
+                self.post_message(Failed("events", f"{exc}; reconnecting"))
+            self.reconnects += 1
+            time.sleep(RECONNECT_SECONDS)
 
     def on_loaded(self, message: Loaded) -> None:
         data = message.data
@@ -176,6 +188,11 @@ class ConsoleApp(App[None]):
 
     def on_event_arrived(self, message: EventArrived) -> None:
         event = message.event
+        if event["type"] == "lost":
+            self.query_one("#status-line", Static).update(
+                "Some events were lost while the console was away (the views are refreshed)."
+            )
+            self.action_refresh()
         data = json.dumps(event.get("data"), sort_keys=True)
         line = f"{event.get('id', '')} {event['type']}: {data}"
         self.seen_events = [*self.seen_events[-1999:], line]

@@ -28,6 +28,7 @@ from blitzclawd.runtime.messages import Adjust, JobsQueued, Provision, SweepNow
 from blitzclawd.runtime.supervisor import NoSuchChild
 from blitzclawd.services import instances as service
 
+_RESTARTS: set[asyncio.Task[None]] = set()  # kept until done (the loop holds tasks weakly)
 JOB_STATUSES = ("queued", "running", "done", "failed")
 INSTANCE_STATUSES = (
     "waiting_for_channel",
@@ -203,9 +204,18 @@ async def restart_actor(request: web.Request) -> web.Response:
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
     path = args_of(request).path["path"]
-    try:
+
+    async def restart() -> None:
         await ctx.supervisor.terminate_child(path)  # OTP: stop it, then start it again
         await ctx.supervisor.restart_child(path)
+
+    # Restarting the API listener stops the very handler asking for it: the restart must not
+    # die with this request (it would leave the listener down), so it runs on its own.
+    task = asyncio.get_running_loop().create_task(restart(), name=f"restart {path[:60]}")
+    _RESTARTS.add(task)
+    task.add_done_callback(_RESTARTS.discard)
+    try:
+        await asyncio.shield(task)
     except NoSuchChild:
         raise ApiError(404, "not_found", f"no actor {path[:100]!r} on this daemon") from None
     except RuntimeError as exc:
