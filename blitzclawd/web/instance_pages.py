@@ -17,7 +17,7 @@ from blitzclawd.fleet.openclaw_config import OFFICIAL_APIS
 from blitzclawd.fleet.personas import ABOUT, PERSONAS, SOUL_MAX_CHARS
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.queries import instances as instance_rows
-from blitzclawd.web.pages import STATUS_WORDS, base_context, dollars, user_of
+from blitzclawd.web.pages import STATUS_WORDS, base_context, dollars, owned_instance, user_of
 
 PERSONA_TITLES = {"assistant": "Personal assistant", "dev": "Developer", "creative": "Creative"}
 
@@ -42,13 +42,8 @@ async def new_instance(request: web.Request) -> web.Response:
 async def instance_page(request: web.Request) -> web.Response:
     user = await user_of(request)
     ctx = request.app[CONTEXT]
-    try:
-        instance_id = uuid.UUID(request.match_info["instance_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
-    row = await instance_rows.owned(ctx.pool, uuid.UUID(user.user_id or ""), instance_id)
-    if row is None:  # another user's assistant looks exactly like a missing one
-        raise web.HTTPNotFound()
+    row = await owned_instance(request, user)
+    instance_id = uuid.UUID(row["id"])
     usage = await instance_rows.usage_24h(ctx.pool, uuid.UUID(user.user_id or ""), instance_id)
     own = await instance_rows.own_limits(ctx.pool, instance_id)
     glob = ctx.settings.limits

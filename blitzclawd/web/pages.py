@@ -55,6 +55,20 @@ async def user_of(request: web.Request) -> Caller:
     return user
 
 
+async def owned_instance(request: web.Request, user: Caller) -> Any:
+    """The signed-in user's instance named in the path; another user's (or a malformed id) is a
+    404 like a missing one."""
+    try:
+        instance_id = uuid.UUID(request.match_info["instance_id"])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+    pool = request.app[CONTEXT].pool
+    row = await instance_rows.owned(pool, uuid.UUID(user.user_id or ""), instance_id)
+    if row is None:
+        raise web.HTTPNotFound()
+    return row
+
+
 def dollars(micros: int) -> str:
     return f"${micros / 1_000_000:,.2f}"
 

@@ -14,9 +14,8 @@ from blitzclawd.fleet.personas import PERSONAS, SOUL_MAX_CHARS
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.queries import accounts
 from blitzclawd.queries import device_logins as device_rows
-from blitzclawd.queries import instances as instance_rows
 from blitzclawd.queries.billing import balance_summary, topups_of
-from blitzclawd.web.pages import base_context, user_of
+from blitzclawd.web.pages import base_context, owned_instance, user_of
 
 
 async def settings_page(request: web.Request) -> web.Response:
@@ -55,14 +54,8 @@ async def settings_page(request: web.Request) -> web.Response:
 
 async def soul_page(request: web.Request) -> web.Response:
     user = await user_of(request)
-    ctx = request.app[CONTEXT]
-    try:
-        instance_id = uuid.UUID(request.match_info["instance_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
-    row = await instance_rows.owned(ctx.pool, uuid.UUID(user.user_id or ""), instance_id)
-    if row is None:
-        raise web.HTTPNotFound()
+    row = await owned_instance(request, user)
+    instance_id = row["id"]
     persona = row["persona_template"] or "assistant"
     # A template persona's SOUL.md is the template, then the user's additions (what is stored);
     # a custom persona's is the user's whole text.
