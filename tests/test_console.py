@@ -42,9 +42,13 @@ def _text(app: ConsoleApp, selector: str) -> str:
 
 
 async def _until(pilot, check, seconds: float = 20.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not check():
-            await pilot.pause(0.05)
+    try:
+        async with asyncio.timeout(seconds):
+            while not check():
+                await pilot.pause(0.05)
+    except TimeoutError:
+        status = _text(pilot.app, "#status-line")
+        raise AssertionError(f"not within {seconds} s; the status line says {status!r}") from None
 
 
 async def test_the_console_shows_the_fleet_and_follows_events(api_env) -> None:
@@ -53,10 +57,9 @@ async def test_the_console_shows_the_fleet_and_follows_events(api_env) -> None:
     client = BlitzClient(api_env.api, api_env.admin_key)
     app = ConsoleApp(client)
     async with app.run_test(size=(140, 40)) as pilot:
-        await _until(pilot, lambda: "Daemon " in _text(app, "#daemon"))
-        assert "Actors:" in _text(app, "#daemon")
-        await _until(pilot, lambda: "Pool:" in _text(app, "#pool"))
-        await _until(pilot, lambda: "Health:" in _text(app, "#health"))
+        await _until(pilot, lambda: "daemon(s) on the database" in _text(app, "#daemon"))
+        await _until(pilot, lambda: "Pool" in _text(app, "#overview-pool"))
+        await _until(pilot, lambda: "Health:" in _text(app, "#overview-health"))
 
         await pilot.press("i")
         assert app.query_one("#tabs").active == "instances"

@@ -1,241 +1,644 @@
-"""The operator console: the daemon, its pool and health, every user's assistants, and the live
-events, steered with the keyboard (bindings in the footer) or the mouse.
+"""The operator console: the daemons and their actors, the proxy live, the pool, every user's
+assistants, users and money, jobs, and the live events, steered with the keyboard (each tab's
+keys in the footer, every action in the command palette, ctrl+p) or the mouse.
 
-Every call to the daemon runs in a thread worker (the client is blocking httpx), so the screen
-never waits on the network; results come back as messages.
+Every call to a daemon runs in a thread worker (the client is blocking httpx), so the screen
+never waits on the network; answers come back as messages. Events are read by one thread per
+daemon into an inbox the screen drains ten times a second, so a busy stream costs the screen a
+batch, not a message per event.
 """
 
 from __future__ import annotations
 
-import json
+import collections
+import datetime as dt
+import threading
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 from textual import work
-from textual.app import App, ComposeResult
-from textual.containers import Vertical
-from textual.message import Message
-from textual.screen import ModalScreen
-from textual.widgets import (
-    DataTable,
-    Footer,
-    Header,
-    Input,
-    Label,
-    RichLog,
-    Static,
-    TabbedContent,
-    TabPane,
-)
+from textual.app import App, ComposeResult, SystemCommand
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane, Tree
 from textual.worker import get_current_worker
 
 from blitzclaw.client import BlitzClient, ClientError
+from blitzclawd_tui import commands
+from blitzclawd_tui.events import EventsPane, event_line
+from blitzclawd_tui.format import parse_dollars
+from blitzclawd_tui.instances import InstancesPane
+from blitzclawd_tui.messages import Done, Failed, Loaded, LogText
+from blitzclawd_tui.modals import Confirm, Field, Form, required_text, typed_word, whole_number
+from blitzclawd_tui.money import MoneyPane
+from blitzclawd_tui.overview import OverviewPane
+from blitzclawd_tui.pool import PoolPane
 
 RECONNECT_SECONDS = 1.0
-INSTANCE_COLUMNS = ("id", "status", "email", "channel_type", "server_ip", "health")
-
-
-@dataclass
-class Loaded(Message):
-    """What a worker brought back from the daemon."""
-
-    what: str
-    data: Any
-
-
-@dataclass
-class Failed(Message):
-    what: str
-    error: str
-
-
-@dataclass
-class EventArrived(Message):
-    event: dict[str, Any]
-
-
-class Confirm(ModalScreen[bool]):
-    """Yes or no, before an action that changes a user's assistant."""
-
-    BINDINGS = [("y", "answer(True)", "Yes"), ("n,escape", "answer(False)", "No")]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm"):
-            yield Label(self.question)
-            yield Label("y: yes · n: no", classes="muted")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+DRAIN_SECONDS = 0.1  # how often arrived events reach the screen
+REFRESH_SECONDS = 2.0  # views an event made stale are loaded again at most this often
+FULL_REFRESH_SECONDS = 30.0
+INSTANCE_LIMIT = 1000
+# Which views an event makes stale.
+STALE_AFTER = {
+    "instance": ("instances",),
+    "pool": ("pool",),
+    "health": ("health", "instances"),
+    "alert": ("health",),
+    "spike": ("users", "instances"),
+    "balance_paused": ("users", "instances"),
+    "webhook": ("users", "unmatched", "metrics"),
+    "actor": ("daemons",),
+    "lost": ("daemons", "pool", "health", "instances", "users", "metrics", "unmatched"),
+}
+LOST = "Events were lost while the console was away: every view is loaded again."
 
 
 class ConsoleApp(App[None]):
     CSS_PATH = "console.tcss"
     TITLE = "BlitzClaw console"
-    BINDINGS = [
-        ("r", "refresh", "Refresh"),
-        ("R", "instance('restart')", "Restart"),
-        ("s", "instance('stop')", "Stop"),
-        ("S", "instance('start')", "Start"),
-        ("o", "show('overview')", "Overview"),
-        ("i", "show('instances')", "Instances"),
-        ("e", "show('events')", "Events"),
-        ("q", "quit", "Quit"),
-    ]
+    BINDINGS = commands.bindings()
 
-    def __init__(self, client: BlitzClient) -> None:
+    def __init__(
+        self,
+        client: BlitzClient,
+        *more_daemons: BlitzClient,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        live: bool = True,
+    ) -> None:
         super().__init__()
         self.client = client
-        self.search = ""
-        self.seen_events: list[str] = []  # what the events tab shows, newest last
+        self.clients = (client, *more_daemons)
+        self.clock = clock
+        self.live = live  # follow events and refresh on timers (snapshots turn it off)
+        self.seen_events: list[str] = []  # what the events tab was given, newest last
         self.reconnects = 0
+        self.daemon_answers: dict[str, dict[str, Any]] = {}
+        self._inbox: collections.deque[tuple[str, dict[str, Any] | str]] = collections.deque()
+        self._stale: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(id="tabs"):
-            with TabPane("Overview", id="overview"), Vertical():
-                yield Static("Loading…", id="daemon")
-                yield Static("", id="pool")
-                yield Static("", id="health")
-            with TabPane("Instances", id="instances"), Vertical():
-                yield Input(placeholder="Search by id, email or address", id="search")
-                yield DataTable(id="instance-table", zebra_stripes=True)
+            with TabPane("Overview", id="overview"):
+                yield OverviewPane(id="overview-pane")
+            with TabPane("Instances", id="instances"):
+                yield InstancesPane(id="instances-pane")
+            with TabPane("Users & money", id="money"):
+                yield MoneyPane(id="money-pane")
+            with TabPane("Pool & jobs", id="pool"):
+                yield PoolPane(id="pool-pane")
             with TabPane("Events", id="events"):
-                yield RichLog(id="event-log", max_lines=2000, markup=False)
+                yield EventsPane(id="events-pane")
         yield Static("", id="status-line")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#instance-table", DataTable)
-        table.add_columns(*INSTANCE_COLUMNS)
-        self.action_refresh()
-        self.follow_events()
+        self.sub_title = " · ".join(c.api_url for c in self.clients)
+        self.load("all")
+        if self.live:
+            for client in self.clients:
+                self.follow_events(client)
+            self.set_interval(DRAIN_SECONDS, self.drain_events)
+            self.set_interval(REFRESH_SECONDS, self.load_stale)
+            self.set_interval(FULL_REFRESH_SECONDS, lambda: self.load("all"))
+
+    @property
+    def tab(self) -> str:
+        return str(self.query_one("#tabs", TabbedContent).active)
+
+    def say(self, text: str) -> None:
+        self.query_one("#status-line", Static).update(text)
 
     def action_show(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
+        self.focus_tab(tab)
 
-    def action_refresh(self) -> None:
-        self.fetch("daemons", "GET", "/api/admin/daemons")
-        self.fetch("pool", "GET", "/api/admin/pool")
-        self.fetch("health", "GET", "/api/health/instances")
-        self.fetch_instances()
+    def on_tabbed_content_tab_activated(self, message: TabbedContent.TabActivated) -> None:
+        self.focus_tab(str(message.pane.id))
+        self.refresh_bindings()
 
-    def fetch_instances(self) -> None:
-        params = {"q": self.search} if self.search else None
-        self.fetch("instances", "GET", "/api/admin/instances", params=params)
+    def focus_tab(self, tab: str) -> None:
+        """The tab's main table takes the keys (arrows move its cursor)."""
+        target = {
+            "overview": "#actor-tree",
+            "instances": "#instance-table",
+            "money": "#user-table",
+            "pool": "#job-table",
+            "events": "#event-log",
+        }[tab]
+        self.query_one(target).focus()
+
+    # -- the command palette and the keys ------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for command in commands.COMMANDS:
+            yield SystemCommand(
+                command.title, command.help, lambda name=command.name: self.run_command(name)
+            )
+        for tab, _, label in commands.TABS:
+            yield SystemCommand(
+                f"Show {label}", f"The {label} tab", lambda t=tab: self.action_show(t)
+            )
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A tab's keys work (and show in the footer) only while that tab is shown."""
+        if action == "command" and parameters:
+            command = commands.BY_NAME.get(str(parameters[0]))
+            return command is not None and command.tab in (None, self.tab)
+        return True
+
+    def action_command(self, name: str) -> None:
+        self.run_command(name)
+
+    def run_command(self, name: str) -> None:
+        command = commands.BY_NAME[name]
+        if command.tab is not None and command.tab != self.tab:
+            self.action_show(command.tab)
+        getattr(self, "do_" + name.replace("-", "_"))()
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self, *views: str) -> None:
+        wanted = set(views)
+        if "all" in wanted:
+            wanted = {"daemons", "pool", "health", "instances", "users", "metrics", "unmatched"}
+            wanted.add("jobs")
+        if "daemons" in wanted:
+            for client in self.clients:
+                self.fetch("daemons", "GET", "/api/admin/daemons", client=client)
+        if "pool" in wanted:
+            self.fetch("pool", "GET", "/api/admin/pool")
+            wanted.add("jobs")
+        if "jobs" in wanted:
+            self.fetch("jobs", "GET", "/api/admin/jobs", params={"limit": 200})
+        if "health" in wanted:
+            self.fetch("health", "GET", "/api/health/instances")
+        if "instances" in wanted:
+            search = self.query_one("#search", Input).value.strip()
+            params: dict[str, Any] = {"limit": INSTANCE_LIMIT}
+            if search:
+                params["q"] = search
+            self.fetch("instances", "GET", "/api/admin/instances", params=params)
+        if "users" in wanted:
+            search = self.query_one("#user-search", Input).value.strip()
+            self.fetch(
+                "users", "GET", "/api/admin/users", params={"limit": 1000, "q": search or None}
+            )
+        if "metrics" in wanted:
+            _, length, step = self.query_one(MoneyPane).range
+            end = self.clock()
+            params = {"from": (end - length).isoformat(), "to": end.isoformat(), "step": step}
+            self.fetch("metrics", "GET", "/api/admin/metrics", params=params)
+        if "unmatched" in wanted:
+            self.fetch("unmatched", "GET", "/api/admin/payments/unmatched", params={"limit": 50})
+
+    def load_stale(self) -> None:
+        with self._lock:
+            stale, self._stale = self._stale, set()
+        if stale:
+            self.load(*stale)
+
+    def do_refresh(self) -> None:
+        self.load("all")
 
     @work(thread=True, group="fetch")
     def fetch(
-        self, what: str, method: str, path: str, params: dict[str, Any] | None = None
+        self,
+        what: str,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        client: BlitzClient | None = None,
     ) -> None:
+        client = client or self.client
+        if params:
+            params = {k: v for k, v in params.items() if v is not None}
         try:
-            data = self.client.request(method, path, params=params)
+            data = client.request(method, path, params=params)
         except ClientError as exc:
             self.post_message(Failed(what, str(exc)))
             return
-        self.post_message(Loaded(what, data))
+        self.post_message(Loaded(what, data, client.api_url))
 
-    @work(thread=True, group="events", exclusive=True)
-    def follow_events(self) -> None:
-        """Follow the stream; when it breaks (a daemon restart, the network), say so and come
-        back with Last-Event-ID: the daemon replays what was missed, or says it was lost."""
+    def on_loaded(self, message: Loaded) -> None:
+        data, now = message.data, self.clock()
+        match message.what:
+            case "daemons":
+                self.daemon_answers[message.daemon] = data
+                self.query_one(OverviewPane).show_daemons(self.daemon_answers, now)
+            case "pool":
+                self.query_one(OverviewPane).show_pool(data)
+                self.query_one(PoolPane).show_pool(data, now)
+            case "jobs":
+                self.query_one(PoolPane).show_jobs(data, now)
+            case "health":
+                self.query_one(OverviewPane).show_health(data)
+            case "instances":
+                self.query_one(InstancesPane).show(data, now)
+            case "users":
+                self.query_one(MoneyPane).show_users(data, now)
+            case "metrics":
+                self.query_one(MoneyPane).show_metrics(data)
+            case "unmatched":
+                self.query_one(MoneyPane).show_unmatched(data)
+
+    def on_failed(self, message: Failed) -> None:
+        self.say(f"{message.what}: {message.error}")
+
+    # -- events --------------------------------------------------------------------------------
+
+    @work(thread=True, group="events")
+    def follow_events(self, client: BlitzClient) -> None:
+        """Follow one daemon's stream; when it breaks (a daemon restart, the network), say so
+        and come back with Last-Event-ID: the daemon replays what was missed, or says it lost
+        some (an event of type `lost`)."""
         worker = get_current_worker()
         last: str | None = None
         while not worker.is_cancelled:
             try:
-                for event in self.client.events(last):
+                for event in client.events(last):
                     last = event.get("id") or last
-                    self.post_message(EventArrived(event))
+                    self._inbox.append((client.api_url, event))
+                    if worker.is_cancelled:
+                        return
             except ClientError as exc:
-                self.post_message(Failed("events", f"{exc}; reconnecting"))
+                self._inbox.append((client.api_url, f"event stream broken ({exc}); reconnecting"))
             self.reconnects += 1
             time.sleep(RECONNECT_SECONDS)
 
-    def on_loaded(self, message: Loaded) -> None:
-        data = message.data
-        if message.what == "daemons":
-            names = ", ".join(f"{a['name']} ({a['state']})" for a in data["actors"])
-            self.query_one("#daemon", Static).update(
-                f"Daemon {data['this_daemon']} · {len(data['daemons'])} daemon(s)\nActors: {names}"
-            )
-        elif message.what == "pool":
-            counts = ", ".join(f"{k}: {v}" for k, v in sorted(data["by_status"].items())) or "empty"
-            held = " (held: no new spares)" if data.get("held") else ""
-            self.query_one("#pool", Static).update(f"Pool: {counts}{held}")
-        elif message.what == "health":
-            summary = data["summary"]
-            self.query_one("#health", Static).update(
-                f"Health: {summary['ok']} ok, {summary['failing']} failing, "
-                f"{len(data['alerts'])} alert(s)"
-            )
-        elif message.what == "done":
-            self.query_one("#status-line", Static).update(str(data))
-            self.fetch_instances()
+    def drain_events(self) -> None:
+        """What arrived since the last look, to the events tab and the views it concerns."""
+        if not self._inbox:
             return
-        elif message.what == "instances":
-            table = self.query_one("#instance-table", DataTable)
-            table.clear()
-            for row in data["instances"]:
-                table.add_row(*(str(row.get(c) or "-") for c in INSTANCE_COLUMNS), key=row["id"])
-        self.query_one("#status-line", Static).update("")
+        lines: list[str] = []
+        daemons = len(self.clients) > 1
+        overview = self.query_one(OverviewPane)
+        instances = self.query_one(InstancesPane)
+        events = self.query_one(EventsPane)
+        now = self.clock()
+        for _ in range(len(self._inbox)):
+            daemon, event = self._inbox.popleft()
+            if isinstance(event, str):  # the console's own news about a stream
+                events.add(lines)
+                lines = []
+                events.note(f"[{daemon}] {event}")
+                self.say(event)
+                continue
+            kind = event.get("type", "")
+            lines.append(event_line(event, daemon if daemons else ""))
+            if kind == "lost":
+                self.say(LOST)
+                events.add(lines)
+                lines = []
+                events.note(LOST)
+            elif kind == "proxy":
+                overview.proxy_second(event.get("data") or {})
+            elif kind == "instance" and instances.status_changed(event.get("data") or {}, now):
+                continue
+            stale = STALE_AFTER.get(kind, ())
+            if stale:
+                with self._lock:
+                    self._stale.update(stale)
+        events.add(lines)
+        self.seen_events.extend(lines)
+        if len(self.seen_events) > 4000:
+            del self.seen_events[:-2000]
 
-    def on_failed(self, message: Failed) -> None:
-        self.query_one("#status-line", Static).update(f"{message.what}: {message.error}")
+    # -- actions -------------------------------------------------------------------------------
 
-    def on_event_arrived(self, message: EventArrived) -> None:
-        event = message.event
-        if event["type"] == "lost":
-            self.query_one("#status-line", Static).update(
-                "Some events were lost while the console was away (the views are refreshed)."
-            )
-            self.action_refresh()
-        data = json.dumps(event.get("data"), sort_keys=True)
-        line = f"{event.get('id', '')} {event['type']}: {data}"
-        self.seen_events = [*self.seen_events[-1999:], line]
-        self.query_one("#event-log", RichLog).write(line)
-        if event["type"] in ("instance", "pool", "health"):
-            self.action_refresh()
-
-    def action_instance(self, action: str) -> None:
-        """Restart, stop or start the selected instance, after a yes."""
-        table = self.query_one("#instance-table", DataTable)
-        if self.query_one("#tabs", TabbedContent).active != "instances" or not table.row_count:
+    @work(thread=True, group="act")
+    def act(
+        self,
+        text: str,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        refresh: tuple[str, ...] = (),
+        client: BlitzClient | None = None,
+    ) -> None:
+        try:
+            answer = (client or self.client).request(method, path, json=body)
+        except ClientError as exc:
+            self.post_message(Failed(text, str(exc)))
             return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        outcome = answer.get("outcome") if isinstance(answer, dict) else None
+        self.post_message(Done(f"{text}: done" + (f" ({outcome})" if outcome else ""), refresh))
+
+    def on_done(self, message: Done) -> None:
+        self.say(message.text)
+        self.notify(message.text)
+        if message.refresh:
+            self.load(*message.refresh)
+
+    def confirm_then(self, question: str, then: Callable[[], None]) -> None:
+        def decided(yes: bool | None) -> None:
+            if yes:
+                then()
+
+        self.push_screen(Confirm(question), decided)
+
+    def _instance(self) -> str | None:
+        key = self.query_one(InstancesPane).selected()
+        if key is None:
+            self.say("Select an instance first (i, then the arrow keys)")
+        return key
+
+    def _instance_action(self, action: str, confirm: bool) -> None:
+        key = self._instance()
+        if key is None:
+            return
+        path = f"/api/admin/instances/{key}/{action}"
+
+        def go() -> None:
+            self.act(f"{action} {key[:8]}", "POST", path, refresh=("instances",))
+
+        if confirm:
+            self.confirm_then(f"{action.capitalize()} instance {key}?", go)
+        else:
+            go()
+
+    def do_restart(self) -> None:
+        self._instance_action("restart", True)
+
+    def do_stop(self) -> None:
+        self._instance_action("stop", True)
+
+    def do_start(self) -> None:
+        self._instance_action("start", False)
+
+    def do_pause(self) -> None:
+        self._instance_action("pause", True)
+
+    def do_resume(self) -> None:
+        self._instance_action("resume", False)
+
+    def do_delete(self) -> None:
+        key = self._instance()
         if key is None:
             return
 
-        def decided(yes: bool | None) -> None:
-            if yes:
-                self.act(action, key)
+        def decided(answers: dict[str, Any] | None) -> None:
+            if answers:
+                path = f"/api/admin/instances/{key}"
+                self.act(f"delete {key[:8]}", "DELETE", path, refresh=("instances", "pool"))
 
-        self.push_screen(Confirm(f"{action.capitalize()} instance {key}?"), decided)
+        self.push_screen(
+            Form(
+                f"Delete instance {key}? Its server is wiped; this cannot be undone.",
+                [Field("confirm", "Type delete to confirm", "delete", typed_word("delete"))],
+            ),
+            decided,
+        )
 
-    @work(thread=True, group="act")
-    def act(self, action: str, instance_id: str) -> None:
-        try:
-            self.client.request("POST", f"/api/admin/instances/{instance_id}/{action}")
-        except ClientError as exc:
-            self.post_message(Failed(action, str(exc)))
+    def do_limits(self) -> None:
+        key = self._instance()
+        if key is None:
             return
-        self.post_message(Loaded("done", f"{action} queued for {instance_id}"))
+        row = self.query_one(InstancesPane).rows.get(key, {})
+        leave = "leave"
+
+        def limit(high: int) -> Callable[[str], Any]:
+            number = whole_number(0, high)
+
+            def parse(text: str) -> Any:
+                if not text.strip():
+                    return leave
+                if text.strip().lower() in ("global", "-", "none"):
+                    return None
+                return number(text)
+
+            return parse
+
+        def decided(answers: dict[str, Any] | None) -> None:
+            if not answers:
+                return
+            body = {k: v for k, v in answers.items() if v != leave}
+            if not body:
+                self.say("limits: nothing changed")
+                return
+            path = f"/api/admin/instances/{key}/limits"
+            self.act(f"limits of {key[:8]}", "PATCH", path, body, refresh=("instances",))
+
+        self.push_screen(
+            Form(
+                f"Limits of instance {key[:8]} (blank: leave; global: the global limit)",
+                [
+                    Field(
+                        "messages_per_hour",
+                        f"Messages per hour (now {row.get('messages_per_hour') or 'global'})",
+                        "e.g. 120",
+                        limit(10**9),
+                    ),
+                    Field(
+                        "tokens_per_day",
+                        f"Tokens per day (now {row.get('tokens_per_day') or 'global'})",
+                        "e.g. 2000000",
+                        limit(10**15),
+                    ),
+                ],
+            ),
+            decided,
+        )
+
+    def do_logs(self) -> None:
+        key = self._instance()
+        if key is None:
+            return
+        self.query_one(InstancesPane).log_started(key)
+        self.follow_log(key)
+
+    @work(thread=True, group="log", exclusive=True)
+    def follow_log(self, instance_id: str) -> None:
+        worker = get_current_worker()
+        path = f"/api/admin/instances/{instance_id}/logs"
+        try:
+            for text in self.client.stream(path, params={"lines": 100, "follow": 1}):
+                if worker.is_cancelled:
+                    return
+                self.post_message(LogText(instance_id, text))
+        except ClientError as exc:
+            self.post_message(Failed("log", str(exc)))
+
+    def on_log_text(self, message: LogText) -> None:
+        self.query_one(InstancesPane).log_text(message.instance_id, message.text)
+
+    def _user(self) -> tuple[str, dict[str, Any]] | None:
+        money = self.query_one(MoneyPane)
+        key = money.selected()
+        if key is None:
+            self.say("Select a user first (u, then the arrow keys)")
+            return None
+        return key, money.users.get(key, {})
+
+    def do_adjust(self) -> None:
+        found = self._user()
+        if found is None:
+            return
+        key, user = found
+        idempotency = str(uuid.uuid4())  # one booking however often this form's answer is sent
+
+        def decided(answers: dict[str, Any] | None) -> None:
+            if answers:
+                body = {**answers, "idempotency_key": idempotency}
+                self.act(
+                    f"adjust {user.get('email') or key[:8]}",
+                    "POST",
+                    f"/api/admin/users/{key}/adjust",
+                    body,
+                    refresh=("users", "metrics"),
+                )
+
+        self.push_screen(
+            Form(
+                f"Adjust the balance of {user.get('email') or key}",
+                [
+                    Field(
+                        "amount_micros",
+                        "Amount in dollars (negative debits)",
+                        "e.g. 5.00 or -2.50",
+                        parse_dollars,
+                    ),
+                    Field("reason", "Reason (kept in the ledger and the audit)", "", required_text),
+                ],
+            ),
+            decided,
+        )
+
+    def _user_action(self, action: str) -> None:
+        found = self._user()
+        if found is None:
+            return
+        key, user = found
+        who = user.get("email") or key
+
+        def go() -> None:
+            path = f"/api/admin/users/{key}/{action}"
+            self.act(f"{action} {who}", "POST", path, refresh=("users", "instances"))
+
+        self.confirm_then(f"{action.capitalize()} every assistant of {who}?", go)
+
+    def do_pause_user(self) -> None:
+        self._user_action("pause")
+
+    def do_resume_user(self) -> None:
+        self._user_action("resume")
+
+    def do_range(self) -> None:
+        self.query_one(MoneyPane).next_range()
+        self.load("metrics")
+
+    def do_provision(self) -> None:
+        def decided(answers: dict[str, Any] | None) -> None:
+            if answers:
+                body = {"count": answers["count"]}
+                self.act("provision", "POST", "/api/admin/pool/provision", body, refresh=("pool",))
+
+        self.push_screen(
+            Form(
+                "Provision servers now (within the pool's maximum size)",
+                [Field("count", "How many (1 to 50)", "e.g. 3", whole_number(1, 50), "1")],
+            ),
+            decided,
+        )
+
+    def do_drain(self) -> None:
+        def location(text: str) -> str | None:
+            return text.strip() or None
+
+        def decided(answers: dict[str, Any] | None) -> None:
+            if answers:
+                body = {k: v for k, v in answers.items() if k != "confirm" and v is not None}
+                self.act("drain", "POST", "/api/admin/pool/drain", body, refresh=("pool",))
+
+        self.push_screen(
+            Form(
+                "Drain: delete ready spare servers and hold the pool until resumed",
+                [
+                    Field(
+                        "count",
+                        "How many (blank: every one)",
+                        "",
+                        whole_number(1, 1000, blank=None),
+                    ),
+                    Field("location", "Location (blank: every location)", "e.g. fsn1", location),
+                    Field("confirm", "Type drain to confirm", "drain", typed_word("drain")),
+                ],
+            ),
+            decided,
+        )
+
+    def do_resume_pool(self) -> None:
+        self.act("resume the pool", "POST", "/api/admin/pool/resume", refresh=("pool",))
+
+    def do_retry(self) -> None:
+        job = self.query_one(PoolPane).selected_job()
+        if job is None:
+            self.say("Select a job first (j, then the arrow keys)")
+            return
+        if job.get("status") != "failed":
+            self.say(f"job {job['id']} is {job.get('status')}: only a failed job is retried")
+            return
+        path = f"/api/admin/jobs/{job['id']}/retry"
+        self.act(f"retry job {job['id']}", "POST", path, refresh=("jobs",))
+
+    def do_health_check(self) -> None:
+        self.say("Health sweep running…")
+        self.act("health sweep", "POST", "/api/admin/health/check", refresh=("health", "instances"))
+
+    def do_restart_actor(self) -> None:
+        node = self.query_one("#actor-tree", Tree).cursor_node
+        target = None if node is None else node.data
+        if not target:
+            self.say("Select an actor in the tree first (o, then the arrow keys)")
+            return
+        url, name = target
+        client = next(c for c in self.clients if c.api_url == url)
+
+        def go() -> None:
+            path = f"/api/admin/actors/{quote(name, safe='')}/restart"
+            self.act(f"restart {name}", "POST", path, refresh=("daemons",), client=client)
+
+        self.confirm_then(f"Restart actor {name} on {url}?", go)
+
+    def do_pause_events(self) -> None:
+        self.query_one(EventsPane).toggle_pause()
+
+    def do_filter(self) -> None:
+        self.query_one("#event-filter", Input).focus()
+
+    # -- search boxes --------------------------------------------------------------------------
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
-        self.search = message.value.strip()
-        self.fetch_instances()
+        match message.input.id:
+            case "search":
+                self.load("instances")
+                self.query_one("#instance-table").focus()
+            case "user-search":
+                self.load("users")
+                self.query_one("#user-table").focus()
+            case "event-filter":
+                self.query_one(EventsPane).set_filter(message.value)
+                self.query_one("#event-log").focus()
 
 
-def run(api_url: str, api_key: str | None) -> None:
-    ConsoleApp(BlitzClient(api_url, api_key)).run()
+def run(api_url: str, api_key: str | None, more_urls: Iterable[str] = ()) -> None:
+    more = [BlitzClient(url, api_key) for url in more_urls]
+    ConsoleApp(BlitzClient(api_url, api_key), *more).run()
 
 
 def main() -> None:
-    """`blitzclaw-console`: the same daemon and key as the `blitzclaw` command line."""
+    """`blitzclaw-console [URL…]`: the daemon and key of the `blitzclaw` command line, and any
+    other daemons sharing its database."""
+    import sys
+
     from blitzclaw import settings
 
     found = settings.load()
-    run(found.api_url, found.api_key)
+    run(found.api_url, found.api_key, sys.argv[1:])

@@ -1,0 +1,79 @@
+"""The live events: filterable by text, pausable (what arrives meanwhile is kept and shown on
+resume), and a line when the stream was broken and events were lost."""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, RichLog, Static
+
+KEPT = 2000  # events kept for filtering again and for a paused view
+
+
+def event_line(event: dict[str, Any], daemon: str = "") -> str:
+    data = json.dumps(event.get("data"), sort_keys=True, default=str)
+    where = f"[{daemon}] " if daemon else ""
+    return f"{where}{event.get('id', '')} {event.get('type', '?')}: {data}"
+
+
+class EventsPane(Vertical):
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.kept: collections.deque[str] = collections.deque(maxlen=KEPT)
+        self.paused = False
+        self.unseen = 0  # arrived while paused
+        self.filter = ""
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="event-bar"):
+            yield Input(placeholder="Filter: type or text (Enter)", id="event-filter")
+            yield Static("live", id="event-state")
+        yield RichLog(id="event-log", max_lines=KEPT, markup=False)
+
+    def add(self, lines: list[str]) -> None:
+        self.kept.extend(lines)
+        if self.paused:
+            self.unseen += len(lines)
+            self._say_state()
+            return
+        log = self.query_one("#event-log", RichLog)
+        for line in lines:
+            if self._shown(line):
+                log.write(line)
+
+    def note(self, text: str) -> None:
+        """A line of the console's own (lost events, reconnects), shown even when filtered."""
+        self.kept.append(text)
+        self.query_one("#event-log", RichLog).write(text)
+
+    def toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.unseen = 0
+            self._redraw()
+        self._say_state()
+
+    def set_filter(self, text: str) -> None:
+        self.filter = text.strip().lower()
+        self._redraw()
+        self._say_state()
+
+    def _shown(self, line: str) -> bool:
+        return not self.filter or self.filter in line.lower()
+
+    def _redraw(self) -> None:
+        log = self.query_one("#event-log", RichLog)
+        log.clear()
+        for line in self.kept:
+            if self._shown(line):
+                log.write(line)
+
+    def _say_state(self) -> None:
+        state = f"paused, {self.unseen} new" if self.paused else "live"
+        if self.filter:
+            state += f" · filter {self.filter!r}"
+        self.query_one("#event-state", Static).update(state)
