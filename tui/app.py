@@ -56,6 +56,12 @@ STALE_AFTER = {
 LOST = "Events were lost while the console was away: every view is loaded again."
 
 
+def _title(tab: str) -> str:
+    """A tab's label with its key: the footer keeps its room for the tab's actions."""
+    key, label = next((k, label) for t, k, label in commands.TABS if t == tab)
+    return f"{label} ({key})"
+
+
 class ConsoleApp(App[None]):
     CSS_PATH = "console.tcss"
     TITLE = "BlitzClaw console"
@@ -85,15 +91,15 @@ class ConsoleApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with TabbedContent(id="tabs"):
-            with TabPane("Overview", id="overview"):
+            with TabPane(_title("overview"), id="overview"):
                 yield OverviewPane(id="overview-pane")
-            with TabPane("Instances", id="instances"):
+            with TabPane(_title("instances"), id="instances"):
                 yield InstancesPane(id="instances-pane")
-            with TabPane("Users & money", id="money"):
+            with TabPane(_title("money"), id="money"):
                 yield MoneyPane(id="money-pane")
-            with TabPane("Pool & jobs", id="pool"):
+            with TabPane(_title("pool"), id="pool"):
                 yield PoolPane(id="pool-pane")
-            with TabPane("Events", id="events"):
+            with TabPane(_title("events"), id="events"):
                 yield EventsPane(id="events-pane")
         yield Static("", id="status-line")
         yield Footer()

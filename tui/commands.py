@@ -84,6 +84,7 @@ BY_NAME = {c.name: c for c in COMMANDS}
 
 
 def bindings() -> list[Binding]:
-    found = [Binding(key, f"show('{tab}')", label) for tab, key, label in TABS]
+    # The tabs' keys are in their labels, not in the footer.
+    found = [Binding(key, f"show('{tab}')", label, show=False) for tab, key, label in TABS]
     found += [Binding(c.key, f"command('{c.name}')", c.label) for c in COMMANDS]
     return [*found, Binding("q", "quit", "Quit")]

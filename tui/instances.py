@@ -104,7 +104,7 @@ class InstancesPane(Vertical):
                 [
                     f"Instance {row['id']}",
                     f"Owner    {cell(row.get('email'))} ({cell(row.get('user_id'))})",
-                    f"Status   {cell(row.get('status'))} {cell(row.get('status_reason'))}",
+                    f"Status   {cell(row.get('status'))} {row.get('status_reason') or ''}",
                     f"Server   {cell(row.get('server_name'))} {cell(row.get('server_ip'))}",
                     f"Channel  {cell(row.get('channel_type'))}",
                     f"Health   {cell(row.get('health'))} at "

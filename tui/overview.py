@@ -11,6 +11,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static, Tree
+from textual.widgets.tree import TreeNode
 
 from blitzclawd_tui.format import age, cell
 
@@ -56,6 +57,24 @@ class ProxyLive:
         )
 
 
+def add_actor(parent: TreeNode[Any], actor: dict[str, Any], url: str, above: str) -> None:
+    """An actor under its supervisor, its own children under it; the node's data says which
+    daemon and path to restart."""
+    path = f"{above}/{actor['name']}" if above else str(actor["name"])
+    mark = STATE_MARK.get(actor.get("state"), "?")
+    restarts = actor.get("restarts") or 0
+    extra = f", {restarts} restart(s)" if restarts else ""
+    error = f" last error: {str(actor['last_error'])[:60]}" if actor.get("last_error") else ""
+    label = f"{mark} {actor['name']} ({actor.get('state')}{extra}){error}"
+    children = actor.get("children") or []
+    if children:
+        node = parent.add(label, data=(url, path), expand=True)
+        for child in children:
+            add_actor(node, child, url, path)
+    else:
+        parent.add_leaf(label, data=(url, path))
+
+
 class OverviewPane(Vertical):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -82,21 +101,8 @@ class OverviewPane(Vertical):
         lines = []
         for url, data in answers.items():
             node = tree.root.add(f"{data['this_daemon']}  {url}", expand=True)
-            groups: dict[str, Any] = {}
             for actor in data["actors"]:
-                group, _, leaf = str(actor["name"]).rpartition("/")
-                parent = node
-                if group:
-                    if group not in groups:
-                        groups[group] = node.add(group, expand=True)
-                    parent = groups[group]
-                mark = STATE_MARK.get(actor.get("state"), "?")
-                restarts = actor.get("restarts") or 0
-                extra = f", {restarts} restart(s)" if restarts else ""
-                parent.add_leaf(
-                    f"{mark} {leaf or actor['name']} ({actor.get('state')}{extra})",
-                    data=(url, str(actor["name"])),
-                )
+                add_actor(node, actor, url, "")
             known = data["daemons"]
             lines.append(f"{data['this_daemon']}: {len(known)} daemon(s) on the database")
             for d in known:

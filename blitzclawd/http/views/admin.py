@@ -18,14 +18,7 @@ async def daemons(request: web.Request) -> web.Response:
     require_admin(request)
     ctx = request.app[CONTEXT]
     rows = await daemon_rows.listed(ctx.pool)
-    actors = (
-        []
-        if ctx.supervisor is None
-        else [
-            {"name": s.name, "state": s.state, "restarts": s.restarts, "restart": s.restart}
-            for s in ctx.supervisor.status()
-        ]
-    )
+    actors = [] if ctx.supervisor is None else [_actor(s) for s in ctx.supervisor.status()]
     return json_response(
         {
             "this_daemon": ctx.daemon_id,
@@ -42,6 +35,19 @@ async def daemons(request: web.Request) -> web.Response:
             ],
         }
     )
+
+
+def _actor(status: Any) -> dict[str, Any]:
+    """One child of the supervision tree, with its own children (a supervisor's)."""
+    return {
+        "name": status.name,
+        "state": status.state,
+        "restarts": status.restarts,
+        "restart": status.restart,
+        "last_error": status.last_error,
+        "strategy": status.strategy,
+        "children": [_actor(c) for c in status.children],
+    }
 
 
 async def instance_health(request: web.Request) -> web.Response:
