@@ -15,6 +15,9 @@ from typing import Any
 import httpx
 
 DEFAULT_TIMEOUT = 30.0
+# A followed stream may be quiet for long, but the event stream says "keep-alive" every 15 s: a
+# read that waits longer than this is a connection that died without a word.
+EVENTS_TIMEOUT = httpx.Timeout(10.0, read=45.0)
 
 
 class ClientError(Exception):
@@ -97,7 +100,7 @@ class BlitzClient:
         headers = {"Last-Event-ID": last_id} if last_id else {}
         try:
             with self._http.stream(
-                "GET", "/api/admin/events", headers=headers, timeout=None
+                "GET", "/api/admin/events", headers=headers, timeout=EVENTS_TIMEOUT
             ) as response:
                 if not response.is_success:
                     response.read()

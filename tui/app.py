@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static, TabbedContent, TabPane, Tree
 from textual.worker import get_current_worker
@@ -234,6 +235,12 @@ class ConsoleApp(App[None]):
         self.post_message(Loaded(what, data, client.api_url))
 
     def on_loaded(self, message: Loaded) -> None:
+        try:
+            self.show(message)
+        except NoMatches:  # an answer that arrived as the console was closing
+            pass
+
+    def show(self, message: Loaded) -> None:
         data, now = message.data, self.clock()
         match message.what:
             case "daemons":
@@ -289,11 +296,16 @@ class ConsoleApp(App[None]):
         instances = self.query_one(InstancesPane)
         events = self.query_one(EventsPane)
         now = self.clock()
+
+        def flush() -> None:
+            events.add(lines)
+            self.seen_events.extend(lines)
+            lines.clear()
+
         for _ in range(len(self._inbox)):
             daemon, event = self._inbox.popleft()
             if isinstance(event, str):  # the console's own news about a stream
-                events.add(lines)
-                lines = []
+                flush()
                 events.note(f"[{daemon}] {event}")
                 self.say(event)
                 continue
@@ -301,8 +313,7 @@ class ConsoleApp(App[None]):
             lines.append(event_line(event, daemon if daemons else ""))
             if kind == "lost":
                 self.say(LOST)
-                events.add(lines)
-                lines = []
+                flush()
                 events.note(LOST)
             elif kind == "proxy":
                 overview.proxy_second(event.get("data") or {})
@@ -312,8 +323,7 @@ class ConsoleApp(App[None]):
             if stale:
                 with self._lock:
                     self._stale.update(stale)
-        events.add(lines)
-        self.seen_events.extend(lines)
+        flush()
         if len(self.seen_events) > 4000:
             del self.seen_events[:-2000]
 
