@@ -3,7 +3,9 @@
 admin API's recorded answers (tests/console_recording.json, kept honest by
 tests/test_console_recording.py), with "now" fixed and no live events. The SVGs are in
 tests/__snapshots__/test_console_snapshots/; after an intended change to a screen, look at the
-new ones and accept them with `pytest tests/test_console_snapshots.py --snapshot-update`."""
+new ones and accept them with `pytest tests/test_console_snapshots.py --snapshot-update`.
+
+README's screenshot of the console (docs/screenshots/console.svg) is the instances snapshot."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from blitzclawd_tui.overview import OverviewPane
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_console_snapshots"
+README_SCREENSHOT = ROOT / "docs" / "screenshots" / "console.svg"
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 SIZE = (140, 40)
 KEY = "blitzclaw-admin-recorded"
@@ -263,3 +266,13 @@ def test_adjust_form_with_a_wrong_amount(snap_compare, console) -> None:
 def test_stop_confirmation(snap_compare, console) -> None:
     run = steps(press("i", "down", "down", "down", "s"), screen_is("Confirm"))
     assert snap_compare(console, terminal_size=SIZE, run_before=run)
+
+
+def test_readme_shows_the_instances_snapshot() -> None:
+    """README's console screenshot is the instances snapshot as accepted."""
+    snapshot = SNAPSHOTS / "test_instances.svg"
+    assert README_SCREENSHOT.read_text() == snapshot.read_text(), (
+        f"copy {snapshot.relative_to(ROOT)} to {README_SCREENSHOT.relative_to(ROOT)}"
+    )
+    readme = (ROOT / "README.md").read_text()
+    assert "](docs/screenshots/console.svg)" in readme
