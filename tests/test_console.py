@@ -153,6 +153,16 @@ async def test_the_console_reconnects_when_the_listener_restarts(database: str) 
             except aiohttp.ServerDisconnectedError:
                 pass
             await _until(pilot, lambda: app.reconnects >= 1, 30)
+            # The listener is back before the next webhook: one sent while it was down would
+            # be retried by (fake) Creem only much later.
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        if (await env.call("GET", "/healthz"))[0] == 200:
+                            break
+                    except aiohttp.ClientError:
+                        pass
+                    await pilot.pause(0.05)
             try:
                 await webhook_seen(pilot, len(app.seen_events))
             except TimeoutError:

@@ -146,14 +146,14 @@ async def test_users_and_money(api_env) -> None:
         assert _cells(app, "#user-table")[bob][1] == "$12.34"
 
         # Revenue against cost, as GET /api/admin/metrics says for the same range.
-        await _until(pilot, lambda: "revenue $" in _text(app, "#money-summary"))
+        await _until(pilot, lambda: "Revenue $" in _text(app, "#money-summary"))
         charged = await pool.fetchval("SELECT sum(cost_micros) FROM usage_logs")
         assert charged > 0
-        await _until(pilot, lambda: f"revenue {dollars(charged)}" in _text(app, "#money-summary"))
+        await _until(pilot, lambda: f"Revenue {dollars(charged)}" in _text(app, "#money-summary"))
         assert _text(app, "#money-summary").startswith("Last 7 days")
         await pilot.press("m")
         await _until(pilot, lambda: _text(app, "#money-summary").startswith("Last 30 days"))
-        assert f"revenue {dollars(charged)}" in _text(app, "#money-summary")
+        assert f"Revenue {dollars(charged)}" in _text(app, "#money-summary")
 
         # The unmatched payment.
         await _until(pilot, lambda: app.query_one("#unmatched-table").row_count >= 1)

@@ -108,6 +108,7 @@ class ConsoleApp(App[None]):
     def on_mount(self) -> None:
         self.sub_title = " · ".join(c.api_url for c in self.clients)
         self.load("all")
+        self.query_one(EventsPane).set_following(self.live)
         if self.live:
             for client in self.clients:
                 self.follow_events(client)
@@ -252,7 +253,7 @@ class ConsoleApp(App[None]):
             case "jobs":
                 self.query_one(PoolPane).show_jobs(data, now)
             case "health":
-                self.query_one(OverviewPane).show_health(data)
+                self.query_one(OverviewPane).show_health(data, now)
             case "instances":
                 self.query_one(InstancesPane).show(data, now)
             case "users":
@@ -260,7 +261,7 @@ class ConsoleApp(App[None]):
             case "metrics":
                 self.query_one(MoneyPane).show_metrics(data)
             case "unmatched":
-                self.query_one(MoneyPane).show_unmatched(data)
+                self.query_one(MoneyPane).show_unmatched(data, now)
 
     def on_failed(self, message: Failed) -> None:
         self.say(f"{message.what}: {message.error}")
@@ -376,9 +377,17 @@ class ConsoleApp(App[None]):
             self.act(f"{action} {key[:8]}", "POST", path, refresh=("instances",))
 
         if confirm:
-            self.confirm_then(f"{action.capitalize()} instance {key}?", go)
+            self.confirm_then(f"{action.capitalize()} {self._described(key)}?", go)
         else:
             go()
+
+    def _described(self, key: str) -> str:
+        """An instance as the operator knows it: id, owner and status, not a bare uuid."""
+        row = self.query_one(InstancesPane).rows.get(key, {})
+        return (
+            f"instance {key[:8]} of {row.get('email') or 'an unknown owner'} "
+            f"(now {row.get('status') or 'unknown'})\n{key}"
+        )
 
     def do_restart(self) -> None:
         self._instance_action("restart", True)
@@ -407,7 +416,7 @@ class ConsoleApp(App[None]):
 
         self.push_screen(
             Form(
-                f"Delete instance {key}? Its server is wiped; this cannot be undone.",
+                f"Delete {self._described(key)}?\nIts server is wiped; this cannot be undone.",
                 [Field("confirm", "Type delete to confirm", "delete", typed_word("delete"))],
             ),
             decided,

@@ -4,6 +4,7 @@ resume), and a line when the stream was broken and events were lost."""
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import json
 from typing import Any
 
@@ -14,10 +15,31 @@ from textual.widgets import Input, RichLog, Static
 KEPT = 2000  # events kept for filtering again and for a paused view
 
 
+# What an event is about comes first (then the rest in the daemon's order); times are in the id.
+FIRST = ("instance_id", "user_id", "server_id", "name", "status", "state", "kind", "ok")
+SKIPPED = ("at",)
+
+
+def event_time(event_id: Any) -> str:
+    """The event id is milliseconds since the epoch x 1000 + a counter: its UTC time."""
+    try:
+        at = dt.datetime.fromtimestamp(int(event_id) // 1_000_000, dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "--:--:--"
+    return at.strftime("%H:%M:%S")
+
+
 def event_line(event: dict[str, Any], daemon: str = "") -> str:
-    data = json.dumps(event.get("data"), sort_keys=True, default=str)
+    data = event.get("data")
+    if isinstance(data, dict):
+        keys = [k for k in FIRST if k in data] + [
+            k for k in data if k not in FIRST and k not in SKIPPED
+        ]
+        text = " ".join(f"{k}={json.dumps(data[k], default=str)}" for k in keys)
+    else:
+        text = json.dumps(data, default=str)
     where = f"[{daemon}] " if daemon else ""
-    return f"{where}{event.get('id', '')} {event.get('type', '?')}: {data}"
+    return f"{where}{event_time(event.get('id'))} {event.get('type', '?')}: {text}"
 
 
 class EventsPane(Vertical):
@@ -27,12 +49,13 @@ class EventsPane(Vertical):
         self.paused = False
         self.unseen = 0  # arrived while paused
         self.filter = ""
+        self.following = True  # False: the console follows no stream (it says so)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="event-bar"):
             yield Input(placeholder="Filter: type or text (Enter)", id="event-filter")
             yield Static("live", id="event-state")
-        yield RichLog(id="event-log", max_lines=KEPT, markup=False)
+        yield RichLog(id="event-log", max_lines=KEPT, markup=False, wrap=True)
 
     def add(self, lines: list[str]) -> None:
         self.kept.extend(lines)
@@ -49,6 +72,13 @@ class EventsPane(Vertical):
         """A line of the console's own (lost events, reconnects), shown even when filtered."""
         self.kept.append(text)
         self.query_one("#event-log", RichLog).write(text)
+
+    def on_mount(self) -> None:
+        self._say_state()
+
+    def set_following(self, following: bool) -> None:
+        self.following = following
+        self._say_state()
 
     def toggle_pause(self) -> None:
         self.paused = not self.paused
@@ -74,6 +104,8 @@ class EventsPane(Vertical):
 
     def _say_state(self) -> None:
         state = f"paused, {self.unseen} new" if self.paused else "live"
+        if not self.following:
+            state = "not following the stream"
         if self.filter:
             state += f" · filter {self.filter!r}"
         self.query_one("#event-state", Static).update(state)

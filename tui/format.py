@@ -39,6 +39,11 @@ def age(value: Any, now: dt.datetime) -> str:
     return f"{seconds}s"
 
 
+def number(value: Any, none: str = "global") -> str:
+    """A whole number with thousands separators; None says what stands instead."""
+    return none if value is None else f"{int(value):,}"
+
+
 def cell(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, RichLog, Static
 
-from blitzclawd_tui.format import age, cell, dollars
+from blitzclawd_tui.format import age, cell, dollars, number
 from blitzclawd_tui.tables import selected_key, sync_rows
 
 COLUMNS = (
@@ -24,15 +24,13 @@ COLUMNS = (
     ("created", "Age"),
 )
 COLUMN_KEYS = tuple(key for key, _ in COLUMNS)
+# A status with a reason is marked "*"; the reason is in the detail below the table.
 
 
 def row_cells(row: dict[str, Any], now: dt.datetime) -> tuple[str, ...]:
-    status = cell(row.get("status"))
-    if row.get("status_reason"):
-        status += f" ({row['status_reason']})"
     return (
         str(row["id"])[:8],
-        status,
+        cell(row.get("status")) + (" *" if row.get("status_reason") else ""),
         cell(row.get("email")),
         cell(row.get("server_ip")),
         cell(row.get("channel_type")),
@@ -48,6 +46,7 @@ class InstancesPane(Vertical):
         self.rows: dict[str, dict[str, Any]] = {}
         self.following: str | None = None  # the instance whose log is followed
         self._partial = ""  # a log line not yet ended
+        self.now = dt.datetime.now(dt.UTC)  # the console's "now" at the last load
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="instance-bar"):
@@ -56,7 +55,9 @@ class InstancesPane(Vertical):
         yield DataTable(id="instance-table", zebra_stripes=True, cursor_type="row")
         with Horizontal(id="instance-bottom"):
             yield Static("Select an instance", id="instance-detail")
-            yield RichLog(id="instance-log", max_lines=1000, markup=False, wrap=True)
+            log = RichLog(id="instance-log", max_lines=1000, markup=False, wrap=True)
+            log.border_title = "Log (L: follow the selected instance's log)"
+            yield log
 
     def on_mount(self) -> None:
         table = self.query_one("#instance-table", DataTable)
@@ -71,6 +72,7 @@ class InstancesPane(Vertical):
         return selected_key(self.table)
 
     def show(self, data: dict[str, Any], now: dt.datetime) -> None:
+        self.now = now
         found = data["instances"]
         self.rows = {str(r["id"]): r for r in found}
         sync_rows(self.table, COLUMN_KEYS, ((k, row_cells(r, now)) for k, r in self.rows.items()))
@@ -95,25 +97,29 @@ class InstancesPane(Vertical):
         if row is None:
             self.query_one("#instance-detail", Static).update("Select an instance")
             return
+        reason = f" ({row['status_reason']})" if row.get("status_reason") else ""
         limits = (
-            f"{cell(row.get('messages_per_hour'))} msgs/h · "
-            f"{cell(row.get('tokens_per_day'))} tokens/day"
+            f"{number(row.get('messages_per_hour'))} msgs/h · "
+            f"{number(row.get('tokens_per_day'))} tokens/day"
         )
+        now = self.now
+        checked = row.get("health_checked_at")
         self.query_one("#instance-detail", Static).update(
             "\n".join(
                 [
                     f"Instance {row['id']}",
-                    f"Owner    {cell(row.get('email'))} ({cell(row.get('user_id'))})",
-                    f"Status   {cell(row.get('status'))} {row.get('status_reason') or ''}",
+                    f"Owner    {cell(row.get('email'))}",
+                    f"User id  {cell(row.get('user_id'))}",
+                    f"Status   {cell(row.get('status'))}{reason}",
                     f"Server   {cell(row.get('server_name'))} {cell(row.get('server_ip'))}",
                     f"Channel  {cell(row.get('channel_type'))}",
-                    f"Health   {cell(row.get('health'))} at "
-                    f"{cell(row.get('health_checked_at'))[:19]}",
+                    f"Health   {cell(row.get('health'))}"
+                    + (f", checked {age(checked, now)} ago" if checked else ""),
                     f"Today    {dollars(row.get('spend_today_micros'))}",
-                    f"Limits   {limits} (- is the global limit)",
-                    f"Created  {cell(row.get('created_at'))[:19]}",
+                    f"Limits   {limits} (global: the global limit)",
+                    f"Created  {age(row.get('created_at'), now)} ago",
                     "",
-                    "L: follow its log",
+                    "L: follow its log · l: limits · p/P: pause/resume",
                 ]
             )
         )

@@ -28,11 +28,13 @@ USER_COLUMNS = (
     ("month", "30 days"),
     ("topped_up", "Topped up"),
     ("instances", "Inst."),
+    ("leases", "Leases"),
+    ("last_topup", "Last top-up"),
     ("role", "Role"),
     ("created", "Age"),
 )
 USER_KEYS = tuple(key for key, _ in USER_COLUMNS)
-UNMATCHED_COLUMNS = ("received", "provider", "event", "reason", "amount", "claimed user")
+UNMATCHED_COLUMNS = ("age", "event", "reason", "amount", "claimed user")
 
 
 def user_cells(row: dict[str, Any], now: dt.datetime) -> tuple[str, ...]:
@@ -44,6 +46,8 @@ def user_cells(row: dict[str, Any], now: dt.datetime) -> tuple[str, ...]:
         dollars(row.get("spend_30d_micros")),
         dollars(row.get("topped_up_micros")),
         cell(row.get("instances")),
+        cell(row.get("leases")),
+        age(row.get("last_topup_at"), now),
         cell(row.get("role")),
         age(row.get("created_at"), now),
     )
@@ -68,9 +72,9 @@ class MoneyPane(Vertical):
         with Horizontal(id="money-top"):
             with Vertical(id="money-chart"):
                 yield Static("Revenue and cost: loading…", id="money-summary")
-                yield Static("Revenue (charged usage)", classes="muted")
+                yield Static("Revenue", id="revenue-label", classes="muted")
                 yield Sparkline([], id="revenue-spark")
-                yield Static("Cost (the same usage at list price)", classes="muted")
+                yield Static("Cost", id="cost-label", classes="muted")
                 yield Sparkline([], id="cost-spark")
             with Vertical(id="money-unmatched"):
                 yield Static("Webhook events with money not applied", classes="muted")
@@ -112,29 +116,35 @@ class MoneyPane(Vertical):
         server_cost = (
             f" · servers {sum(servers):,.2f} {data.get('server_cost_currency') or ''}".rstrip()
             if servers
-            else " · servers: prices unknown"
+            else " · server prices unknown"
         )
+        requests = sum(int(p.get("requests") or 0) for p in points)
         self.query_one("#money-summary", Static).update(
-            f"Last {self.range[0]} by {data.get('step')}: revenue {dollars(revenue)} · "
-            f"cost {dollars(cost)} · margin {dollars(margin)}{share}{server_cost}\n"
-            f"Top-ups received {dollars(sums['topups_micros'])} · "
-            f"requests {sum(int(p.get('requests') or 0) for p in points):,}"
+            f"Last {self.range[0]} by {data.get('step')} (m: change)\n"
+            f"Revenue {dollars(revenue)} · cost {dollars(cost)} · "
+            f"margin {dollars(margin)}{share}\n"
+            f"Top-ups received {dollars(sums['topups_micros'])} · {requests:,} requests"
+            f"{server_cost}"
         )
-        self.query_one("#revenue-spark", Sparkline).data = [
-            int(p.get("charged_micros") or 0) for p in points
-        ]
-        self.query_one("#cost-spark", Sparkline).data = [
-            int(p.get("upstream_cost_micros") or 0) for p in points
-        ]
+        charged = [int(p.get("charged_micros") or 0) for p in points]
+        costs = [int(p.get("upstream_cost_micros") or 0) for p in points]
+        # Each line scales to its own peak: the labels say the peaks, so they compare.
+        self.query_one("#revenue-label", Static).update(
+            f"Revenue per {data.get('step')} (peak {dollars(max(charged, default=0))})"
+        )
+        self.query_one("#cost-label", Static).update(
+            f"Cost per {data.get('step')} (peak {dollars(max(costs, default=0))})"
+        )
+        self.query_one("#revenue-spark", Sparkline).data = charged
+        self.query_one("#cost-spark", Sparkline).data = costs
 
-    def show_unmatched(self, data: dict[str, Any]) -> None:
+    def show_unmatched(self, data: dict[str, Any], now: dt.datetime) -> None:
         table = self.query_one("#unmatched-table", DataTable)
         table.clear()
         for e in data["events"]:
             amount = e.get("amount_cents")
             table.add_row(
-                cell(e.get("received_at"))[:19],
-                cell(e.get("provider")),
+                age(e.get("received_at"), now),
                 cell(e.get("event_type")),
                 cell(e.get("reason")),
                 "-" if amount is None else f"{amount / 100:,.2f} {cell(e.get('currency'))}",

@@ -64,7 +64,7 @@ def add_actor(parent: TreeNode[Any], actor: dict[str, Any], url: str, above: str
     mark = STATE_MARK.get(actor.get("state"), "?")
     restarts = actor.get("restarts") or 0
     extra = f", {restarts} restart(s)" if restarts else ""
-    error = f" last error: {str(actor['last_error'])[:60]}" if actor.get("last_error") else ""
+    error = " !" if actor.get("last_error") else ""  # the error itself: beside the tree
     label = f"{mark} {actor['name']} ({actor.get('state')}{extra}){error}"
     children = actor.get("children") or []
     if children:
@@ -73,6 +73,16 @@ def add_actor(parent: TreeNode[Any], actor: dict[str, Any], url: str, above: str
             add_actor(node, child, url, path)
     else:
         parent.add_leaf(label, data=(url, path))
+
+
+def actor_errors(actors: list[dict[str, Any]], daemon: str, above: str = "") -> list[str]:
+    found = []
+    for actor in actors:
+        path = f"{above}/{actor['name']}" if above else str(actor["name"])
+        if actor.get("last_error"):
+            found.append(f"  {daemon} {path}: {str(actor['last_error'])[:200]}")
+        found += actor_errors(actor.get("children") or [], daemon, path)
+    return found
 
 
 class OverviewPane(Vertical):
@@ -88,6 +98,7 @@ class OverviewPane(Vertical):
             with Vertical(id="overview-side"):
                 yield Static("Loading…", id="daemon")
                 yield Static("Proxy: waiting for the event stream", id="proxy")
+                yield Static("Requests per second, the last minute", classes="muted")
                 yield Sparkline(list(self.proxy.per_second), id="proxy-spark")
                 yield Static("", id="overview-pool")
                 yield Static("", id="overview-health")
@@ -98,23 +109,26 @@ class OverviewPane(Vertical):
         tree = self.query_one("#actor-tree", Tree)
         cursor = tree.cursor_line  # kept across the rebuild: the operator's place in the tree
         tree.clear()
-        lines = []
+        lines: list[str] = []
+        errors: list[str] = []
         for url, data in answers.items():
-            node = tree.root.add(f"{data['this_daemon']}  {url}", expand=True)
+            node = tree.root.add(f"{str(data['this_daemon'])[:8]} {url}", expand=True)
             for actor in data["actors"]:
                 add_actor(node, actor, url, "")
-            known = data["daemons"]
-            lines.append(f"{data['this_daemon']}: {len(known)} daemon(s) on the database")
-            for d in known:
-                state = (
-                    "stopped" if d.get("stopped_at") else f"seen {age(d.get('last_seen'), now)} ago"
-                )
+            errors += actor_errors(data["actors"], str(data["this_daemon"])[:8])
+            live = [d for d in data["daemons"] if not d.get("stopped_at")]
+            stopped = len(data["daemons"]) - len(live)
+            earlier = f" ({stopped} stopped earlier)" if stopped else ""
+            lines.append(f"{data['this_daemon']}: {len(live)} daemon(s) on the database{earlier}")
+            for d in live:
                 lines.append(
                     f"  {cell(d.get('hostname'))} pid {cell(d.get('pid'))} "
-                    f"v{cell(d.get('version'))}: {state}"
+                    f"v{cell(d.get('version'))}: seen {age(d.get('last_seen'), now)} ago"
                 )
         if cursor >= 0:
             tree.cursor_line = cursor
+        if errors:
+            lines += ["", "Last errors (! in the tree):", *errors]
         self.query_one("#daemon", Static).update("\n".join(lines) or "No daemon answered")
 
     def show_pool(self, data: dict[str, Any]) -> None:
@@ -130,7 +144,7 @@ class OverviewPane(Vertical):
             lines.append("  no servers")
         self.query_one("#overview-pool", Static).update("\n".join(lines))
 
-    def show_health(self, data: dict[str, Any]) -> None:
+    def show_health(self, data: dict[str, Any], now: dt.datetime) -> None:
         summary = data["summary"]
         self.query_one("#overview-health", Static).update(
             f"Health: {summary['ok']} ok, {summary['failing']} failing "
@@ -138,7 +152,7 @@ class OverviewPane(Vertical):
         )
         alerts = data.get("alerts") or []
         lines = [f"Alerts: {len(alerts)}"] + [
-            f"  {cell(a.get('created_at'))[:19]} {cell(a.get('kind'))} "
+            f"  {age(a.get('created_at'), now)} ago {cell(a.get('kind'))} "
             f"{cell(a.get('instance_id'))[:8]} {cell(a.get('detail'))[:60]}"
             for a in alerts[:5]
         ]

@@ -53,7 +53,7 @@ def job_cells(j: dict[str, Any], now: dt.datetime) -> tuple[str, ...]:
         cell(j.get("attempts")),
         cell(j.get("instance_id"))[:8],
         age(j.get("created_at"), now),
-        cell(j.get("last_error")).replace("\n", " ")[:80],
+        cell(j.get("last_error")).replace("\n", " ")[:160],
     )
 
 
