@@ -283,12 +283,15 @@ class ConsoleApp(App[None]):
         """What arrived since the last look, to the events tab and the views it concerns."""
         if not self._inbox:
             return
-        lines: list[str] = []
+        lines: list[str] = []  # for the events tab, up to the next line of the console's own
+        given: list[str] = []  # every event line of this batch (seen_events)
+        proxy: list[dict[str, Any]] = []
         daemons = len(self.clients) > 1
         overview = self.query_one(OverviewPane)
         instances = self.query_one(InstancesPane)
         events = self.query_one(EventsPane)
         now = self.clock()
+        stale: set[str] = set()
         for _ in range(len(self._inbox)):
             daemon, event = self._inbox.popleft()
             if isinstance(event, str):  # the console's own news about a stream
@@ -298,22 +301,29 @@ class ConsoleApp(App[None]):
                 self.say(event)
                 continue
             kind = event.get("type", "")
-            lines.append(event_line(event, daemon if daemons else ""))
+            line = event_line(event, daemon if daemons else "")
+            lines.append(line)
+            given.append(line)
             if kind == "lost":
                 self.say(LOST)
                 events.add(lines)
                 lines = []
                 events.note(LOST)
             elif kind == "proxy":
-                overview.proxy_second(event.get("data") or {})
+                proxy.append(event.get("data") or {})
             elif kind == "instance" and instances.status_changed(event.get("data") or {}, now):
                 continue
-            stale = STALE_AFTER.get(kind, ())
-            if stale:
-                with self._lock:
-                    self._stale.update(stale)
+            stale.update(STALE_AFTER.get(kind, ()))
+        if proxy:  # the batch's seconds, the overview redrawn once
+            at = time.monotonic()
+            for data in proxy[:-1]:
+                overview.proxy.add(data, at)
+            overview.proxy_second(proxy[-1])
+        if stale:
+            with self._lock:
+                self._stale.update(stale)
         events.add(lines)
-        self.seen_events.extend(lines)
+        self.seen_events.extend(given)
         if len(self.seen_events) > 4000:
             del self.seen_events[:-2000]
 

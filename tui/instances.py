@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, RichLog, Static
 
 from blitzclawd_tui.format import age, cell, dollars
-from blitzclawd_tui.tables import selected_key, sync_rows
+from blitzclawd_tui.tables import selected_key, sync_rows, update_row
 
 COLUMNS = (
     ("id", "Instance"),
@@ -81,12 +81,16 @@ class InstancesPane(Vertical):
 
     def status_changed(self, change: dict[str, Any], now: dt.datetime) -> bool:
         """An instance event applied to its row in place; False when the row is not shown."""
-        row = self.rows.get(str(change.get("instance_id")))
+        key = str(change.get("instance_id"))
+        row = self.rows.get(key)
         if row is None:
             return False
         row.update(status=change.get("status"), status_reason=change.get("status_reason"))
-        sync_rows(self.table, COLUMN_KEYS, ((k, row_cells(r, now)) for k, r in self.rows.items()))
-        self.show_detail()
+        # That row alone: with thousands of rows, walking them all for each event is what
+        # kept a busy stream from reaching the screen.
+        update_row(self.table, COLUMN_KEYS, key, row_cells(row, now))
+        if key == self.selected():
+            self.show_detail()
         return True
 
     def show_detail(self) -> None:
