@@ -39,6 +39,7 @@ from blitzclawd_tui.pool import PoolPane
 
 RECONNECT_SECONDS = 1.0
 DRAIN_SECONDS = 0.1  # how often arrived events reach the screen
+ROW_CHANGES_SECONDS = 1.0  # rows changed by events are drawn at most this often
 REFRESH_SECONDS = 2.0  # views an event made stale are loaded again at most this often
 FULL_REFRESH_SECONDS = 30.0
 INSTANCE_LIMIT = 1000
@@ -46,7 +47,7 @@ INSTANCE_LIMIT = 1000
 STALE_AFTER = {
     "instance": ("instances",),
     "pool": ("pool",),
-    "health": ("health", "instances"),
+    "health": ("health",),
     "alert": ("health",),
     "spike": ("users", "instances"),
     "balance_paused": ("users", "instances"),
@@ -113,6 +114,7 @@ class ConsoleApp(App[None]):
             for client in self.clients:
                 self.follow_events(client)
             self.set_interval(DRAIN_SECONDS, self.drain_events)
+            self.set_interval(ROW_CHANGES_SECONDS, self.show_row_changes)
             self.set_interval(REFRESH_SECONDS, self.load_stale)
             self.set_interval(FULL_REFRESH_SECONDS, lambda: self.load("all"))
 
@@ -129,6 +131,8 @@ class ConsoleApp(App[None]):
 
     def on_tabbed_content_tab_activated(self, message: TabbedContent.TabActivated) -> None:
         self.focus_tab(str(message.pane.id))
+        if message.pane.id == "instances":
+            self.query_one(InstancesPane).apply_changes(self.clock())
         self.refresh_bindings()
 
     def focus_tab(self, tab: str) -> None:
@@ -291,12 +295,13 @@ class ConsoleApp(App[None]):
         """What arrived since the last look, to the events tab and the views it concerns."""
         if not self._inbox:
             return
-        lines: list[str] = []
+        lines: list[str] = []  # for the events tab, up to the next line of the console's own
+        proxy: list[dict[str, Any]] = []
         daemons = len(self.clients) > 1
         overview = self.query_one(OverviewPane)
         instances = self.query_one(InstancesPane)
         events = self.query_one(EventsPane)
-        now = self.clock()
+        stale: set[str] = set()
 
         def flush() -> None:
             events.add(lines)
@@ -312,21 +317,36 @@ class ConsoleApp(App[None]):
                 continue
             kind = event.get("type", "")
             lines.append(event_line(event, daemon if daemons else ""))
+            data = event.get("data") or {}
             if kind == "lost":
                 self.say(LOST)
                 flush()
                 events.note(LOST)
             elif kind == "proxy":
-                overview.proxy_second(event.get("data") or {})
-            elif kind == "instance" and instances.status_changed(event.get("data") or {}, now):
+                proxy.append(data)
+            elif kind in ("instance", "health") and instances.changed(kind, data):
+                # Its row, in place (shown at the next tick): no reload of thousands of rows.
+                stale.update(("health",) if kind == "health" else ())
                 continue
-            stale = STALE_AFTER.get(kind, ())
-            if stale:
-                with self._lock:
-                    self._stale.update(stale)
+            stale.update(STALE_AFTER.get(kind, ()))
         flush()
+        if proxy:  # the batch's seconds, the overview redrawn once
+            at = time.monotonic()
+            for data in proxy[:-1]:
+                overview.proxy.add(data, at)
+            overview.proxy_second(proxy[-1])
+        if stale:
+            with self._lock:
+                self._stale.update(stale)
         if len(self.seen_events) > 4000:
             del self.seen_events[:-2000]
+
+    def show_row_changes(self) -> None:
+        """Rows changed by events, drawn once a second and only while the instances tab is
+        shown: each change makes the table measure its rows again, and a busy stream would
+        otherwise keep it doing nothing else."""
+        if self.tab == "instances":
+            self.query_one(InstancesPane).apply_changes(self.clock())
 
     # -- actions -------------------------------------------------------------------------------
 

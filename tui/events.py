@@ -63,10 +63,7 @@ class EventsPane(Vertical):
             self.unseen += len(lines)
             self._say_state()
             return
-        log = self.query_one("#event-log", RichLog)
-        for line in lines:
-            if self._shown(line):
-                log.write(line)
+        self._write([line for line in lines if self._shown(line)])
 
     def note(self, text: str) -> None:
         """A line of the console's own (lost events, reconnects), shown even when filtered."""
@@ -96,11 +93,14 @@ class EventsPane(Vertical):
         return not self.filter or self.filter in line.lower()
 
     def _redraw(self) -> None:
-        log = self.query_one("#event-log", RichLog)
-        log.clear()
-        for line in self.kept:
-            if self._shown(line):
-                log.write(line)
+        self.query_one("#event-log", RichLog).clear()
+        self._write([line for line in self.kept if self._shown(line)])
+
+    def _write(self, lines: list[str]) -> None:
+        """Lines to the log in one write: rendered, measured and scrolled once, not once a
+        line (at a thousand events a second, per-line writes were most of the screen's work)."""
+        if lines:
+            self.query_one("#event-log", RichLog).write("\n".join(lines))
 
     def _say_state(self) -> None:
         state = f"paused, {self.unseen} new" if self.paused else "live"

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, RichLog, Static
 
 from blitzclawd_tui.format import age, cell, dollars, number
-from blitzclawd_tui.tables import selected_key, sync_rows
+from blitzclawd_tui.tables import selected_key, sync_rows, update_row
 
 COLUMNS = (
     ("id", "Instance"),
@@ -47,6 +47,7 @@ class InstancesPane(Vertical):
         self.following: str | None = None  # the instance whose log is followed
         self._partial = ""  # a log line not yet ended
         self.now = dt.datetime.now(dt.UTC)  # the console's "now" at the last load
+        self.pending: set[str] = set()  # rows changed by events, not yet drawn
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="instance-bar"):
@@ -81,15 +82,30 @@ class InstancesPane(Vertical):
         self.query_one("#instance-count", Static).update(f"{total} instance(s){more}")
         self.show_detail()
 
-    def status_changed(self, change: dict[str, Any], now: dt.datetime) -> bool:
-        """An instance event applied to its row in place; False when the row is not shown."""
-        row = self.rows.get(str(change.get("instance_id")))
+    def changed(self, kind: str, change: dict[str, Any]) -> bool:
+        """An instance or health event noted on its row (drawn by apply_changes); False when
+        the row is not shown (the listing is loaded again instead)."""
+        key = str(change.get("instance_id"))
+        row = self.rows.get(key)
         if row is None:
             return False
-        row.update(status=change.get("status"), status_reason=change.get("status_reason"))
-        sync_rows(self.table, COLUMN_KEYS, ((k, row_cells(r, now)) for k, r in self.rows.items()))
-        self.show_detail()
+        if kind == "instance":
+            row.update(status=change.get("status"), status_reason=change.get("status_reason"))
+        else:
+            row.update(health=change.get("state"), health_checked_at=change.get("at"))
+        self.pending.add(key)
         return True
+
+    def apply_changes(self, now: dt.datetime) -> None:
+        """The rows events changed since the last time, each alone (a walk over thousands of
+        rows per event is what kept a busy stream from reaching the screen)."""
+        pending, self.pending = self.pending, set()
+        for key in pending:
+            row = self.rows.get(key)
+            if row is not None:
+                update_row(self.table, COLUMN_KEYS, key, row_cells(row, now))
+        if self.selected() in pending:
+            self.show_detail()
 
     def show_detail(self) -> None:
         key = self.selected()
