@@ -83,7 +83,8 @@ STATUSES = (
 )
 # Keys pressed during the storm, in turn (the console starts on the overview tab).
 KEYS = ("i", "down", "down", "down", "down", "down", "e", "i", "down", "down", "o", "i", "down")
-SENT = re.compile(r'"bench_sent": ([0-9.]+)')
+SENT = re.compile(r"bench_sent=([0-9.]+)")
+SEQ = re.compile(r"bench_seq=([0-9]+)")
 
 USERS_SQL = """
 INSERT INTO users (email, clerk_user_id, created_at)
@@ -269,6 +270,7 @@ class Script:
                     data = self.data(kind, self.sent)
                     data["bench_sent"] = round(sent, 6)
                     self.next_id += 1
+                    data["bench_seq"] = self.next_id
                     self.sent += 1
                     self.by_type[kind] = self.by_type.get(kind, 0) + 1
                     line = json.dumps(data, separators=(",", ":"))
@@ -479,7 +481,10 @@ async def measure_console(
                     line = lines[i]
                     if not line.startswith(prefix):
                         continue
-                    event_id = int(line[len(prefix) : line.index(" ", len(prefix))])
+                    seq = SEQ.search(line)
+                    if seq is None:
+                        continue
+                    event_id = int(seq.group(1))
                     if event_id <= last_seen_id:
                         break
                     newest = max(newest, event_id)
