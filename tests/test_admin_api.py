@@ -343,7 +343,7 @@ async def test_an_operator_pauses_resumes_and_deletes_one_instance(api_env) -> N
     )
     assert status == 409 and body["error"]["code"] == "not_paused", body
     assert "balance_depleted" in body["error"]["message"]
-    assert "balance allows" in body["error"]["message"]
+    assert "resumes by itself once the user's balance is above" in body["error"]["message"]
     row = await api_env.pool.fetchrow(status_of, uuid_.UUID(poor.id))
     assert tuple(row) == ("paused", "balance_depleted")
     status, body = await api_env.call(

@@ -130,19 +130,20 @@ async def resume_instance(request: web.Request) -> web.Response:
     if before is None:
         raise ApiError(404, "not_found", "no such instance")
     if not before["done"]:
-        why = (
-            "; it resumes by itself once the user's balance allows"
-            if before["status"] == "paused"
-            else ""
-        )
         raise ApiError(
             409,
             "not_paused",
             f"only an instance an operator paused can be resumed; this one is {_state(before)}"
-            + why,
+            + _RESUMES_BY_ITSELF.get(before["status_reason"], ""),
         )
     await rows.audit(ctx.pool, actor, "instance.resume", str(instance_id), {})
     return json_response({"id": str(instance_id), "status": "active"})
+
+
+_RESUMES_BY_ITSELF = {
+    "balance_depleted": ": it resumes by itself once the user's balance is above the minimum",
+    "payment_failed": ": it resumes by itself once the user pays or tops up",
+}
 
 
 def _state(row: Any) -> str:
