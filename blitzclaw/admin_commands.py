@@ -79,19 +79,46 @@ def instances_list(
     status: str = typer.Option(None, "--status"),
 ) -> None:
     """Every user's assistants."""
-    _call(ctx, "GET", "/api/admin/instances", q=q, status=status)
+    from blitzclaw.cli import _run
+
+    _run(ctx, lambda o, c: o.show(c.admin_instances(q, status)))
 
 
-def _instance_action(action: str) -> None:
+def _instance_action(action: str, help_text: str) -> None:
     def command(ctx: typer.Context, instance_id: str) -> None:
-        _call(ctx, "POST", f"/api/admin/instances/{instance_id}/{action}")
+        from blitzclaw.cli import _run
 
-    command.__doc__ = f"{action.capitalize()} any user's assistant."
+        _run(ctx, lambda o, c: o.show(c.admin_instance_action(instance_id, action)))
+
+    command.__doc__ = help_text
     for_instances.command(action)(command)
 
 
-for _action in ("restart", "stop", "start"):
-    _instance_action(_action)
+for _action, _help in (
+    ("restart", "Restart any user's assistant."),
+    ("stop", "Stop any user's assistant."),
+    ("start", "Start any user's assistant."),
+    ("pause", "Pause an active assistant: its model requests are refused at once."),
+    ("resume", "Resume an assistant an operator paused."),
+):
+    _instance_action(_action, _help)
+
+
+@for_instances.command("delete")
+def instance_delete(
+    ctx: typer.Context,
+    instance_id: str,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Delete any user's assistant and wipe its server (asks first; --yes does not)."""
+    from blitzclaw.cli import EXIT_USAGE, _run
+
+    if not yes:
+        if not sys.stdin.isatty():
+            sys.stderr.write("error: not deleting without --yes (nobody here to ask)\n")
+            raise typer.Exit(EXIT_USAGE)
+        typer.confirm(f"Delete {instance_id}, someone's assistant, and its server?", abort=True)
+    _run(ctx, lambda o, c: o.show(c.admin_instance_action(instance_id, "delete")))
 
 
 @for_instances.command("ssh")
@@ -149,8 +176,10 @@ def instance_limits(
 
 @for_users.command("list")
 def users_list(ctx: typer.Context, q: str = typer.Option(None, "--search", "-s")) -> None:
-    """Users with balance, reserved and assistants."""
-    _call(ctx, "GET", "/api/admin/users", q=q)
+    """Users with balance, leases, assistants, spending and top-ups."""
+    from blitzclaw.cli import _run
+
+    _run(ctx, lambda o, c: o.show(c.admin_users(q)))
 
 
 @for_users.command("adjust")

@@ -155,6 +155,29 @@ class BlitzClient:
     def channels(self) -> Any:
         return self.request("GET", "/api/channels")
 
+    # -- an operator's (the admin key, or an admin user's key) ---------------------------------
+
+    def admin_instances(
+        self, search: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> Any:
+        """Every user's instances: {"instances": [...], "total": N}."""
+        params = {"q": search, "status": status, "limit": limit}
+        return self.request(
+            "GET", "/api/admin/instances", params={k: v for k, v in params.items() if v}
+        )
+
+    def admin_instance_action(self, instance_id: str, action: str) -> Any:
+        """restart, stop, start, pause, resume or delete any user's instance."""
+        if action == "delete":
+            return self.request("DELETE", f"/api/admin/instances/{instance_id}")
+        return self.request("POST", f"/api/admin/instances/{instance_id}/{action}")
+
+    def admin_users(self, search: str | None = None, limit: int | None = None) -> Any:
+        params = {"q": search, "limit": limit}
+        return self.request(
+            "GET", "/api/admin/users", params={k: v for k, v in params.items() if v}
+        )
+
 
 def _failure(response: httpx.Response) -> ApiFailure:
     try:

@@ -268,3 +268,217 @@ async def test_an_operator_pauses_and_resumes_a_user(api_env) -> None:
     assert (await api_env.call("POST", f"/api/admin/users/{owner}/delete", headers=admin))[0] == 404
     status, out = await api_env.call("GET", "/api/admin/audit", headers=admin)
     assert [a["action"] for a in out["actions"]] == ["user.resume", "user.pause"]
+
+
+async def _ask(api_env, inst) -> tuple[int, str | None, str]:
+    """One proxied message as the instance: (status, the notice it stands for, its text)."""
+    from conftest import notice_of
+
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {**inst.headers, "anthropic-version": "2023-06-01"}
+    async with api_env.http.post(api_env.proxy + "/v1/messages", json=body, headers=headers) as r:
+        text = await r.text()
+        return r.status, notice_of(r), text
+
+
+async def test_an_operator_pauses_resumes_and_deletes_one_instance(api_env) -> None:
+    """Pause: the proxy refuses that instance at once (not the owner's others); resume: served
+    again; a balance-paused one cannot be resumed by hand; delete: teardown queued. Audited;
+    404 to anyone else and for what does not exist."""
+    import uuid as uuid_
+
+    from blitzclawd.testing import seed
+
+    admin = {"Authorization": f"Bearer {api_env.admin_key}"}
+    user = api_env.session_headers("user_plain")
+    owner = await seed.create_user(api_env.pool)
+    await seed.credit(api_env.pool, owner, 25_000_000)
+    inst = await seed.create_instance(api_env.pool, owner)
+    other = await seed.create_instance(api_env.pool, owner)
+    poor = await seed.create_instance(api_env.pool, owner, status="paused")
+    await api_env.pool.execute(
+        "UPDATE instances SET status_reason = 'balance_depleted' WHERE id = $1",
+        uuid_.UUID(poor.id),
+    )
+    status_of = "SELECT status, status_reason FROM instances WHERE id = $1"
+    routes = (
+        ("POST", f"/api/admin/instances/{inst.id}/pause"),
+        ("POST", f"/api/admin/instances/{inst.id}/resume"),
+        ("DELETE", f"/api/admin/instances/{inst.id}"),
+    )
+    for method, path in routes:
+        assert (await api_env.call(method, path, headers=user))[0] == 404, path
+        assert (await api_env.call(method, path))[0] == 401, path
+        missing = path.replace(inst.id, str(uuid_.uuid4()))
+        status, body = await api_env.call(method, missing, headers=admin)
+        assert status == 404 and body["error"]["code"] == "not_found", (missing, body)
+    assert (await api_env.call("GET", "/api/admin/audit", headers=admin))[1]["actions"] == []
+
+    assert (await _ask(api_env, inst))[:2] == (200, None)  # served (and its copy cached)
+    status, body = await api_env.call("POST", routes[0][1], headers=admin)
+    assert status == 200 and body == {"id": inst.id, "status": "paused"}, body
+    row = await api_env.pool.fetchrow(status_of, uuid_.UUID(inst.id))
+    assert tuple(row) == ("paused", "paused_by_operator")
+    status, notice, text = await _ask(api_env, inst)
+    assert (status, notice) == (200, "paused") and "operators have paused me" in text, text
+    assert (await _ask(api_env, other))[:2] == (200, None)  # the owner's others still answer
+    status, body = await api_env.call("POST", routes[0][1], headers=admin)
+    assert status == 409 and body["error"]["code"] == "not_running", body
+    assert "paused (paused_by_operator)" in body["error"]["message"]
+
+    status, body = await api_env.call("POST", routes[1][1], headers=admin)
+    assert status == 200 and body == {"id": inst.id, "status": "active"}, body
+    assert tuple(await api_env.pool.fetchrow(status_of, uuid_.UUID(inst.id))) == ("active", None)
+    assert (await _ask(api_env, inst))[:2] == (200, None)
+    status, body = await api_env.call("POST", routes[1][1], headers=admin)
+    assert status == 409 and body["error"]["code"] == "not_paused", body
+
+    # Paused for its balance: not an operator's to resume; nothing changes.
+    status, body = await api_env.call(
+        "POST", f"/api/admin/instances/{poor.id}/resume", headers=admin
+    )
+    assert status == 409 and body["error"]["code"] == "not_paused", body
+    assert "balance_depleted" in body["error"]["message"]
+    assert "resumes by itself once the user's balance is above" in body["error"]["message"]
+    row = await api_env.pool.fetchrow(status_of, uuid_.UUID(poor.id))
+    assert tuple(row) == ("paused", "balance_depleted")
+    status, body = await api_env.call(
+        "POST", f"/api/admin/instances/{poor.id}/pause", headers=admin
+    )
+    assert status == 409 and body["error"]["code"] == "not_running", body
+
+    status, body = await api_env.call("DELETE", routes[2][1], headers=admin)
+    assert status == 202 and body == {"id": inst.id, "queued": "teardown"}, body
+    row = await api_env.pool.fetchrow(
+        "SELECT status, deleted_at FROM instances WHERE id = $1", uuid_.UUID(inst.id)
+    )
+    assert row["status"] == "deleted" and row["deleted_at"] is not None
+    jobs = await api_env.pool.fetch(
+        "SELECT kind FROM instance_jobs WHERE instance_id = $1", uuid_.UUID(inst.id)
+    )
+    assert [j["kind"] for j in jobs] == ["teardown"]
+    assert (await _ask(api_env, inst))[0] == 404  # deleted: the proxy no longer knows it
+    for method, path in routes:  # gone for every action
+        status, body = await api_env.call(method, path, headers=admin)
+        assert status == 404, (path, body)
+    assert (
+        await api_env.pool.fetchval(
+            "SELECT count(*) FROM instance_jobs WHERE instance_id = $1", uuid_.UUID(inst.id)
+        )
+        == 1
+    )  # one teardown, never two
+
+    status, body = await api_env.call("GET", "/api/admin/audit", headers=admin)
+    assert [(a["action"], a["target"]) for a in body["actions"]] == [
+        ("instance.delete", inst.id),
+        ("instance.resume", inst.id),
+        ("instance.pause", inst.id),
+    ]
+
+
+async def _usage(api_env, instance, micros: int, when: str) -> None:
+    """A usage row of `micros` at `when` (an SQL expression)."""
+    import uuid as uuid_
+
+    await api_env.pool.execute(
+        "INSERT INTO usage_logs (request_id, instance_id, user_id, api, model, cost_micros, "
+        f"created_at) VALUES ($1, $2, $3, 'anthropic-messages', 'claude-sonnet-4-6', $4, {when})",
+        uuid_.uuid4(),
+        uuid_.UUID(instance.id),
+        uuid_.UUID(instance.user_id),
+        micros,
+    )
+
+
+DAY_START = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+
+
+async def test_the_listings_spending_limits_and_top_ups(api_env) -> None:
+    """GET /api/admin/instances: today's charged usage per instance (UTC day), own limits,
+    health detail, total beyond limit; GET /api/admin/users: spending today and over 30 days,
+    paid top-ups, open leases - each to the micro-dollar."""
+    import datetime as dt
+    import uuid as uuid_
+
+    from blitzclawd.testing import seed
+
+    admin = {"Authorization": f"Bearer {api_env.admin_key}"}
+    owner = await seed.create_user(api_env.pool, email="spender@example.test")
+    idle = await seed.create_user(api_env.pool, email="idle@example.test")
+    await seed.credit(api_env.pool, owner, 25_000_000)
+    busy = await seed.create_instance(api_env.pool, owner, msgs_per_hour=7)
+    quiet = await seed.create_instance(api_env.pool, owner, tokens_per_day=50_000)
+    await _usage(api_env, busy, 1_234_567, "now()")
+    await _usage(api_env, busy, 1, f"{DAY_START} + interval '1 microsecond'")
+    await _usage(api_env, busy, 5_000_000, f"{DAY_START} - interval '1 second'")  # yesterday
+    await _usage(api_env, quiet, 9_000_000, "now() - interval '40 days'")  # beyond 30 days
+    await api_env.pool.execute(
+        "INSERT INTO instance_health (instance_id, ok, state, detail) "
+        "VALUES ($1, false, 'down', 'gateway not listening')",
+        uuid_.UUID(busy.id),
+    )
+
+    status, body = await api_env.call(
+        "GET", "/api/admin/instances?q=spender@example&limit=10000", headers=admin
+    )
+    assert status == 200 and body["total"] == 2, body
+    rows = {i["id"]: i for i in body["instances"]}
+    assert rows[busy.id]["spend_today_micros"] == 1_234_568
+    assert rows[quiet.id]["spend_today_micros"] == 0
+    assert (rows[busy.id]["messages_per_hour"], rows[busy.id]["tokens_per_day"]) == (7, None)
+    assert (rows[quiet.id]["messages_per_hour"], rows[quiet.id]["tokens_per_day"]) == (
+        None,
+        50_000,
+    )
+    assert rows[busy.id]["health"] == "down"
+    assert rows[busy.id]["health_detail"] == "gateway not listening"
+    assert rows[quiet.id]["health"] is None and rows[quiet.id]["health_detail"] is None
+    status, body = await api_env.call(
+        "GET", "/api/admin/instances?q=spender@example&limit=1", headers=admin
+    )
+    assert [i["id"] for i in body["instances"]] == [quiet.id] and body["total"] == 2
+    status, body = await api_env.call("GET", "/api/admin/instances?q=nobody-at-all", headers=admin)
+    assert status == 200 and body == {"instances": [], "total": 0}
+    status, body = await api_env.call("GET", "/api/admin/instances?limit=10001", headers=admin)
+    assert status == 422 and body["error"]["field"] == "limit"
+
+    # Users: paid top-ups count (a pending one does not), one open lease (this daemon's).
+    for cents, state, days_ago in ((2500, "paid", 2), (1000, "paid", 1), (5000, "pending", 0)):
+        paid = state == "paid"
+        await api_env.pool.execute(
+            "INSERT INTO topups (user_id, amount_cents, status, credited_micros, paid_at) "
+            "VALUES ($1, $2, $3, $4, now() - $5::interval)",
+            uuid_.UUID(owner),
+            cents,
+            state,
+            cents * 10_000 if paid else None,
+            dt.timedelta(days=days_ago) if paid else None,
+        )
+    await api_env.pool.execute(
+        "INSERT INTO balance_leases (user_id, daemon_id, amount_micros) VALUES ($1, $2, 1000000)",
+        uuid_.UUID(owner),
+        uuid_.UUID(api_env.daemon.daemon_id),
+    )
+    last_paid = await api_env.pool.fetchval(
+        "SELECT max(paid_at) FROM topups WHERE user_id = $1", uuid_.UUID(owner)
+    )
+    status, body = await api_env.call("GET", "/api/admin/users?q=@example.test", headers=admin)
+    assert status == 200, body
+    users = {u["id"]: u for u in body["users"]}
+    spender = users[owner]
+    assert spender["spend_today_micros"] == 1_234_568
+    assert spender["spend_30d_micros"] == 6_234_568
+    assert spender["topped_up_micros"] == 35_000_000
+    assert spender["last_topup_at"] == last_paid.isoformat()
+    assert spender["leases"] == 1 and spender["reserved_micros"] == 1_000_000
+    assert spender["instances"] == 2 and spender["balance_micros"] == 25_000_000
+    assert {k: users[idle][k] for k in ("spend_today_micros", "spend_30d_micros")} == {
+        "spend_today_micros": 0,
+        "spend_30d_micros": 0,
+    }
+    assert users[idle]["topped_up_micros"] == 0 and users[idle]["last_topup_at"] is None
+    assert users[idle]["leases"] == 0 and users[idle]["instances"] == 0

@@ -314,6 +314,26 @@ async def test_the_operators_commands(database: str, tmp_path: Path) -> None:
         pool = await _json(home, *admin, "admin", "pool", "status")
         assert pool["held"] is False and pool["servers"] == []
         assert await _json(home, *admin, "admin", "users", "list") == {"users": []}
+        # One assistant paused, resumed and deleted (only with --yes: nobody here to ask).
+        owner = await seed.create_user(env.pool)
+        inst = await seed.create_instance(env.pool, owner)
+        listed = await _json(home, *admin, "admin", "instances", "list")
+        assert listed["total"] == 1 and listed["instances"][0]["spend_today_micros"] == 0
+        paused = await _json(home, *admin, "admin", "instances", "pause", inst.id)
+        assert paused == {"id": inst.id, "status": "paused"}
+        resumed = await _json(home, *admin, "admin", "instances", "resume", inst.id)
+        assert resumed == {"id": inst.id, "status": "active"}
+        code, _, err = await _cli(home, *admin, "admin", "instances", "resume", inst.id)
+        assert code == 7 and err.startswith("error: only an instance an operator paused"), err
+        code, _, err = await _cli(home, *admin, "admin", "instances", "delete", inst.id)
+        assert code == 2 and "--yes" in err, err
+        status_of = "SELECT status FROM instances WHERE id = $1"
+        assert await env.pool.fetchval(status_of, uuid.UUID(inst.id)) == "active"
+        deleted = await _json(home, *admin, "admin", "instances", "delete", inst.id, "--yes")
+        assert deleted == {"id": inst.id, "queued": "teardown"}
+        assert await env.pool.fetchval(status_of, uuid.UUID(inst.id)) == "deleted"
+        code, _, err = await _cli(home, *admin, "admin", "instances", "delete", inst.id, "-y")
+        assert code == 4, err
         # The live events: followed while payments keep arriving (a webhook event each).
         follow = asyncio.create_task(_cli(home, *admin, "admin", "events", "--limit", "1"))
         product = next(iter(env.creem.products))

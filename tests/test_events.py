@@ -131,3 +131,38 @@ async def test_events_over_sse(database: str, tmp_path: Path) -> None:
         assert {e["id"] for e in replayed} <= {e["id"] for e in seen}
         await again.aclose()
         resp.close()
+
+
+async def test_the_proxy_summary_has_its_latency(api_env) -> None:
+    """The per-second `proxy` event: requests and their median and 95th percentile latency (the
+    upper bounds of the histogram buckets holding them), after requests were proxied."""
+    from blitzclawd.metrics import _SECONDS
+    from blitzclawd.testing import seed
+
+    admin = {"Authorization": f"Bearer {api_env.admin_key}"}
+    owner = await seed.create_user(api_env.pool)
+    await seed.credit(api_env.pool, owner, 25_000_000)
+    inst = await seed.create_instance(api_env.pool, owner)
+    resp = await api_env.http.get(api_env.api + "/api/admin/events", headers=admin)
+    stream = sse(resp)
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {**inst.headers, "anthropic-version": "2023-06-01"}
+    for _ in range(3):
+        async with api_env.http.post(
+            api_env.proxy + "/v1/messages", json=body, headers=headers
+        ) as answer:
+            assert answer.status == 200
+            await answer.read()
+    seen: list[dict] = []
+    event = await until_event(stream, lambda e: e["event"] == "proxy", seen)
+    data = event["data"]
+    assert data["requests"] >= 1 and data["errors"] == 0, data
+    bounds = {round(b * 1000, 3) for b in _SECONDS}
+    assert isinstance(data["p50_ms"], float) and data["p50_ms"] in bounds, data
+    assert isinstance(data["p95_ms"], float) and data["p95_ms"] >= data["p50_ms"], data
+    await stream.aclose()
+    resp.close()

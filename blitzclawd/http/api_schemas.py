@@ -274,3 +274,66 @@ READY = obj(
         "actors": array(ANY_OBJECT),
     }
 )
+
+# -- what operators see (/api/admin/...) ---------------------------------------------------------
+
+MICROS: Schema = {**INTEGER, "description": "micro-USD (1,000,000 = $1)"}
+_NO_LIMIT = "null: the global limit applies"
+
+ADMIN_INSTANCE = obj(
+    {
+        "id": UUID,
+        "user_id": UUID,
+        "email": maybe(STRING),
+        "status": INSTANCE_STATUS,
+        "status_reason": maybe(STRING),
+        "channel_type": STRING,
+        "server_ip": maybe(STRING),
+        "server_name": maybe(STRING),
+        "health": {
+            "type": ["string", "null"],
+            "enum": ["ok", "not_ready", "down", "unreachable", "error", None],
+            "description": "the health monitor's last result (null: not checked yet)",
+        },
+        "health_detail": maybe(STRING),
+        "health_checked_at": maybe(TIME),
+        "messages_per_hour": {**maybe(INTEGER), "description": _NO_LIMIT},
+        "tokens_per_day": {**maybe(INTEGER), "description": _NO_LIMIT},
+        "spend_today_micros": {
+            **MICROS,
+            "description": "what its usage was charged since 00:00 UTC, in micro-USD",
+        },
+        "created_at": TIME,
+    }
+)
+ADMIN_INSTANCES = obj(
+    {
+        "instances": array(ADMIN_INSTANCE),
+        "total": {**INTEGER, "description": "how many match, regardless of `limit`"},
+    }
+)
+
+ADMIN_USER = obj(
+    {
+        "id": UUID,
+        "email": maybe(STRING),
+        "clerk_user_id": maybe(STRING),
+        "role": {"type": "string", "enum": ["user", "admin"]},
+        "created_at": TIME,
+        "balance_micros": MICROS,
+        "reserved_micros": {**MICROS, "description": "what the daemons' leases hold"},
+        "instances": {**INTEGER, "description": "live (not deleted) instances"},
+        "spend_today_micros": {**MICROS, "description": "usage charged since 00:00 UTC"},
+        "spend_30d_micros": {**MICROS, "description": "usage charged in the last 30 days"},
+        "topped_up_micros": {
+            **MICROS,
+            "description": "what paid top-ups credited, ever (refunds not taken off)",
+        },
+        "last_topup_at": {**maybe(TIME), "description": "when the last top-up was paid"},
+        "leases": {**INTEGER, "description": "open balance leases (one per daemon at most)"},
+    }
+)
+
+INSTANCE_PAUSED = obj(
+    {"id": UUID, "status": {"type": "string", "enum": ["paused", "active"]}},
+)

@@ -132,8 +132,12 @@ ADMIN_OPERATIONS = [
         "/api/admin/instances",
         admin_fleet.instances,
         "Every user's instances (search by id, owner, email or address)",
-        query=(_SEARCH, QueryChoice("status", options=admin_fleet.INSTANCE_STATUSES), _LIMIT),
-        replies=_ok(s.listing("instances")),
+        query=(
+            _SEARCH,
+            QueryChoice("status", options=admin_fleet.INSTANCE_STATUSES),
+            QueryInt("limit", default=100, minimum=1, maximum=10000),
+        ),
+        replies=_ok(s.ADMIN_INSTANCES),
     ),
     *(
         _op(
@@ -150,6 +154,32 @@ ADMIN_OPERATIONS = [
             ("stop", admin_fleet.stop_instance),
             ("start", admin_fleet.start_instance),
         )
+    ),
+    _op(
+        "POST",
+        "/api/admin/instances/{instance_id}/pause",
+        admin_fleet.pause_instance,
+        "Pause an active instance: the proxy refuses it at once",
+        path_params=(_INSTANCE,),
+        replies=_ok(s.INSTANCE_PAUSED),
+        errors=(409,),
+    ),
+    _op(
+        "POST",
+        "/api/admin/instances/{instance_id}/resume",
+        admin_fleet.resume_instance,
+        "Resume an instance an operator paused (not one paused for its balance)",
+        path_params=(_INSTANCE,),
+        replies=_ok(s.INSTANCE_PAUSED),
+        errors=(409,),
+    ),
+    _op(
+        "DELETE",
+        "/api/admin/instances/{instance_id}",
+        admin_fleet.delete_instance,
+        "Delete any user's instance; its server is wiped (a teardown job)",
+        path_params=(_INSTANCE,),
+        replies=_QUEUED,
     ),
     _op(
         "GET",
@@ -210,9 +240,9 @@ ADMIN_OPERATIONS = [
         "GET",
         "/api/admin/users",
         admin_fleet.users,
-        "Users with balance, reserved and instances",
+        "Users with balance, leases, instances, spending and top-ups",
         query=(_SEARCH, _LIMIT),
-        replies=_ok(s.listing("users")),
+        replies=_ok(s.listing("users", s.ADMIN_USER)),
     ),
     _op(
         "POST",

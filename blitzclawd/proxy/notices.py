@@ -79,6 +79,12 @@ def daily_limit(limit: int, retry_after: float, now: float | None = None) -> Not
 
 
 def paused(reason: str | None, topup_url: str) -> Notice:
+    if reason == "paused_by_operator":  # not the user's money: topping up would not help
+        return Notice(
+            "paused",
+            "BlitzClaw's operators have paused me for now, so I can't answer. "
+            "Contact BlitzClaw support to find out why.",
+        )
     if reason == "payment_failed":
         return Notice(
             "payment_failed",

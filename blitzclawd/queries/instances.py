@@ -188,13 +188,15 @@ async def clear_own_key(conn: asyncpg.Connection, instance_id: uuid.UUID) -> Non
     )
 
 
-async def mark_deleted(conn: asyncpg.Connection, instance_id: uuid.UUID) -> None:
-    """From here the proxy refuses it; the teardown job queued with it wipes the server."""
-    await conn.execute(
+async def mark_deleted(conn: asyncpg.Connection, instance_id: uuid.UUID) -> bool:
+    """From here the proxy refuses it; the teardown job queued with it wipes the server. False
+    when there is no such instance or it was deleted already."""
+    done = await conn.execute(
         """UPDATE instances SET status = 'deleted', deleted_at = now(), channel_session_enc = NULL
-           WHERE id = $1""",
+           WHERE id = $1 AND deleted_at IS NULL""",
         instance_id,
     )
+    return done.endswith(" 1")
 
 
 async def server_of(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | None:

@@ -212,7 +212,11 @@ async def clear_own_key(pool: asyncpg.Pool, actors: Actors, instance_id: uuid.UU
 
 
 async def delete(pool: asyncpg.Pool, actors: Actors, instance_id: uuid.UUID) -> None:
-    """From here the proxy refuses it (deleted); the teardown job wipes its server."""
-    await queue(
-        pool, actors, instance_id, "teardown", lambda conn: rows.mark_deleted(conn, instance_id)
-    )
+    """From here the proxy refuses it (deleted); the teardown job wipes its server. 404 when it
+    was deleted already (by another request meanwhile): one teardown, never two."""
+
+    async def change(conn: asyncpg.Connection) -> None:
+        if not await rows.mark_deleted(conn, instance_id):
+            raise ApiError(404, "not_found", "no such instance")
+
+    await queue(pool, actors, instance_id, "teardown", change)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -62,12 +63,19 @@ async def retry_job(request: web.Request) -> web.Response:
 
 
 async def instances(request: web.Request) -> web.Response:
-    """Every user's instances: search by instance id, owner id or email, server address."""
+    """Every user's instances: search by instance id, owner id or email, server address; with
+    `total`, how many match regardless of `limit`."""
     actor_of(request)
     ctx = request.app[CONTEXT]
     query = args_of(request).query
-    found = await rows.instances(ctx.pool, query["q"], query["status"], query["limit"])
-    return json_response({"instances": [plain(r) for r in found]})
+    found = [
+        plain(r)
+        for r in await rows.instances(ctx.pool, query["q"], query["status"], query["limit"])
+    ]
+    total = found[0]["total"] if found else 0
+    for row in found:
+        del row["total"]
+    return json_response({"instances": found, "total": total})
 
 
 async def _instance_action(request: web.Request, action: str) -> web.Response:
@@ -92,6 +100,68 @@ async def stop_instance(request: web.Request) -> web.Response:
 
 async def start_instance(request: web.Request) -> web.Response:
     return await _instance_action(request, "start")
+
+
+async def pause_instance(request: web.Request) -> web.Response:
+    """One active instance paused by an operator: the proxy refuses it at once."""
+    actor = actor_of(request)
+    ctx = request.app[CONTEXT]
+    instance_id = args_of(request).path["instance_id"]
+    before = await rows.pause_instance(ctx.pool, instance_id)
+    if before is None:
+        raise ApiError(404, "not_found", "no such instance")
+    if not before["done"]:
+        raise ApiError(
+            409,
+            "not_running",
+            f"only an active instance can be paused; this one is {_state(before)}",
+        )
+    await rows.audit(ctx.pool, actor, "instance.pause", str(instance_id), {})
+    return json_response({"id": str(instance_id), "status": "paused"})
+
+
+async def resume_instance(request: web.Request) -> web.Response:
+    """One instance an operator paused, active again; not one paused for its balance (that
+    resumes when the user tops up)."""
+    actor = actor_of(request)
+    ctx = request.app[CONTEXT]
+    instance_id = args_of(request).path["instance_id"]
+    before = await rows.resume_instance(ctx.pool, instance_id)
+    if before is None:
+        raise ApiError(404, "not_found", "no such instance")
+    if not before["done"]:
+        raise ApiError(
+            409,
+            "not_paused",
+            f"only an instance an operator paused can be resumed; this one is {_state(before)}"
+            + _RESUMES_BY_ITSELF.get(before["status_reason"], ""),
+        )
+    await rows.audit(ctx.pool, actor, "instance.resume", str(instance_id), {})
+    return json_response({"id": str(instance_id), "status": "active"})
+
+
+_RESUMES_BY_ITSELF = {
+    "balance_depleted": ": it resumes by itself once the user's balance is above the minimum",
+    "payment_failed": ": it resumes by itself once the user pays or tops up",
+}
+
+
+def _state(row: Any) -> str:
+    reason = row["status_reason"]
+    return f"{row['status']} ({reason})" if reason else row["status"]
+
+
+async def delete_instance(request: web.Request) -> web.Response:
+    """Any user's instance deleted: the proxy refuses it from now on, the teardown job wipes
+    its server."""
+    actor = actor_of(request)
+    ctx = request.app[CONTEXT]
+    instance_id = args_of(request).path["instance_id"]
+    if not await rows.instance_exists(ctx.pool, instance_id):
+        raise ApiError(404, "not_found", "no such instance")
+    await service.delete(ctx.pool, ctx.actors, instance_id)
+    await rows.audit(ctx.pool, actor, "instance.delete", str(instance_id), {})
+    return json_response({"id": str(instance_id), "queued": "teardown"}, status=202)
 
 
 async def audit_log(request: web.Request) -> web.Response:
