@@ -39,7 +39,7 @@ DRAIN_SECONDS = 0.1  # how often arrived events reach the screen
 ROW_CHANGES_SECONDS = 1.0  # rows changed by events are drawn at most this often
 REFRESH_SECONDS = 2.0  # views an event made stale are loaded again at most this often
 FULL_REFRESH_SECONDS = 30.0
-INSTANCE_LIMIT = 1000
+INSTANCE_LIMIT = 10_000
 # Which views an event makes stale.
 STALE_AFTER = {
     "instance": ("instances",),

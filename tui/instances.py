@@ -130,6 +130,7 @@ class InstancesPane(Vertical):
                     f"Server   {cell(row.get('server_name'))} {cell(row.get('server_ip'))}",
                     f"Channel  {cell(row.get('channel_type'))}",
                     f"Health   {cell(row.get('health'))}"
+                    + (f" ({row['health_detail']})" if row.get("health_detail") else "")
                     + (f", checked {age(checked, now)} ago" if checked else ""),
                     f"Today    {dollars(row.get('spend_today_micros'))}",
                     f"Limits   {limits} (global: the global limit)",
