@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from test_fleet import ADMIN_KEY, available, fleet_env
+from test_fleet import ADMIN_KEY, BOT_TOKEN, active, available, fleet_env
 
 from blitzclaw.client import BlitzClient
 from blitzclawd.http.auth import hash_key, new_api_key
@@ -460,3 +460,103 @@ async def test_a_daemon_restart_is_survived(database: str, tmp_path: Path) -> No
 
 async def _connect(database: str) -> asyncpg.Connection:
     return await asyncpg.connect(database)
+
+
+async def test_instance_actions(database: str, tmp_path: Path) -> None:
+    """On a real instance over real SSH: its log followed live; paused (the proxy refuses it)
+    and resumed; its own limits set; deleted after the typed word; each audited."""
+    async with fleet_env(database, tmp_path) as env:
+        await available(env, 2)
+        alice = await env.user()
+        status, body = await env.call(
+            "POST",
+            "/api/instances",
+            alice,
+            {
+                "channel_type": "telegram",
+                "persona_template": "assistant",
+                "channel_config": {"bot_token": BOT_TOKEN, "allow_from": ["42"]},
+            },
+        )
+        assert status == 201, body
+        iid = body["id"]
+        row = await active(env, iid)
+        server = env.server_of(row["hetzner_server_id"])
+        client = BlitzClient(env.api, ADMIN_KEY)
+        app = ConsoleApp(client)
+
+        async def status_of() -> str:
+            return (await env.instance(iid))["status"]
+
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("i")
+            await _until(pilot, lambda: iid in _cells(app, "#instance-table"))
+            listed = (await _get(client, "/api/admin/instances"))["instances"][0]
+            cells = _cells(app, "#instance-table")[iid]
+            assert cells[:5] == (
+                iid[:8],
+                "active",
+                listed["email"],
+                listed["server_ip"],
+                "telegram",
+            )
+            await _select(pilot, "#instance-table", iid)
+            assert iid in _text(app, "#instance-detail")
+
+            # Its log, followed: a line written on the server arrives.
+            await pilot.press("L")
+            log = app.query_one("#instance-log")
+
+            def logged(text: str) -> bool:  # (long lines wrap)
+                return text in " ".join(s.text.strip() for s in log.lines)
+
+            await _until(pilot, lambda: logged("Started openclaw-gateway.service"))
+            server.ssh.log("a line written while the operator watches", "openclaw[1]")
+            await _until(pilot, lambda: logged("while the operator watches"))
+            assert await _audited(env.pool, "instance.logs") == 1
+
+            # Paused after a yes: the proxy refuses it at once; resumed without a question.
+            await pilot.press("p")
+            await _until(pilot, lambda: _screen(app) == "Confirm")
+            question = app.screen.question  # the owner and the status, not only an id
+            assert listed["email"] in question and "now active" in question and iid in question
+            await pilot.press("y")
+            await _until_true(pilot, lambda: _is(status_of, "paused"))
+            assert (await env.instance(iid))["status_reason"] == "paused_by_operator"
+            await _until(pilot, lambda: _cells(app, "#instance-table")[iid][1] == "paused *")
+            await pilot.press("P")
+            await _until_true(pilot, lambda: _is(status_of, "active"))
+            assert await _audited(env.pool, "instance.pause") == 1
+            assert await _audited(env.pool, "instance.resume") == 1
+
+            # Its own limits: 120 messages an hour, tokens left as they are.
+            await pilot.press("l")
+            await _until(pilot, lambda: _screen(app) == "Form")
+            await _type(pilot, "120")
+            await pilot.press("enter", "enter")
+
+            async def limited() -> bool:
+                found = await env.instance(iid)
+                return found["msgs_per_hour"] == 120 and found["tokens_per_day"] is None
+
+            await _until_true(pilot, limited)
+            assert await _audited(env.pool, "instance.limits") == 1
+
+            # Deleted only after the typed word.
+            await pilot.press("D")
+            await _until(pilot, lambda: _screen(app) == "Form")
+            await _type(pilot, "yes")
+            await pilot.press("enter")
+            await _until(pilot, lambda: "type delete" in _text(app.screen, "#form-error"))
+            assert (await env.instance(iid))["deleted_at"] is None
+            app.screen.query_one("#field-confirm").value = ""
+            await _type(pilot, "delete")
+            await pilot.press("enter")
+
+            async def deleted() -> bool:
+                return (await env.instance(iid))["deleted_at"] is not None
+
+            await _until_true(pilot, deleted)
+            assert await _audited(env.pool, "instance.delete") == 1
+            await _until(pilot, lambda: iid not in _cells(app, "#instance-table"))
+        client.close()

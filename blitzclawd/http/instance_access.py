@@ -4,6 +4,7 @@ its server with the pinned host key."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from aiohttp import web
 from blitzclawd.context import DaemonContext
 from blitzclawd.errors import ApiError
 from blitzclawd.fleet import remote
+from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.declare import args_of
 from blitzclawd.queries import instances as rows
 
@@ -40,3 +42,34 @@ async def ssh_to(ctx: DaemonContext, instance_id: uuid.UUID) -> asyncssh.SSHClie
         return await remote.connect(target, ctx.ssh_key(), timeout=cfg.ssh_connect_timeout)
     except remote.RemoteError:
         raise ApiError(502, "server_unreachable", "the instance's server did not answer") from None
+
+
+async def gateway_log(request: web.Request, instance_id: uuid.UUID) -> web.StreamResponse:
+    """The gateway's journal (`lines`, `follow`) as plain text, streamed while followed; the
+    caller has checked who may read it (its owner, or an operator)."""
+    ctx = request.app[CONTEXT]
+    lines, follow = args_of(request).query["lines"], args_of(request).query["follow"]
+    command = remote.journal_command(lines, follow)
+    conn = await ssh_to(ctx, instance_id)
+    async with conn:
+        if not follow:
+            result = await conn.run(command, check=False)
+            return web.Response(text=str(result.stdout or ""), content_type="text/plain")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        async with conn.create_process(command) as process:
+            try:
+                while True:
+                    chunk = await process.stdout.read(4096)
+                    if not chunk:
+                        break
+                    await response.write(chunk.encode() if isinstance(chunk, str) else chunk)
+            except (ConnectionResetError, asyncssh.Error):
+                process.close()  # the client left, or the server went away: end the stream
+                return response
+            except asyncio.CancelledError:
+                process.close()
+                raise
+        await response.write_eof()
+        return response

@@ -4,6 +4,7 @@ Every action is audited (admin_actions)."""
 
 from __future__ import annotations
 
+from blitzclawd.fleet import remote
 from blitzclawd.http import api_schemas as s
 from blitzclawd.http.declare import (
     Body,
@@ -14,6 +15,7 @@ from blitzclawd.http.declare import (
     PathText,
     PathUuid,
     QueryChoice,
+    QueryFlag,
     QueryInt,
     QueryText,
     QueryTime,
@@ -180,6 +182,19 @@ ADMIN_OPERATIONS = [
         "Delete any user's instance; its server is wiped (a teardown job)",
         path_params=(_INSTANCE,),
         replies=_QUEUED,
+    ),
+    _op(
+        "GET",
+        "/api/admin/instances/{instance_id}/logs",
+        admin_fleet.instance_log,
+        "Any user's gateway log (plain text); follow=1 streams it (audited)",
+        path_params=(_INSTANCE,),
+        query=(
+            QueryInt("lines", default=100, minimum=1, maximum=remote.MAX_LOG_LINES),
+            QueryFlag("follow"),
+        ),
+        replies={200: Reply("log lines", {"type": "string"}, "text/plain")},
+        errors=(409, 502),
     ),
     _op(
         "GET",

@@ -19,6 +19,7 @@ from blitzclawd.http.admin_access import actor_of, plain
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
+from blitzclawd.http.instance_access import gateway_log
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.payments.unmatched import list_unmatched
 from blitzclawd.queries import admin as rows
@@ -373,6 +374,17 @@ async def _user_action(request: web.Request, action: str) -> web.Response:
     count = await (rows.pause_user if action == "pause" else rows.resume_user)(ctx.pool, user_id)
     await rows.audit(ctx.pool, actor, f"user.{action}", str(user_id), {"instances": count})
     return json_response({"user_id": str(user_id), "action": action, "instances": count})
+
+
+async def instance_log(request: web.Request) -> web.StreamResponse:
+    """Any user's gateway log, as its owner reads it (audited: an operator read it)."""
+    actor = actor_of(request)
+    ctx = request.app[CONTEXT]
+    instance_id = args_of(request).path["instance_id"]
+    if not await rows.instance_exists(ctx.pool, instance_id):
+        raise ApiError(404, "not_found", "no such instance")
+    await rows.audit(ctx.pool, actor, "instance.logs", str(instance_id), {})
+    return await gateway_log(request, instance_id)
 
 
 async def ssh_target(request: web.Request) -> web.Response:

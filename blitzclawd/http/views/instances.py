@@ -8,26 +8,23 @@ encrypted here, before anything is stored (plaintext exists only while deploying
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import Any
 
-import asyncssh
 from aiohttp import web
 
 from blitzclawd import credentials, plugins
 from blitzclawd.channels import missing, seal
 from blitzclawd.config import billing_minimum_micros
 from blitzclawd.credentials import channel_secret_context, own_key_context
-from blitzclawd.fleet import remote
 from blitzclawd.fleet.personas import soul_md
 from blitzclawd.http.auth import require_user
 from blitzclawd.http.channel_state import store_channel
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
-from blitzclawd.http.instance_access import instance_id_of, owned_instance, ssh_to
+from blitzclawd.http.instance_access import gateway_log, instance_id_of, owned_instance
 from blitzclawd.http.jsonutil import json_response
 from blitzclawd.queries import instances as rows
 from blitzclawd.services import instances as service
@@ -204,31 +201,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     instance_id = instance_id_of(request)
     await owned_instance(ctx, require_user(request), instance_id)
-    lines, follow = args_of(request).query["lines"], args_of(request).query["follow"]
-    command = remote.journal_command(lines, follow)
-    conn = await ssh_to(ctx, instance_id)
-    async with conn:
-        if not follow:
-            result = await conn.run(command, check=False)
-            return web.Response(text=str(result.stdout or ""), content_type="text/plain")
-        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        async with conn.create_process(command) as process:
-            try:
-                while True:
-                    chunk = await process.stdout.read(4096)
-                    if not chunk:
-                        break
-                    await response.write(chunk.encode() if isinstance(chunk, str) else chunk)
-            except (ConnectionResetError, asyncssh.Error):
-                process.close()  # the client left, or the server went away: end the stream
-                return response
-            except asyncio.CancelledError:
-                process.close()
-                raise
-        await response.write_eof()
-        return response
+    return await gateway_log(request, instance_id)
 
 
 # -- the user's own provider key (spec "User API Keys") ------------------------------------------
