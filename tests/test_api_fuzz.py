@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 from conftest import running_api_env
 
 from blitzclawd.testing import seed
@@ -115,6 +116,9 @@ async def _schemathesis(
     return process.returncode or 0, out.decode(errors="replace")
 
 
+# Several schemathesis runs over every operation: more than the suite's default 120 s per test
+# when the machine is busy (each run has its own deadline, RUN_TIMEOUT).
+@pytest.mark.timeout(360)
 async def test_schemathesis_finds_nothing_as_stranger_and_as_user(
     database: str, tmp_path: Path
 ) -> None:
