@@ -452,8 +452,16 @@ app.add_typer(admin_app, name="admin")
 
 
 @app.command("console")
-def console(ctx: typer.Context) -> None:
-    """The operators' live console (Textual; `pip install 'blitzclawd[tui]'`)."""
+def console(
+    ctx: typer.Context,
+    daemon: list[str] = typer.Option(
+        [],
+        "--daemon",
+        metavar="URL",
+        help="Another daemon sharing the database (repeat): its actors and events join in",
+    ),
+) -> None:
+    """The operators' live console (Textual: the package's tui extra)."""
     options: Options = ctx.obj
     try:
         from blitzclawd_tui.app import run as run_console
@@ -461,7 +469,7 @@ def console(ctx: typer.Context) -> None:
         typer.echo("error: the console needs Textual: pip install 'blitzclawd[tui]'", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     found = config.load(options.api_url, options.api_key)
-    run_console(found.api_url, found.api_key)
+    run_console(found.api_url, found.api_key, daemon)
 
 
 def _until(
