@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from conftest import running_api_env
 from test_fleet import ADMIN_KEY, BOT_TOKEN, active, available, fleet_env
 
 from blitzclaw.client import BlitzClient
@@ -560,3 +561,46 @@ async def test_instance_actions(database: str, tmp_path: Path) -> None:
             assert await _audited(env.pool, "instance.delete") == 1
             await _until(pilot, lambda: iid not in _cells(app, "#instance-table"))
         client.close()
+
+
+async def test_two_daemons_in_one_console(database: str) -> None:
+    """`blitzclaw console --daemon URL`: two daemons sharing a database, both supervision trees
+    in the overview and both event streams in the events tab."""
+    key = await _operator_key(database)
+    async with running_api_env(database) as first, running_api_env(database) as second:
+        clients = [BlitzClient(env.api, key) for env in (first, second)]
+        app = ConsoleApp(*clients)
+        async with app.run_test(size=SIZE) as pilot:
+            ids = [env.daemon.daemon_id for env in (first, second)]
+            tree = app.query_one("#actor-tree")
+            await _until(pilot, lambda: len(tree.root.children) == 2, 30)
+            roots = [str(node.label) for node in tree.root.children]
+            for daemon_id, env in zip(ids, (first, second), strict=True):
+                assert any(r.startswith(daemon_id[:8]) and env.api in r for r in roots), roots
+            # (two daemons of one test process share a pid: the database keeps one of them)
+            await _until(pilot, lambda: all(i in _text(app, "#daemon") for i in ids))
+            # Each stream is followed: an event from either daemon's proxy shows its address.
+            owner = await seed.create_user(first.pool)
+            await seed.credit(first.pool, owner, 25_000_000)
+            inst = await seed.create_instance(first.pool, owner)
+            message = {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 20,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            for env in (first, second):
+                async with asyncio.timeout(30):
+                    while not any(
+                        line.startswith(f"[{env.api}]") and " proxy: " in line
+                        for line in app.seen_events
+                    ):
+                        async with env.http.post(
+                            env.proxy + "/v1/messages",
+                            json=message,
+                            headers={**inst.headers, "anthropic-version": "2023-06-01"},
+                        ) as resp:
+                            assert resp.status == 200, await resp.text()
+                        for _ in range(10):
+                            await pilot.pause(0.05)
+        for client in clients:
+            client.close()
