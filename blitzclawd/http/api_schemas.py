@@ -158,19 +158,17 @@ USAGE = obj(
     }
 )
 
-INSTANCE_STATUS: Schema = {
-    "type": "string",
-    "enum": [
-        "waiting_for_channel",
-        "pending",
-        "provisioning",
-        "active",
-        "paused",
-        "stopped",
-        "error",
-        "deleted",
-    ],
-}
+# An instance's statuses while it lives (the admin listing filters by them); "deleted" after.
+LIVE_INSTANCE_STATUSES = (
+    "waiting_for_channel",
+    "pending",
+    "provisioning",
+    "active",
+    "paused",
+    "stopped",
+    "error",
+)
+INSTANCE_STATUS: Schema = {"type": "string", "enum": [*LIVE_INSTANCE_STATUSES, "deleted"]}
 
 INSTANCE = obj(
     {

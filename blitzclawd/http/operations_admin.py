@@ -136,7 +136,7 @@ ADMIN_OPERATIONS = [
         "Every user's instances (search by id, owner, email or address)",
         query=(
             _SEARCH,
-            QueryChoice("status", options=admin_fleet.INSTANCE_STATUSES),
+            QueryChoice("status", options=s.LIVE_INSTANCE_STATUSES),
             QueryInt("limit", default=100, minimum=1, maximum=10000),
         ),
         replies=_ok(s.ADMIN_INSTANCES),

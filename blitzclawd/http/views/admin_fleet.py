@@ -32,15 +32,6 @@ from blitzclawd.services import instances as service
 
 _RESTARTS: set[asyncio.Task[None]] = set()  # kept until done (the loop holds tasks weakly)
 JOB_STATUSES = ("queued", "running", "done", "failed")
-INSTANCE_STATUSES = (
-    "waiting_for_channel",
-    "pending",
-    "provisioning",
-    "active",
-    "paused",
-    "stopped",
-    "error",
-)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
