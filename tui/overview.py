@@ -22,6 +22,7 @@ STATE_MARK = {
     "starting": "◌",
     "restarting": "◐",
     "waiting": "◇",
+    "standby": "◇",
     "held": "◇",
     "stopped": "○",
     "terminated": "○",
@@ -65,7 +66,10 @@ def add_actor(parent: TreeNode[Any], actor: dict[str, Any], url: str, above: str
     restarts = actor.get("restarts") or 0
     extra = f", {restarts} restart(s)" if restarts else ""
     error = " !" if actor.get("last_error") else ""  # the error itself: beside the tree
-    label = f"{mark} {actor['name']} ({actor.get('state')}{extra}){error}"
+    state = actor.get("state")
+    if state == "standby":  # a singleton: another daemon on the database holds it
+        state = "standby: held by another daemon"
+    label = f"{mark} {actor['name']} ({state}{extra}){error}"
     children = actor.get("children") or []
     if children:
         node = parent.add(label, data=(url, path), expand=True)
