@@ -577,6 +577,25 @@ async def test_two_daemons_in_one_console(database: str) -> None:
             roots = [str(node.label) for node in tree.root.children]
             for daemon_id, env in zip(ids, (first, second), strict=True):
                 assert any(r.startswith(daemon_id[:8]) and env.api in r for r in roots), roots
+
+            # A singleton runs in one daemon; the other's tree says another daemon holds it.
+            def states() -> dict[str, list[str]]:
+                found: dict[str, list[str]] = {}
+                stack = list(tree.root.children)
+                while stack:
+                    node = stack.pop()
+                    if node.data:
+                        found.setdefault(node.data[1], []).append(str(node.label))
+                    stack.extend(node.children)
+                return found
+
+            await _until(
+                pilot,
+                lambda: any("held by another daemon" in " ".join(v) for v in states().values()),
+            )
+            for labels in states().values():
+                if any("held by another daemon" in label for label in labels):
+                    assert len(labels) == 2 and any("(running" in label for label in labels)
             # (two daemons of one test process share a pid: the database keeps one of them)
             await _until(pilot, lambda: all(i in _text(app, "#daemon") for i in ids))
             # Each stream is followed: an event from either daemon's proxy shows its address.
