@@ -23,8 +23,10 @@ The console (`ConsoleApp(real daemon, scripted daemon)`) runs headless in this p
 2. update latency: from an event's write until it is in `app.seen_events` (what the console
    handed to its events tab), polled every 5 ms (so up to 5 ms late);
 3. input latency, during the storm, one key every 100 ms: cursor down in the instances table and
-   switching tabs, from the press until the key and every message it caused were handled
-   (`pilot.press`) and a frame was composed (`pilot.pause(0)`, which runs the screen's update);
+   switching tabs, from the key event reaching the app (posted as the terminal driver does) until
+   its effect is visible (the cursor moved, the tab shown) and then until the screen refreshed
+   after it (`App.call_after_refresh`). Not `pilot.press`: it waits for the process to go idle
+   (up to 1 s, twice), which a console under a constant stream never does;
 4. event-loop lag: a callback every 10 ms on the console's loop, and how late it ran;
 5. CPU seconds of this process (the console, its event-reader threads and the probes above), of
    the daemon and of the scripted daemon.
@@ -55,7 +57,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
-from textual.pilot import WaitForScreenTimeout
+from textual import events
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import proxy as proxy_bench
@@ -511,6 +513,31 @@ async def measure_console(
                     async with http.get(scripted + "/_bench/stats") as resp:
                         return await resp.json()
 
+                async def press(key: str) -> tuple[float, float]:
+                    """The key as the terminal driver hands it over (a Key event posted to the
+                    app), then: handled (its effect visible: the cursor one row down, the tab
+                    shown) and drawn (the screen refreshed after it). Not pilot.press: it
+                    waits for the process to go idle (up to 1 s, twice), which a console under
+                    a constant stream never does."""
+                    tab = {"i": "instances", "e": "events", "o": "overview"}.get(key)
+                    row = table.cursor_row
+
+                    def effect() -> bool:
+                        return app.tab == tab if tab else table.cursor_row == row + 1
+
+                    app.post_message(events.Key(key, key if len(key) == 1 else None))
+                    for _ in range(30_000):  # 1 ms apart: 30 s at most
+                        if effect():
+                            break
+                        await asyncio.sleep(0.001)
+                    else:
+                        raise TimeoutError(key)
+                    handled = time.perf_counter()
+                    drawn = asyncio.Event()
+                    app.call_after_refresh(drawn.set)
+                    await asyncio.wait_for(drawn.wait(), 30)
+                    return handled, time.perf_counter()
+
                 pollers = [asyncio.create_task(poll()), asyncio.create_task(lag())]
                 keys: dict[str, list[float]] = {"handled": [], "drawn": []}
                 by_key: dict[str, list[float]] = {}
@@ -526,14 +553,11 @@ async def measure_console(
                     key = KEYS[n % len(KEYS)]
                     n += 1
                     t0 = time.perf_counter()
-                    try:  # pilot gives up after 30 s: then the figure is a lower bound
-                        await pilot.press(key)
-                        t1 = time.perf_counter()
-                        await pilot.pause(0)
-                    except WaitForScreenTimeout:
-                        t1 = time.perf_counter()
+                    try:
+                        t1, t2 = await press(key)
+                    except TimeoutError:
+                        t1 = t2 = time.perf_counter()
                         timeouts += 1
-                    t2 = time.perf_counter()
                     keys["handled"].append(t1 - t0)
                     keys["drawn"].append(t2 - t0)
                     name = "down (instances)" if key == "down" else f"switch tab ({key})"
@@ -654,11 +678,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "Update latency: from the scripted daemon's write of an event to the console having "
             "it in app.seen_events (drained to the events tab), polled every 5 ms; both "
             "processes read CLOCK_MONOTONIC.",
-            "Input latency: `await pilot.press(key)` (the key and every message it caused "
-            "handled), then `await pilot.pause(0)`, which runs the screen's update (layout and "
-            "compositing of what changed; headless, so nothing is written to a terminal). "
-            "`pilot.pause()` without a delay waits for the process to be idle, which it never "
-            "is under a constant stream, so it would measure the stream, not the key.",
+            "Input latency: the key posted to the app as a Key event (what the terminal driver "
+            "does), until its effect is visible (the table's cursor one row down, the tab "
+            "shown: handled), then until the screen refreshed after it (App.call_after_refresh: "
+            "drawn; headless, so nothing is written to a terminal). pilot.press is not used: it "
+            "waits for the process to go idle (up to 1 s, twice), which a console under a "
+            "constant stream never is, so it measured the pilot's wait, not the key.",
             "Loop lag: how late a 10 ms sleep on the console's loop woke up, during the storm.",
             "The console, its two event-reader threads and the probes share this process; the "
             "daemon, the scripted daemon and PostgreSQL are other processes on the same cores.",

@@ -36,6 +36,9 @@ from blitzclawd_tui.pool import PoolPane
 
 RECONNECT_SECONDS = 1.0
 DRAIN_SECONDS = 0.1  # how often arrived events reach the screen
+# At most this often for views an event made stale (a view's full answer is decoded in a worker
+# thread, which holds the interpreter while it does): the heavy ones less often.
+STALE_MIN_SECONDS = {"health": 10.0, "users": 5.0, "metrics": 10.0, "unmatched": 5.0}
 ROW_CHANGES_SECONDS = 1.0  # rows changed by events are drawn at most this often
 REFRESH_SECONDS = 2.0  # views an event made stale are loaded again at most this often
 FULL_REFRESH_SECONDS = 30.0
@@ -83,6 +86,7 @@ class ConsoleApp(OperatorActions, App[None]):
         self.daemon_answers: dict[str, dict[str, Any]] = {}
         self._inbox: collections.deque[tuple[str, dict[str, Any] | str]] = collections.deque()
         self._stale: set[str] = set()
+        self._loaded_at: dict[str, float] = {}  # when each view was last asked for
         self._lock = threading.Lock()
 
     # -- layout -------------------------------------------------------------------------------
@@ -128,8 +132,9 @@ class ConsoleApp(OperatorActions, App[None]):
 
     def on_tabbed_content_tab_activated(self, message: TabbedContent.TabActivated) -> None:
         self.focus_tab(str(message.pane.id))
-        if message.pane.id == "instances":
-            self.query_one(InstancesPane).apply_changes(self.clock())
+        self.query_one(EventsPane).set_visible(message.pane.id == "events")
+        if message.pane.id == "instances":  # the tab first, the rows changed meanwhile next
+            self.call_after_refresh(self.show_row_changes)
         self.refresh_bindings()
 
     def focus_tab(self, tab: str) -> None:
@@ -179,6 +184,8 @@ class ConsoleApp(OperatorActions, App[None]):
         if "all" in wanted:
             wanted = {"daemons", "pool", "health", "instances", "users", "metrics", "unmatched"}
             wanted.add("jobs")
+        now = time.monotonic()
+        self._loaded_at.update(dict.fromkeys(wanted, now))
         if "daemons" in wanted:
             for client in self.clients:
                 self.fetch("daemons", "GET", "/api/admin/daemons", client=client)
@@ -209,10 +216,17 @@ class ConsoleApp(OperatorActions, App[None]):
             self.fetch("unmatched", "GET", "/api/admin/payments/unmatched", params={"limit": 50})
 
     def load_stale(self) -> None:
+        now = time.monotonic()
         with self._lock:
-            stale, self._stale = self._stale, set()
-        if stale:
-            self.load(*stale)
+            due = {
+                view
+                for view in self._stale
+                if now - self._loaded_at.get(view, 0.0)
+                >= STALE_MIN_SECONDS.get(view, REFRESH_SECONDS)
+            }
+            self._stale -= due
+        if due:
+            self.load(*due)
 
     def do_refresh(self) -> None:
         self.load("all")

@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, RichLog, Static
 
 KEPT = 2000  # events kept for filtering again and for a paused view
+REDRAWN = 200  # the newest kept lines drawn when the tab is shown again or the filter changes
 
 
 # What an event is about comes first (then the rest in the daemon's order); times are in the id.
@@ -50,6 +51,10 @@ class EventsPane(Vertical):
         self.unseen = 0  # arrived while paused
         self.filter = ""
         self.following = True  # False: the console follows no stream (it says so)
+        # Lines reach the log only while the tab is shown: drawing a thousand a second nobody
+        # sees was a good part of the console's work. Shown again, the newest are drawn.
+        self.visible = False
+        self._behind = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="event-bar"):
@@ -63,12 +68,23 @@ class EventsPane(Vertical):
             self.unseen += len(lines)
             self._say_state()
             return
+        if not self.visible:
+            self._behind = self._behind or bool(lines)
+            return
         self._write([line for line in lines if self._shown(line)])
 
     def note(self, text: str) -> None:
         """A line of the console's own (lost events, reconnects), shown even when filtered."""
         self.kept.append(text)
-        self.query_one("#event-log", RichLog).write(text)
+        if self.visible:
+            self.query_one("#event-log", RichLog).write(text)
+        else:
+            self._behind = True
+
+    def set_visible(self, visible: bool) -> None:
+        self.visible = visible
+        if visible and self._behind and not self.paused:
+            self._redraw()
 
     def on_mount(self) -> None:
         self._say_state()
@@ -93,8 +109,10 @@ class EventsPane(Vertical):
         return not self.filter or self.filter in line.lower()
 
     def _redraw(self) -> None:
+        self._behind = False
         self.query_one("#event-log", RichLog).clear()
-        self._write([line for line in self.kept if self._shown(line)])
+        shown = [line for line in self.kept if self._shown(line)]
+        self._write(shown[-REDRAWN:])
 
     def _write(self, lines: list[str]) -> None:
         """Lines to the log in one write: rendered, measured and scrolled once, not once a
