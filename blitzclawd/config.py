@@ -126,6 +126,8 @@ class BillingSettings:
     topup_max_cents: int = field(default=100_000, metadata=_range(1, 10**9))
     # What a paid month of the subscription credits as included usage (spec: $20 includes ~$10).
     subscription_included_usd: float = field(default=10.0, metadata=_range(0, 1_000_000))
+    # The plan's monthly price as the dashboard offers it (what is charged is Creem's product's).
+    subscription_price_usd: float = field(default=20.0, metadata=_range(0, 1_000_000))
 
 
 @dataclass(frozen=True, slots=True)
