@@ -321,8 +321,14 @@ async def _subscription_changed(
     conn: asyncpg.Connection, event: CreemEvent, settings: Settings
 ) -> WebhookOutcome:
     """subscription.active, .scheduled_cancel, .canceled, .expired, .update, .trialing, .paused:
-    the plan's row follows; no money moves."""
-    user_id = await _user_for(conn, event.object)
+    the plan's row follows; no money moves. One that names no user of ours (not a subscription
+    we sold) is acknowledged and recorded like any event we do not act on."""
+    try:
+        user_id = await _user_for(conn, event.object)
+    except Unmatched as miss:
+        if miss.reason == "unknown_user":
+            return WebhookOutcome("recorded")
+        raise
     kind = event.type.removeprefix("subscription.")
     forced = {"canceled": "canceled", "expired": "expired", "scheduled_cancel": "scheduled_cancel"}
     await _track(conn, event, event.object, user_id, forced.get(kind))
