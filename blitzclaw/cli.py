@@ -47,7 +47,7 @@ app = typer.Typer(
     cls=WithChannels, help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False
 )
 auth_app = typer.Typer(help="Sign in with an API key, see who you are, sign out.")
-billing_app = typer.Typer(help="Balance, top-ups, usage.")
+billing_app = typer.Typer(help="Balance, the plan, top-ups, usage.")
 instances_app = typer.Typer(help="Your assistants.")
 app.add_typer(auth_app, name="auth")
 app.add_typer(billing_app, name="billing")
@@ -197,10 +197,11 @@ def auth_logout(ctx: typer.Context) -> None:
 
 @billing_app.command("balance")
 def billing_balance(ctx: typer.Context) -> None:
-    """Balance, what is reserved, the minimum."""
+    """Balance, what is reserved, the minimum, the plan."""
 
     def work(o: Options, c: BlitzClient) -> None:
         b = c.balance()
+        plan = b.get("plan") or {}
         o.show(
             {
                 "balance_usd": b["balance_micros"] / 1e6,
@@ -209,10 +210,54 @@ def billing_balance(ctx: typer.Context) -> None:
                 "minimum_usd": b["minimum_micros"] / 1e6,
                 "below_minimum": b["below_minimum"],
                 "auto_topup": b["auto_topup"]["enabled"],
+                "plan": plan.get("status"),
+                "plan_renews_at": plan.get("renews_at"),
+                "plan_ends_at": plan.get("ends_at"),
             }
         )
 
     _run(ctx, work)
+
+
+@billing_app.command("subscribe")
+def billing_subscribe(
+    ctx: typer.Context,
+    url_only: bool = typer.Option(False, "--url-only", help="Print the checkout URL only."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the checkout in a browser."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until the plan is active."),
+) -> None:
+    """Subscribe to the base plan (monthly, usage included): a checkout link to pay at."""
+
+    def work(o: Options, c: BlitzClient) -> None:
+        made = c.subscribe()
+        if url_only:
+            typer.echo(made["checkout_url"])
+        else:
+            o.show(made)
+        if open_browser:
+            webbrowser.open(made["checkout_url"])
+        if wait:
+            o.say("Waiting for the payment…")
+            _until(lambda: _subscribed(c), "the payment did not arrive in time")
+            o.say("Subscribed.")
+
+    _run(ctx, work)
+
+
+def _subscribed(c: BlitzClient) -> bool:
+    plan = c.balance().get("plan")
+    return bool(plan) and plan["status"] not in ("canceled", "expired")
+
+
+@billing_app.command("unsubscribe")
+def billing_unsubscribe(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Cancel the base plan at the end of the paid period."""
+    if not yes and sys.stdin.isatty():
+        typer.confirm("Cancel the base plan at the end of the paid period?", abort=True)
+    _run(ctx, lambda o, c: o.show(c.unsubscribe()))
 
 
 @billing_app.command("topup")

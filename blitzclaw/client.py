@@ -131,6 +131,12 @@ class BlitzClient:
     def topup(self, amount_cents: int) -> Any:
         return self.request("POST", "/api/billing/topup", json={"amount_cents": amount_cents})
 
+    def subscribe(self) -> Any:
+        return self.request("POST", "/api/billing/subscribe")
+
+    def unsubscribe(self) -> Any:
+        return self.request("DELETE", "/api/billing/subscribe")
+
     def topups(self, limit: int = 50) -> Any:
         return self.request("GET", "/api/billing/topups", params={"limit": limit})
 

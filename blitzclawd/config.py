@@ -126,6 +126,8 @@ class BillingSettings:
     topup_max_cents: int = field(default=100_000, metadata=_range(1, 10**9))
     # What a paid month of the subscription credits as included usage (spec: $20 includes ~$10).
     subscription_included_usd: float = field(default=10.0, metadata=_range(0, 1_000_000))
+    # The plan's monthly price as the dashboard offers it (what is charged is Creem's product's).
+    subscription_price_usd: float = field(default=20.0, metadata=_range(0, 1_000_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,11 @@ class CreemSettings:
     unit_cents: int = field(default=100, metadata=_range(1, 100000))
     # Where Creem sends the user after paying (the dashboard).
     success_url: str = "http://localhost:3000/dashboard?topup=done"
+    # The recurring base plan (spec: $20/month including $10 of usage, billing.
+    # subscription_included_usd); empty: POST /api/billing/subscribe answers 503 not_configured.
+    subscription_product_id: str = ""
+    # Where Creem sends the user after subscribing.
+    subscription_success_url: str = "http://localhost:3000/dashboard?subscribed=1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,6 +582,7 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         "auth.clerk_jwks_url",
         "auth.clerk_api_url",
         "creem.api_url",
+        "creem.subscription_success_url",
         "notify.resend_url",
         "telegram.api_url",
         "fleet.hetzner_api_endpoint",

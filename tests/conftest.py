@@ -310,6 +310,7 @@ async def running_api_env(
                 "api_url": creem.base_url,
                 "product_id": product_id,
                 "unit_cents": creem.products[product_id],
+                "subscription_product_id": next(iter(creem.subscription_products)),
             },
             "notify": {"resend_url": resend.base_url, "sweep_interval": 0.1},
             "limits": {"messages_per_hour": 0, "tokens_per_day": 0},

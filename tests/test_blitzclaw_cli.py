@@ -446,6 +446,7 @@ async def test_json_keys_are_stable(database: str, tmp_path: Path) -> None:
             "auth whoami": ("auth", "whoami"),
             "billing balance": ("billing", "balance"),
             "billing topup": ("billing", "topup", "--amount", "25"),
+            "billing subscribe": ("billing", "subscribe"),
             "billing history": ("billing", "history"),
             "billing usage": ("billing", "usage"),
             "billing auto-topup": ("billing", "auto-topup"),

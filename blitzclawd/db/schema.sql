@@ -690,6 +690,23 @@ CREATE TABLE unmatched_payments (
 );
 CREATE INDEX unmatched_payments_received_at_idx ON unmatched_payments (received_at);
 
+-- The base plan (0023): a user's Creem subscription, kept from the webhooks. `event_at` is the
+-- created_at of the last event applied: an older event delivered late never moves it back.
+CREATE TABLE subscriptions (
+    id text PRIMARY KEY,  -- Creem's subscription id (sub_…)
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE RESTRICT,
+    product_id text,
+    -- Creem's status: active, trialing, past_due, scheduled_cancel, paused, canceled, expired, …
+    status text NOT NULL CHECK (status ~ '^[a-z_]{1,40}$'),
+    current_period_end timestamptz,
+    cancel_at_period_end boolean NOT NULL DEFAULT false,
+    ended_at timestamptz,  -- when it was canceled or expired
+    event_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX subscriptions_user_id_idx ON subscriptions (user_id, event_at);
+
 -- One email per (user, kind, period): the row is written before sending, so a retry or a second
 -- daemon never sends twice; `period` says what makes a kind due again (a week, a top-up cycle).
 CREATE TABLE notifications (

@@ -76,6 +76,41 @@ BALANCE = obj(
     }
 )
 
+PLAN = obj(
+    {
+        "status": {
+            **STRING,
+            "description": "Creem's: active, scheduled_cancel, past_due, canceled, expired, …",
+        },
+        "renews_at": {**maybe(TIME), "description": "the next period is paid (while it renews)"},
+        "ends_at": {**maybe(TIME), "description": "when it ends or ended (after a cancel)"},
+        "included_usd": {**NUMBER, "description": "usage credited with each paid month"},
+    }
+)
+
+BALANCE_WITH_PLAN = {
+    **BALANCE,
+    "properties": {
+        **BALANCE["properties"],
+        "plan": {**maybe(PLAN), "description": "the base plan; null: never subscribed"},
+    },
+    "required": [*BALANCE["required"], "plan"],
+}
+
+SUBSCRIBE_CHECKOUT = obj(
+    {
+        "checkout_url": {**STRING, "description": "send the user here to pay"},
+        "checkout_id": STRING,
+    }
+)
+
+UNSUBSCRIBED = obj(
+    {
+        "status": {**STRING, "enum": ["scheduled_cancel"]},
+        "ends_at": {**maybe(TIME), "description": "the end of the paid period"},
+    }
+)
+
 ME = obj(
     {
         "id": maybe(UUID),

@@ -14,11 +14,16 @@ wrong type, an amount beyond creem.MAX_CENTS) or data the database refuses rolls
 event's effect (a savepoint); the event id and the unmatched row still commit.
 
 Only the billing actor calls this (money's one writer); every balance change here is a
-blitzclawd.ledger entry.
+blitzclawd.ledger entry. Subscription events also keep the plan's row (queries.subscriptions),
+in the same transaction.
+
+Why one module: every event's effect on the books, side by side, sharing the one transaction's
+helpers (the user an event names, the ledger adjustment, the pause and resume).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +38,7 @@ from blitzclawd.notify.queue import queue_notification
 from blitzclawd.payments import creem, unmatched
 from blitzclawd.payments.creem import CreemEvent
 from blitzclawd.payments.unmatched import Unmatched
+from blitzclawd.queries import subscriptions
 from blitzclawd.runtime.messages import Notify
 
 log = logging.getLogger("blitzclawd.payments")
@@ -170,6 +176,8 @@ async def _checkout_completed(
     include the tax (UNVERIFIED), an amount above the top-up that `order.tax_amount` accounts for
     is credited without the tax; either way never more than the top-up.
     """
+    if event.object.get("subscription") is not None:
+        return await _subscription_checkout(conn, event)
     p = creem.checkout_payment(event)
     facts: dict[str, Any] = {
         "amount_cents": p.amount_cents,
@@ -249,10 +257,97 @@ async def _checkout_completed(
     return out
 
 
+def _when(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+async def _track(
+    conn: asyncpg.Connection,
+    event: CreemEvent,
+    obj: dict[str, Any],
+    user_id: str,
+    status: str | None = None,
+) -> None:
+    """Keep the plan's row (queries.subscriptions) as this event says, unless a newer event did
+    already. A subscription is one user's for good: an event naming it for another changes
+    nothing (Unmatched, recorded for the operator)."""
+    state = creem.subscription_state(obj)
+    owner = await subscriptions.owner_of(conn, state.subscription_id)
+    if owner is not None and not _same_user(owner, user_id):
+        raise Unmatched(
+            "user_mismatch",
+            f"subscription {state.subscription_id} belongs to another user",
+            claimed_user=user_id,
+            user_id=owner,
+        )
+    at = (
+        dt.datetime.fromtimestamp(event.created_at_ms / 1000, dt.UTC)
+        if event.created_at_ms is not None and 0 <= event.created_at_ms < 10**14
+        else dt.datetime.now(dt.UTC)
+    )
+    status = status or state.status
+    await subscriptions.record(
+        conn,
+        subscription_id=state.subscription_id,
+        user_id=uuid.UUID(user_id),
+        product_id=state.product_id,
+        status=status,
+        period_end=_when(state.period_end),
+        ended_at=(_when(state.canceled_at) or at) if status in subscriptions.ENDED else None,
+        event_at=at,
+    )
+
+
+async def _subscription_checkout(conn: asyncpg.Connection, event: CreemEvent) -> WebhookOutcome:
+    """A paid checkout of the plan: the subscription starts; its credit comes with
+    `subscription.paid` (Creem sends one for the first period too), never with the checkout."""
+    user_id = await _user_for(conn, event.object)
+    sub = event.object["subscription"]
+    if isinstance(sub, str):
+        sub = {"id": sub}
+    if not isinstance(sub, dict):
+        raise ValueError("object.subscription must be an id or an object")
+    await _track(conn, event, sub, user_id)
+    return WebhookOutcome("applied", user_id)
+
+
+async def _subscription_changed(
+    conn: asyncpg.Connection, event: CreemEvent, settings: Settings
+) -> WebhookOutcome:
+    """subscription.active, .scheduled_cancel, .canceled, .expired, .update, .trialing, .paused:
+    the plan's row follows; no money moves. One that names no user of ours (not a subscription
+    we sold) is acknowledged and recorded like any event we do not act on."""
+    try:
+        user_id = await _user_for(conn, event.object)
+    except Unmatched as miss:
+        if miss.reason == "unknown_user":
+            return WebhookOutcome("recorded")
+        raise
+    kind = event.type.removeprefix("subscription.")
+    forced = {"canceled": "canceled", "expired": "expired", "scheduled_cancel": "scheduled_cancel"}
+    await _track(conn, event, event.object, user_id, forced.get(kind))
+    return WebhookOutcome("applied", user_id)
+
+
+async def _subscription_past_due(
+    conn: asyncpg.Connection, event: CreemEvent, settings: Settings
+) -> WebhookOutcome:
+    user_id = await _user_for(conn, event.object)
+    await _track(conn, event, event.object, user_id, "past_due")
+    return await _payment_failed(conn, event, settings)
+
+
 async def _subscription_paid(
     conn: asyncpg.Connection, event: CreemEvent, settings: Settings
 ) -> WebhookOutcome:
     user_id = await _user_for(conn, event.object)
+    await _track(conn, event, event.object, user_id)
     included = usd_to_micros(
         "subscription_included_usd", settings.billing.subscription_included_usd
     )
@@ -376,6 +471,18 @@ _HANDLERS = {
     "checkout.completed": _checkout_completed,
     "subscription.paid": _subscription_paid,
     "refund.created": _refund_created,
-    "subscription.past_due": _payment_failed,
+    "subscription.past_due": _subscription_past_due,
     "payment.failed": _payment_failed,
+    **{
+        f"subscription.{kind}": _subscription_changed
+        for kind in (
+            "active",
+            "scheduled_cancel",
+            "canceled",
+            "expired",
+            "update",
+            "trialing",
+            "paused",
+        )
+    },
 }

@@ -111,6 +111,24 @@ class CreemClient:
         _, data = await self._call("GET", "/v1/checkouts", params={"checkout_id": checkout_id})
         return data
 
+    async def cancel_subscription(
+        self, subscription_id: str, *, mode: str = "scheduled"
+    ) -> dict[str, Any]:
+        """`POST /v1/subscriptions/{id}/cancel`: "scheduled" ends it at the period's end (status
+        `scheduled_cancel`), "immediate" now. Answers the subscription object."""
+        if mode not in ("scheduled", "immediate"):
+            raise ValueError("mode is 'scheduled' or 'immediate'")
+        if not subscription_id or "/" in subscription_id:
+            raise ValueError("a subscription id")
+        path = f"/v1/subscriptions/{subscription_id}/cancel"
+        _, data = await self._call("POST", path, json={"mode": mode}, ok=(200, 201))
+        return data
+
+    async def get_subscription(self, subscription_id: str) -> dict[str, Any]:
+        params = {"subscription_id": subscription_id}
+        _, data = await self._call("GET", "/v1/subscriptions", params=params)
+        return data
+
     async def get_customer(
         self, *, customer_id: str | None = None, email: str | None = None
     ) -> dict[str, Any]:
@@ -362,6 +380,33 @@ class SubscriptionChange:
     customer_id: str | None
     customer_email: str | None
     user_id: str | None  # UNVERIFIED path
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionState:
+    """Where a subscription stands, as an event (or the cancel answer) tells it."""
+
+    subscription_id: str
+    status: str
+    product_id: str | None
+    period_end: str | None  # current_period_end_date, ISO 8601 as Creem sends it
+    canceled_at: str | None
+
+
+_STATUS = re.compile("^[a-z_]{1,40}$")
+
+
+def subscription_state(o: Mapping[str, Any], default_status: str = "active") -> SubscriptionState:
+    """A subscription object's state (a `subscription.*` event's object, the cancel answer, or a
+    checkout.completed's expanded `subscription`). A status we cannot read is `default_status`."""
+    status = _opt_str(o, "status")
+    return SubscriptionState(
+        subscription_id=_req_str(o, "id"),
+        status=status if status and _STATUS.match(status) else default_status,
+        product_id=_opt_ref(o, "product"),
+        period_end=_opt_str(o, "current_period_end_date"),
+        canceled_at=_opt_str(o, "canceled_at"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

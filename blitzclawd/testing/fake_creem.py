@@ -6,6 +6,11 @@
         envelope, raw = creem.complete_checkout(checkout.id)      # the customer paid
         statuses = await creem.deliver(webhook_url, raw)         # signed, retried like Creem
 
+Subscriptions: a checkout of a product in `subscription_products` (recurring) makes a subscription
+when paid; `await creem.pay(checkout_id, url)` delivers `checkout.completed`,
+`subscription.active` and `subscription.paid`; `await creem.renew(sub_id, url)` the next period's
+`subscription.paid` (or, once a cancel was scheduled, `subscription.canceled`).
+
 Wire facts (WIRE.md "Creem", docs.creem.io): `x-api-key` auth, error bodies
 `{"trace_id","status","error","message":[...],"timestamp"}`, ids like `ch_…`/`ord_…`, amounts in
 integer cents, webhooks signed with `creem-signature` and retried on any non-200 answer.
@@ -36,6 +41,7 @@ from blitzclawd.payments.creem import API_KEY_HEADER, SIGNATURE_HEADER, sign
 from blitzclawd.testing.local_server import LocalHTTPServer
 
 DEFAULT_PRODUCT = "prod_blitzclaw_credits"
+SUBSCRIPTION_PRODUCT = "prod_blitzclaw_monthly"  # the base plan: $20 a month, recurring
 CHECKOUT_HOST = "https://checkout.creem.io"
 # WIRE.md and docs.creem.io "Webhooks": retried after 30 s, 1 min, 5 min, 1 h. Creem's agent
 # "skills" reference says 30 s, 5 min, 30 min, 6 h instead: UNVERIFIED which one is current.
@@ -81,6 +87,7 @@ class FakeCreem(LocalHTTPServer):
         self,
         *,
         products: dict[str, int] | None = None,
+        subscription_products: dict[str, int] | None = None,
         api_key: str = "creem_test_fakekey0123456789",
         webhook_secret: str = "whsec_fake_creem_0123456789",
         bad_key_status: int = 401,
@@ -90,6 +97,11 @@ class FakeCreem(LocalHTTPServer):
         self.api_key = api_key
         self.webhook_secret = webhook_secret
         self.products: dict[str, int] = dict(products or {DEFAULT_PRODUCT: 100})
+        # Recurring (monthly) products, price in cents; apart so `products` stays the one-time.
+        self.subscription_products: dict[str, int] = dict(
+            {SUBSCRIPTION_PRODUCT: 2000} if subscription_products is None else subscription_products
+        )
+        self.subscriptions: dict[str, dict[str, Any]] = {}
         self.checkouts: dict[str, dict[str, Any]] = {}
         self.customers: dict[str, dict[str, Any]] = {}
         self.orders: dict[str, dict[str, Any]] = {}  # order id -> order (with its checkout id)
@@ -112,6 +124,8 @@ class FakeCreem(LocalHTTPServer):
         app.router.add_post("/v1/checkouts", self._create_checkout)
         app.router.add_get("/v1/checkouts", self._get_checkout)
         app.router.add_get("/v1/customers", self._get_customer)
+        app.router.add_get("/v1/subscriptions", self._get_subscription)
+        app.router.add_post("/v1/subscriptions/{subscription_id}/cancel", self._cancel)
         app.router.add_get("/checkout/{checkout_id}", self._checkout_page)
         app.router.add_post("/checkout/{checkout_id}/pay", self._pay)
         return app
@@ -151,6 +165,8 @@ class FakeCreem(LocalHTTPServer):
         if problems:
             raise _Refusal(400, *problems)
         price = self.products.get(body["product_id"])
+        if price is None:
+            price = self.subscription_products.get(body["product_id"])
         if price is None:
             raise _Refusal(404, "Product not found")
         checkout_id = creem_id("ch")
@@ -215,15 +231,153 @@ class FakeCreem(LocalHTTPServer):
         checkout = self.checkouts.get(request.match_info["checkout_id"])
         if checkout is None or checkout["status"] != "pending":
             raise web.HTTPNotFound()
-        envelope, raw = self.complete_checkout(checkout["id"])
-        if self.webhook_url:
-            task = asyncio.get_running_loop().create_task(self.deliver(self.webhook_url, raw))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+        events = self.payment_events(checkout["id"])
+        self._deliver_later(events)
+        envelope = orjson.loads(events[0])
         order = envelope["object"].get("order") or {}
         target = checkout.get("success_url") or f"{self.base_url}/checkout/{checkout['id']}"
         query = f"checkout_id={checkout['id']}&order_id={order.get('id', '')}"
         raise web.HTTPSeeOther(target + ("&" if "?" in target else "?") + query)
+
+    def _deliver_later(self, events: Sequence[bytes]) -> None:
+        """Deliver `events` to `webhook_url` one after the other, in the background (as Creem)."""
+        if not self.webhook_url or not events:
+            return
+
+        async def send(url: str) -> list[int]:
+            statuses: list[int] = []
+            for raw in events:
+                statuses += await self.deliver(url, raw)
+            return statuses
+
+        task = asyncio.get_running_loop().create_task(send(self.webhook_url))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._deliveries):
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+        await super().stop()
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    async def _get_subscription(self, request: web.Request) -> web.Response:
+        subscription_id = request.query.get("subscription_id")
+        if not subscription_id:
+            raise _Refusal(400, "subscription_id must be a string")
+        found = self.subscriptions.get(subscription_id)
+        if found is None:
+            raise _Refusal(404, "Subscription not found")
+        return _json(200, found)
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        """`{"mode": "scheduled"}` ends it at the period's end (status scheduled_cancel), and
+        "immediate" now (canceled). No body: immediate (UNVERIFIED: Creem's default mode)."""
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            raise _Refusal(400, "Invalid JSON body") from None
+        mode = body.get("mode", "immediate") if isinstance(body, dict) else None
+        if mode not in ("scheduled", "immediate"):
+            raise _Refusal(400, "mode must be one of the following values: immediate, scheduled")
+        sub = self.subscriptions.get(request.match_info["subscription_id"])
+        if sub is None:
+            raise _Refusal(404, "Subscription not found")
+        if sub["status"] in ("canceled", "expired"):
+            raise _Refusal(400, "Subscription is already canceled")
+        now = _iso()
+        if mode == "scheduled":
+            sub.update(status="scheduled_cancel", updated_at=now)
+            event_type = "subscription.scheduled_cancel"
+        else:
+            sub.update(status="canceled", canceled_at=now, updated_at=now)
+            event_type = "subscription.canceled"
+        self._deliver_later([self.event(event_type, copy.deepcopy(sub))])
+        return _json(200, sub)
+
+    async def pay(self, checkout_id: str, url: str | None = None) -> list[dict[str, Any]]:
+        """The customer pays (as "Pay now" does): every event it makes, delivered to `url`
+        (default `webhook_url`) in order and awaited; returns the envelopes."""
+        events = self.payment_events(checkout_id)
+        target = url or self.webhook_url
+        if target:
+            for raw in events:
+                await self.deliver(target, raw)
+        return [orjson.loads(raw) for raw in events]
+
+    def payment_events(self, checkout_id: str) -> list[bytes]:
+        """Paying a checkout: `checkout.completed`; for a recurring product the subscription
+        starts too, and `subscription.active` and the first `subscription.paid` follow."""
+        _, raw = self.complete_checkout(checkout_id)
+        sub_id = self.checkouts[checkout_id].get("subscription")
+        if sub_id is None:
+            return [raw]
+        sub = self.subscriptions[sub_id]
+        return [
+            raw,
+            self.event("subscription.active", copy.deepcopy(sub)),
+            self.event("subscription.paid", copy.deepcopy(sub)),
+        ]
+
+    def renewal_event(self, subscription_id: str) -> tuple[dict[str, Any], bytes]:
+        """The period ends: the next one is paid (`subscription.paid`), or a subscription whose
+        cancel was scheduled ends (`subscription.canceled`) and is never paid again."""
+        sub = self.subscriptions[subscription_id]
+        if sub["status"] in ("canceled", "expired"):
+            raise ValueError(f"subscription {subscription_id} has ended")
+        end = datetime.fromisoformat(sub["current_period_end_date"])
+        if sub["status"] == "scheduled_cancel":
+            sub.update(status="canceled", canceled_at=_iso(end), updated_at=_iso())
+            raw = self.event("subscription.canceled", copy.deepcopy(sub))
+        else:
+            sub.update(
+                status="active",
+                current_period_start_date=_iso(end),
+                current_period_end_date=_iso(_next_month(end)),
+                last_transaction_id=creem_id("tran"),
+                last_transaction_date=_iso(),
+                next_transaction_date=_iso(_next_month(end)),
+                updated_at=_iso(),
+            )
+            raw = self.event("subscription.paid", copy.deepcopy(sub))
+        return orjson.loads(raw), raw
+
+    async def renew(
+        self, subscription_id: str, url: str | None = None
+    ) -> tuple[dict[str, Any], list[int]]:
+        """renewal_event, delivered to `url` (default `webhook_url`): (envelope, statuses)."""
+        envelope, raw = self.renewal_event(subscription_id)
+        target = url or self.webhook_url
+        return envelope, (await self.deliver(target, raw) if target else [])
+
+    def _start_subscription(
+        self, checkout: dict[str, Any], customer: dict[str, Any], transaction: str
+    ) -> dict[str, Any]:
+        start = datetime.now(UTC)
+        now = _iso(start)
+        sub = {
+            "id": creem_id("sub"),
+            "object": "subscription",
+            "product": copy.deepcopy(checkout["product"]),
+            "customer": {k: customer[k] for k in ("id", "object", "email", "name", "country")},
+            "collection_method": "charge_automatically",
+            "status": "active",
+            "last_transaction_id": transaction,
+            "last_transaction_date": now,
+            "next_transaction_date": _iso(_next_month(start)),
+            "current_period_start_date": now,
+            "current_period_end_date": _iso(_next_month(start)),
+            "canceled_at": None,
+            "created_at": now,
+            "updated_at": now,
+            "metadata": copy.deepcopy(checkout["metadata"]),
+            "mode": "test",
+        }
+        self.subscriptions[sub["id"]] = sub
+        checkout["subscription"] = sub["id"]
+        return sub
 
     # -- state changes the real Creem makes when a customer acts ---------------------------------
 
@@ -293,7 +447,7 @@ class FakeCreem(LocalHTTPServer):
             "amount_paid": amount + tax_cents if isinstance(amount, int) else amount,
             "currency": "USD",
             "status": "paid",
-            "type": "onetime",
+            "type": "recurring" if product["billing_type"] == "recurring" else "onetime",
             "mode": "test",
             "created_at": now,
             "updated_at": now,
@@ -309,6 +463,12 @@ class FakeCreem(LocalHTTPServer):
             custom_fields=copy.deepcopy(checkout["custom_fields"]),
             metadata=copy.deepcopy(checkout["metadata"]),
         )
+        if product["billing_type"] == "recurring":
+            sub = self._start_subscription(checkout, customer, order["transaction"])
+            obj["subscription"] = {
+                k: copy.deepcopy(sub[k])
+                for k in ("id", "object", "status", "collection_method", "canceled_at", "metadata")
+            } | {"product": product["id"], "customer": customer["id"]}
         obj["order"]["currency"] = currency
         if amount_cents is OMIT:
             for key in ("amount", "sub_total", "amount_due", "amount_paid"):
@@ -493,20 +653,28 @@ class FakeCreem(LocalHTTPServer):
         return statuses
 
     def _product(self, product_id: str) -> dict[str, Any]:
+        recurring = product_id in self.subscription_products and product_id not in self.products
         return {
             "id": product_id,
             "object": "product",
-            "name": "BlitzClaw Credits",
-            "description": "Prepaid usage credits",
-            "price": self.products[product_id],
+            "name": "BlitzClaw Monthly" if recurring else "BlitzClaw Credits",
+            "description": "Base plan" if recurring else "Prepaid usage credits",
+            "price": (self.subscription_products if recurring else self.products)[product_id],
             "currency": "USD",
-            "billing_type": "onetime",
-            "billing_period": "once",
+            "billing_type": "recurring" if recurring else "onetime",
+            "billing_period": "every-month" if recurring else "once",
             "status": "active",
             "tax_mode": "exclusive",
             "tax_category": "saas",
             "mode": "test",
         }
+
+
+def _next_month(at: datetime) -> datetime:
+    """The same day and time a month later (the month's last day when it has no such day)."""
+    year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
+    days = (datetime(year + (month == 12), month % 12 + 1, 1) - datetime(year, month, 1)).days
+    return at.replace(year=year, month=month, day=min(at.day, days))
 
 
 def _checkout_problems(body: dict[str, Any]) -> list[str]:

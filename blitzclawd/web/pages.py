@@ -20,6 +20,7 @@ from blitzclawd.http.auth import Caller
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.queries import instances as instance_rows
 from blitzclawd.queries.billing import balance_summary, usage_lines
+from blitzclawd.queries.subscriptions import ENDED, plan_of
 from blitzclawd.web.prices import markup_text, price_rows
 from blitzclawd.web.security import safe_return, signed_in, to_sign_in
 
@@ -71,6 +72,30 @@ async def owned_instance(request: web.Request, user: Caller) -> Any:
 
 def dollars(micros: int) -> str:
     return f"${micros / 1_000_000:,.2f}"
+
+
+def _usd(amount: float) -> str:
+    return f"${amount:,.0f}" if amount == int(amount) else f"${amount:,.2f}"
+
+
+async def plan_context(request: web.Request, user_id: uuid.UUID) -> dict[str, Any]:
+    """The base plan for a page: the live subscription (dates as YYYY-MM-DD), else the offer."""
+    settings = request.app[CONTEXT].settings
+    billing = settings.billing
+    plan = await plan_of(request.app[CONTEXT].pool, user_id, billing.subscription_included_usd)
+    live = plan if plan and plan["status"] not in ENDED else None
+    if live:
+        live = {
+            **live,
+            "renews_on": (live["renews_at"] or "")[:10] or None,
+            "ends_on": (live["ends_at"] or "")[:10] or None,
+        }
+    return {
+        "plan": live,
+        "plan_offer": bool(settings.creem.subscription_product_id),
+        "plan_price": _usd(billing.subscription_price_usd),
+        "plan_included": _usd(billing.subscription_included_usd),
+    }
 
 
 async def landing(request: web.Request) -> web.Response:
@@ -139,6 +164,8 @@ async def dashboard(request: web.Request) -> web.Response:
             instances=cards,
             month_cost=dollars(sum(r["cost_micros"] for r in month)),
             month_requests=sum(r["requests"] for r in month),
+            subscribed_return=request.query.get("subscribed") == "1",
+            **await plan_context(request, user_id),
         ),
     )
 

@@ -15,7 +15,7 @@ from blitzclawd.http.context import CONTEXT
 from blitzclawd.queries import accounts
 from blitzclawd.queries import device_logins as device_rows
 from blitzclawd.queries.billing import balance_summary, topups_of
-from blitzclawd.web.pages import base_context, owned_instance, user_of
+from blitzclawd.web.pages import base_context, owned_instance, plan_context, user_of
 
 
 async def settings_page(request: web.Request) -> web.Response:
@@ -39,6 +39,7 @@ async def settings_page(request: web.Request) -> web.Response:
             minimum_dollars=balance["minimum_cents"] // 100,
             min_dollars=cfg.topup_min_cents // 100,
             max_dollars=cfg.topup_max_cents // 100,
+            **await plan_context(request, user_id),
             payments=[
                 {
                     "when": (p["paid_at"] or p["created_at"]).date().isoformat(),

@@ -1,5 +1,5 @@
-"""/api/billing/*: top-ups through Creem, balance, usage, auto-top-up. Every query is scoped by
-the caller's own user id."""
+"""/api/billing/*: top-ups through Creem, the base plan, balance, usage, auto-top-up. Every query
+is scoped by the caller's own user id."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from blitzclawd.http.context import CONTEXT
 from blitzclawd.http.declare import args_of
 from blitzclawd.http.errors import ApiError
 from blitzclawd.http.jsonutil import json_response
+from blitzclawd.payments import subscriptions as plan
 from blitzclawd.payments.creem import CreemError
 from blitzclawd.payments.topups import PaymentsUnconfigured, create_topup
 from blitzclawd.queries.billing import (
@@ -25,6 +26,7 @@ from blitzclawd.queries.billing import (
     topups_of,
     usage_lines,
 )
+from blitzclawd.queries.subscriptions import plan_of
 
 log = logging.getLogger("blitzclawd.billing")
 
@@ -34,7 +36,70 @@ MAX_USAGE_DAYS = 366
 async def balance(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     minimum = billing_minimum_micros(ctx.settings)
-    return json_response(await balance_summary(ctx.pool, require_user(request), minimum))
+    user_id = require_user(request)
+    summary = await balance_summary(ctx.pool, user_id, minimum)
+    included = ctx.settings.billing.subscription_included_usd
+    summary["plan"] = await plan_of(ctx.pool, uuid.UUID(user_id), included)
+    return json_response(summary)
+
+
+def _not_configured() -> ApiError:
+    return ApiError(
+        503, "not_configured", "the base plan is not offered here (no Creem subscription product)"
+    )
+
+
+async def subscribe(request: web.Request) -> web.Response:
+    """Start the base plan: a Creem checkout of the subscription product."""
+    ctx = request.app[CONTEXT]
+    user_id = require_user(request)
+    if ctx.http is None:
+        raise _not_configured()
+    try:
+        checkout = await plan.subscribe(ctx.pool, ctx.http, ctx.settings, ctx.secrets, user_id)
+    except plan.PlanUnconfigured:
+        raise _not_configured() from None
+    except plan.AlreadySubscribed:
+        raise ApiError(
+            409,
+            "already_subscribed",
+            "you are subscribed already; cancel first to subscribe again",
+        ) from None
+    except CreemError as exc:
+        log.error("subscription checkout failed", extra={"status": exc.status})
+        raise ApiError(
+            502, "payments_unavailable", "the payment provider did not answer; nothing was charged"
+        ) from None
+    return json_response(
+        {"checkout_url": checkout.checkout_url, "checkout_id": checkout.id}, status=201
+    )
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    """Cancel the base plan at the end of the paid period (Creem's scheduled cancel)."""
+    ctx = request.app[CONTEXT]
+    user_id = require_user(request)
+    if ctx.http is None:
+        raise _not_configured()
+    try:
+        done = await plan.cancel(ctx.pool, ctx.http, ctx.settings, ctx.secrets, user_id)
+    except plan.PlanUnconfigured:
+        raise _not_configured() from None
+    except plan.NoSubscription:
+        raise ApiError(404, "no_subscription", "you have no subscription to cancel") from None
+    except CreemError as exc:
+        log.error("subscription cancel failed", extra={"status": exc.status})
+        raise ApiError(
+            502,
+            "payments_unavailable",
+            "the payment provider did not answer; your subscription is unchanged",
+        ) from None
+    return json_response(
+        {
+            "status": done.status,
+            "ends_at": done.ends_at.isoformat() if done.ends_at else None,
+        }
+    )
 
 
 async def topup(request: web.Request) -> web.Response:

@@ -1,0 +1,99 @@
+"""The base plan: subscribing is a Creem checkout of the recurring product; cancelling asks Creem
+to end the subscription at the period's end. What the subscription then is comes from Creem's
+webhooks (payments.apply keeps queries.subscriptions); a paid period's credit is the ledger's."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import aiohttp
+import asyncpg
+
+from blitzclawd.auth.clerk_users import clerk_users, ensure_email
+from blitzclawd.config import Secrets, Settings
+from blitzclawd.payments import creem
+from blitzclawd.payments.creem import Checkout, CreemClient
+from blitzclawd.queries import subscriptions
+
+
+class PlanUnconfigured(Exception):
+    """No Creem API key or no subscription product: subscribing is off."""
+
+
+class AlreadySubscribed(Exception):
+    """The user has a subscription that has not ended."""
+
+
+class NoSubscription(Exception):
+    """The user has no subscription that could be cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    status: str
+    ends_at: dt.datetime | None
+
+
+def _client(http: aiohttp.ClientSession, settings: Settings, secrets: Secrets) -> CreemClient:
+    key = secrets.get("creem_api_key")
+    if key is None or not settings.creem.subscription_product_id:
+        raise PlanUnconfigured
+    return CreemClient(http, settings.creem.api_url, key.reveal())
+
+
+async def subscribe(
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    settings: Settings,
+    secrets: Secrets,
+    user_id: str,
+) -> Checkout:
+    """A checkout of the plan; raises PlanUnconfigured, AlreadySubscribed, or CreemError.
+
+    metadata.user_id is how the subscription's events find the user (Creem copies the
+    checkout's metadata to the subscription). Paying twice for two open checkouts is not
+    prevented here: the second subscription would be a second plan (UNVERIFIED whether Creem
+    refuses a second subscription of one customer to one product)."""
+    client = _client(http, settings, secrets)
+    if await subscriptions.live_of(pool, uuid.UUID(user_id)) is not None:
+        raise AlreadySubscribed
+    email = await ensure_email(pool, clerk_users(http, settings, secrets), user_id)
+    return await client.create_checkout(
+        product_id=settings.creem.subscription_product_id,
+        request_id=f"plan-{uuid.uuid4()}",
+        customer_email=email,
+        success_url=settings.creem.subscription_success_url,
+        metadata={"user_id": user_id, "purpose": "subscription"},
+    )
+
+
+async def cancel(
+    pool: asyncpg.Pool,
+    http: aiohttp.ClientSession,
+    settings: Settings,
+    secrets: Secrets,
+    user_id: str,
+) -> Cancelled:
+    """Cancel at the period's end; raises PlanUnconfigured, NoSubscription, or CreemError (then
+    nothing changed). Cancelling what is already scheduled to end answers the same again."""
+    client = _client(http, settings, secrets)
+    uid = uuid.UUID(user_id)
+    live = await subscriptions.live_of(pool, uid)
+    if live is None:
+        raise NoSubscription
+    if live["cancel_at_period_end"]:
+        return Cancelled("scheduled_cancel", live["current_period_end"])
+    answer = await client.cancel_subscription(live["id"], mode="scheduled")
+    try:
+        end = creem.subscription_state(answer).period_end
+        period_end = dt.datetime.fromisoformat(end) if end else None
+    except ValueError:
+        period_end = None
+    if period_end is not None and period_end.tzinfo is None:
+        period_end = period_end.replace(tzinfo=dt.UTC)
+    row = await subscriptions.mark_scheduled_cancel(pool, live["id"], uid, period_end)
+    if row is None:  # it ended meanwhile (a webhook won the race)
+        raise NoSubscription
+    return Cancelled("scheduled_cancel", row["current_period_end"])
