@@ -690,7 +690,7 @@ CREATE TABLE unmatched_payments (
 );
 CREATE INDEX unmatched_payments_received_at_idx ON unmatched_payments (received_at);
 
--- The base plan (0023): a user's Creem subscription, kept from the webhooks. `event_at` is the
+-- The base plan (0022): a user's Creem subscription, kept from the webhooks. `event_at` is the
 -- created_at of the last event applied: an older event delivered late never moves it back.
 CREATE TABLE subscriptions (
     id text PRIMARY KEY,  -- Creem's subscription id (sub_…)

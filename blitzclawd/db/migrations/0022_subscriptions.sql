@@ -1,4 +1,4 @@
--- 0023_subscriptions: the base plan ($20/month including usage), a Creem subscription per user,
+-- 0022_subscriptions: the base plan ($20/month including usage), a Creem subscription per user,
 -- kept from Creem's webhooks. `event_at` is the created_at of the last event applied to the row:
 -- an older event delivered late never moves a subscription back. The credit of a paid period is
 -- a `subscription` ledger entry (0008), not kept here.
