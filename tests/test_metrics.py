@@ -126,7 +126,7 @@ def test_the_example_dashboard_only_queries_metrics_we_export() -> None:
 
 
 async def test_fleet_state_after_a_deploy(database: str, tmp_path) -> None:
-    from test_fleet import ADMIN_KEY, BOT_TOKEN, active, available, fleet_env
+    from test_fleet import ADMIN_KEY, BOT_TOKEN, active, available, fleet_env, until
 
     async with fleet_env(database, tmp_path) as env:
         await available(env, 1)
@@ -143,11 +143,20 @@ async def test_fleet_state_after_a_deploy(database: str, tmp_path) -> None:
         )
         assert status == 201, body
         await active(env, body["id"])
-        async with env.http.get(
-            env.api + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
-        ) as resp:
-            assert resp.status == 200
-            found = samples(await resp.text())
+
+        async def scraped() -> dict:
+            async with env.http.get(
+                env.api + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+            ) as resp:
+                assert resp.status == 200
+                return samples(await resp.text())
+
+        async def deploy_booked() -> dict | None:
+            found = await scraped()
+            return found if value(found, "blitzclaw_jobs", kind="deploy", status="done") else None
+
+        # The instance is active a moment before its deploy job is booked as done.
+        found = await until(deploy_booked)
         assert value(found, "blitzclaw_instances", status="active") == 1
         assert value(found, "blitzclaw_pool_servers", status="assigned") == 1
         assert value(found, "blitzclaw_jobs", kind="deploy", status="done") == 1
