@@ -25,6 +25,16 @@ from blitzclawd.config import Secrets, Settings, google_redirect_url
 
 PROVIDER = "google"
 
+# Authlib's client runs on httpx2 where it is installed (else httpx): catch either's errors.
+try:
+    import httpx2  # type: ignore[import-not-found]
+
+    _HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
+    _STATUS_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPStatusError, httpx2.HTTPStatusError)
+except ImportError:  # pragma: no cover - depends on what else is installed
+    _HTTP_ERRORS = (httpx.HTTPError,)
+    _STATUS_ERRORS = (httpx.HTTPStatusError,)
+
 
 class GoogleRefused(Exception):
     """Google answered with an OAuth error (invalid_grant, invalid_token, ...)."""
@@ -137,7 +147,7 @@ class GoogleOAuth:
         async with self._client() as client:
             try:
                 resp = await client.revoke_token(self.revoke_url, token=token)
-            except httpx.HTTPError as exc:
+            except _HTTP_ERRORS as exc:
                 raise GoogleUnreachable(type(exc).__name__) from None
         if resp.status_code == 200:
             return True
@@ -169,9 +179,10 @@ async def _call(pending):  # type: ignore[no-untyped-def]
         return await pending
     except OAuthError as exc:
         raise GoogleRefused(exc.error or "oauth_error", exc.description or "") from None
-    except httpx.HTTPStatusError as exc:
-        raise GoogleUnreachable(f"Google answered {exc.response.status_code}") from None
-    except httpx.HTTPError as exc:
+    except _STATUS_ERRORS as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", "?")
+        raise GoogleUnreachable(f"Google answered {status}") from None
+    except _HTTP_ERRORS as exc:
         raise GoogleUnreachable(type(exc).__name__) from None
     except ValueError:  # a body that is not a token (a proxy's page)
         raise GoogleUnreachable("Google's answer was not a token") from None

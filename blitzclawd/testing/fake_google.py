@@ -5,6 +5,8 @@
         back = await google.approve(consent_url, "ada@gmail.test")  # the browser's redirect
         back = await google.deny(consent_url)           # ...?error=access_denied&state=...
         google.expire_access_tokens()                   # every access token expires now
+        google.access_token_lifetime = 60               # new ones say expires_in 60
+        google.outage = True                            # /token answers 503
         google.revoke_grant("ada@gmail.test")            # the user removed the app at Google
         google.token_is_live(token)                     # is this access/refresh token usable?
 
@@ -113,6 +115,10 @@ class FakeGoogle(LocalHTTPServer):
         self._access: dict[str, tuple[str, float]] = {}  # token -> (grant id, expires at)
         self.issued: list[str] = []  # every token and code handed out (for plaintext scans)
         self.token_requests = 0
+        # Seconds new access tokens live (Google: 3599); lower it to have them refreshed soon.
+        self.access_token_lifetime = ACCESS_TOKEN_LIFETIME
+        # True: the token endpoint answers 503 (a Google outage), counted in token_requests.
+        self.outage = False
         self.refusals: list[str] = []  # the error of every refused /token call
 
     # -- URLs ------------------------------------------------------------------------------------
@@ -293,7 +299,7 @@ class FakeGoogle(LocalHTTPServer):
 
     def _mint(self, grant: Grant) -> str:
         token = "ya29." + secrets.token_urlsafe(48)
-        self._access[token] = (grant.id, time.time() + ACCESS_TOKEN_LIFETIME)
+        self._access[token] = (grant.id, time.time() + self.access_token_lifetime)
         grant.access_tokens.add(token)
         self.issued.append(token)
         return token
@@ -304,6 +310,8 @@ class FakeGoogle(LocalHTTPServer):
 
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
+        if self.outage:
+            return web.Response(status=503, text="Service Unavailable")
         form = await request.post()
         if not self._client_ok(request, form):
             return self._refuse(401, "invalid_client", "Unauthorized")
@@ -348,7 +356,7 @@ class FakeGoogle(LocalHTTPServer):
         code.grant_id = grant.id
         body: dict[str, Any] = {
             "access_token": self._mint(grant),
-            "expires_in": ACCESS_TOKEN_LIFETIME,
+            "expires_in": self.access_token_lifetime,
             "scope": " ".join(grant.scopes),
             "token_type": "Bearer",
         }
@@ -366,7 +374,7 @@ class FakeGoogle(LocalHTTPServer):
         return web.json_response(
             {
                 "access_token": self._mint(grant),
-                "expires_in": ACCESS_TOKEN_LIFETIME,
+                "expires_in": self.access_token_lifetime,
                 "scope": " ".join(grant.scopes),
                 "token_type": "Bearer",
             }

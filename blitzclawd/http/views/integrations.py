@@ -42,7 +42,7 @@ def _when(value: Any) -> str | None:
 
 def _view(row: Any) -> dict[str, Any]:
     return {
-        "id": row["id"],
+        "id": str(row["id"]),
         "provider": row["provider"],
         "status": row["status"],
         "account_email": row["account_email"],
@@ -150,6 +150,7 @@ async def browser_callback(request: web.Request) -> web.StreamResponse:
             if error == "access_denied":
                 return _page(
                     request,
+                    user,
                     400,
                     "You did not allow access",
                     "You did not allow BlitzClaw to use your Google account, so nothing was "
