@@ -36,7 +36,7 @@ from blitzclawd.proxy.journal import InflightJournal
 from blitzclawd.runtime.messages import JobsQueued, RecoverOrphans
 from blitzclawd.runtime.singleton import SingletonChild
 from blitzclawd.runtime.supervisor import ChildSpec
-from blitzclawd.services.integrations import refresh_due
+from blitzclawd.services.integration_refresh import refresh_due
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@
     row = await complete_google(pool, actors, keyring, google, user_id, state, code)
     await disconnect(pool, actors, keyring, google, user_id, "google")  # revoked, then deleted
     await attach(pool, actors, user_id, instance_id, integration_id)    # / detach
-    await refresh_due(pool, actors, keyring, google, settings)          # the janitor's round
+    # the refresh round: blitzclawd/services/integration_refresh.py (run by the janitor)
 
 Tokens exist in plaintext only between Google's answer and the keyring (and, later, while a
 configure job writes them to the instance's server). The state binds a consent to the user who
@@ -17,15 +17,12 @@ configure job, which will write the credential file on its server.
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import logging
 import uuid
 from typing import Any
 
 import asyncpg
 
-from blitzclawd.config import Settings
 from blitzclawd.crypto import CryptoError, Keyring
 from blitzclawd.errors import ApiError
 from blitzclawd.fleet import pool as fleet_pool
@@ -41,11 +38,10 @@ from blitzclawd.integrations.google import (
     new_state,
     refresh_token_context,
 )
-from blitzclawd.notify.queue import queue_notification
 from blitzclawd.queries import instances as instance_rows
 from blitzclawd.queries import integrations as rows
 from blitzclawd.registry import Actors
-from blitzclawd.runtime.messages import JobsQueued, NotificationQueued, Notify
+from blitzclawd.runtime.messages import JobsQueued
 
 log = logging.getLogger("blitzclawd.integrations")
 
@@ -339,86 +335,3 @@ async def detach(
     if changed:
         await deploy_changed(pool, actors, instance_id)
     return changed
-
-
-# -- refreshing --------------------------------------------------------------------------------
-
-
-async def refresh_due(
-    pool: asyncpg.Pool,
-    actors: Actors,
-    keyring: Keyring,
-    google: GoogleOAuth,
-    settings: Settings,
-) -> dict[str, int]:
-    """One round: every connected integration whose access token expires within the margin,
-    locked while it is refreshed (two daemons never refresh one). Refused (invalid_grant):
-    broken, and the user is emailed; Google unreachable: left for the next round."""
-    outcome = {"refreshed": 0, "broken": 0, "later": 0}
-    changed: list[uuid.UUID] = []
-    queued: list[int] = []
-    await rows.purge_states(pool)
-    async with pool.acquire() as conn, conn.transaction():
-        due = await rows.due_for_refresh(conn, settings.google.refresh_margin, REFRESH_BATCH)
-        if not due:
-            return outcome
-        limit = asyncio.Semaphore(REFRESH_CONCURRENCY)
-
-        async def one(row: Any) -> Tokens | Exception:
-            async with limit:
-                try:
-                    token = keyring.decrypt_text(
-                        row["refresh_token_enc"], refresh_token_context(row["id"])
-                    )
-                    return await google.refresh(token)
-                except (GoogleRefused, GoogleUnreachable, CryptoError) as exc:
-                    return exc
-
-        results = await asyncio.gather(*(one(row) for row in due))
-        for row, result in zip(due, results, strict=True):
-            if isinstance(result, Tokens):
-                await rows.refreshed(
-                    conn,
-                    row["id"],
-                    keyring.encrypt_text(result.access_token, access_token_context(row["id"])),
-                    result.expires_at,
-                    result.scopes,
-                )
-                outcome["refreshed"] += 1
-                changed.append(row["id"])
-            elif isinstance(result, GoogleRefused) and result.error in ("invalid_grant",):
-                reason = "Google no longer accepts this connection (access was revoked or expired)"
-                await rows.mark_broken(conn, row["id"], reason)
-                note = Notify(
-                    str(row["user_id"]),
-                    "integration_broken",
-                    f"integration:{row['id']}:{dt.datetime.now(dt.UTC).isoformat()}",
-                    {
-                        "integration": "Google",
-                        "account_email": row["account_email"],
-                        "reconnect_url": settings.notify.app_url.rstrip("/")
-                        + "/settings/integrations",
-                    },
-                )
-                notification_id = await queue_notification(conn, note)
-                if notification_id is not None:
-                    queued.append(notification_id)
-                outcome["broken"] += 1
-                log.warning("integration broken", extra={"integration": str(row["id"])})
-            elif isinstance(result, CryptoError):
-                await rows.mark_broken(conn, row["id"], "its stored token cannot be read")
-                outcome["broken"] += 1
-            else:
-                outcome["later"] += 1
-                log.info(
-                    "integration refresh postponed",
-                    extra={"integration": str(row["id"]), "error": str(result)},
-                )
-        instances = {
-            i for integration in changed for i in await rows.instances_of(conn, integration)
-        }
-    for notification_id in queued:
-        actors.notifier.tell(NotificationQueued(notification_id))
-    for instance_id in instances:
-        await deploy_changed(pool, actors, instance_id)
-    return outcome
