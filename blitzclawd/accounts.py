@@ -174,6 +174,7 @@ async def _deleted(conn: asyncpg.Connection, clerk_id: str) -> ClerkOutcome:
         user_id,
     )
     await conn.execute("DELETE FROM user_integrations WHERE user_id = $1", user_id)
+    await conn.execute("DELETE FROM oauth_states WHERE user_id = $1", user_id)
     await conn.execute("DELETE FROM api_keys WHERE user_id = $1", user_id)
     await conn.execute("UPDATE balances SET auto_topup_enabled = false WHERE user_id = $1", user_id)
     await conn.execute("DELETE FROM notifications WHERE user_id = $1", user_id)

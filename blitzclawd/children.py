@@ -29,12 +29,14 @@ from blitzclawd.db.keeper import PostgresKeeper
 from blitzclawd.fleet.keys import public_key_line
 from blitzclawd.http.app import make_api_app, make_proxy_app
 from blitzclawd.http.listener import HttpListener
+from blitzclawd.integrations.google import GoogleOAuth
 from blitzclawd.metering.spikes import check_spikes
 from blitzclawd.metrics import Metrics
 from blitzclawd.proxy.journal import InflightJournal
 from blitzclawd.runtime.messages import JobsQueued, RecoverOrphans
 from blitzclawd.runtime.singleton import SingletonChild
 from blitzclawd.runtime.supervisor import ChildSpec
+from blitzclawd.services.integration_refresh import refresh_due
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,19 @@ class Children:
             last_check[0] = now
             await check_spikes(pool, ctx().settings, ctx().actors.notifier.tell)
 
+        last_refresh = [float("-inf")]
+
+        async def integrations(pool: asyncpg.Pool) -> None:
+            # Google access tokens, at most every google.refresh_interval.
+            c = ctx()
+            now = time.monotonic()
+            if now - last_refresh[0] < c.settings.google.refresh_interval:
+                return
+            last_refresh[0] = now
+            google = GoogleOAuth.from_settings(c.settings, c.secrets)
+            if google is not None:
+                await refresh_due(pool, c.actors, c.keyring(), google, c.settings)
+
         def build() -> Janitor:
             c = ctx()
             return Janitor(
@@ -120,7 +135,7 @@ class Children:
                 dead_after=c.settings.daemon.dead_after,
                 # Every sweep, not only for the daemons it finds dead: a stopped daemon may have
                 # left records or leases however it stopped.
-                every_sweep=[recover_orphans, spikes],
+                every_sweep=[recover_orphans, spikes, integrations],
             )
 
         return self._singleton("janitor", build)

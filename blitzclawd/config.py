@@ -188,6 +188,39 @@ class NotifySettings:
     sweep_interval: float = field(default=30.0, metadata=_range(0.05, 86400))
 
 
+GOOGLE_SCOPES = (
+    "openid",
+    "email",
+    "https://www.googleapis.com/auth/gmail.readonly",
+    "https://www.googleapis.com/auth/calendar.readonly",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GoogleSettings:
+    # Google OAuth for users' assistants (/api/integrations). Off (503 not_configured) until
+    # client_id and the google_client_secret secret are both set.
+    client_id: str = ""
+    authorization_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    token_url: str = "https://oauth2.googleapis.com/token"
+    revoke_url: str = "https://oauth2.googleapis.com/revoke"
+    userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
+    scopes: tuple[str, ...] = GOOGLE_SCOPES
+    # Where Google sends the browser back; empty: <notify.app_url>/integrations/google/callback
+    # (register exactly this URL with the OAuth client at Google).
+    redirect_url: str = ""
+    # Seconds between refresh rounds; access tokens expiring within refresh_margin seconds are
+    # refreshed (by the one daemon running the janitor).
+    refresh_interval: float = field(default=60.0, metadata=_range(0.05, 86400))
+    refresh_margin: float = field(default=600.0, metadata=_range(0, 86400))
+    # Seconds one call to Google may take.
+    timeout: float = field(default=15.0, metadata=_range(0.1, 120))
+
+
+def google_redirect_url(s: Settings) -> str:
+    return s.google.redirect_url or s.notify.app_url.rstrip("/") + "/integrations/google/callback"
+
+
 @dataclass(frozen=True, slots=True)
 class WebSettings:
     # The operator's own terms of service and privacy policy, shown at /terms and /privacy:
@@ -431,6 +464,7 @@ class Settings:
     notify: NotifySettings = NotifySettings()
     telegram: TelegramSettings = TelegramSettings()
     web: WebSettings = WebSettings()
+    google: GoogleSettings = GoogleSettings()
     fleet: FleetSettings = FleetSettings()
 
     def state_path(self) -> Path:
@@ -475,6 +509,7 @@ SECRET_NAMES = (
     "admin_api_key",
     "ssh_private_key",
     "sentry_dsn",
+    "google_client_secret",
 )
 
 
@@ -588,11 +623,19 @@ def _cross_checks(s: Settings, problems: list[str]) -> None:
         "fleet.hetzner_api_endpoint",
         "fleet.proxy_url",
         "fleet.ready_url",
+        "google.authorization_url",
+        "google.token_url",
+        "google.revoke_url",
+        "google.userinfo_url",
     ):
         section, name = where.split(".")
         url = getattr(getattr(s, section), name)
         if not url.startswith(("http://", "https://")):
             problems.append(f"{where}: must be an http:// or https:// URL, got {url!r}")
+    if s.google.redirect_url and not s.google.redirect_url.startswith(("http://", "https://")):
+        problems.append("google.redirect_url: must be an http:// or https:// URL")
+    if not s.google.scopes:
+        problems.append("google.scopes: at least one scope")
     for name in ("terms_path", "privacy_path"):
         path = getattr(s.web, name)
         if path and not Path(path).is_absolute():

@@ -282,9 +282,12 @@ async def api_env(database: str) -> AsyncIterator[ApiEnv]:
 
 @asynccontextmanager
 async def running_api_env(
-    database: str, sections: dict[str, dict[str, Any]] | None = None
+    database: str,
+    sections: dict[str, dict[str, Any]] | None = None,
+    extra_secrets: dict[str, str] | None = None,
 ) -> AsyncIterator[ApiEnv]:
-    """An ApiEnv; `sections` overrides settings keys section by section (e.g. fleet)."""
+    """An ApiEnv; `sections` overrides settings keys section by section (e.g. fleet);
+    `extra_secrets` adds secrets (e.g. google_client_secret)."""
     from blitzclawd.config import Secret, Secrets, parse_settings
     from blitzclawd.daemon import Daemon
     from blitzclawd.testing.daemon_process import free_port
@@ -331,6 +334,7 @@ async def running_api_env(
                 "creem_webhook_secret": Secret(creem.webhook_secret),
                 "resend_api_key": Secret(resend.api_key),
                 "admin_api_key": Secret(admin_key),
+                **{name: Secret(value) for name, value in (extra_secrets or {}).items()},
             }
         )
         daemon = Daemon(settings, secrets)

@@ -22,6 +22,7 @@ import pytest
 from conftest import running_api_env
 
 from blitzclawd.testing import seed
+from blitzclawd.testing.fake_google import FakeGoogle
 from blitzclawd.testing.fake_telegram import FakeTelegram
 
 CHECKS = ",".join(
@@ -56,6 +57,7 @@ _STATE = {
     "unmatched_payments": "*",
     "spend_alerts": "*",
     "user_integrations": "*",
+    "instance_integrations": "*",
     "server_pool": "*",
 }
 
@@ -122,14 +124,22 @@ async def _schemathesis(
 async def test_schemathesis_finds_nothing_as_stranger_and_as_user(
     database: str, tmp_path: Path
 ) -> None:
-    async with FakeTelegram() as telegram:
+    async with FakeTelegram() as telegram, FakeGoogle() as google:
         telegram.add_bot("fuzz_assistant_bot", "Fuzz")
         sections = {
             "telegram": {"api_url": telegram.base_url},
+            "google": {
+                "client_id": google.client_id,
+                "authorization_url": google.authorization_url,
+                "token_url": google.token_url,
+                "revoke_url": google.revoke_url,
+                "userinfo_url": google.userinfo_url,
+            },
             # Thousands of requests from one address in a few minutes: not a flood here.
             "limits": {"api_per_ip_per_minute": 10**6, "api_per_user_per_minute": 10**6},
         }
-        async with running_api_env(database, sections) as env:
+        google_secret = {"google_client_secret": google.client_secret}
+        async with running_api_env(database, sections, google_secret) as env:
             admin = {"Authorization": f"Bearer {env.admin_key}"}
             _, doc = await env.call("GET", "/api/openapi.json", headers=admin)
             schema = tmp_path / "openapi.json"

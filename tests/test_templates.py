@@ -18,6 +18,10 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "balance_depleted": {"balance_micros": -3_712_000},
     "instance_created": {"instance_name": "Jarvis"},
     "instance_error": {"instance_name": "Jarvis", "error": "the gateway stopped answering"},
+    "integration_broken": {
+        "integration": "Google",
+        "reconnect_url": "https://app.blitzclaw.test/settings/integrations",
+    },
     "payment_failed": {"dashboard_url": "https://app.blitzclaw.test/dashboard"},
     "usage_spike": {"instance_name": "Jarvis", "spent_micros": 12_340_000, "baseline_micros": 0},
     "operator_usage_spike": {
@@ -53,6 +57,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
         "setup_text": "Open https://t.me/jarvis_bot in Telegram and send it a message.",
     },
     "instance_error": {"advice": "Try again from your dashboard."},
+    "integration_broken": {"account_email": "ada@gmail.test"},
     "payment_failed": {"paused_instances": 2},
     "usage_spike": {"paused": True},
     "operator_usage_spike": {"owner_email": "ada@example.test", "paused": True},

@@ -67,8 +67,16 @@ CREATE TABLE user_integrations (
     scopes text[] NOT NULL DEFAULT '{}',
     expires_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- 0022: a refresh Google refused makes it 'broken' (the user reconnects).
+    status text NOT NULL DEFAULT 'connected' CHECK (status IN ('connected', 'broken')),
+    account_email text,
+    broken_reason text,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    refreshed_at timestamptz,
     UNIQUE (user_id, provider)
 );
+CREATE INDEX user_integrations_expires_at_idx ON user_integrations (expires_at)
+    WHERE status = 'connected';
 
 -- Every running daemon registers itself; recovery settles the reservations of dead ones.
 CREATE TABLE daemons (
@@ -823,3 +831,27 @@ CREATE TABLE device_logins (
     issued_at timestamptz
 );
 CREATE INDEX device_logins_expires_at_idx ON device_logins (expires_at);
+
+-- OAuth connects under way (0022): single use, 10 minutes, bound to the user who started them;
+-- the PKCE verifier encrypted with the keyring.
+CREATE TABLE oauth_states (
+    state text PRIMARY KEY CHECK (length(state) BETWEEN 32 AND 128),
+    user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    provider text NOT NULL CHECK (provider ~ '^[a-z][a-z0-9_-]*$'),
+    code_verifier_enc bytea NOT NULL,
+    redirect_uri text NOT NULL,
+    scopes text[] NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz
+);
+CREATE INDEX oauth_states_expires_at_idx ON oauth_states (expires_at);
+
+-- Which of a user's integrations each instance uses (0022).
+CREATE TABLE instance_integrations (
+    instance_id uuid NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
+    integration_id uuid NOT NULL REFERENCES user_integrations (id) ON DELETE CASCADE,
+    attached_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (instance_id, integration_id)
+);
+CREATE INDEX instance_integrations_integration_idx ON instance_integrations (integration_id);

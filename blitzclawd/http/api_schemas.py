@@ -370,3 +370,21 @@ ADMIN_USER = obj(
 INSTANCE_PAUSED = obj(
     {"id": UUID, "status": {"type": "string", "enum": ["paused", "active"]}},
 )
+
+INTEGRATION = obj(
+    {
+        "id": UUID,
+        "provider": STRING,
+        "status": {"type": "string", "enum": ["connected", "broken"]},
+        "account_email": maybe(STRING),
+        "scopes": array(STRING),
+        "expires_at": maybe(TIME),
+        "attached_instances": array(UUID),
+        "created_at": TIME,
+        "broken_reason": maybe(STRING),
+    }
+)
+CONSENT_URL = obj({"url": {**STRING, "description": "send the user's browser here"}})
+INTEGRATION_ATTACHMENT = obj(
+    {"instance_id": UUID, "integration_id": UUID, "attached": BOOLEAN, "changed": BOOLEAN}
+)

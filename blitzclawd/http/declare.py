@@ -38,6 +38,7 @@ from blitzclawd.http.fields import (
     QueryText,
     QueryTime,
     Text,
+    Uuid,
 )
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "QueryTime",
     "Reply",
     "Text",
+    "Uuid",
     "args_of",
     "bind",
 ]

@@ -157,6 +157,22 @@ class Text(Field):
         return schema
 
 
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+@dataclass(frozen=True)
+class Uuid(Field):
+    """An id in a body (the canonical hyphenated form)."""
+
+    def check(self, value: Any, settings: Settings) -> uuid.UUID:
+        if not isinstance(value, str) or not re.fullmatch(_UUID, value):
+            raise validate.invalid(self.name, f"{self.name} must be an id (a UUID)")
+        return uuid.UUID(value)
+
+    def value_schema(self, settings: Settings) -> dict[str, Any]:
+        return {"type": "string", "format": "uuid", "pattern": f"^{_UUID}$"}
+
+
 @dataclass(frozen=True)
 class Choice(Field):
     options: Configured = ()

@@ -29,6 +29,7 @@ from blitzclawd.http.declare import (
     QueryInt,
     Reply,
     Text,
+    Uuid,
 )
 from blitzclawd.http.operations_admin import ADMIN_OPERATIONS
 from blitzclawd.http.views import (
@@ -40,6 +41,7 @@ from blitzclawd.http.views import (
     docs,
     health,
     instances,
+    integrations,
     internal,
     pairing,
     webhooks,
@@ -588,6 +590,80 @@ CHANNELS = [
     ),
 ]
 
+_INTEGRATION_ID = Body(
+    (Uuid("integration_id", required=True, description="one of GET /api/integrations"),)
+)
+_INTEGRATION_ERRORS = (503,)
+
+INTEGRATIONS = [
+    Operation(
+        "GET",
+        "/api/integrations",
+        integrations.list_integrations,
+        "The caller's connected accounts (Google), never their tokens",
+        "integrations",
+        "user",
+        replies=_ok(s.listing("integrations", s.INTEGRATION)),
+        errors=_INTEGRATION_ERRORS,
+    ),
+    Operation(
+        "POST",
+        "/api/integrations/google/connect",
+        integrations.connect_google,
+        "Start connecting Google: the consent URL to send the browser to (10 minutes, once)",
+        "integrations",
+        "user",
+        replies=_ok(s.CONSENT_URL),
+        errors=_INTEGRATION_ERRORS,
+    ),
+    Operation(
+        "POST",
+        "/api/integrations/google/callback",
+        integrations.google_callback,
+        "Finish connecting Google with the code and state Google redirected with",
+        "integrations",
+        "user",
+        body=Body(
+            (
+                Text("code", required=True, max_length=2048),
+                Text("state", required=True, max_length=128),
+            )
+        ),
+        replies=_ok(s.INTEGRATION, "connected (tokens stored encrypted)"),
+        errors=(400, 403, 409, 410, 502, 503),
+    ),
+    Operation(
+        "DELETE",
+        "/api/integrations/{provider}",
+        integrations.disconnect,
+        "Disconnect: access revoked at the provider, then removed from every assistant",
+        "integrations",
+        "user",
+        path_params=(PathChoice("provider", options=("google",), missing="no such integration"),),
+        replies=_ok(s.obj({"provider": s.STRING, "deleted": s.BOOLEAN}), "revoked and deleted"),
+        errors=(502, 503),
+    ),
+    *(
+        Operation(
+            "POST",
+            f"/api/instances/{{instance_id}}/integrations/{action}",
+            handler,
+            summary,
+            "integrations",
+            "user",
+            path_params=(INSTANCE_ID,),
+            body=_INTEGRATION_ID,
+            replies=_ok(s.INTEGRATION_ATTACHMENT),
+            errors=errors,
+            operation_id=f"{action}_integration",
+        )
+        for action, handler, summary, errors in (
+            ("attach", integrations.attach, "Let the assistant use an integration", (409, 503)),
+            ("detach", integrations.detach, "Stop the assistant using an integration", (503,)),
+        )
+    ),
+]
+
 INTERNAL = [
     Operation(
         "POST",
@@ -631,6 +707,7 @@ def channel_operation(channel: Channel, route: ChannelRoute) -> Operation:
 def api_operations() -> list[Operation]:
     """Every operation of the API listener, the plugins' routes included."""
     ops = [*HEALTH, *DOCS, *AUTH, *DEVICE, *WEBHOOKS, *BILLING, *INSTANCES, *CHANNELS]
+    ops.extend(INTEGRATIONS)
     for channel in plugins.channels().values():
         ops.extend(channel_operation(channel, route) for route in channel.routes())
     return [*ops, *ADMIN_OPERATIONS, *INTERNAL]

@@ -7,7 +7,9 @@ from aiohttp import web
 
 from blitzclawd.http.declare import OPERATIONS, OperationTable, bind
 from blitzclawd.http.operations import api_operations
-from blitzclawd.http.views import health, proxy
+from blitzclawd.http.views import health, integrations, proxy
+from blitzclawd.web.routes import GOOGLE_CALLBACK
+from blitzclawd.web.security import secured
 
 
 def setup_health_routes(app: web.Application) -> None:
@@ -20,6 +22,8 @@ def setup_api_routes(app: web.Application) -> None:
     for op in ops:
         app.router.add_route(op.method, op.route, bind(op))
     app[OPERATIONS] = OperationTable(ops)
+    # A page of the dashboard (not in the API document), but a change: the consent's return.
+    app.router.add_get(GOOGLE_CALLBACK, secured(integrations.browser_callback))
 
 
 def setup_proxy_routes(app: web.Application) -> None:

@@ -231,6 +231,20 @@ def _instance_created(f: Mapping[str, Any]) -> Email:
     return _email(f"{name} is ready: connect Telegram", f"{name} is ready", blocks, f)
 
 
+def _integration_broken(f: Mapping[str, Any]) -> Email:
+    which = f["integration"]
+    account = f" ({f['account_email']})" if f.get("account_email") else ""
+    blocks: list[_Block] = [
+        _P(
+            f"Your assistants can no longer use your {which} account{account}: {which} "
+            "stopped accepting the connection (access was removed, or it expired)."
+        ),
+        _P("Connect it again to let your assistants read your mail and calendar again."),
+        _Button(f"Reconnect {which}", f["reconnect_url"]),
+    ]
+    return _email(f"Reconnect your {which} account", f"{which} disconnected", blocks, f)
+
+
 def _instance_error(f: Mapping[str, Any]) -> Email:
     name = f["instance_name"]
     blocks: list[_Block] = [
@@ -470,6 +484,9 @@ _TYPES: dict[str, _Check] = {
     "advice": _str,
     "setup_text": _str,
     "dashboard_url": _url,
+    "reconnect_url": _url,
+    "integration": _str,
+    "account_email": _str,
     "week": _week,
     "instances": _instances,
 }
@@ -493,6 +510,9 @@ _KINDS: dict[str, _Kind] = {
     ),
     "instance_created": _Kind(
         _instance_created, ("instance_name",), ("instance_id", "setup_url", "setup_text")
+    ),
+    "integration_broken": _Kind(
+        _integration_broken, ("integration", "reconnect_url"), ("account_email",)
     ),
     "instance_error": _Kind(_instance_error, ("instance_name", "error"), ("advice",)),
     "usage_spike": _Kind(

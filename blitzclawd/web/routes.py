@@ -13,6 +13,9 @@ from blitzclawd.web import docs_pages, instance_pages, pages, settings_pages, us
 from blitzclawd.web.security import secured
 
 STATIC = "/static/"
+# Google's redirect back (blitzclawd/http/views/integrations.py registers it: it changes state,
+# through the integrations service, which pages do not import).
+GOOGLE_CALLBACK = "/integrations/google/callback"
 
 PAGES: tuple[tuple[str, Any], ...] = (
     ("/", pages.landing),
@@ -38,7 +41,7 @@ PAGES: tuple[tuple[str, Any], ...] = (
 
 def page_paths() -> set[str]:
     """Every route of the dashboard (not the API's: /api/openapi.json does not list them)."""
-    return {path for path, _ in PAGES} | {STATIC.rstrip("/")}
+    return {path for path, _ in PAGES} | {STATIC.rstrip("/"), GOOGLE_CALLBACK}
 
 
 def setup_pages(app: web.Application) -> None:
