@@ -67,7 +67,7 @@ CREATE TABLE user_integrations (
     scopes text[] NOT NULL DEFAULT '{}',
     expires_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
-    -- 0022: a refresh Google refused makes it 'broken' (the user reconnects).
+    -- 0023: a refresh Google refused makes it 'broken' (the user reconnects).
     status text NOT NULL DEFAULT 'connected' CHECK (status IN ('connected', 'broken')),
     account_email text,
     broken_reason text,
@@ -832,7 +832,7 @@ CREATE TABLE device_logins (
 );
 CREATE INDEX device_logins_expires_at_idx ON device_logins (expires_at);
 
--- OAuth connects under way (0022): single use, 10 minutes, bound to the user who started them;
+-- OAuth connects under way (0023): single use, 10 minutes, bound to the user who started them;
 -- the PKCE verifier encrypted with the keyring.
 CREATE TABLE oauth_states (
     state text PRIMARY KEY CHECK (length(state) BETWEEN 32 AND 128),
@@ -847,7 +847,7 @@ CREATE TABLE oauth_states (
 );
 CREATE INDEX oauth_states_expires_at_idx ON oauth_states (expires_at);
 
--- Which of a user's integrations each instance uses (0022).
+-- Which of a user's integrations each instance uses (0023).
 CREATE TABLE instance_integrations (
     instance_id uuid NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
     integration_id uuid NOT NULL REFERENCES user_integrations (id) ON DELETE CASCADE,

@@ -1,4 +1,4 @@
--- 0022_integrations: Google OAuth for users' assistants. A connect starts an `oauth_states` row
+-- 0023_integrations: Google OAuth for users' assistants. A connect starts an `oauth_states` row
 -- (random state, the PKCE verifier encrypted with the keyring, single use, 10 minutes) bound to
 -- the user who started it; the callback consumes it and stores the tokens, encrypted, on the
 -- user's one integration per provider. An integration whose refresh Google refuses is 'broken'.
