@@ -24,6 +24,7 @@ from rich.console import Console
 
 from blitzclaw import settings as config
 from blitzclaw.admin_commands import admin_app
+from blitzclaw.integration_commands import integrations_app
 from blitzclaw.channel_commands import WithChannels
 from blitzclaw.client import ApiFailure, BlitzClient, ClientError, Unreachable
 from blitzclaw.output import FORMATS, default_format, emit
@@ -449,6 +450,7 @@ def apikey_remove(ctx: typer.Context, instance_id: str) -> None:
 
 
 app.add_typer(admin_app, name="admin")
+app.add_typer(integrations_app, name="integrations")
 
 
 @app.command("console")
