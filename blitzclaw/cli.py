@@ -24,9 +24,9 @@ from rich.console import Console
 
 from blitzclaw import settings as config
 from blitzclaw.admin_commands import admin_app
-from blitzclaw.integration_commands import integrations_app
 from blitzclaw.channel_commands import WithChannels
 from blitzclaw.client import ApiFailure, BlitzClient, ClientError, Unreachable
+from blitzclaw.integration_commands import integrations_app
 from blitzclaw.output import FORMATS, default_format, emit
 
 EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND = 1, 2, 3, 4
