@@ -26,6 +26,7 @@ from blitzclaw import settings as config
 from blitzclaw.admin_commands import admin_app
 from blitzclaw.channel_commands import WithChannels
 from blitzclaw.client import ApiFailure, BlitzClient, ClientError, Unreachable
+from blitzclaw.integration_commands import integrations_app
 from blitzclaw.output import FORMATS, default_format, emit
 
 EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND = 1, 2, 3, 4
@@ -494,6 +495,7 @@ def apikey_remove(ctx: typer.Context, instance_id: str) -> None:
 
 
 app.add_typer(admin_app, name="admin")
+app.add_typer(integrations_app, name="integrations")
 
 
 @app.command("console")
