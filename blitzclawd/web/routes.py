@@ -31,6 +31,7 @@ PAGES: tuple[tuple[str, Any], ...] = (
     ("/instances/{instance_id}", instance_pages.instance_page),
     ("/instances/{instance_id}/soul", settings_pages.soul_page),
     ("/settings", settings_pages.settings_page),
+    ("/settings/integrations", settings_pages.integrations_page),
     ("/device", settings_pages.device_page),
     ("/docs", docs_pages.docs_index),
     ("/docs/{slug}", docs_pages.doc_page),

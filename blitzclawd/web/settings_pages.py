@@ -14,6 +14,8 @@ from blitzclawd.fleet.personas import PERSONAS, SOUL_MAX_CHARS
 from blitzclawd.http.context import CONTEXT
 from blitzclawd.queries import accounts
 from blitzclawd.queries import device_logins as device_rows
+from blitzclawd.queries import instances as instance_rows
+from blitzclawd.queries import integrations as integration_rows
 from blitzclawd.queries.billing import balance_summary, topups_of
 from blitzclawd.web.pages import base_context, owned_instance, plan_context, user_of
 
@@ -89,5 +91,42 @@ async def device_page(request: web.Request) -> web.Response:
             user,
             code=raw,
             client_name=found["client_name"] if found else None,
+        ),
+    )
+
+
+async def integrations_page(request: web.Request) -> web.Response:
+    """/settings/integrations: the user's Google account (Gmail and Calendar, read only), which
+    assistants may use it, connect and remove; the API does the changes (integrations.js)."""
+    user = await user_of(request)
+    ctx = request.app[CONTEXT]
+    user_id = uuid.UUID(user.user_id or "")
+    found = await integration_rows.of_user(ctx.pool, user_id)
+    instances = [
+        {"id": str(r["id"]), "name": str(r["id"])[:8], "status": r["status"]}
+        for r in await instance_rows.of_user(ctx.pool, user_id)
+    ]
+    google = next((i for i in found if i["provider"] == "google"), None)
+    attached = {str(x) for x in google["attached_instances"]} if google else set()
+    return aiohttp_jinja2.render_template(
+        "integrations.html",
+        request,
+        base_context(
+            request,
+            user,
+            configured=bool(
+                ctx.settings.google.client_id and ctx.secrets.get("google_client_secret")
+            ),
+            connected_now=request.query.get("connected") == "google",
+            google=None
+            if google is None
+            else {
+                "id": str(google["id"]),
+                "status": google["status"],
+                "email": google["account_email"],
+                "broken_reason": google["broken_reason"],
+                "scopes": [s.rsplit("/", 1)[-1] for s in google["scopes"] if "/" in s],
+            },
+            instances=[{**i, "attached": i["id"] in attached} for i in instances],
         ),
     )
