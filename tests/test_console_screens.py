@@ -516,6 +516,21 @@ async def test_instance_actions(database: str, tmp_path: Path) -> None:
             await _until(pilot, lambda: logged("while the operator watches"))
             assert await _audited(env.pool, "instance.logs") == 1
 
+            # Restarted after a yes; stopped after a yes and started without a question.
+            await pilot.press("R")
+            await _until(pilot, lambda: _screen(app) == "Confirm")
+            await pilot.press("y")
+            await _until_true(pilot, lambda: _audited(env.pool, "instance.restart"))
+            await active(env, iid)
+            await pilot.press("s")
+            await _until(pilot, lambda: _screen(app) == "Confirm")
+            await pilot.press("y")
+            await _until_true(pilot, lambda: _is(status_of, "stopped"))
+            await pilot.press("S")
+            await _until_true(pilot, lambda: _is(status_of, "active"), 30)
+            assert await _audited(env.pool, "instance.start") == 1
+            await _until(pilot, lambda: _cells(app, "#instance-table")[iid][1] == "active")
+
             # Paused after a yes: the proxy refuses it at once; resumed without a question.
             await pilot.press("p")
             await _until(pilot, lambda: _screen(app) == "Confirm")
