@@ -116,6 +116,7 @@ def _loaded(app: ConsoleApp) -> bool:
         and "daemon(s) on the database" in _text(app, "#daemon")
         and "fsn1" in _text(app, "#overview-pool")
         and "Health:" in _text(app, "#overview-health")
+        and "gave up after" in _text(app, "#alerts")
         and _text(app, "#money-summary").startswith("Last 7 days")
         and "Pool: assigned" in _text(app, "#pool-summary")
     )
@@ -137,6 +138,7 @@ async def _settled(pilot: Any) -> None:
     for box in pilot.app.screen.query(Input):
         box.cursor_blink = False
     await pilot.pause()
+    await pilot.pause()  # a text changed by the last step is laid out by then
 
 
 def steps(*more: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:

@@ -111,6 +111,7 @@ class ConsoleApp(OperatorActions, App[None]):
         self.sub_title = " · ".join(c.api_url for c in self.clients)
         self.load("all")
         self.query_one(EventsPane).set_following(self.live)
+        self.focus_tab(self.tab)  # now, not only when the first tab's activation arrives
         if self.live:
             for client in self.clients:
                 self.follow_events(client)
