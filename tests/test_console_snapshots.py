@@ -237,14 +237,39 @@ def test_events(snap_compare, console) -> None:
 
 def test_command_palette(snap_compare, console) -> None:
     async def typed(pilot: Any) -> None:
-        from textual.command import CommandList
-
         await pilot.press(*"instance")
-        await _until(pilot, lambda: pilot.app.screen.query_one(CommandList).option_count > 0)
-        await pilot.app.workers.wait_for_complete()  # the search done, every match listed
+        await _until(pilot, lambda: _palette_done(pilot.app.screen, "instance"))
+        counts = []
+        while len(counts) < 3 or len(set(counts[-3:])) > 1:  # the same list three times running
+            assert len(counts) < 100, counts
+            await pilot.pause(0.05)
+            await _until(pilot, lambda: _palette_done(pilot.app.screen, "instance"))
+            counts.append(pilot.app.screen.query_one("CommandList").option_count)
 
     run = steps(press("ctrl+p"), screen_is("CommandPalette"), typed)
     assert snap_compare(console, terminal_size=SIZE, run_before=run)
+
+
+def _palette_done(palette: Any, typed: str) -> bool:
+    """The palette's search for what was typed has ended: every match listed, the first one
+    highlighted, no busy indicator (each key typed starts a search that cancels the last one)."""
+    from textual.command import CommandList
+    from textual.widgets import Input
+
+    searching = [
+        w
+        for w in palette.app.workers
+        if w.group == palette._GATHER_COMMANDS_GROUP and not w.is_finished
+    ]
+    listed = palette.query_one(CommandList)
+    return (
+        palette.query_one(Input).value == typed
+        and not searching
+        and palette.has_class("-ready")
+        and not palette._show_busy
+        and listed.option_count > 0
+        and listed.highlighted == 0
+    )
 
 
 def test_limits_form(snap_compare, console) -> None:
