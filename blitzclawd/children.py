@@ -203,6 +203,7 @@ class Children:
                 ssh_public_key=self._ssh_public_key,
                 provider=ctx().provider,
                 notify=ctx().actors.notifier.tell,
+                google=lambda: GoogleOAuth.from_settings(ctx().settings, ctx().secrets),
             ),
             shutdown_timeout=grace + 5,
         )

@@ -11,6 +11,7 @@ missing, so a test also shows that a broken config is refused.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -26,8 +27,15 @@ import pytest
 from aiohttp import web
 from openclaw_tool import CACHE_ROOT, cache_lock
 
+from blitzclawd.fleet import google_skill
 from blitzclawd.fleet.cloudinit import render_pool_server, render_template
-from blitzclawd.fleet.versions import NODE_VERSION, NODESOURCE_KEY_FINGERPRINT, OPENCLAW_VERSION
+from blitzclawd.fleet.versions import (
+    GOG_SHA256_LINUX_AMD64,
+    GOG_VERSION,
+    NODE_VERSION,
+    NODESOURCE_KEY_FINGERPRINT,
+    OPENCLAW_VERSION,
+)
 
 DEBIAN_PYTHON = Path("/usr/bin/python3")
 READY_SH = Path(__file__).resolve().parent.parent / "cloudinit" / "ready.sh"
@@ -511,3 +519,90 @@ async def test_ready_script_refuses_without_firewall(
     env = _ready_env(cloud_init, tmp_path, ready_server.url, "Status: inactive")
     assert await _run_ready(env) != 0
     assert ready_server.requests == []
+
+
+# -- gog (the Google skill's CLI) ----------------------------------------------------------------
+
+CLOUDINIT = READY_SH.parent
+
+
+def test_gog_installed_pinned_with_the_gateways_environment(parsed: dict[str, Any]) -> None:
+    cfg = parsed["cfg"]
+    install = ["/usr/local/lib/blitzclaw/install-gog.sh", GOG_VERSION, GOG_SHA256_LINUX_AMD64]
+    assert install in cfg["runcmd"]
+    assert cfg["runcmd"].index(install) < cfg["runcmd"].index(["/usr/local/lib/blitzclaw/ready.sh"])
+    wrapper = _file(cfg, "/usr/local/bin/blitzclaw-gog")
+    assert wrapper["permissions"] == "0755" and wrapper["content"].startswith("#!/bin/sh\n")
+    unit = _file(cfg, "/etc/systemd/system/openclaw-gateway.service")["content"]
+    assert "\nEnvironmentFile=-/home/openclaw/.openclaw/gateway.env\n" in unit
+
+
+@pytest.mark.parametrize(("field", "value"), [("gog_version", "latest"), ("gog_sha256", "ab" * 31)])
+def test_gog_pins_refuse_hostile_values(field: str, value: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        render_pool_server(**{**VALID, field: value})
+
+
+def _gog_release(tmp_path: Path) -> tuple[Path, str]:
+    """A release archive as gogcli publishes it (the `gog` binary at its top), and its SHA-256."""
+    build = tmp_path / "build"
+    build.mkdir()
+    _stub(build, "gog", "gog v0.43.0 (test)")
+    archive = tmp_path / "gogcli_0.43.0_linux_amd64.tar.gz"
+    subprocess.run(["tar", "-czf", str(archive), "-C", str(build), "gog"], check=True)
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def _install_gog(tmp_path: Path, archive: Path, checksum: str) -> tuple[int, Path]:
+    """cloudinit/install-gog.sh with curl serving `archive` and dpkg saying amd64."""
+    stubs, target = tmp_path / "stubs", tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    target.mkdir(exist_ok=True)
+    _stub(stubs, "dpkg", "amd64")
+    curl = stubs / "curl"  # the URL is the last argument; -o names the file
+    curl.write_text(
+        '#!/bin/sh\nout=""\nwhile [ $# -gt 1 ]; do [ "$1" = -o ] && out=$2; shift; done\n'
+        f'printf "%s\\n" "$1" > {tmp_path}/url\ncp {archive} "$out"\n'
+    )
+    curl.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "BLITZCLAW_BIN_DIR": str(target)}
+    script = CLOUDINIT / "install-gog.sh"
+    done = subprocess.run(
+        ["bash", str(script), GOG_VERSION, checksum], env=env, capture_output=True, timeout=60
+    )
+    return done.returncode, target / "gog"
+
+
+def test_install_gog_installs_the_pinned_archive(tmp_path: Path) -> None:
+    archive, checksum = _gog_release(tmp_path)
+    code, gog = _install_gog(tmp_path, archive, checksum)
+    assert code == 0 and os.access(gog, os.X_OK)
+    url = (tmp_path / "url").read_text().strip()
+    assert url == (
+        f"https://github.com/openclaw/gogcli/releases/download/v{GOG_VERSION}/"
+        f"gogcli_{GOG_VERSION}_linux_amd64.tar.gz"
+    )
+
+
+def test_install_gog_refuses_an_archive_with_another_checksum(tmp_path: Path) -> None:
+    archive, _ = _gog_release(tmp_path)
+    code, gog = _install_gog(tmp_path, archive, "0" * 64)
+    assert code != 0 and not gog.exists()
+
+
+def test_the_gog_wrapper_runs_gog_with_the_gateways_env_file(tmp_path: Path) -> None:
+    home, stubs = tmp_path / "home", tmp_path / "stubs"
+    (home / ".openclaw").mkdir(parents=True)
+    stubs.mkdir()
+    gog = stubs / "gog"
+    gog.write_text('#!/bin/sh\necho "$GOG_KEYRING_BACKEND $GOG_KEYRING_PASSWORD $*"\n')
+    gog.chmod(0o755)
+    env = {"HOME": str(home), "PATH": f"{stubs}:/usr/bin:/bin"}
+    wrapper = [str(CLOUDINIT / "blitzclaw-gog"), "--no-input", "auth", "list"]
+    # No env file yet (no account attached): gog runs as it is.
+    assert subprocess.run(wrapper, env=env, capture_output=True, text=True).stdout == (
+        "  --no-input auth list\n"
+    )
+    (home / ".openclaw" / "gateway.env").write_text(google_skill.env_file("pw_Abc-123"))
+    done = subprocess.run(wrapper, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout == "file pw_Abc-123 --no-input auth list\n"

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from openclaw_tool import (
 from blitzclawd import plugins
 from blitzclawd.channels import OpenClawBlock
 from blitzclawd.credentials import api_key
+from blitzclawd.fleet import google_skill
 from blitzclawd.fleet.openclaw_config import (
     OwnKey,
     ProxyTarget,
@@ -88,6 +90,15 @@ MODELS: dict[str, dict[str, Any]] = {
     },
 }
 COMBINATIONS = list(itertools.product(PERSONA_NAMES, CHANNELS, MODELS))
+GMAIL = "https://www.googleapis.com/auth/gmail."
+GOOGLE_ACCOUNT = google_skill.GoogleAccount(
+    email="ada@gmail.test",
+    client_id="1234-abc.apps.googleusercontent.com",
+    client_secret="GOCSPX-ada-secret",
+    refresh_token="1//0tok",
+    scopes=("openid", GMAIL + "readonly", "https://www.googleapis.com/auth/calendar.readonly"),
+)
+GOOGLE_ENTRIES = {"on": google_skill.skill_entry(GOOGLE_ACCOUNT), "off": {"enabled": False}}
 CUSTOM_SOUL = "# SOUL.md\n\nYou are a terse sommelier. Answer in one sentence.\n"
 
 
@@ -393,6 +404,18 @@ def verdicts(openclaw: OpenClaw, tmp_path_factory: pytest.TempPathFactory) -> di
     job("broken:no-secrets-file", {"config": files["config"]}, "secrets", "audit", "--check")
     job("broken:plaintext", {"config": files["plain"]}, "secrets", "audit", "--check")
 
+    # A Google account attached (the gog skill on, for it) and none (the skill off).
+    for name, entry in GOOGLE_ENTRIES.items():
+        cfg = build_config(
+            gateway_token=GATEWAY_TOKEN,
+            channel=CHANNELS["telegram-ids"](),
+            skills={google_skill.SKILL: entry},
+            **MODELS["proxy-anthropic"],
+        )
+        with_refs, secrets = split_secrets(cfg)
+        files = {"config": render_config(with_refs), "secrets": render_config(secrets)}
+        job(f"google:{name}", files, "config", "validate")
+        job(f"google-audit:{name}", files, "secrets", "audit", "--check")
     workers = min(4, max(2, os.cpu_count() or 1))  # each check is one CPU-bound node process
     with ThreadPoolExecutor(max_workers=workers) as pool:
         done = dict(
@@ -443,6 +466,35 @@ def test_combination_accepted_by_openclaw(verdicts: dict[str, Any], combo: str) 
     code, audit = results[checks["audit"]]
     assert code == 0 and audit["status"] == "clean", audit
     assert audit["summary"]["plaintextCount"] == 0 and audit["resolution"]["refsChecked"] >= 2
+
+
+@SLOW
+@pytest.mark.parametrize("name", GOOGLE_ENTRIES)
+def test_the_gog_skill_settings_accepted_by_openclaw(verdicts: dict[str, Any], name: str) -> None:
+    code, report = verdicts["results"][f"google:{name}"]
+    assert code == 0 and report["valid"] is True and report["warnings"] == [], report
+    code, audit = verdicts["results"][f"google-audit:{name}"]
+    assert code == 0 and audit["status"] == "clean", audit
+
+
+def test_the_gog_skill_entry() -> None:
+    assert google_skill.skill_entry(None) == {"enabled": False}
+    assert GOOGLE_ENTRIES["on"] == {
+        "enabled": True,
+        "env": {"GOG_ACCOUNT": "ada@gmail.test", "GOG_READONLY": "1"},
+    }
+    writes = replace(GOOGLE_ACCOUNT, scopes=(*GOOGLE_ACCOUNT.scopes, GMAIL + "send"))
+    assert google_skill.skill_entry(writes)["env"] == {"GOG_ACCOUNT": "ada@gmail.test"}
+    assert google_skill.services(writes.scopes) == ["calendar", "gmail"]
+    assert "ada-secret" not in repr(GOOGLE_ACCOUNT) and "1//0tok" not in repr(GOOGLE_ACCOUNT)
+    for change, field in (
+        ({"email": "ada; reboot"}, "account_email"),
+        ({"client_id": "x y"}, "client_id"),
+        ({"scopes": ("openid",)}, "scopes"),
+        ({"refresh_token": ""}, "refresh_token"),
+    ):
+        with refused(field):
+            google_skill.skill_entry(replace(GOOGLE_ACCOUNT, **change))
 
 
 @SLOW

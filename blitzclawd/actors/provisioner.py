@@ -7,7 +7,8 @@ restart. Each job runs in its own task; the actor only claims and counts.
 
 deploy / configure: rotate the instance's proxy secret (the new hash is stored before the config
 that carries it is written), build openclaw.json (secrets split into a 0600 secrets.json), write
-it and the workspace SOUL.md over SFTP with the server's pinned host key, restart the gateway and
+it and the workspace SOUL.md over SFTP with the server's pinned host key, give gog the owner's
+attached Google account (or remove it: fleet/google_skill.py), restart the gateway and
 wait for its /readyz -> active. restart: the same without the files. teardown: the server is
 rebuilt from the image with a fresh server secret (its row back to provisioning, no pinned key,
 until its new ready call), or deleted when no provider is configured for rebuilds.
@@ -30,8 +31,8 @@ import asyncpg
 from blitzclawd import credentials, plugins
 from blitzclawd.channels import Channel, ChannelState, unseal
 from blitzclawd.config import Settings, price_table
-from blitzclawd.crypto import Keyring
-from blitzclawd.fleet import personas, remote
+from blitzclawd.crypto import CryptoError, Keyring
+from blitzclawd.fleet import google_skill, personas, remote
 from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.fleet.openclaw_config import (
@@ -43,9 +44,12 @@ from blitzclawd.fleet.openclaw_config import (
     split_secrets,
 )
 from blitzclawd.fleet.personas import soul_md
+from blitzclawd.integrations.google import PROVIDER as GOOGLE
+from blitzclawd.integrations.google import GoogleOAuth, refresh_token_context
 from blitzclawd.notify.queue import queue_notification
 from blitzclawd.providers.base import ProviderError, ServerProvider
 from blitzclawd.queries import instances, jobs
+from blitzclawd.queries import integrations as integration_rows
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import JobsQueued, NotificationQueued, Notify, Tick
 from blitzclawd.runtime.outage import dependency_unavailable
@@ -115,6 +119,7 @@ class Provisioner(Actor):
         ssh_public_key: Callable[[], str],
         provider: ServerProvider | None,
         notify: Callable[[object], None] | None = None,
+        google: Callable[[], GoogleOAuth | None] = lambda: None,
     ) -> None:
         super().__init__("provisioner")
         self._pool = pool
@@ -127,6 +132,7 @@ class Provisioner(Actor):
         self._provider = provider
         self._prices = price_table(settings.pricing)
         self._notify = notify  # the notifier: a job's final failure is emailed to the owner
+        self._google = google  # our OAuth client: gog refreshes the users' grants with it
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._followups: set[asyncio.Task[None]] = set()  # channels' follow-ups after a deploy
         self._waiting = False  # for the database: claims fail (logged once)
@@ -243,6 +249,7 @@ class Provisioner(Actor):
         plugin, state, channel = self._channel(inst)
         secret = credentials.new_secret()
         own_key = self._own_key(inst)
+        google = await self._google_account(inst)
         cfg = build_config(
             gateway_token=pysecrets.token_urlsafe(32),
             channel=channel,
@@ -262,6 +269,7 @@ class Provisioner(Actor):
                 prices=self._prices,
             ),
             own_key=own_key,
+            skills={google_skill.SKILL: google_skill.skill_entry(google)},
         )
         config, secret_doc = split_secrets(cfg)
         # The new credential is the only valid one from here on: store it before it is written.
@@ -276,6 +284,10 @@ class Provisioner(Actor):
                 soul=soul,
             )
             await self._restore_session(conn, inst, plugin)
+            if google is not None:
+                await google_skill.install(conn, google)
+            else:  # detached, disconnected or broken: nothing of it stays on the server
+                await google_skill.remove(conn)
             if inst["status"] == "stopped":
                 return  # its owner stopped it: the new files wait for its start
             await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
@@ -350,6 +362,34 @@ class Provisioner(Actor):
         log.info("instance active", extra={"instance": str(instance_id)})
         if queued is not None and self._notify is not None:
             self._notify(NotificationQueued(queued))
+
+    async def _google_account(self, inst: asyncpg.Record) -> google_skill.GoogleAccount | None:
+        """The owner's Google account attached to this instance, ready for gog; None when none
+        is attached, or it cannot be used (logged: the instance deploys without it)."""
+        row = await integration_rows.attached_to(self._pool, inst["id"], GOOGLE)
+        if row is None:
+            return None
+        client = self._google()
+        why = "Google integrations are not configured (google.client_id, google_client_secret)"
+        if client is not None:
+            try:
+                token = self._keyring().decrypt_text(
+                    row["refresh_token_enc"], refresh_token_context(row["id"])
+                )
+                return google_skill.GoogleAccount(
+                    email=row["account_email"] or "",
+                    client_id=client.client_id,
+                    client_secret=client.client_secret,
+                    refresh_token=token,
+                    scopes=tuple(row["scopes"]),
+                )
+            except (CryptoError, TypeError) as exc:
+                why = f"its refresh token cannot be read ({type(exc).__name__})"
+        log.warning(
+            "Google account not deployed",
+            extra={"instance": str(inst["id"]), "integration": str(row["id"]), "error": why},
+        )
+        return None
 
     def _own_key(self, inst: asyncpg.Record) -> OwnKey | None:
         if not inst["use_own_api_key"]:

@@ -36,6 +36,8 @@ import jinja2.filters
 import jinja2.meta
 
 from blitzclawd.fleet.versions import (
+    GOG_SHA256_LINUX_AMD64,
+    GOG_VERSION,
     NODE_MAJOR,
     NODE_VERSION,
     NODESOURCE_KEY_FINGERPRINT,
@@ -62,6 +64,7 @@ _READY_URL = re.compile(
 _VERSION = re.compile(r"^[0-9]{1,5}\.[0-9]{1,5}\.[0-9]{1,5}(?:-[A-Za-z0-9.]{1,32})?$")
 _NODE_VERSION = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$")
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # An npm package at an exact version: "@scope/name@1.2.3" (no ranges, tags, URLs or paths).
 _PLUGIN_SPEC = re.compile(
     r"^(?:@[a-z0-9][a-z0-9._-]{0,63}/)?[a-z0-9][a-z0-9._-]{0,127}@[0-9]{1,9}\.[0-9]{1,9}"
@@ -92,6 +95,8 @@ def render_pool_server(
     node_major: int = NODE_MAJOR,
     node_version: str = NODE_VERSION,
     openclaw_plugins: Sequence[str] = (),
+    gog_version: str = GOG_VERSION,
+    gog_sha256: str = GOG_SHA256_LINUX_AMD64,
 ) -> str:
     """``#cloud-config`` user data for one pool server; `openclaw_plugins` are the pinned npm
     specs of the OpenClaw plugins the channels need, installed for the gateway user."""
@@ -107,6 +112,8 @@ def render_pool_server(
         raise ValueError(f"node_version: {node} is not a Node.js {major} release")
     fingerprint = _match(_FINGERPRINT, NODESOURCE_KEY_FINGERPRINT, "fingerprint")
     packages = [_match(_PLUGIN_SPEC, spec, "openclaw_plugins") for spec in openclaw_plugins]
+    gog = _match(_VERSION, gog_version, "gog_version")
+    gog_sum = _match(_SHA256, gog_sha256, "gog_sha256")
     # The fake cloud and the daemon's tooling read these two lines with a regex: keep the form.
     server_env = (
         f"BLITZCLAW_SERVER_NAME={name}\n"
@@ -129,6 +136,8 @@ def render_pool_server(
         "nodesource_key_fingerprint": fingerprint,
         "api_host_cidr": cidr,
         "openclaw_plugins": packages,
+        "gog_version": gog,
+        "gog_sha256": gog_sum,
     }
     return render_template(POOL_SERVER_TEMPLATE, values)
 

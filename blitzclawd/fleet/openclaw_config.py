@@ -99,8 +99,11 @@ def build_config(
     channel: tuple[str, OpenClawBlock],
     proxy: ProxyTarget | None = None,
     own_key: OwnKey | None = None,
+    skills: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The whole openclaw.json as a dict (secrets inline; see :func:`split_secrets`)."""
+    """The whole openclaw.json as a dict (secrets inline; see :func:`split_secrets`).
+    `skills`: skills.entries (name -> entry), e.g. blitzclawd.fleet.google_skill.skill_entry;
+    their values are plain settings, never secrets (OpenClaw drops secret-named skill env)."""
     if proxy is not None and own_key is None:
         provider_id, provider, primary = _proxy_provider(proxy)
     elif own_key is not None and proxy is None:
@@ -130,6 +133,8 @@ def build_config(
         },
         "channels": {name: dict(block.config)},
     }
+    if skills:
+        cfg["skills"] = {"entries": {name: dict(entry) for name, entry in skills.items()}}
     if block.trust_plugin:
         # An external OpenClaw plugin loads only when trusted here; `config validate` passes
         # without it, but the gateway then refuses the plugin (WIRE.md, the QR login).

@@ -72,8 +72,11 @@ async def connect(
         raise RemoteError(f"ssh to {target.ip}: {type(exc).__name__}: {exc}") from None
 
 
-async def run(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
-    result = await conn.run(command, check=False)
+async def run(
+    conn: asyncssh.SSHClientConnection, command: str, what: str, stdin: str | None = None
+) -> str:
+    """`command`'s output; a secret goes in `stdin`, never in the command (ps, logs)."""
+    result = await conn.run(command, check=False, input=stdin)
     if result.exit_status != 0:
         err = str(result.stderr or "").strip()[:300]
         raise RemoteError(f"{what} failed (exit {result.exit_status}): {err}")
@@ -93,6 +96,15 @@ async def write_instance_files(
     except (OSError, asyncssh.Error) as exc:
         raise RemoteError(f"writing the instance files: {type(exc).__name__}") from None
     await run(conn, f"chmod 600 {SECRETS_FILE} {CONFIG_FILE}", "chmod of the secrets")
+
+
+async def write_private(conn: asyncssh.SSHClientConnection, path: str, text: str) -> None:
+    """One 0600 file (its folder must exist)."""
+    try:
+        async with conn.start_sftp_client() as sftp:
+            await _write(sftp, path, text, 0o600)
+    except (OSError, asyncssh.Error) as exc:
+        raise RemoteError(f"writing {path}: {type(exc).__name__}") from None
 
 
 async def _write(sftp: asyncssh.SFTPClient, path: str, text: str, mode: int) -> None:

@@ -168,16 +168,20 @@ async def refreshed(
     access_token_enc: bytes,
     expires_at: dt.datetime,
     scopes: Sequence[str],
+    refresh_token_enc: bytes | None = None,
 ) -> None:
+    """A new access token; a new refresh token too when Google rotated it (else None)."""
     await conn.execute(
         """UPDATE user_integrations SET access_token_enc = $2, expires_at = $3,
                scopes = CASE WHEN cardinality($4::text[]) > 0 THEN $4 ELSE scopes END,
+               refresh_token_enc = COALESCE($5, refresh_token_enc),
                refreshed_at = now(), updated_at = now()
            WHERE id = $1""",
         integration_id,
         access_token_enc,
         expires_at,
         list(scopes),
+        refresh_token_enc,
     )
 
 
@@ -231,3 +235,15 @@ async def instances_of(conn: Conn, integration_id: uuid.UUID) -> list[uuid.UUID]
         integration_id,
     )
     return [r["instance_id"] for r in rows]
+
+
+async def attached_to(conn: Conn, instance_id: uuid.UUID, provider: str) -> asyncpg.Record | None:
+    """The instance's attached integration of `provider`, while it is connected (a broken one
+    is not deployed: Google refuses its grant)."""
+    return await conn.fetchrow(
+        """SELECT ui.* FROM instance_integrations ii
+           JOIN user_integrations ui ON ui.id = ii.integration_id
+           WHERE ii.instance_id = $1 AND ui.provider = $2 AND ui.status = 'connected'""",
+        instance_id,
+        provider,
+    )

@@ -55,28 +55,36 @@ async def refresh_due(
             return outcome
         limit = asyncio.Semaphore(REFRESH_CONCURRENCY)
 
-        async def one(row: Any) -> Tokens | Exception:
+        async def one(row: Any) -> tuple[Tokens | Exception, str | None]:
             async with limit:
+                token = None
                 try:
                     token = keyring.decrypt_text(
                         row["refresh_token_enc"], refresh_token_context(row["id"])
                     )
-                    return await google.refresh(token)
+                    return await google.refresh(token), token
                 except (GoogleRefused, GoogleUnreachable, CryptoError) as exc:
-                    return exc
+                    return exc, token
 
-        results = await asyncio.gather(*(one(row) for row in due))
-        for row, result in zip(due, results, strict=True):
+        answers = await asyncio.gather(*(one(row) for row in due))
+        for row, (result, old_refresh) in zip(due, answers, strict=True):
             if isinstance(result, Tokens):
+                # gog on the servers refreshes access tokens itself: an instance is configured
+                # again only when Google rotated the refresh token (that restarts its gateway).
+                rotated = result.refresh_token not in (None, old_refresh)
                 await rows.refreshed(
                     conn,
                     row["id"],
                     keyring.encrypt_text(result.access_token, access_token_context(row["id"])),
                     result.expires_at,
                     result.scopes,
+                    keyring.encrypt_text(result.refresh_token, refresh_token_context(row["id"]))
+                    if rotated and result.refresh_token is not None
+                    else None,
                 )
                 outcome["refreshed"] += 1
-                changed.append(row["id"])
+                if rotated:
+                    changed.append(row["id"])
             elif isinstance(result, GoogleRefused) and result.error in ("invalid_grant",):
                 reason = "Google no longer accepts this connection (access was revoked or expired)"
                 await rows.mark_broken(conn, row["id"], reason)
@@ -95,10 +103,12 @@ async def refresh_due(
                 if notification_id is not None:
                     queued.append(notification_id)
                 outcome["broken"] += 1
+                changed.append(row["id"])  # its instances stop using it
                 log.warning("integration broken", extra={"integration": str(row["id"])})
             elif isinstance(result, CryptoError):
                 await rows.mark_broken(conn, row["id"], "its stored token cannot be read")
                 outcome["broken"] += 1
+                changed.append(row["id"])
             else:
                 outcome["later"] += 1
                 log.info(

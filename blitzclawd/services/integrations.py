@@ -11,8 +11,9 @@ configure job writes them to the instance's server). The state binds a consent t
 started it: another user's state is refused before it is consumed, a used or expired one is
 refused, and nothing is stored unless Google exchanged the code.
 
-`deploy_changed` is the one seam to the instance side: for now it queues the instance's
-configure job, which will write the credential file on its server.
+`deploy_changed` is the one seam to the instance side: it queues the instance's configure job,
+which gives the attached account to gog on its server or removes it
+(blitzclawd/fleet/google_skill.py).
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def not_configured() -> ApiError:
 
 
 async def deploy_changed(pool: asyncpg.Pool, actors: Actors, instance_id: uuid.UUID) -> bool:
-    """The instance's integrations changed (attached, detached, new tokens): carry them to its
-    server. For now its configure job (which will write the credential files); an instance
-    without a server yet gets them with its deploy. True when a job was queued."""
+    """The instance's integrations changed (attached, detached, disconnected, broken, a new
+    refresh token): its configure job carries that to its server; an instance without a server
+    yet gets them with its deploy. True when a job was queued."""
     async with pool.acquire() as conn, conn.transaction():
         row = await instance_rows.lock_for_change(conn, instance_id)
         if row is None or row["status"] in _NOT_DEPLOYED:

@@ -120,6 +120,9 @@ class FakeGoogle(LocalHTTPServer):
         # True: the token endpoint answers 503 (a Google outage), counted in token_requests.
         self.outage = False
         self.refusals: list[str] = []  # the error of every refused /token call
+        # True: a refresh also answers a new refresh token, and the old one stops working
+        # (Google may rotate them; clients must keep the newest).
+        self.rotate_refresh_tokens = False
 
     # -- URLs ------------------------------------------------------------------------------------
 
@@ -371,14 +374,17 @@ class FakeGoogle(LocalHTTPServer):
         grant = next((g for g in self.grants.values() if g.refresh_token == token), None)
         if grant is None or grant.revoked:
             return self._refuse(400, "invalid_grant", "Token has been expired or revoked.")
-        return web.json_response(
-            {
-                "access_token": self._mint(grant),
-                "expires_in": self.access_token_lifetime,
-                "scope": " ".join(grant.scopes),
-                "token_type": "Bearer",
-            }
-        )
+        body = {
+            "access_token": self._mint(grant),
+            "expires_in": self.access_token_lifetime,
+            "scope": " ".join(grant.scopes),
+            "token_type": "Bearer",
+        }
+        if self.rotate_refresh_tokens:
+            grant.refresh_token = "1//0" + secrets.token_urlsafe(60)
+            self.issued.append(grant.refresh_token)
+            body["refresh_token"] = grant.refresh_token
+        return web.json_response(body)
 
     def _id_token(self, grant: Grant) -> str:
         """Unsigned-looking JWT shape (the daemon reads the email from userinfo, not here)."""

@@ -22,7 +22,10 @@ joined by `&&` (no pipes, redirections or variables):
     openclaw pairing list <channel> --json | openclaw pairing approve <channel> <CODE> [--notify]
     openclaw gateway call web.login.start|web.login.wait --params JSON --json [--timeout MS]
     openclaw channels status [--json] | openclaw channels logout --channel whatsapp [--account A]
+    blitzclaw-gog [--no-input] auth credentials set - | auth import ... | auth list --json
 
+gog, the Google skill's CLI, is blitzclawd/testing/fake_gog.py's (`srv.gog`: its keyring, read
+with the password of ~/.openclaw/gateway.env). Stdin is read only by the commands that take it.
 WhatsApp linking (the last two lines) is blitzclawd/testing/fake_whatsapp.py's, verified with
 openclaw 2026.9.6; tests play the phone with `whatsapp_rotate_qr()` and `whatsapp_scan()`.
 
@@ -62,6 +65,7 @@ from urllib.parse import urlsplit
 import asyncssh
 import orjson
 
+from blitzclawd.testing.fake_gog import FakeGog
 from blitzclawd.testing.fake_whatsapp import FakeWhatsApp
 
 GATEWAY_UNIT = "openclaw-gateway"
@@ -123,6 +127,7 @@ class FakeServer:
         self._journal_grew = asyncio.Event()
         self._running = False
         self.home.mkdir(parents=True, exist_ok=True)
+        self.gog = FakeGog(self.home)  # installed by cloud-init, as on a real pool server
         # WhatsApp logins in the gateway; `whatsapp_clock` ages them (180 s) without sleeping.
         self.whatsapp = FakeWhatsApp(
             lambda: self.gateway_config,
@@ -416,6 +421,8 @@ class FakeServer:
             return await self._journalctl(args, process, io)
         if name == "openclaw" and self.whatsapp.handles(args):  # a login wait takes long
             return await self.whatsapp.run(args, io, process.channel.wait_closed)
+        if name == "blitzclaw-gog":
+            return await self.gog.run(args, io, lambda: process.stdin.read())
         builtin: Callable[[list[str], _IO], int] | None = {
             "mkdir": self._mkdir,
             "chmod": self._chmod,
