@@ -437,8 +437,15 @@ class FleetSettings:
     # kept open between sweeps); at most health_concurrency checks at once.
     health_interval: float = field(default=300.0, metadata=_range(0.01, 86400))
     health_concurrency: int = field(default=50, metadata=_range(1, 10000))
-    # Seconds one instance's check (connect + /readyz) may take before it counts as down.
+    # Seconds /readyz may take (curl --max-time) before the check is a timeout; a timeout alone
+    # restarts nothing: health_timeouts_before_restart of them in a row do.
     health_timeout: float = field(default=30.0, metadata=_range(0.1, 600))
+    health_timeouts_before_restart: int = field(default=3, metadata=_range(1, 100))
+    # A healthy answer slower than this is reported as slow (and acted on never).
+    health_slow_after: float = field(default=5.0, metadata=_range(0.01, 600))
+    # Seconds over which a sweep's checks start (at most half of health_interval): a steady
+    # trickle of SSH sessions rather than a burst every interval.
+    health_spread: float = field(default=60.0, metadata=_range(0, 86400))
     # Automatic restarts of a failing gateway before the instance goes to error (and alerts).
     health_max_restarts: int = field(default=3, metadata=_range(0, 100))
     # Seconds a restarted gateway has to answer /readyz again.

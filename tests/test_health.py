@@ -62,7 +62,7 @@ async def test_a_healthy_instance_is_ok_and_its_connection_reused(
         row = await sweeps_after(env, iid, 3)
         assert row["ok"] and row["down_since"] is None
         assert server.logins == logins  # one kept connection across sweeps
-        assert server.commands.count("curl -fsS http://127.0.0.1:18789/readyz") >= 3
+        assert sum("/readyz" in c for c in server.commands) >= 3
         assert (await env.instance(iid))["last_health_check"] is not None
 
         status, body = await env.call(
@@ -171,3 +171,85 @@ async def sweeps_after_nothing(env: FleetEnv, iid: str, checked: Any) -> None:
     await asyncio.sleep(0.8)
     row = await health(env, iid)
     assert row["checked_at"] == checked
+
+
+async def test_only_gateways_that_say_they_are_broken_are_restarted(
+    database: str, tmp_path: Path
+) -> None:
+    """Six gateways: healthy, slow but healthy, late twice in a row then fine, crashed, not
+    ready, and one whose server we cannot reach. Only the crashed and the not ready ones are
+    restarted; the slow one is reported slow, the late one as timeouts, the unreachable one as
+    unreachable (an operators' alert, no email to its owner)."""
+    settings = {
+        "min_available": 6,
+        "max_size": 8,
+        "health_interval": 0.3,
+        "health_timeout": 1.0,
+        "health_slow_after": 0.2,
+        "health_timeouts_before_restart": 4,
+        "health_restart_timeout": 2.0,
+        "health_down_alert_after": 0.5,
+    }
+    async with fleet_env(database, tmp_path, **settings) as env:
+        found = [await an_active_instance(env) for _ in range(6)]
+        ids = [iid for iid, _, _ in found]
+        healthy, slow, late, crashed, not_ready, unreachable = (s for _, s, _ in found)
+        for iid in ids:
+            await until(lambda iid=iid: health(env, iid))
+        restarts = {id(s): s.commands.count(RESTART) for _, s, _ in found}
+
+        slow.readyz_delay = 0.5  # over health_slow_after, within health_timeout
+        late.readyz_delay = 3.0  # over health_timeout: a timeout
+        crashed.crash()
+        not_ready.channels_ok = False
+        await unreachable.stop()
+
+        seen: dict[str, set[str]] = {iid: set() for iid in ids}
+
+        async def states() -> dict[str, asyncpg.Record]:
+            rows = {iid: await health(env, iid) for iid in ids}
+            for iid, row in rows.items():
+                seen[iid].add(row["state"])
+            return rows
+
+        async def late_twice() -> bool:
+            return (await states())[ids[2]]["failures"] >= 2
+
+        await until(late_twice)
+        late.readyz_delay = 0.0  # it catches up before a fourth timeout in a row
+
+        async def settled() -> bool:
+            rows = await states()
+            alerted = await env.pool.fetchval(
+                "SELECT count(*) FROM health_alerts WHERE kind = 'unreachable'"
+            )
+            return (
+                rows[ids[2]]["state"] == "ok"
+                and crashed.commands.count(RESTART) > restarts[id(crashed)]
+                and crashed.gateway_state == "active"
+                and rows[ids[4]]["restarts"] >= 1
+                and alerted == 1
+            )
+
+        await until(settled, 30)
+        rows = await states()
+        counts = {id(s): s.commands.count(RESTART) for _, s, _ in found}
+        for server in (healthy, slow, late):
+            assert counts[id(server)] == restarts[id(server)], server
+        assert counts[id(crashed)] > restarts[id(crashed)]
+        assert counts[id(not_ready)] > restarts[id(not_ready)]
+        assert rows[ids[0]]["state"] == "ok" and rows[ids[0]]["detail"] is None
+        assert rows[ids[1]]["ok"] and rows[ids[1]]["detail"].startswith("slow: /readyz answered")
+        assert rows[ids[1]]["answer_ms"] >= 500 and rows[ids[1]]["restarts"] == 0
+        assert "timeout" in seen[ids[2]] and rows[ids[2]]["restarts"] == 0
+        assert rows[ids[2]]["failures"] == 0  # a healthy answer ends the streak
+        assert rows[ids[5]]["state"] == "unreachable" and rows[ids[5]]["restarts"] == 0
+        assert seen[ids[5]] <= {"ok", "unreachable"}
+        assert (await env.instance(ids[5]))["status"] == "active"
+        # The unreachable server's owner is not emailed: it says nothing about their assistant.
+        owner = (await env.instance(ids[5]))["user_id"]
+        emails = await env.pool.fetchval(
+            "SELECT count(*) FROM notifications WHERE user_id = $1 AND kind = 'instance_error'",
+            owner,
+        )
+        assert emails == 0

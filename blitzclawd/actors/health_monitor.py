@@ -1,26 +1,37 @@
-"""Singleton: checks every active instance's gateway over SSH, restarts it, gives up, alerts.
+"""Singleton: checks every active instance's gateway over SSH, restarts it on evidence, gives up,
+alerts.
 
 Every `health_interval` seconds one sweep runs over the instances that are `active` and have no
 job queued or running (a deploy in progress is not an outage). Each check runs `curl -fsS
-http://127.0.0.1:18789/readyz` on the instance's server over SSH with the server's pinned host
-key; at most `health_concurrency` checks run at once, each bounded by `health_timeout`, and the
-SSH connection to a server is kept between sweeps (a dead one is replaced once, at once).
+--max-time <health_timeout> http://127.0.0.1:18789/readyz` on the instance's server over SSH with
+the server's pinned host key (blitzclawd.fleet.health_probe); the checks' starts are spread over
+`health_spread` seconds rather than fired at once, at most `health_concurrency` run at once, and
+the SSH connection to a server is kept between sweeps.
 
-A failing check (curl exit 22: the gateway answers but is not ready, e.g. a broken channel;
-exit 7: nothing listens; no SSH at all) restarts the gateway and waits up to
-`health_restart_timeout` for /readyz, at most `health_max_restarts` times since the instance
-was last healthy; the next failure after that puts the instance in `error` with the reason and
-raises an alert. An outage longer than `health_down_alert_after` raises an alert too (once per
-outage). Alerts are an error-level log line and a `health_alerts` row, and the instance's owner is
-emailed (the notifier's `instance_error`, once per alert, in words for them: the technical detail
-stays in the row and the log); the last result of every instance is in `instance_health`
-(GET /api/health/instances).
+A restart needs evidence that the gateway is unhealthy, never a single timeout or a connection
+error of our own making:
+- the gateway said so (not_ready: /readyz answered an error, curl exit 22; down: nothing listens,
+  curl exit 7): restarted at once;
+- it did not answer in time (timeout) `health_timeouts_before_restart` checks in a row (sweeps
+  are `health_interval` apart): restarted then, and not before (a slow sweep, an overloaded
+  server or a blip is reported, not acted on);
+- we could not reach the server over SSH (unreachable): never restarted (a restart could not be
+  sent either); reported, and alerted as `unreachable` to the operators (not the owner: it says
+  nothing about their assistant) once it lasts `health_down_alert_after`.
+A healthy answer slower than `health_slow_after` is ok, reported as slow. A restart waits up to
+`health_restart_timeout` for /readyz, at most `health_max_restarts` times since the instance was
+last healthy; the next failure with evidence after that puts the instance in `error` with the
+reason and raises an alert. An outage (with evidence) longer than `health_down_alert_after`
+raises a `down` alert (once per outage). Alerts are an error-level log line and a `health_alerts`
+row; for `down` and `error` the instance's owner is emailed (the notifier's `instance_error`,
+once per alert, in words for them: the technical detail stays in the row and the log). The last
+result of every instance is in `instance_health` (GET /api/health/instances), written for the
+whole sweep in one set-based statement.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -29,127 +40,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import asyncssh
 
 from blitzclawd.config import FleetSettings
 from blitzclawd.fleet import remote
+from blitzclawd.fleet.health_probe import Checker, Probe
 from blitzclawd.queries import health
 from blitzclawd.runtime.actor import Actor
 from blitzclawd.runtime.messages import Notify, SweepNow, Tick
 
 log = logging.getLogger("blitzclawd.health")
 
-CURL_HTTP_ERROR = 22  # -f: the gateway answered with an error status (starting, channel broken)
-CURL_CONNECT = 7  # nothing listens on the gateway port
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """One /readyz check: state is ok | not_ready | down | unreachable."""
-
-    state: str
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "ok"
-
-
-class Checker:
-    """The SSH side of the monitor, without the database: pooled connections and probes."""
-
-    def __init__(
-        self, client_key: Callable[[], Any], *, connect_timeout: float, concurrency: int
-    ) -> None:
-        self._client_key = client_key
-        self._connect_timeout = connect_timeout
-        self._sem = asyncio.Semaphore(concurrency)
-        self._conns: dict[remote.Target, asyncssh.SSHClientConnection] = {}
-        self.connects = 0  # new SSH connections opened (reuse shows as few)
-
-    async def _conn(self, target: remote.Target) -> asyncssh.SSHClientConnection:
-        conn = self._conns.get(target)
-        if conn is not None and not conn.is_closed():
-            return conn
-        self._conns.pop(target, None)
-        conn = await remote.connect(target, self._client_key(), timeout=self._connect_timeout)
-        self.connects += 1
-        self._conns[target] = conn
-        return conn
-
-    def _drop(self, target: remote.Target) -> None:
-        conn = self._conns.pop(target, None)
-        if conn is not None:
-            conn.close()
-
-    async def _run(self, target: remote.Target, command: str) -> asyncssh.SSHCompletedProcess:
-        """Run on a kept connection; a stale one (server restarted, idle cut) is replaced once."""
-        for attempt in (1, 2):
-            conn = await self._conn(target)
-            try:
-                return await conn.run(command, check=False)
-            except (OSError, asyncssh.Error) as exc:
-                self._drop(target)
-                if attempt == 2:
-                    raise remote.RemoteError(f"ssh: {type(exc).__name__}: {exc}") from None
-        raise AssertionError("unreachable")
-
-    async def probe(self, target: remote.Target, *, timeout: float) -> Probe:  # noqa: ASYNC109
-        async with self._sem:
-            try:
-                async with asyncio.timeout(timeout):
-                    result = await self._run(target, remote.READYZ)
-            except TimeoutError:
-                self._drop(target)
-                return Probe("unreachable", f"no answer within {timeout:g}s")
-            except remote.RemoteError as exc:
-                return Probe("unreachable", str(exc))
-        code = result.exit_status
-        if code == 0:
-            return Probe("ok")
-        err = str(result.stderr or "").strip()[:200]
-        if code == CURL_HTTP_ERROR:
-            return Probe("not_ready", f"/readyz failed (curl exit 22): {err}")
-        if code == CURL_CONNECT:
-            return Probe("down", f"the gateway is not listening (curl exit 7): {err}")
-        return Probe("down", f"/readyz check exited {code}: {err}")
-
-    async def restart(self, target: remote.Target, *, timeout: float) -> str | None:  # noqa: ASYNC109
-        """Restart the gateway and wait for /readyz; None when it came back, else why not."""
-        async with self._sem:
-            try:
-                async with asyncio.timeout(timeout + self._connect_timeout):
-                    conn = await self._conn(target)
-                    await remote.restart_and_wait(conn, timeout=timeout)
-            except TimeoutError:
-                self._drop(target)
-                return f"the restart did not finish within {timeout:g}s"
-            except remote.RemoteError as exc:
-                return str(exc)
-            except (OSError, asyncssh.Error) as exc:
-                self._drop(target)
-                return f"ssh: {type(exc).__name__}"
-        return None
-
-    def retain(self, targets: set[remote.Target]) -> None:
-        """Close the connections of servers no longer checked."""
-        for target in [t for t in self._conns if t not in targets]:
-            self._drop(target)
-
-    async def close(self) -> None:
-        conns = list(self._conns.values())
-        self._conns.clear()
-        for conn in conns:
-            conn.close()
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                await conn.wait_closed()
-
 
 @dataclass(frozen=True, slots=True)
 class SweepReport:
     checked: int = 0
-    ok: int = 0
+    ok: int = 0  # healthy, not restarted (slow ones included)
+    slow: int = 0  # healthy, but answered after health_slow_after
+    timeouts: int = 0  # no answer in time, not (yet) restarted
+    unreachable: int = 0  # no SSH: never restarted
     restarted: int = 0
     recovered: int = 0
     errored: int = 0
@@ -184,21 +92,34 @@ class HealthMonitor(Actor):
 
     async def handle(self, message: object) -> SweepReport | None:
         if isinstance(message, (Tick, SweepNow)):
-            return await self.sweep()
+            return await self.sweep(spread=isinstance(message, Tick))
         return None
 
-    async def sweep(self) -> SweepReport:
+    async def sweep(self, *, spread: bool = True) -> SweepReport:
+        """One sweep; `spread`: starts spread over health_spread (an operator's "sweep now"
+        runs at once)."""
         async with self._lock:
             started = time.monotonic()
             rows = await health.to_check(self._pool, self._cfg.health_down_alert_after)
             targets = {row["id"]: self._target(row) for row in rows}
             self.checker.retain(set(targets.values()))
-            outcomes = await asyncio.gather(*(self._check(row, targets[row["id"]]) for row in rows))
+            # Never longer than half the interval: the next sweep must not queue behind this one.
+            window = min(self._cfg.health_spread, self._cfg.health_interval / 2) if spread else 0
+            step = window / len(rows) if rows else 0.0
+            outcomes = await asyncio.gather(
+                *(
+                    self._check(row, targets[row["id"]], started + n * step)
+                    for n, row in enumerate(rows)
+                )
+            )
             results = [o for o in outcomes if o is not None]
             await self._record(results)
             report = SweepReport(
                 checked=len(rows),
                 ok=sum(1 for r in results if r.ok and not r.restarted),
+                slow=sum(1 for r in results if r.slow),
+                timeouts=sum(1 for r in results if r.state == "timeout"),
+                unreachable=sum(1 for r in results if r.state == "unreachable"),
                 restarted=sum(1 for r in results if r.restarted),
                 recovered=sum(1 for r in results if r.ok and r.restarted),
                 errored=sum(1 for r in results if r.state == "error"),
@@ -206,34 +127,61 @@ class HealthMonitor(Actor):
                 seconds=round(time.monotonic() - started, 3),
             )
             self.last_report = report
-            if report.restarted or report.errored or report.alerts:
+            if report.restarted or report.errored or report.alerts or report.unreachable:
                 log.info("health sweep", extra={"report": str(report)})
             return report
 
     def _target(self, row: asyncpg.Record) -> remote.Target:
         return remote.Target(row["ip"], self._cfg.ssh_port, row["ssh_host_key"])
 
-    async def _check(self, row: asyncpg.Record, target: remote.Target) -> _Result:
+    async def _check(self, row: asyncpg.Record, target: remote.Target, at: float) -> _Result:
         cfg = self._cfg
+        delay = at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
         probe = await self.checker.probe(target, timeout=cfg.health_timeout)
+        iid, restarts, failures = row["id"], row["restarts"], row["failures"]
         if probe.ok:
-            return _Result(row["id"], True, "ok", None, 0)
-        restarts = row["restarts"]
+            slow = probe.seconds > cfg.health_slow_after
+            detail = f"slow: /readyz answered in {probe.seconds:.1f}s" if slow else None
+            return _Result(iid, True, "ok", detail, 0, seconds=probe.seconds, slow=slow)
+        if probe.state == "unreachable":
+            # Nothing known about the gateway, nothing to restart with: say so, keep the counts.
+            alert = None
+            if row["down_long"] and row["alerted_at"] is None:
+                alert = ("unreachable", f"unreachable since {row['down_since'].isoformat()}")
+            return _Result(
+                iid, False, "unreachable", probe.detail[:500], restarts, failures, alert=alert
+            )
+        if probe.state == "timeout":
+            failures += 1
+            if failures < cfg.health_timeouts_before_restart:
+                detail = f"{probe.detail} ({failures} in a row)"[:500]
+                return _Result(iid, False, "timeout", detail, restarts, failures)
+        return await self._restart(row, target, probe, failures)
+
+    async def _restart(
+        self, row: asyncpg.Record, target: remote.Target, probe: Probe, failures: int
+    ) -> _Result:
+        """The gateway is unhealthy on evidence: restart it, or give up after the maximum."""
+        cfg, iid, restarts = self._cfg, row["id"], row["restarts"]
         if restarts >= cfg.health_max_restarts:
-            reason = (f"health: still failing after {restarts} automatic restarts: {probe.detail}")[
-                :500
-            ]
-            return _Result(row["id"], False, "error", reason, restarts, alert=("error", reason))
+            reason = f"health: still failing after {restarts} automatic restarts: {probe.detail}"
+            return _Result(
+                iid, False, "error", reason[:500], restarts, failures, alert=("error", reason[:500])
+            )
         why = await self.checker.restart(target, timeout=cfg.health_restart_timeout)
         restarts += 1
         if why is None:
             detail = f"restarted (automatic restart {restarts}): {probe.detail}"[:500]
-            return _Result(row["id"], True, "ok", detail, restarts, restarted=True)
+            return _Result(iid, True, "ok", detail, restarts, restarted=True)
         detail = f"{probe.detail}; restart {restarts} failed: {why}"[:500]
         alert = None
         if row["down_long"] and row["alerted_at"] is None:
             alert = ("down", f"down since {row['down_since'].isoformat()}: {detail}")
-        return _Result(row["id"], False, probe.state, detail, restarts, restarted=True, alert=alert)
+        return _Result(
+            iid, False, probe.state, detail, restarts, failures, restarted=True, alert=alert
+        )
 
     async def _record(self, results: list[_Result]) -> None:
         if not results:
@@ -243,23 +191,35 @@ class HealthMonitor(Actor):
             await health.record(
                 conn,
                 [
-                    (r.instance_id, r.ok, r.state, r.detail, r.restarts, r.alert is not None)
+                    health.Checked(
+                        r.instance_id,
+                        r.ok,
+                        r.state,
+                        r.detail,
+                        r.restarts,
+                        r.failures,
+                        r.alert is not None,
+                        None if r.seconds is None else round(r.seconds * 1000),
+                    )
                     for r in results
                 ],
             )
             for r in results:
                 if r.state == "error":
-                    await health.mark_error(conn, r.instance_id, r.detail)
+                    await health.mark_error(conn, r.instance_id, r.detail or "")
                 if r.alert is not None:
                     kind, detail = r.alert
                     alert_id = await health.add_alert(conn, r.instance_id, kind, detail)
                     alerts.append((alert_id, r.instance_id, kind))
-        if alerts and self._notify is not None:
-            await self._tell_owners(alerts)
+        owners_told = [a for a in alerts if a[2] in _OWNER_TEXT]
+        if owners_told and self._notify is not None:
+            await self._tell_owners(owners_told)
         for r in results:
             if r.alert is not None:
                 log.error(
-                    "ALERT: instance unhealthy",
+                    "ALERT: server unreachable"
+                    if r.alert[0] == "unreachable"
+                    else "ALERT: instance unhealthy",
                     extra={"instance": str(r.instance_id), "alert": r.alert[0], "detail": r.detail},
                 )
 
@@ -304,5 +264,8 @@ class _Result:
     state: str
     detail: str | None
     restarts: int
+    failures: int = 0  # timeouts in a row
     restarted: bool = False
     alert: tuple[str, str] | None = None
+    seconds: float | None = None  # the healthy answer's time
+    slow: bool = False

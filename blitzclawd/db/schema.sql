@@ -308,18 +308,23 @@ CREATE TABLE instance_health (
     checked_at timestamptz NOT NULL DEFAULT now(),
     ok boolean NOT NULL,
     -- ok | not_ready (gateway up, /readyz failing) | down (gateway not listening)
-    -- | unreachable (no SSH) | error (gave up after the automatic restarts)
-    state text NOT NULL CHECK (state IN ('ok', 'not_ready', 'down', 'unreachable', 'error')),
+    -- | timeout (0024: no answer in time) | unreachable (no SSH)
+    -- | error (gave up after the automatic restarts)
+    state text NOT NULL CONSTRAINT instance_health_state_check
+        CHECK (state IN ('ok', 'not_ready', 'down', 'timeout', 'unreachable', 'error')),
     detail text,
     restarts integer NOT NULL DEFAULT 0 CHECK (restarts >= 0),  -- since it was last healthy
     down_since timestamptz,  -- first failing check of the current outage
-    alerted_at timestamptz  -- the current outage's alert, once
+    alerted_at timestamptz,  -- the current outage's alert, once
+    failures integer NOT NULL DEFAULT 0 CHECK (failures >= 0),  -- 0024: timeouts in a row
+    answer_ms integer CHECK (answer_ms >= 0)  -- 0024: a healthy /readyz's time
 );
 
 CREATE TABLE health_alerts (
     id bigserial PRIMARY KEY,
     instance_id uuid NOT NULL REFERENCES instances (id) ON DELETE CASCADE,
-    kind text NOT NULL CHECK (kind IN ('down', 'error')),
+    kind text NOT NULL CONSTRAINT health_alerts_kind_check
+        CHECK (kind IN ('down', 'unreachable', 'error')),
     detail text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );

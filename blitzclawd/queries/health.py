@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import asyncpg
 
@@ -12,7 +13,8 @@ Executor = asyncpg.Connection | asyncpg.Pool
 
 _SWEEP_ROWS = """
 SELECT i.id, host(s.ip_address) AS ip, s.ssh_host_key,
-       coalesce(h.restarts, 0) AS restarts, h.down_since, h.alerted_at,
+       coalesce(h.restarts, 0) AS restarts, coalesce(h.failures, 0) AS failures,
+       h.down_since, h.alerted_at,
        h.down_since IS NOT NULL
          AND h.down_since < now() - make_interval(secs => $1) AS down_long
 FROM instances i
@@ -24,36 +26,56 @@ WHERE i.status = 'active' AND i.deleted_at IS NULL
                   WHERE j.instance_id = i.id AND j.status IN ('queued', 'running'))
 """
 
-_UPSERT = """
-INSERT INTO instance_health AS h
-    (instance_id, checked_at, ok, state, detail, restarts, down_since, alerted_at)
-VALUES ($1, now(), $2, $3, $4, $5,
-        CASE WHEN $2 THEN NULL ELSE now() END,
-        CASE WHEN $6 THEN now() END)
-ON CONFLICT (instance_id) DO UPDATE SET
-    checked_at = now(), ok = $2, state = $3, detail = $4, restarts = $5,
-    down_since = CASE WHEN $2 THEN NULL ELSE coalesce(h.down_since, now()) END,
-    alerted_at = CASE WHEN $2 THEN NULL WHEN $6 THEN now() ELSE h.alerted_at END
+# One statement for a whole sweep (10,000 rows: one round trip, one plan).
+_RECORD = """
+WITH checked AS (
+    SELECT * FROM unnest($1::uuid[], $2::boolean[], $3::text[], $4::text[], $5::int[],
+                         $6::int[], $7::boolean[], $8::int[])
+        AS c(instance_id, ok, state, detail, restarts, failures, alerting, answer_ms)
+), written AS (
+    INSERT INTO instance_health AS h
+        (instance_id, checked_at, ok, state, detail, restarts, failures, answer_ms, down_since,
+         alerted_at)
+    SELECT instance_id, now(), ok, state, detail, restarts, failures, answer_ms,
+           CASE WHEN ok THEN NULL ELSE now() END, CASE WHEN alerting THEN now() END
+    FROM checked
+    ON CONFLICT (instance_id) DO UPDATE SET
+        checked_at = now(), ok = EXCLUDED.ok, state = EXCLUDED.state, detail = EXCLUDED.detail,
+        restarts = EXCLUDED.restarts, failures = EXCLUDED.failures,
+        answer_ms = EXCLUDED.answer_ms,
+        down_since = CASE WHEN EXCLUDED.ok THEN NULL ELSE coalesce(h.down_since, now()) END,
+        alerted_at = CASE WHEN EXCLUDED.ok THEN NULL
+                          WHEN EXCLUDED.alerted_at IS NOT NULL THEN now()
+                          ELSE h.alerted_at END
+)
+UPDATE instances SET last_health_check = now()
+WHERE id IN (SELECT instance_id FROM checked)
 """
+
+
+class Checked(NamedTuple):
+    """One check's result as the monitor records it."""
+
+    instance_id: uuid.UUID
+    ok: bool
+    state: str  # ok | not_ready | down | timeout | unreachable | error
+    detail: str | None
+    restarts: int  # automatic restarts since it was last healthy
+    failures: int  # timeouts in a row
+    alerting: bool  # an alert is raised for this outage now
+    answer_ms: int | None  # how long a healthy /readyz took
 
 
 async def to_check(db: Executor, down_alert_after: float) -> list[asyncpg.Record]:
     """Active instances with a ready server and no job queued or running: id, ip, ssh_host_key,
-    restarts, down_since, alerted_at, down_long (down for `down_alert_after` s)."""
+    restarts, failures, down_since, alerted_at, down_long (failing for `down_alert_after` s)."""
     return await db.fetch(_SWEEP_ROWS, down_alert_after)
 
 
-async def record(
-    conn: asyncpg.Connection,
-    results: Sequence[tuple[uuid.UUID, bool, str, str, int, bool]],
-) -> None:
-    """Each check's (instance, ok, state, detail, restarts, alerting now), and the time of the
-    check on the instances."""
-    await conn.executemany(_UPSERT, results)
-    await conn.execute(
-        "UPDATE instances SET last_health_check = now() WHERE id = ANY($1::uuid[])",
-        [r[0] for r in results],
-    )
+async def record(conn: asyncpg.Connection, results: Sequence[Checked]) -> None:
+    """A sweep's results, and the time of the check on the instances, in one statement."""
+    columns = list(zip(*results, strict=True)) if results else [[] for _ in Checked._fields]
+    await conn.execute(_RECORD, *(list(column) for column in columns))
 
 
 async def mark_error(conn: asyncpg.Connection, instance_id: uuid.UUID, detail: str) -> None:
@@ -90,7 +112,8 @@ async def health_results(db: Executor, limit: int = 10_000) -> list[asyncpg.Reco
     return await db.fetch(
         """SELECT h.instance_id::text, i.user_id::text, i.status AS instance_status,
                   i.status_reason, host(i.ip_address) AS ip_address, h.ok, h.state, h.detail,
-                  h.restarts, h.checked_at, h.down_since, h.alerted_at
+                  h.restarts, h.failures, h.answer_ms, h.checked_at, h.down_since,
+                  h.alerted_at
            FROM instance_health h JOIN instances i ON i.id = h.instance_id
            WHERE i.deleted_at IS NULL
            ORDER BY h.ok, h.down_since NULLS LAST, h.checked_at DESC

@@ -112,6 +112,9 @@ class FakeServer:
         self.gateway_port = GATEWAY_PORT
         self.gateway_config: dict[str, Any] | None = None  # as loaded at the last (re)start
         self.channels_ok = True  # False: /readyz answers 503 like a gateway with a broken channel
+        # Seconds the gateway takes to answer /readyz (a slow but healthy one); past curl's
+        # --max-time the check ends as curl's does (exit 28).
+        self.readyz_delay = 0.0
         self.journal: list[str] = []
         # DM pairing, as the real state keeps it (~/.openclaw/state/openclaw.sqlite): pending
         # requests per channel (id, code, createdAt, lastSeenAt, meta) and approved senders.
@@ -421,6 +424,13 @@ class FakeServer:
             return await self._journalctl(args, process, io)
         if name == "openclaw" and self.whatsapp.handles(args):  # a login wait takes long
             return await self.whatsapp.run(args, io, process.channel.wait_closed)
+        if name == "curl" and self.readyz_delay > 0 and self.gateway_state == "active":
+            limit = _max_time(args)
+            delay = self.readyz_delay
+            await asyncio.sleep(delay if limit is None else min(delay, limit))
+            if limit is not None and delay > limit:
+                io.err(f"curl: (28) Operation timed out after {int(limit * 1000)} milliseconds\n")
+                return 28
         if name == "blitzclaw-gog":
             return await self.gog.run(args, io, lambda: process.stdin.read())
         builtin: Callable[[list[str], _IO], int] | None = {
@@ -737,6 +747,17 @@ class FakeServer:
                 grew.cancel()
         finally:
             closed.cancel()
+
+
+def _max_time(args: list[str]) -> float | None:
+    """curl's -m/--max-time, if given."""
+    for flag, value in itertools.pairwise(args):
+        if flag in ("-m", "--max-time"):
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 class _IO:
