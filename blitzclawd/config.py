@@ -445,7 +445,7 @@ class FleetSettings:
     health_slow_after: float = field(default=5.0, metadata=_range(0.01, 600))
     # Seconds over which a sweep's checks start (at most half of health_interval): a steady
     # trickle of SSH sessions rather than a burst every interval.
-    health_spread: float = field(default=60.0, metadata=_range(0, 86400))
+    health_spread: float = field(default=30.0, metadata=_range(0, 86400))
     # Automatic restarts of a failing gateway before the instance goes to error (and alerts).
     health_max_restarts: int = field(default=3, metadata=_range(0, 100))
     # Seconds a restarted gateway has to answer /readyz again.
