@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_fleet import ADMIN_KEY, BOT_TOKEN, active, available, fleet_env, until
+from test_fleet import ADMIN_KEY, active, available, create_active, fleet_env, until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -15,19 +15,7 @@ async def test_the_operator_surface(database: str, tmp_path: Path) -> None:
     async with fleet_env(database, tmp_path) as env:
         await available(env, 2)
         alice = await env.user()
-        status, body = await env.call(
-            "POST",
-            "/api/instances",
-            alice,
-            {
-                "channel_type": "telegram",
-                "persona_template": "assistant",
-                "channel_config": {"bot_token": BOT_TOKEN, "allow_from": ["42"]},
-            },
-        )
-        assert status == 201, body
-        iid = body["id"]
-        row = await active(env, iid)
+        iid, row = await create_active(env, alice)
         server = env.server_of(row["hetzner_server_id"]).ssh
 
         # Not there for a user, nor without credentials.

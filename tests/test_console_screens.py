@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from conftest import running_api_env
-from test_fleet import ADMIN_KEY, BOT_TOKEN, active, available, fleet_env
+from test_fleet import ADMIN_KEY, active, available, create_active, fleet_env
 
 from blitzclaw.client import BlitzClient
 from blitzclawd.http.auth import hash_key, new_api_key
@@ -104,6 +104,21 @@ def test_every_action_has_a_key_a_handler_and_a_palette_entry() -> None:
         keys[(command.key, command.tab)] = command.name
 
 
+async def proxied(http: aiohttp.ClientSession, proxy: str, headers: dict[str, str]) -> None:
+    """One request through the metering proxy with an instance's credential (answered 200)."""
+    message = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with http.post(
+        proxy + "/v1/messages",
+        json=message,
+        headers={**headers, "anthropic-version": "2023-06-01"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+
+
 async def test_users_and_money(api_env) -> None:
     """Balances, spend, top-ups and revenue as the API says; a manual adjustment with a reason
     (a wrong amount is refused in the form first); a user paused and resumed; the range
@@ -114,18 +129,7 @@ async def test_users_and_money(api_env) -> None:
     inst = await seed.create_instance(pool, ada)
     bob = await seed.create_user(pool, email="bob@example.test")
     await seed.credit(pool, bob, 12_340_000)
-    # A proxied request: revenue the money tab shows.
-    message = {
-        "model": "claude-sonnet-4-6",
-        "max_tokens": 20,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
-    async with api_env.http.post(
-        api_env.proxy + "/v1/messages",
-        json=message,
-        headers={**inst.headers, "anthropic-version": "2023-06-01"},
-    ) as resp:
-        assert resp.status == 200, await resp.text()
+    await proxied(api_env.http, api_env.proxy, inst.headers)  # revenue the money tab shows
     product = next(iter(api_env.creem.products))
     _, raw = api_env.creem.product_link_order(product, customer_email="nobody@example.test")
     await api_env.creem.deliver(api_env.api + "/api/billing/webhook", raw)
@@ -327,17 +331,7 @@ async def test_overview_palette_and_events(api_env) -> None:
         await _until(pilot, lambda: "(running" in str(nodes()["core/notifier"].label))
 
         # The proxy live, from the event stream.
-        message = {
-            "model": "claude-sonnet-4-6",
-            "max_tokens": 20,
-            "messages": [{"role": "user", "content": "hi"}],
-        }
-        async with api_env.http.post(
-            api_env.proxy + "/v1/messages",
-            json=message,
-            headers={**inst.headers, "anthropic-version": "2023-06-01"},
-        ) as resp:
-            assert resp.status == 200
+        await proxied(api_env.http, api_env.proxy, inst.headers)
         await _until(pilot, lambda: "req/s" in _text(app, "#proxy"), 30)
 
         # A health sweep now.
@@ -469,19 +463,7 @@ async def test_instance_actions(database: str, tmp_path: Path) -> None:
     async with fleet_env(database, tmp_path) as env:
         await available(env, 2)
         alice = await env.user()
-        status, body = await env.call(
-            "POST",
-            "/api/instances",
-            alice,
-            {
-                "channel_type": "telegram",
-                "persona_template": "assistant",
-                "channel_config": {"bot_token": BOT_TOKEN, "allow_from": ["42"]},
-            },
-        )
-        assert status == 201, body
-        iid = body["id"]
-        row = await active(env, iid)
+        iid, row = await create_active(env, alice)
         server = env.server_of(row["hetzner_server_id"])
         client = BlitzClient(env.api, ADMIN_KEY)
         app = ConsoleApp(client)
@@ -617,23 +599,13 @@ async def test_two_daemons_in_one_console(database: str) -> None:
             owner = await seed.create_user(first.pool)
             await seed.credit(first.pool, owner, 25_000_000)
             inst = await seed.create_instance(first.pool, owner)
-            message = {
-                "model": "claude-sonnet-4-6",
-                "max_tokens": 20,
-                "messages": [{"role": "user", "content": "hi"}],
-            }
             for env in (first, second):
                 async with asyncio.timeout(30):
                     while not any(
                         line.startswith(f"[{env.api}]") and " proxy: " in line
                         for line in app.seen_events
                     ):
-                        async with env.http.post(
-                            env.proxy + "/v1/messages",
-                            json=message,
-                            headers={**inst.headers, "anthropic-version": "2023-06-01"},
-                        ) as resp:
-                            assert resp.status == 200, await resp.text()
+                        await proxied(env.http, env.proxy, inst.headers)
                         for _ in range(10):
                             await pilot.pause(0.05)
         for client in clients:

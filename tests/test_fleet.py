@@ -173,6 +173,24 @@ async def active(env: FleetEnv, instance_id: str) -> asyncpg.Record:
     return await until(check)
 
 
+async def create_active(
+    env: FleetEnv, user: dict[str, str], persona: str = "assistant"
+) -> tuple[str, asyncpg.Record]:
+    """A Telegram instance created through the API, once it is active: (its id, its row)."""
+    status, body = await env.call(
+        "POST",
+        "/api/instances",
+        user,
+        {
+            "channel_type": "telegram",
+            "persona_template": persona,
+            "channel_config": {"bot_token": BOT_TOKEN, "allow_from": ["42"]},
+        },
+    )
+    assert status == 201, body
+    return body["id"], await active(env, body["id"])
+
+
 async def test_the_pool_fills_and_pins_host_keys(database: str, tmp_path: Path) -> None:
     async with fleet_env(database, tmp_path) as env:
         rows = await available(env, 2)

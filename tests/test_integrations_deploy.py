@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from openclaw_tool import ensure_openclaw
-from test_fleet import BOT_TOKEN, FleetEnv, active, available, fleet_env, until
+from test_fleet import FleetEnv, active, available, create_active, fleet_env, until
 
 from blitzclawd.fleet import google_skill
 from blitzclawd.integrations.google import refresh_token_context
@@ -50,19 +50,8 @@ async def google_fleet(database: str, tmp_path: Path) -> AsyncIterator[tuple[Fle
 
 async def active_instance(env: FleetEnv, user: dict[str, str]) -> tuple[str, Any]:
     await available(env, 1)
-    status, body = await env.call(
-        "POST",
-        "/api/instances",
-        user,
-        {
-            "channel_type": "telegram",
-            "persona_template": "assistant",
-            "channel_config": {"bot_token": BOT_TOKEN, "allow_from": ["42"]},
-        },
-    )
-    assert status == 201, body
-    row = await active(env, body["id"])
-    return body["id"], env.server_of(row["hetzner_server_id"]).ssh
+    instance_id, row = await create_active(env, user)
+    return instance_id, env.server_of(row["hetzner_server_id"]).ssh
 
 
 async def connect(env: FleetEnv, google: FakeGoogle, user: dict[str, str]) -> dict[str, Any]:

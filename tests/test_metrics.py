@@ -126,23 +126,12 @@ def test_the_example_dashboard_only_queries_metrics_we_export() -> None:
 
 
 async def test_fleet_state_after_a_deploy(database: str, tmp_path) -> None:
-    from test_fleet import ADMIN_KEY, BOT_TOKEN, active, available, fleet_env, until
+    from test_fleet import ADMIN_KEY, available, create_active, fleet_env, until
 
     async with fleet_env(database, tmp_path) as env:
         await available(env, 1)
         alice = await env.user()
-        status, body = await env.call(
-            "POST",
-            "/api/instances",
-            alice,
-            {
-                "channel_type": "telegram",
-                "persona_template": "assistant",
-                "channel_config": {"bot_token": BOT_TOKEN, "allow_from": ["42"]},
-            },
-        )
-        assert status == 201, body
-        await active(env, body["id"])
+        await create_active(env, alice)
 
         async def scraped() -> dict:
             async with env.http.get(

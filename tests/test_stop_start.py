@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_fleet import BOT_TOKEN, active, available, fleet_env, until
+from test_fleet import active, available, create_active, fleet_env, until
 
 BODY = {
     "model": "claude-sonnet-4-6",
@@ -20,19 +20,7 @@ async def test_stop_and_start(database: str, tmp_path: Path) -> None:
     async with fleet_env(database, tmp_path) as env:
         await available(env, 1)
         alice, bob = await env.user(), await env.user()
-        status, body = await env.call(
-            "POST",
-            "/api/instances",
-            alice,
-            {
-                "channel_type": "telegram",
-                "persona_template": "assistant",
-                "channel_config": {"bot_token": BOT_TOKEN, "allow_from": ["42"]},
-            },
-        )
-        assert status == 201, body
-        iid = body["id"]
-        row = await active(env, iid)
+        iid, row = await create_active(env, alice)
         server = env.server_of(row["hetzner_server_id"]).ssh
         base = f"/api/instances/{iid}"
         assert (await env.call("POST", f"{base}/stop", bob))[0] == 404

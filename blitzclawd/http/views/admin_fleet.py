@@ -94,42 +94,41 @@ async def start_instance(request: web.Request) -> web.Response:
     return await _instance_action(request, "start")
 
 
-async def pause_instance(request: web.Request) -> web.Response:
-    """One active instance paused by an operator: the proxy refuses it at once."""
+async def _pause_or_resume(request: web.Request, pause: bool) -> web.Response:
     actor = actor_of(request)
     ctx = request.app[CONTEXT]
     instance_id = args_of(request).path["instance_id"]
-    before = await rows.pause_instance(ctx.pool, instance_id)
+    change = rows.pause_instance if pause else rows.resume_instance
+    before = await change(ctx.pool, instance_id)
     if before is None:
         raise ApiError(404, "not_found", "no such instance")
     if not before["done"]:
-        raise ApiError(
-            409,
-            "not_running",
-            f"only an active instance can be paused; this one is {_state(before)}",
-        )
-    await rows.audit(ctx.pool, actor, "instance.pause", str(instance_id), {})
-    return json_response({"id": str(instance_id), "status": "paused"})
-
-
-async def resume_instance(request: web.Request) -> web.Response:
-    """One instance an operator paused, active again; not one paused for its balance (that
-    resumes when the user tops up)."""
-    actor = actor_of(request)
-    ctx = request.app[CONTEXT]
-    instance_id = args_of(request).path["instance_id"]
-    before = await rows.resume_instance(ctx.pool, instance_id)
-    if before is None:
-        raise ApiError(404, "not_found", "no such instance")
-    if not before["done"]:
+        if pause:
+            raise ApiError(
+                409,
+                "not_running",
+                f"only an active instance can be paused; this one is {_state(before)}",
+            )
         raise ApiError(
             409,
             "not_paused",
             f"only an instance an operator paused can be resumed; this one is {_state(before)}"
             + _RESUMES_BY_ITSELF.get(before["status_reason"], ""),
         )
-    await rows.audit(ctx.pool, actor, "instance.resume", str(instance_id), {})
-    return json_response({"id": str(instance_id), "status": "active"})
+    action = "instance.pause" if pause else "instance.resume"
+    await rows.audit(ctx.pool, actor, action, str(instance_id), {})
+    return json_response({"id": str(instance_id), "status": "paused" if pause else "active"})
+
+
+async def pause_instance(request: web.Request) -> web.Response:
+    """One active instance paused by an operator: the proxy refuses it at once."""
+    return await _pause_or_resume(request, True)
+
+
+async def resume_instance(request: web.Request) -> web.Response:
+    """One instance an operator paused, active again; not one paused for its balance (that
+    resumes when the user tops up)."""
+    return await _pause_or_resume(request, False)
 
 
 _RESUMES_BY_ITSELF = {

@@ -3,9 +3,11 @@ is scoped by the caller's own user id."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Iterator
 
 from aiohttp import web
 
@@ -43,6 +45,20 @@ async def balance(request: web.Request) -> web.Response:
     return json_response(summary)
 
 
+@contextlib.contextmanager
+def _plan_call(what: str, unchanged: str) -> Iterator[None]:
+    """The plan's and Creem's failures common to subscribing and cancelling, as API errors."""
+    try:
+        yield
+    except plan.PlanUnconfigured:
+        raise _not_configured() from None
+    except CreemError as exc:
+        log.error(f"subscription {what} failed", extra={"status": exc.status})
+        raise ApiError(
+            502, "payments_unavailable", f"the payment provider did not answer; {unchanged}"
+        ) from None
+
+
 def _not_configured() -> ApiError:
     return ApiError(
         503, "not_configured", "the base plan is not offered here (no Creem subscription product)"
@@ -55,21 +71,15 @@ async def subscribe(request: web.Request) -> web.Response:
     user_id = require_user(request)
     if ctx.http is None:
         raise _not_configured()
-    try:
-        checkout = await plan.subscribe(ctx.pool, ctx.http, ctx.settings, ctx.secrets, user_id)
-    except plan.PlanUnconfigured:
-        raise _not_configured() from None
-    except plan.AlreadySubscribed:
-        raise ApiError(
-            409,
-            "already_subscribed",
-            "you are subscribed already; cancel first to subscribe again",
-        ) from None
-    except CreemError as exc:
-        log.error("subscription checkout failed", extra={"status": exc.status})
-        raise ApiError(
-            502, "payments_unavailable", "the payment provider did not answer; nothing was charged"
-        ) from None
+    with _plan_call("checkout", "nothing was charged"):
+        try:
+            checkout = await plan.subscribe(ctx.pool, ctx.http, ctx.settings, ctx.secrets, user_id)
+        except plan.AlreadySubscribed:
+            raise ApiError(
+                409,
+                "already_subscribed",
+                "you are subscribed already; cancel first to subscribe again",
+            ) from None
     return json_response(
         {"checkout_url": checkout.checkout_url, "checkout_id": checkout.id}, status=201
     )
@@ -81,19 +91,11 @@ async def unsubscribe(request: web.Request) -> web.Response:
     user_id = require_user(request)
     if ctx.http is None:
         raise _not_configured()
-    try:
-        done = await plan.cancel(ctx.pool, ctx.http, ctx.settings, ctx.secrets, user_id)
-    except plan.PlanUnconfigured:
-        raise _not_configured() from None
-    except plan.NoSubscription:
-        raise ApiError(404, "no_subscription", "you have no subscription to cancel") from None
-    except CreemError as exc:
-        log.error("subscription cancel failed", extra={"status": exc.status})
-        raise ApiError(
-            502,
-            "payments_unavailable",
-            "the payment provider did not answer; your subscription is unchanged",
-        ) from None
+    with _plan_call("cancel", "your subscription is unchanged"):
+        try:
+            done = await plan.cancel(ctx.pool, ctx.http, ctx.settings, ctx.secrets, user_id)
+        except plan.NoSubscription:
+            raise ApiError(404, "no_subscription", "you have no subscription to cancel") from None
     return json_response(
         {
             "status": done.status,
