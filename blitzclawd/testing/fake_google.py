@@ -32,6 +32,12 @@ The wire format is Google's (developers.google.com/identity/protocols/oauth2/web
 - ``GET /v1/userinfo`` (``Authorization: Bearer <access token>``): OpenID userinfo (sub,
   email, email_verified); an unknown, expired or revoked token is 401 with
   ``WWW-Authenticate``.
+
+Refresh tokens are rotated on refresh when ``google.rotate_refresh_tokens`` is set (Google may do
+so): the answer carries a new ``refresh_token`` and the old one stops working.
+
+Why one module: the four endpoints share one set of grants, codes and tokens; a fake split
+across modules could let them disagree.
 """
 
 from __future__ import annotations
