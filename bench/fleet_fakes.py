@@ -296,35 +296,37 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 async def _create(fake: FakeHetzner, args: argparse.Namespace, ready_url: str) -> None:
-    """Every server through the API, as the pool manager creates them (50 requests at once)."""
-    sem = asyncio.Semaphore(50)
-    headers = {"Authorization": f"Bearer {fake.token}"}
+    """Every server through the API, as the pool manager creates them, 50 requests at once.
 
-    async def create(i: int, http: aiohttp.ClientSession) -> None:
-        name = f"{args.name_prefix}{i:05d}"
-        user_data = render_pool_server(
-            server_name=name,
-            server_secret=credentials.new_secret(),
-            ready_url=ready_url,
-            api_host_cidr="127.0.0.1/32",
-            ssh_authorized_key=args.public_key,
-        )
-        payload = {
-            "name": name,
-            "server_type": "cx23",
-            "image": "debian-12",
-            "location": "fsn1",
-            "user_data": user_data,
-            "labels": {"service": "blitzclaw"},
-        }
-        async with (
-            sem,
-            http.post(f"{fake.base_url}/v1/servers", json=payload, headers=headers) as r,
-        ):
-            assert r.status == 201, await r.text()
+    50 workers, not a task per server: rendering 10,000 user data up front would stall the loop
+    for longer than the first requests' connect timeout."""
+    headers = {"Authorization": f"Bearer {fake.token}"}
+    todo = iter(range(args.servers))
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        for i in todo:  # shared: each index is taken once
+            name = f"{args.name_prefix}{i:05d}"
+            user_data = render_pool_server(
+                server_name=name,
+                server_secret=credentials.new_secret(),
+                ready_url=ready_url,
+                api_host_cidr="127.0.0.1/32",
+                ssh_authorized_key=args.public_key,
+            )
+            payload = {
+                "name": name,
+                "server_type": "cx23",
+                "image": "debian-12",
+                "location": "fsn1",
+                "user_data": user_data,
+                "labels": {"service": "blitzclaw"},
+            }
+            url = f"{fake.base_url}/v1/servers"
+            async with http.post(url, json=payload, headers=headers) as r:
+                assert r.status == 201, await r.text()
 
     async with aiohttp.ClientSession() as http:
-        await asyncio.gather(*(create(i, http) for i in range(args.servers)))
+        await asyncio.gather(*(worker(http) for _ in range(50)))
 
 
 def _stats(fake: FakeHetzner, nofile: tuple[int, int], watch: _Watch) -> dict[str, Any]:
