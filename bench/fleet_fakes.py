@@ -13,9 +13,10 @@ dies: nothing is left behind).
 
 Why several processes: each server is a listening socket and, once the monitor connects, an
 accepted one, so one process needs two descriptors per server; 10,000 servers do not fit under
-a 20,000-descriptor hard limit, and an accept that hits the limit loses the client's connection
-(uvloop then closes the listener for good: that server looks dead). The servers share one SSH
-port, which this process holds (bound, not listening), each process on its own loopback range.
+a 20,000-descriptor hard limit, and an accept over the limit drops the client's connection
+(libuv accepts and closes it at once; the monitor sees `ConnectionLost` and, today, tries a
+restart). The servers share one SSH port, which this process holds (bound, not listening), each
+process on its own loopback range.
 
 Reported per process: CPU, RSS, descriptors and their limit, SSH connections open, logins,
 restart commands received, gateways not active, the worst event-loop lag (how late a 50 ms sleep
@@ -177,7 +178,9 @@ class FakeFleet:
             assert proc.stdin is not None
             proc.stdin.write(b"stats\n")
             await proc.stdin.drain()
-            return {"pid": proc.pid, **await self._line(proc)}
+            line = await self._line(proc)
+            # Read from here: a process out of descriptors cannot open its own /proc files.
+            return {**line, "pid": proc.pid, "fds": open_fds(proc.pid), "rss_mb": rss_mb(proc.pid)}
 
         return list(await asyncio.wait_for(asyncio.gather(*map(one, self._procs)), 120))
 
@@ -333,8 +336,6 @@ def _stats(fake: FakeHetzner, nofile: tuple[int, int], watch: _Watch) -> dict[st
     servers = [s.ssh for s in fake.servers.values()]
     return {
         "cpu_s": round(time.process_time(), 2),
-        "rss_mb": rss_mb(os.getpid()),
-        "fds": open_fds(os.getpid()),
         "nofile": nofile,
         "ssh_connections": sum(s.open_connections for s in servers),
         "logins": sum(s.logins for s in servers),

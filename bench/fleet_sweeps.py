@@ -132,7 +132,11 @@ def fakes_summary(stats: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def one_sweep(
-    monitor: HealthMonitor, fleet: FakeFleet, probe: proxy_bench.CpuProbe, restarts_before: int
+    monitor: HealthMonitor,
+    monitor_pool: asyncpg.Pool,
+    fleet: FakeFleet,
+    probe: proxy_bench.CpuProbe,
+    restarts_before: int,
 ) -> dict[str, Any]:
     connects = getattr(monitor.checker, "connects", 0)
     before, fakes_cpu = probe.sample(), fleet.cpu_s()
@@ -145,6 +149,10 @@ async def one_sweep(
     busy = after["machine_busy"] - before["machine_busy"]
     fakes = fakes_summary(await fleet.stats())
     fakes["restarts_this_sweep"] = fakes["restart_commands"] - restarts_before
+    # What the monitor recorded for the instances it did not find ok (its own words, as rows).
+    not_ok = await monitor_pool.fetch(
+        "SELECT to_jsonb(h) AS row FROM instance_health h WHERE NOT ok ORDER BY instance_id"
+    )
     me = os.getpid()
     return {
         "wall_s": round(wall, 3),
@@ -158,6 +166,8 @@ async def one_sweep(
         "daemon_rss_mb": fleet_fakes.rss_mb(me),
         "daemon_fds": fleet_fakes.open_fds(me),
         "fakes": fakes,
+        "not_ok_recorded": len(not_ok),
+        "not_ok_samples": [r["row"] for r in not_ok[:5]],  # the pool decodes jsonb
     }
 
 
@@ -187,7 +197,7 @@ async def health_sweeps(dsn: str, pg_pid: int | None, args: argparse.Namespace) 
             sweeps: list[dict[str, Any]] = []
             restarts = 0
             for i in range(args.sweeps):
-                sweep = await one_sweep(monitor, fleet, probe, restarts)
+                sweep = await one_sweep(monitor, pool, fleet, probe, restarts)
                 restarts = sweep["fakes"]["restart_commands"]
                 sweeps.append({"sweep": i + 1, **sweep})
                 print(f"sweep {i + 1}: {sweep_line(sweep)}", file=sys.stderr)
