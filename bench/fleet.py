@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import json
 import os
@@ -228,15 +227,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sweeps must be at least 2 (the first opens the connections), --servers 1+")
     out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
     fleet_fakes.raise_nofile()  # 10,000 kept connections: one descriptor each, here too
-    result = uvloop.run(run(args))
+    try:
+        result = uvloop.run(run(args))
+    except asyncio.CancelledError:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written to {out}", file=sys.stderr)
-    return 0
+    met = all(t["met"] for t in result["health_sweeps"]["targets"].values())
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
-    os._exit(130)
+    sys.exit(main())

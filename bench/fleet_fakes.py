@@ -128,14 +128,13 @@ class FakeFleet:
                 self._procs.append(await self._spawn(k, share))
             # Servers boot at ~1,000/s per process at best; 10 minutes is far beyond that.
             limit = 60 + max(shares) * 0.06
-            lines = await asyncio.wait_for(
-                asyncio.gather(*(self._line(p) for p in self._procs)), limit
-            )
+            async with asyncio.timeout(limit):
+                lines = await asyncio.gather(*(self._line(p) for p in self._procs))
             for proc, line in zip(self._procs, lines, strict=True):
                 self.servers.extend(line.pop("servers"))
                 self.setup.append({"pid": proc.pid, **line})
         except BaseException:
-            await self.close()
+            await self.close(kill=True)  # still creating: they would not read stdin yet
             raise
         return self
 
@@ -182,16 +181,17 @@ class FakeFleet:
             # Read from here: a process out of descriptors cannot open its own /proc files.
             return {**line, "pid": proc.pid, "fds": open_fds(proc.pid), "rss_mb": rss_mb(proc.pid)}
 
-        return list(await asyncio.wait_for(asyncio.gather(*map(one, self._procs)), 120))
+        async with asyncio.timeout(120):
+            return list(await asyncio.gather(*map(one, self._procs)))
 
-    async def close(self) -> None:
+    async def close(self, *, kill: bool = False) -> None:
         """Close stdin (each process then stops its servers and ends); kill what lingers."""
         for proc in self._procs:
             if proc.stdin is not None and not proc.stdin.is_closing():
                 proc.stdin.close()
         for proc in self._procs:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 120)
+                await asyncio.wait_for(proc.wait(), 0.1 if kill else 120)
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
