@@ -95,7 +95,7 @@ async def seed_fleet(pool: asyncpg.Pool, servers: list[dict[str, str]]) -> None:
 
 def fake_processes(servers: int, hard_limit: int) -> int:
     """As few fake processes as fit the descriptor limit (two per server in the fakes). One
-    process serves 10,000 kept connections as fast as two on 2 cores (README, "The fleet")."""
+    process serves 10,000 kept connections as fast as two on 2 cores (bench/README.md)."""
     return -(-servers // fleet_fakes.max_servers_per_process(hard_limit))
 
 
@@ -235,11 +235,16 @@ def sweep_line(s: dict[str, Any]) -> str:
 def targets(n: int, sweeps: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's acceptance: every sweep clean, the steady one within 60 s and 20 CPU-s."""
     steady = sweeps[-1]
-    restarts = [s["fakes"]["restarts_this_sweep"] for s in sweeps]
+    # Restarts the fakes received, and those the monitor reports (attempts count there too).
+    received = [s["fakes"]["restarts_this_sweep"] for s in sweeps]
+    reported = [s["report"].get("restarted", 0) for s in sweeps]
     not_ok = [s["report"].get("checked", 0) - s["report"].get("ok", 0) for s in sweeps]
     ok = [s["report"].get("ok") for s in sweeps]
     return {
-        "no_restarts": {"met": not any(restarts), "value": restarts},
+        "no_restarts": {
+            "met": not any(received + reported),
+            "value": {"received_by_fakes": received, "reported": reported},
+        },
         "no_errors": {"met": not any(not_ok), "value": not_ok},
         "every_instance_ok": {"met": all(v == n for v in ok), "value": ok},
         "steady_sweep_wall_le_60s": {"met": steady["wall_s"] <= 60, "value": steady["wall_s"]},
