@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -391,3 +392,34 @@ async def test_logins_and_sudo_follow_the_user_data(fake: FakeHetzner) -> None:
         allowed = await conn.run("sudo -n systemctl restart openclaw-gateway.service")
         refused = await conn.run("sudo -n systemctl start openclaw-gateway.service")
         assert (allowed.exit_status, refused.exit_status) == (0, 1)
+
+
+async def test_two_fakes_share_one_ssh_port_with_their_own_addresses(tmp_path: Path) -> None:
+    # The fleet benchmark spreads 10,000 servers over several processes this way.
+    claim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    claim.bind(("127.0.0.1", 0))
+    port = claim.getsockname()[1]
+    try:
+        async with (
+            FakeHetzner(root=tmp_path / "a", ssh_port=port) as a,
+            FakeHetzner(root=tmp_path / "b", ssh_port=port, first_address=1000) as b,
+            ready_endpoint() as ready,
+        ):
+            infos = []
+            for fake in (a, b):
+                fake.add_ssh_key(KEY_NAME, CLIENT_KEY.export_public_key().decode())
+                infos.append(
+                    await provider(fake).create(
+                        name="bc-1", user_data=cloud_config(ready.url), labels={}
+                    )
+                )
+            await ready.next_call()
+            await ready.next_call()
+            assert a.ssh_port == b.ssh_port == port
+            assert [i.ipv4 for i in infos] == ["127.0.1.1", "127.0.4.232"]
+            for info, fake in zip(infos, (a, b), strict=True):
+                key = fake.by_name("bc-1").ssh.host_key_line
+                async with await ssh(info, port, key) as conn:
+                    assert (await conn.run("echo hi", check=True)).stdout == "hi\n"
+    finally:
+        claim.close()

@@ -14,7 +14,10 @@ the user data's `sudo:` line allows), then it POSTs `{"server_name", "host_key"}
 <BLITZCLAW_SERVER_SECRET=>`, retrying non-2xx answers a few times. `host_key` is the .pub file's
 line, comment included: `ssh-ed25519 AAAA... root@<name>`.
 Rebuild wipes the home, generates a new host key and boots again (a second ready call). Names in
-`silent_names` boot without calling back (a server stuck in cloud-init).
+`silent_names` boot without calling back (a server stuck in cloud-init). Several fakes (in
+several processes: one cannot hold 10,000 servers' listening and accepted sockets within a
+20,000-fd limit) can share one `ssh_port` that the caller holds, each with its own range of
+addresses (127.0.1.0 + `first_address` on).
 
 Wire facts (WIRE.md "Hetzner Cloud"): errors `{"error":{"code","message","details"}}`, pages of at
 most 50 with `meta.pagination`, `RateLimit-Limit/Remaining/Reset` on every answer (3600 an hour,
@@ -169,6 +172,8 @@ class FakeHetzner:
         gateway_start_delay: float = 0.0,
         ready_attempts: int = 5,
         rate_limit: int = 3600,
+        ssh_port: int = 0,
+        first_address: int = 1,
     ) -> None:
         self.token = token
         self.boot_delay = boot_delay
@@ -187,11 +192,11 @@ class FakeHetzner:
         self.request_log: list[str] = []  # "GET /v1/servers?page=2&per_page=50", in order
         self.created = self.deleted = self.rebuilt = 0
         self.base_url = ""
-        self.ssh_port = 0
+        self.ssh_port = ssh_port  # 0: claim one at start; else the caller holds 127.0.0.1:port
         self._ssh_keys: dict[str, dict[str, Any]] = {}
         self._actions: dict[int, _Action] = {}
         self._ids = iter(range(40_000_001, 1 << 40))
-        self._ips = iter(range(1, 1 << 24))
+        self._ips = iter(range(first_address, 1 << 24))
         self._bucket, self._bucket_at = float(rate_limit), time.monotonic()
         self._force_429 = 0
         self._root = root
@@ -241,11 +246,12 @@ class FakeHetzner:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self._root is None:
             self._root = Path(tempfile.mkdtemp(prefix="fake-hetzner-"))
-        # Holding 127.0.0.1:P (bound, not listening) keeps every other fake and any wildcard
-        # listener off port P, so all our servers can listen on 127.x.y.z:P.
-        self._port_claim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._port_claim.bind(("127.0.0.1", 0))
-        self.ssh_port = self._port_claim.getsockname()[1]
+        if not self.ssh_port:
+            # Holding 127.0.0.1:P (bound, not listening) keeps every other fake and any wildcard
+            # listener off port P, so all our servers can listen on 127.x.y.z:P.
+            self._port_claim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._port_claim.bind(("127.0.0.1", 0))
+            self.ssh_port = self._port_claim.getsockname()[1]
         self._http = aiohttp.ClientSession()
         app = web.Application(middlewares=[self._middleware])
         self._routes(app.router)

@@ -147,6 +147,11 @@ class FakeServer:
         """The public host key as one OpenSSH line, `ssh-ed25519 AAAA...` (known_hosts wants it)."""
         return self._host_key.export_public_key("openssh").decode().strip()
 
+    @property
+    def open_connections(self) -> int:
+        """SSH connections open to this server now (a client that keeps its connection: 1)."""
+        return len(self._connections)
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
