@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", type=int, default=1000, help="fake servers swept")
     parser.add_argument("--sweeps", type=int, default=2, help="consecutive sweeps (at least 2)")
     parser.add_argument("--concurrency", type=int, default=50, help="fleet.health_concurrency")
+    parser.add_argument(
+        "--spread", type=float, default=None, help="fleet.health_spread (default: the daemon's)"
+    )
     parser.add_argument("--fake-processes", type=int, default=0, help="0: as many as needed")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)

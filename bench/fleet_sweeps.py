@@ -99,18 +99,17 @@ def fake_processes(servers: int, hard_limit: int) -> int:
     return -(-servers // fleet_fakes.max_servers_per_process(hard_limit))
 
 
-def fleet_settings(ssh_port: int, concurrency: int) -> FleetSettings:
+def fleet_settings(ssh_port: int, concurrency: int, spread: float | None) -> FleetSettings:
     # The generous timeouts: a slow loopback fake must never look like a dead gateway.
-    return parse_settings(
-        {
-            "fleet": {
-                "ssh_port": ssh_port,
-                "health_concurrency": concurrency,
-                "ssh_connect_timeout": 60.0,
-                "health_timeout": 120.0,
-            }
-        }
-    ).fleet
+    fleet: dict[str, Any] = {
+        "ssh_port": ssh_port,
+        "health_concurrency": concurrency,
+        "ssh_connect_timeout": 60.0,
+        "health_timeout": 120.0,
+    }
+    if spread is not None:  # else the daemon's default
+        fleet["health_spread"] = spread
+    return parse_settings({"fleet": fleet}).fleet
 
 
 def fakes_summary(stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,7 +182,7 @@ async def health_sweeps(dsn: str, pg_pid: int | None, args: argparse.Namespace) 
         ) as fleet,
     ):
         setup_s = time.monotonic() - t0
-        cfg = fleet_settings(fleet.ssh_port, args.concurrency)
+        cfg = fleet_settings(fleet.ssh_port, args.concurrency, args.spread)
         pool = await create_pool(sweep_dsn, min_size=1, max_size=4)
         monitor = HealthMonitor(pool, cfg, lambda: client_key)
         try:
