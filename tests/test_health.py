@@ -240,7 +240,7 @@ async def test_only_gateways_that_say_they_are_broken_are_restarted(
         assert counts[id(not_ready)] > restarts[id(not_ready)]
         assert rows[ids[0]]["state"] == "ok" and rows[ids[0]]["detail"] is None
         assert rows[ids[1]]["ok"] and rows[ids[1]]["detail"].startswith("slow: /readyz answered")
-        assert rows[ids[1]]["answer_ms"] >= 500 and rows[ids[1]]["restarts"] == 0
+        assert rows[ids[1]]["answer_ms"] > 200 and rows[ids[1]]["restarts"] == 0  # slow_after
         assert "timeout" in seen[ids[2]] and rows[ids[2]]["restarts"] == 0
         assert rows[ids[2]]["failures"] == 0  # a healthy answer ends the streak
         assert rows[ids[5]]["state"] == "unreachable" and rows[ids[5]]["restarts"] == 0
