@@ -100,7 +100,7 @@ async def serve_hetzner(knobs: dict[str, Any]) -> None:
             if line.strip() == b"stats":
                 stats = {
                     "requests": fake.requests,
-                    "rate_limited": fake.rate_limited,
+                    "rate_limited": getattr(fake, "rate_limited", 0),  # (counted since 6b6ef5e)
                     "created": fake.created,
                     "servers": len(fake.servers),
                     "cpu_s": round(time.process_time(), 2),
@@ -243,7 +243,7 @@ async def run_case(dsn: str, workdir: Path, case: str, args: argparse.Namespace)
                     "min_available": min_available,
                     "max_size": max_size,
                     "max_instances_per_user": 3,
-                    "pool_interval": 60.0,  # on demand only: no tick helps
+                    "pool_interval": args.pool_interval,
                     "ready_url": f"http://127.0.0.1:{api_port}/internal/instance-ready",
                     "health_interval": 3600.0,
                     "ssh_connect_timeout": 30.0,
@@ -407,6 +407,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "boot_delay_s": args.boot_delay,
             "gateway_delay_s": args.gateway_delay,
             "hetzner_poll_interval_s": args.poll_interval,
+            "pool_interval_s": args.pool_interval,
             "hetzner_rate_limit_per_hour": HETZNER_RATE_LIMIT,
         },
         "machine": proxy_bench.machine(pg_version),
@@ -433,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boot-delay", type=float, default=2.0, help="boot and cloud-init, s")
     parser.add_argument("--gateway-delay", type=float, default=0.5, help="the gateway's start, s")
     parser.add_argument("--poll-interval", type=float, default=0.1, help="hcloud's action polls")
+    parser.add_argument(
+        "--pool-interval", type=float, default=60.0, help="between passes (60: on demand only)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--serve-hetzner", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
