@@ -412,8 +412,9 @@ class FleetSettings:
     pool_interval: float = field(default=300.0, metadata=_range(0.01, 86400))
     # A server that has not called back this many seconds after creation is deleted.
     stuck_after: float = field(default=600.0, metadata=_range(0.01, 86400))
-    # Most servers one pool pass creates or deletes (bounded work per tick).
-    max_actions_per_pass: int = field(default=5, metadata=_range(1, 1000))
+    # Most servers one pool pass creates (all at once) or deletes (bounded work per tick); a pass
+    # that stops here with more wanted runs again at once.
+    max_actions_per_pass: int = field(default=10, metadata=_range(1, 1000))
     max_instances_per_user: int = field(default=3, metadata=_range(0, 1000))
     # The model instances use by default (one of pricing.models).
     model: str = "claude-sonnet-4-6"
@@ -425,8 +426,9 @@ class FleetSettings:
     api_host_cidr: str = "127.0.0.1/32"
     # Seconds between provisioner polls for queued jobs (it is also woken when one is queued).
     job_poll: float = field(default=2.0, metadata=_range(0.01, 3600))
-    # Jobs one daemon runs at once; a failed job is retried up to job_max_attempts times.
-    job_concurrency: int = field(default=8, metadata=_range(1, 1000))
+    # Jobs one daemon runs at once (a deploy mostly waits on the gateway's start: 50 lets the
+    # spec's burst of 50 deploy side by side); a failed job is retried up to job_max_attempts times.
+    job_concurrency: int = field(default=50, metadata=_range(1, 1000))
     job_max_attempts: int = field(default=5, metadata=_range(1, 100))
     # Seconds a deploy waits for the gateway's /readyz after restarting it.
     ready_timeout: float = field(default=120.0, metadata=_range(0.1, 3600))

@@ -97,13 +97,16 @@ async def fleet_env(
     sections: dict[str, Any] | None = None,
     secrets: dict[str, str] | None = None,
     api_port: int | None = None,
+    hetzner: dict[str, Any] | None = None,
     **fleet: Any,
 ) -> AsyncIterator[FleetEnv]:
     """`fleet` overrides [fleet] keys; `sections` adds other settings sections (e.g. upstream),
-    `secrets` other secrets (e.g. Clerk's and Creem's)."""
+    `secrets` other secrets (e.g. Clerk's and Creem's), `hetzner` the FakeHetzner's knobs (its
+    rate limit, boot and action delays)."""
     client_key = asyncssh.generate_private_key("ssh-ed25519")
+    fake_options: dict[str, Any] = {"rate_limit": 10**6, "boot_delay": 0, **(hetzner or {})}
     async with (
-        FakeHetzner(root=tmp_path / "hetzner", rate_limit=10**6, boot_delay=0) as fake,
+        FakeHetzner(root=tmp_path / "hetzner", **fake_options) as fake,
         FakeTelegram() as telegram,
     ):
         telegram.add_bot("alice_assistant_bot", "Alice's assistant", token=BOT_TOKEN)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncssh
 import hcloud
 import pytest
@@ -321,6 +322,37 @@ async def test_rate_limit_headers_and_429(fake: FakeHetzner) -> None:
     fake.answer_429(1)  # hcloud retries after its back-off (about a second)
     assert await hetzner.list({}) == []
     assert fake.request_log[-2:] == [fake.request_log[-1]] * 2
+
+
+async def test_waiting_for_an_action_holds_no_slot(fake: FakeHetzner) -> None:
+    """A create waits for its action between polls, not in a concurrency slot: with one slot,
+    a listing (or fifty other creates) goes on while a slow create waits."""
+    fake.action_delay = 3.0
+    hetzner = provider(fake, max_concurrency=1, poll_interval=0.05)
+    create = asyncio.create_task(hetzner.create(name="bc-slow", user_data="", labels={}))
+    async with asyncio.timeout(10):
+        for _ in range(1000):  # until its POST is answered: it waits for the action then
+            if fake.servers:
+                break
+            await asyncio.sleep(0.01)
+        listed = await hetzner.list({})
+        assert [s.name for s in listed] == ["bc-slow"] and not create.done()
+        assert (await create).name == "bc-slow"
+
+
+async def test_the_fakes_spent_budget_is_a_429(tmp_path: Path) -> None:
+    """Like Hetzner: every request takes one from the hourly budget; an empty one refuses."""
+    async with (
+        FakeHetzner(root=tmp_path / "hetzner", rate_limit=3) as fake,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {fake.token}"}) as http,
+    ):
+        seen = []
+        for _ in range(4):
+            async with http.get(f"{fake.base_url}/v1/servers") as resp:
+                body = await resp.json()
+                seen.append((resp.status, resp.headers["RateLimit-Remaining"]))
+        assert seen == [(200, "2"), (200, "1"), (200, "0"), (429, "0")]
+        assert body["error"]["code"] == "rate_limit_exceeded" and fake.rate_limited == 1
 
 
 def test_rate_limit_pause_keeps_a_reserve() -> None:

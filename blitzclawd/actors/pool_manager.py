@@ -5,7 +5,9 @@ Every `pool_interval` seconds, and on demand (PoolCheck from the instances API),
 1. reconcile with the provider's list of our servers (label service=blitzclaw): a server the table
    does not know is deleted; a row whose server vanished is marked gone (its instance, if any,
    goes to error with the reason); a row still provisioning after `stuck_after` is deleted;
-2. top up: at least `min_available` servers available or provisioning (plus one per instance
+2. place: an instance waiting for a server while one is available gets it (a safety net: the
+   create and the ready call already look for each other under the placement lock);
+3. top up: at least `min_available` servers available or provisioning (plus one per instance
    waiting for a server), at most `max_size` in all, each created with rendered cloud-init (a
    unique name, a fresh server secret stored hashed, labels naming the row). While an operator
    holds the pool (pool_hold, after a Drain) it keeps no spares: only an instance waiting for a
@@ -14,11 +16,20 @@ Every `pool_interval` seconds, and on demand (PoolCheck from the instances API),
 A server on its way out (`deleting`: drained, retired, or a delete that failed) is deleted here,
 and only here: on a Drain at once, else on the next pass. Work per pass is bounded by
 `max_actions_per_pass` creates and as many deletes of each kind.
+
+Bursts (fifty users at once): a pass's creates run concurrently (a Hetzner create takes seconds
+to tens of seconds, mostly waiting for its action), and a pass that stopped at its budget with
+more wanted runs again at once, not at the next interval. The PoolChecks a burst sends are
+answered by one pass that started after them (PoolCheck.at), not one pass each: every pass
+lists all our servers at Hetzner, from its hourly request budget.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +42,7 @@ from blitzclawd.fleet import pool as fleet_pool
 from blitzclawd.fleet.cloudinit import user_data_for
 from blitzclawd.providers.base import ProviderError, ServerInfo, ServerProvider
 from blitzclawd.queries import pool_drain
-from blitzclawd.runtime.actor import Actor
+from blitzclawd.runtime.actor import Actor, MailboxFull
 from blitzclawd.runtime.messages import Drain, Drained, PoolCheck, Provision, Tick
 
 log = logging.getLogger("blitzclawd.pool")
@@ -46,6 +57,7 @@ class PassReport:
     deleted_stuck: int = 0
     gone: int = 0
     failed: bool = False
+    placed: int = 0
 
 
 class PoolManager(Actor):
@@ -64,12 +76,16 @@ class PoolManager(Actor):
         self._provider = provider
         self._ssh_public_key = ssh_public_key
         self._on_deploy = on_deploy
+        self._pass_started = -float("inf")  # time.monotonic() when the last pass began
+        self._last_report = PassReport()
 
     async def on_start(self) -> None:
         self.every(self._cfg.pool_interval, "pool")
         self.tell(PoolCheck("start"))
 
     async def handle(self, message: object) -> PassReport | Drained | int | None:
+        if isinstance(message, PoolCheck) and message.at < self._pass_started:
+            return self._last_report  # a pass since it was sent has seen its state
         if isinstance(message, (Tick, PoolCheck)):
             return await self.run_pass()
         if isinstance(message, Provision):
@@ -82,11 +98,7 @@ class PoolManager(Actor):
         """Up to `count` more servers now, never beyond fleet.max_size; how many were made."""
         counts = await fleet_pool.pool_counts(self._pool)
         room = max(0, self._cfg.max_size - counts["total"])
-        made = 0
-        for _ in range(min(count, room)):
-            if not await self._create_one():
-                break
-            made += 1
+        made = await self._create_many(min(count, room))
         log.info("servers provisioned on request", extra={"asked": count, "created": made})
         return made
 
@@ -111,6 +123,13 @@ class PoolManager(Actor):
         return Drained(tuple(deleted), tuple(failed))
 
     async def run_pass(self) -> PassReport:
+        self._pass_started = time.monotonic()  # before anything is read
+        self._last_report = report = await self._pass()
+        if report != PassReport():
+            log.info("pool pass", extra={"report": str(report)})
+        return report
+
+    async def _pass(self) -> PassReport:
         try:
             listed = await self._provider.list({})
         except ProviderError as exc:
@@ -118,11 +137,15 @@ class PoolManager(Actor):
             return PassReport(failed=True)
         budget = self._cfg.max_actions_per_pass
         unknown, gone, stuck = await self._reconcile(listed, budget)
-        created = await self._top_up(budget)
-        report = PassReport(created, unknown, stuck, gone)
-        if report != PassReport():
-            log.info("pool pass", extra={"report": str(report)})
-        return report
+        placed = await fleet_pool.place_waiting(self._pool, budget)
+        if placed:
+            log.warning("instances placed that were waiting beside an available server")
+            self._on_deploy()
+        created, more = await self._top_up(budget)
+        if more or placed == budget:
+            with contextlib.suppress(MailboxFull):  # full: of checks that run a pass anyway
+                self.tell(PoolCheck("budget reached, more wanted"))  # now, not next interval
+        return PassReport(created, unknown, stuck, gone, placed=placed)
 
     # -- reconcile -------------------------------------------------------------------------------
 
@@ -204,17 +227,39 @@ class PoolManager(Actor):
 
     # -- top up ----------------------------------------------------------------------------------
 
-    async def _top_up(self, budget: int) -> int:
+    async def _top_up(self, budget: int) -> tuple[int, bool]:
+        """Servers created; and whether more are wanted than this pass's budget allowed."""
         counts = await fleet_pool.pool_counts(self._pool)
         held = await pool_drain.hold_of(self._pool) is not None
         want = (0 if held else self._cfg.min_available) + counts["waiting"] - counts["spare"]
-        room = self._cfg.max_size - counts["total"]
-        n = max(0, min(want, room, budget))
+        wanted = min(want, self._cfg.max_size - counts["total"])
+        n = max(0, min(wanted, budget))
+        made = await self._create_many(n)
+        return made, made == n and wanted > n
+
+    async def _create_many(self, n: int) -> int:
+        """`n` servers, at most max_actions_per_pass being created at once; after a failure
+        (capacity, quota, the rate limit) no new one is started: the next pass tries again.
+        How many were made."""
+        todo = iter(range(n))
         made = 0
-        for _ in range(n):
-            if not await self._create_one():
-                break  # capacity or quota: try again next pass
-            made += 1
+        failed = False
+
+        async def creator() -> None:
+            nonlocal made, failed
+            for _ in todo:  # shared: each creator takes the next one
+                if failed:
+                    return
+                if await self._create_one():
+                    made += 1
+                else:
+                    failed = True
+
+        width = min(n, self._cfg.max_actions_per_pass)
+        results = await asyncio.gather(*(creator() for _ in range(width)), return_exceptions=True)
+        for result in results:  # a database error crashes the actor, as it did one at a time
+            if isinstance(result, BaseException):
+                raise result
         return made
 
     async def _create_one(self) -> bool:

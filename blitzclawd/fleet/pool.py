@@ -3,6 +3,11 @@
 Server rows move provisioning -> available -> assigned -> (teardown: rebuilt) provisioning, or to
 deleting / gone. A server is only ever claimed with FOR UPDATE SKIP LOCKED inside the transaction
 that records its new owner, so two claimers can never get the same one.
+
+Placement (an instance looking for an available server, a ready server looking for a waiting
+instance) runs one transaction at a time, on every daemon (a transaction advisory lock): without
+it, a create and a ready call at the same moment each miss the other's uncommitted row, and the
+instance waits while the server sits available. Under the lock, the later one sees the earlier.
 """
 
 from __future__ import annotations
@@ -17,6 +22,15 @@ from blitzclawd.providers.base import ServerInfo
 Executor = asyncpg.Connection | asyncpg.Pool
 
 JOB_KINDS = ("deploy", "configure", "restart", "stop", "start", "teardown")
+
+# The placement lock's key: b"blitzpla" as a bigint (other advisory locks: migrate, singletons).
+PLACEMENT_LOCK = int.from_bytes(b"blitzpla", "big")
+
+
+async def lock_placement(conn: asyncpg.Connection) -> None:
+    """Placement decisions of this transaction wait for everyone else's to commit (held until
+    this transaction ends). Taken before any row lock of placement is waited for."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", PLACEMENT_LOCK)
 
 
 async def enqueue_job(
@@ -39,6 +53,7 @@ async def claim_available_server(
     conn: asyncpg.Connection, instance_id: uuid.UUID
 ) -> asyncpg.Record | None:
     """Assign the oldest available server to the instance (call inside a transaction)."""
+    await lock_placement(conn)
     server = await conn.fetchrow(
         """SELECT id, hetzner_server_id, host(ip_address) AS ip FROM server_pool
            WHERE status = 'available' ORDER BY created_at LIMIT 1
@@ -86,17 +101,38 @@ async def server_ready(conn: asyncpg.Connection, server_id: uuid.UUID) -> str:
         await conn.execute("UPDATE server_pool SET status = 'assigned' WHERE id = $1", row["id"])
         await enqueue_job(conn, row["assigned_to"], "deploy")
         return "deploy"
-    waiting = await conn.fetchval(
-        """SELECT id FROM instances
-           WHERE status = 'pending' AND server_id IS NULL AND deleted_at IS NULL
-           ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"""
-    )
+    await lock_placement(conn)
+    waiting = await _oldest_waiting(conn)
     if waiting is not None:
         await assign(conn, row, waiting)
         await enqueue_job(conn, waiting, "deploy")
         return "deploy"
     await conn.execute("UPDATE server_pool SET status = 'available' WHERE id = $1", row["id"])
     return "available"
+
+
+async def _oldest_waiting(conn: asyncpg.Connection) -> uuid.UUID | None:
+    """The instance waiting longest for a server, locked (call under the placement lock)."""
+    return await conn.fetchval(
+        """SELECT id FROM instances
+           WHERE status = 'pending' AND server_id IS NULL AND deleted_at IS NULL
+           ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"""
+    )
+
+
+async def place_waiting(pool: asyncpg.Pool, limit: int) -> int:
+    """Instances waiting for a server while one is available get it (oldest first, at most
+    `limit`), each with its deploy job; how many. The pool manager's safety net each pass."""
+    placed = 0
+    while placed < limit:
+        async with pool.acquire() as conn, conn.transaction():
+            await lock_placement(conn)
+            waiting = await _oldest_waiting(conn)
+            if waiting is None or await claim_available_server(conn, waiting) is None:
+                return placed
+            await enqueue_job(conn, waiting, "deploy")
+        placed += 1
+    return placed
 
 
 async def server_of_instance(db: Executor, instance_id: uuid.UUID) -> asyncpg.Record | None:

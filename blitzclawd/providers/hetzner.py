@@ -8,7 +8,10 @@ Capacity: `resource_unavailable` ("error during placement", "server location dis
 `no_space_left_in_location` mean "not here, not now": the next configured location is tried.
 `resource_limit_exceeded` is the project's quota: another location would not help, so it is a
 plain ProviderError. Rate limit: at most `max_concurrency` calls in flight, and a call waits while
-the `RateLimit-*` headers Hetzner sends say the hourly budget (3600) is nearly spent.
+the `RateLimit-*` headers Hetzner sends say the hourly budget (3600) is nearly spent; a 429 is
+retried by hcloud with its exponential back-off. Waiting for an action (a create takes Hetzner
+seconds to tens of seconds) is a poll every `poll_interval`, each poll one call: between polls
+no slot and no worker thread is held, so fifty creates can wait at once.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ from typing import Any, TypeVar
 
 import requests
 from hcloud import APIException, Client
-from hcloud.actions import ActionFailedException, ActionTimeoutException
+from hcloud.actions import Action, BoundAction
 from hcloud.images import Image
 from hcloud.locations import Location
 from hcloud.server_types import BoundServerType, ServerType
-from hcloud.servers import BoundServer, Server
+from hcloud.servers import BoundServer, CreateServerResponse, Server
 from hcloud.ssh_keys import SSHKey
 
 from blitzclawd.providers.base import (
@@ -52,6 +55,14 @@ _ACTION_DEADLINE_S = 600.0  # create/rebuild/delete actions finish in well under
 _TYPE_TTL_S = 300.0  # per-location availability changes; re-read the server type this often
 _RATE_RESERVE = 50  # requests kept back for deletes and reads when the hourly budget runs low
 _REQUEST_TIMEOUT = (10.0, 60.0)  # connect, read
+
+
+class _ActionFailed(ProviderError):
+    """A Hetzner action ended in error (the server it made may exist: delete it)."""
+
+
+class _CapacityActionFailed(_ActionFailed, CapacityError):
+    """... for want of capacity there (placement_error): the next location is tried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,7 @@ class HetznerProvider:
         self.locations = tuple(locations)
         self.ssh_keys = tuple(ssh_keys)
         self._token = token  # kept only to scrub it from any message we pass on
+        self._poll_interval = poll_interval
         self._client = Client(
             token,
             api_endpoint=api_endpoint,
@@ -143,9 +155,7 @@ class HetznerProvider:
         last_code = "resource_unavailable"
         for location in orderable:
             try:
-                return await self._run(
-                    "server create", self._create_in, name, user_data, merged, location
-                )
+                return await self._create_at(name, user_data, merged, location)
             except CapacityError as exc:
                 log.warning("hetzner: no capacity in %s, trying the next: %s", location, exc)
                 failures.append(f"{location}: {exc}")
@@ -156,10 +166,13 @@ class HetznerProvider:
         )
 
     async def delete(self, provider_id: int) -> None:
-        await self._run("server delete", self._delete_sync, provider_id)
+        action = await self._run("server delete", self._delete_sync, provider_id)
+        if action is not None:  # None: it was already gone
+            await self._wait("server delete", action)
 
     async def rebuild(self, provider_id: int, *, user_data: str | None = None) -> None:
-        await self._run("server rebuild", self._rebuild_sync, provider_id, user_data)
+        action = await self._run("server rebuild", self._rebuild_sync, provider_id, user_data)
+        await self._wait("server rebuild", action)
 
     async def get(self, provider_id: int) -> ServerInfo | None:
         return await self._run("server get", self._get_sync, provider_id)
@@ -178,12 +191,53 @@ class HetznerProvider:
             for price in server_type.prices or []
         }
 
-    # -- in the worker thread -------------------------------------------------------------------
-
-    def _create_in(
+    async def _create_at(
         self, name: str, user_data: str, labels: dict[str, str], location: str
     ) -> ServerInfo:
-        response = self._client.servers.create(
+        what = "server create"
+        response = await self._run(what, self._create_sync, name, user_data, labels, location)
+        server_id = response.server.id
+        try:
+            for action in (response.action, *response.next_actions):
+                await self._wait(what, action)
+        except _ActionFailed:
+            # A create that failed after the fact (placement_error) leaves a server behind.
+            try:
+                await self.delete(server_id)
+            except ProviderError as exc:  # the create's error matters more; the pool retries
+                log.warning("hetzner: could not delete failed server %s: %s", server_id, exc)
+            raise
+        return await self._run(what, self._info_sync, server_id)
+
+    async def _wait(self, what: str, action: BoundAction) -> None:
+        """Until the action has finished (as hcloud's wait_until_finished: poll, then sleep),
+        polling in its own call each time; _ActionFailed (a CapacityError for placement) when
+        it ended in error, a ProviderError `timeout` after _ACTION_DEADLINE_S."""
+        deadline = time.monotonic() + _ACTION_DEADLINE_S
+        while True:
+            await self._run(what, action.reload)
+            if action.status != Action.STATUS_RUNNING:
+                break
+            if time.monotonic() + self._poll_interval > deadline:
+                raise ProviderError(
+                    f"Hetzner {what}: action {action.id} still running after "
+                    f"{_ACTION_DEADLINE_S:.0f} s",
+                    code="timeout",
+                )
+            await asyncio.sleep(self._poll_interval)
+        if action.status == Action.STATUS_ERROR:
+            error = action.error or {}
+            code = str(error.get("code") or "action_failed")
+            failure = self._failure(what, code, str(error.get("message") or "the action failed"))
+            kind = _CapacityActionFailed if isinstance(failure, CapacityError) else _ActionFailed
+            raise kind(str(failure), code=code)
+
+    # -- in the worker thread -------------------------------------------------------------------
+
+    def _create_sync(
+        self, name: str, user_data: str, labels: dict[str, str], location: str
+    ) -> CreateServerResponse:
+        return self._client.servers.create(
             name=name,
             server_type=ServerType(name=self.server_type),
             image=Image(name=self.image),
@@ -193,37 +247,23 @@ class HetznerProvider:
             location=Location(name=location),
             start_after_create=True,
         )
-        server_id = response.server.id
-        try:
-            response.action.wait_until_finished()
-            for action in response.next_actions:
-                action.wait_until_finished()
-        except ActionFailedException:
-            # A create that failed after the fact (placement_error) leaves a server behind.
-            self._delete_quietly(server_id)
-            raise
-        return _info(self._client.servers.get_by_id(server_id))
 
-    def _delete_sync(self, provider_id: int) -> None:
+    def _info_sync(self, provider_id: int) -> ServerInfo:
+        return _info(self._client.servers.get_by_id(provider_id))
+
+    def _delete_sync(self, provider_id: int) -> BoundAction | None:
         try:
-            action = self._client.servers.delete(Server(id=provider_id))
+            return self._client.servers.delete(Server(id=provider_id))
         except APIException as exc:
             if exc.code == "not_found":
-                return  # already gone: what we wanted
+                return None  # already gone: what we wanted
             raise
-        action.wait_until_finished()
 
-    def _delete_quietly(self, provider_id: int) -> None:
-        try:
-            self._delete_sync(provider_id)
-        except Exception as exc:  # the caller's error matters more; the reconciler retries
-            log.warning("hetzner: could not delete failed server %s: %s", provider_id, exc)
-
-    def _rebuild_sync(self, provider_id: int, user_data: str | None) -> None:
+    def _rebuild_sync(self, provider_id: int, user_data: str | None) -> BoundAction:
         response = self._client.servers.rebuild(
             Server(id=provider_id), Image(name=self.image), user_data=user_data
         )
-        response.action.wait_until_finished()
+        return response.action
 
     def _get_sync(self, provider_id: int) -> ServerInfo | None:
         try:
@@ -295,16 +335,6 @@ class HetznerProvider:
             return fn(*args)
         except APIException as exc:
             failure = self._failure(what, str(exc.code), exc.message)
-        except ActionFailedException as exc:
-            error = exc.action.error or {}
-            code = str(error.get("code") or "action_failed")
-            failure = self._failure(what, code, str(error.get("message") or "the action failed"))
-        except ActionTimeoutException as exc:
-            failure = ProviderError(
-                f"Hetzner {what}: action {exc.action.id} still running after "
-                f"{_ACTION_DEADLINE_S:.0f} s",
-                code="timeout",
-            )
         except requests.RequestException as exc:
             failure = self._failure(what, None, f"{type(exc).__name__}: {exc}"[:300])
         raise failure

@@ -6,6 +6,7 @@ can change what the other sees (a mapping is read-only, never a shared dict).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -177,9 +178,13 @@ class SweepNow:
 
 @dataclass(frozen=True, slots=True)
 class PoolCheck:
-    """Run a pool pass now (the instances API found no available server)."""
+    """Run a pool pass now (the instances API took a server, or found none). A pass that
+    started after `at` (time.monotonic() when it was sent) has seen what it was sent for: the
+    pool manager answers with that pass's report instead of running another, so a burst of
+    creates costs a pass or two, not one each."""
 
     reason: str = ""
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)

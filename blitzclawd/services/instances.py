@@ -70,8 +70,9 @@ async def _place(conn: asyncpg.Connection, instance_id: uuid.UUID) -> asyncpg.Re
 def _placed(actors: Actors, server: asyncpg.Record | None) -> None:
     if server is not None:
         actors.provisioner.tell(JobsQueued())
-    else:
-        actors.pool_manager.tell(PoolCheck("no available server"))
+    # Either way the pool is short of a spare: refilled now, not at the next interval (a
+    # burst's checks share one pass: PoolCheck.at).
+    actors.pool_manager.tell(PoolCheck("a server was taken" if server else "no available server"))
 
 
 async def queue(

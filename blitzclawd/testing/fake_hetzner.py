@@ -20,8 +20,9 @@ several processes: one cannot hold 10,000 servers' listening and accepted socket
 addresses (127.0.1.0 + `first_address` on).
 
 Wire facts (WIRE.md "Hetzner Cloud"): errors `{"error":{"code","message","details"}}`, pages of at
-most 50 with `meta.pagination`, `RateLimit-Limit/Remaining/Reset` on every answer (3600 an hour,
-refilling evenly), no `datacenter` on servers. Actions finish `action_delay` seconds after they
+most 50 with `meta.pagination`, `RateLimit-Limit/Remaining/Reset` on every answer (`rate_limit`,
+3600 an hour, refilling evenly; a request with the budget spent is a 429 `rate_limit_exceeded`),
+no `datacenter` on servers. Actions finish `action_delay` seconds after they
 start (0: by the time anyone asks). Server type prices here are invented for the fake.
 
 Why one module: a fake of one API (Hetzner Cloud's servers, actions, keys) that hcloud-python
@@ -189,6 +190,7 @@ class FakeHetzner:
         self.servers: dict[int, HetznerServer] = {}
         self.ready_calls: list[ReadyCall] = []
         self.requests = 0
+        self.rate_limited = 0  # requests answered 429 (budget spent, or answer_429)
         self.request_log: list[str] = []  # "GET /v1/servers?page=2&per_page=50", in order
         self.created = self.deleted = self.rebuilt = 0
         self.base_url = ""
@@ -314,10 +316,13 @@ class FakeHetzner:
     ) -> web.StreamResponse:
         self.requests += 1
         self.request_log.append(f"{request.method} {request.path_qs}")
-        headers = self._spend_rate_limit()
+        spent, headers = self._spend_rate_limit()
         try:
-            if self._force_429 > 0:
+            forced = self._force_429 > 0
+            if forced:
                 self._force_429 -= 1
+            if forced or spent:
+                self.rate_limited += 1
                 raise _ApiError(429, "rate_limit_exceeded", "limit of requests per hour reached")
             self._authenticate(request)
             response = await handler(request)
@@ -335,13 +340,17 @@ class FakeHetzner:
         if scheme != "Bearer" or not hmac.compare_digest(token.encode(), self.token.encode()):
             raise _ApiError(401, "unauthorized", "unable to authenticate")
 
-    def _spend_rate_limit(self) -> dict[str, str]:
+    def _spend_rate_limit(self) -> tuple[bool, dict[str, str]]:
+        """(the budget was spent: answer 429, headers). Like Hetzner's: one request takes one
+        from a bucket of `rate_limit` that refills evenly over the hour; an empty one refuses."""
         now, per_second = time.monotonic(), self.rate_limit / 3600
         self._bucket = min(self.rate_limit, self._bucket + (now - self._bucket_at) * per_second)
         self._bucket_at = now
-        self._bucket = max(0.0, self._bucket - 1)
+        spent = self._bucket < 1
+        if not spent:
+            self._bucket -= 1
         refill = (self.rate_limit - self._bucket) / per_second if per_second else 0
-        return {
+        return spent, {
             "RateLimit-Limit": str(self.rate_limit),
             "RateLimit-Remaining": str(int(self._bucket)),
             "RateLimit-Reset": str(int(time.time() + refill)),
