@@ -246,3 +246,23 @@ async def test_fake_creem_subscription_api(api_env: Any) -> None:
     assert refused.value.bad_key
     done = await client.cancel_subscription(sub_id, mode="immediate")
     assert done["status"] == "canceled" and done["canceled_at"]
+
+
+async def test_two_subscribe_clicks_open_one_checkout(api_env: Any) -> None:
+    """A double tap, or Subscribe in two tabs at once: the same checkout both times (two open
+    checkouts could both be paid: two plans). Once it is paid, the plan is live (409); after it
+    ended, a new Subscribe opens a new checkout."""
+    env = api_env
+    await signed_up(env, "user_twice")
+    headers = env.session_headers("user_twice")
+    before = len(env.creem.checkouts)
+    answers = await asyncio.gather(*(env.call("POST", SUB, headers=headers) for _ in range(3)))
+    assert [status for status, _ in answers] == [201, 201, 201], answers
+    assert len({body["checkout_id"] for _, body in answers}) == 1
+    assert len({body["checkout_url"] for _, body in answers}) == 1
+    assert len(env.creem.checkouts) == before + 1
+    (checkout_id,) = {body["checkout_id"] for _, body in answers}
+    await env.creem.pay(checkout_id, env.api + HOOK)
+    assert await env.pool.fetchval("SELECT count(*) FROM plan_checkouts") == 0
+    status, body = await env.call("POST", SUB, headers=headers)
+    assert status == 409 and body["error"]["code"] == "already_subscribed"

@@ -720,6 +720,16 @@ CREATE TABLE subscriptions (
 );
 CREATE INDEX subscriptions_user_id_idx ON subscriptions (user_id, event_at);
 
+-- The user's open checkout of the base plan, answered again while fresh (0025): two Subscribe
+-- clicks never open two checkouts that could both be paid. Forgotten once a subscription of
+-- the user is recorded.
+CREATE TABLE plan_checkouts (
+    user_id uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    checkout_id text NOT NULL,
+    checkout_url text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- One email per (user, kind, period): the row is written before sending, so a retry or a second
 -- daemon never sends twice; `period` says what makes a kind due again (a week, a top-up cycle).
 CREATE TABLE notifications (

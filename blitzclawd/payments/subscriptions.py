@@ -17,6 +17,8 @@ from blitzclawd.payments import creem
 from blitzclawd.payments.creem import Checkout, CreemClient
 from blitzclawd.queries import subscriptions
 
+CHECKOUT_REUSE = 1800.0  # seconds an unpaid plan checkout is answered again
+
 
 class PlanUnconfigured(Exception):
     """No Creem API key or no subscription product: subscribing is off."""
@@ -53,20 +55,30 @@ async def subscribe(
     """A checkout of the plan; raises PlanUnconfigured, AlreadySubscribed, or CreemError.
 
     metadata.user_id is how the subscription's events find the user (Creem copies the
-    checkout's metadata to the subscription). Paying twice for two open checkouts is not
-    prevented here: the second subscription would be a second plan (UNVERIFIED whether Creem
-    refuses a second subscription of one customer to one product)."""
+    checkout's metadata to the subscription). A checkout opened within CHECKOUT_REUSE seconds
+    and not paid yet is answered again (one per user at a time, under a per-user lock): two
+    clicks never open two checkouts that could both be paid, which would be two plans."""
     client = _client(http, settings, secrets)
-    if await subscriptions.live_of(pool, uuid.UUID(user_id)) is not None:
+    uid = uuid.UUID(user_id)
+    if await subscriptions.live_of(pool, uid) is not None:
         raise AlreadySubscribed
     email = await ensure_email(pool, clerk_users(http, settings, secrets), user_id)
-    return await client.create_checkout(
-        product_id=settings.creem.subscription_product_id,
-        request_id=f"plan-{uuid.uuid4()}",
-        customer_email=email,
-        success_url=settings.creem.subscription_success_url,
-        metadata={"user_id": user_id, "purpose": "subscription"},
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        await subscriptions.lock_checkout(conn, uid)
+        if await subscriptions.live_of(conn, uid) is not None:  # paid meanwhile
+            raise AlreadySubscribed
+        row = await subscriptions.open_checkout(conn, uid, CHECKOUT_REUSE)
+        if row is not None:
+            return Checkout(row["checkout_id"], row["checkout_url"], None, "pending")
+        checkout = await client.create_checkout(
+            product_id=settings.creem.subscription_product_id,
+            request_id=f"plan-{uuid.uuid4()}",
+            customer_email=email,
+            success_url=settings.creem.subscription_success_url,
+            metadata={"user_id": user_id, "purpose": "subscription"},
+        )
+        await subscriptions.remember_checkout(conn, uid, checkout.id, checkout.checkout_url)
+        return checkout
 
 
 async def cancel(

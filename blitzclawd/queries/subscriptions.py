@@ -38,7 +38,9 @@ async def record(
     event_at: dt.datetime,
 ) -> bool:
     """The subscription's state as of `event_at`; False (nothing changed) when a newer event was
-    applied already, or when the row belongs to another user (callers check owner_of first)."""
+    applied already, or when the row belongs to another user (callers check owner_of first).
+    The user's open plan checkout is forgotten: it was paid."""
+    await forget_checkout(conn, user_id)
     return bool(
         await conn.fetchval(
             """INSERT INTO subscriptions (id, user_id, product_id, status, current_period_end,
@@ -64,6 +66,44 @@ async def record(
             ended_at,
             event_at,
         )
+    )
+
+
+async def forget_checkout(db: Executor, user_id: uuid.UUID) -> None:
+    """The user's open plan checkout was paid (a subscription of theirs was recorded)."""
+    await db.execute("DELETE FROM plan_checkouts WHERE user_id = $1", user_id)
+
+
+async def lock_checkout(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Serialise this user's subscribes until the transaction ends (not their other writes)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('plan_checkout:' || $1::text, 0))",
+        str(user_id),
+    )
+
+
+async def open_checkout(
+    conn: asyncpg.Connection, user_id: uuid.UUID, max_age: float
+) -> asyncpg.Record | None:
+    """The user's plan checkout opened within `max_age` seconds: checkout_id, checkout_url."""
+    return await conn.fetchrow(
+        """SELECT checkout_id, checkout_url FROM plan_checkouts
+           WHERE user_id = $1 AND created_at > now() - make_interval(secs => $2)""",
+        user_id,
+        max_age,
+    )
+
+
+async def remember_checkout(
+    conn: asyncpg.Connection, user_id: uuid.UUID, checkout_id: str, checkout_url: str
+) -> None:
+    await conn.execute(
+        """INSERT INTO plan_checkouts (user_id, checkout_id, checkout_url) VALUES ($1, $2, $3)
+           ON CONFLICT (user_id) DO UPDATE SET checkout_id = EXCLUDED.checkout_id,
+               checkout_url = EXCLUDED.checkout_url, created_at = now()""",
+        user_id,
+        checkout_id,
+        checkout_url,
     )
 
 
