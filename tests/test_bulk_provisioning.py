@@ -174,8 +174,10 @@ async def test_fifty_at_once_from_a_warm_pool(database: str, tmp_path: Path) -> 
         assert env.fake.created - created_before == max_size - N
         assert sampler.samples > 10
         assert sampler.rows_max <= max_size and sampler.servers_max <= max_size
-        # The burst's 50 checks shared a pass or two (each lists every server at Hetzner).
-        assert pool_lists(env) - lists_before <= 5
+        # The burst's 50 checks shared passes (each lists every server at Hetzner): a pass or
+        # two here; one per check (50) without it. The margin is for a loaded CI machine, where
+        # the 50 requests arrive spread out.
+        assert pool_lists(env) - lists_before <= N // 5
 
 
 async def test_fifty_at_once_from_an_empty_pool(database: str, tmp_path: Path) -> None:
@@ -197,8 +199,9 @@ async def test_fifty_at_once_from_an_empty_pool(database: str, tmp_path: Path) -
         assert sampler.samples > 10
         assert sampler.rows_max <= max_size and sampler.servers_max <= max_size
         # A pass creates max_actions_per_pass at once and runs again while more are wanted:
-        # about N / 10 passes, however many checks the burst sent.
-        assert pool_lists(env) <= 15
+        # about N / 10 passes, however many checks the burst sent (one per check: 50+); the
+        # margin is for a loaded CI machine.
+        assert pool_lists(env) <= N // 2
 
 
 # -- placement under concurrency, at the database ------------------------------------------------

@@ -267,3 +267,40 @@ async def _refreshed(env: FleetEnv, google: FakeGoogle) -> bool:
         return after > before
 
     return await until(check)
+
+
+async def test_a_server_without_gog_gets_the_assistant_without_google(
+    database: str, tmp_path: Path
+) -> None:
+    """A pool server booted before gog was in the image: attaching fails to give gog the
+    account, and the configure job deploys the assistant without Google (never no assistant:
+    its proxy secret and config are written as usual, the skill off)."""
+    async with google_fleet(database, tmp_path) as (env, google):
+        ada = await env.user()
+        instance_id, server = await active_instance(env, ada)
+        server.gog_installed = False
+        integration = await connect(env, google, ada)
+        jobs = await configure_jobs(env, instance_id)
+        status, _ = await env.call(
+            "POST",
+            f"/api/instances/{instance_id}/integrations/attach",
+            ada,
+            {"integration_id": integration["id"]},
+        )
+        assert status == 200
+
+        async def configured() -> bool:
+            done = await env.pool.fetchval(
+                "SELECT count(*) FROM instance_jobs WHERE instance_id = $1 "
+                "AND kind = 'configure' AND status = 'done'",
+                uuid.UUID(instance_id),
+            )
+            return done > jobs - 1 and done >= 1
+
+        await until(configured)
+        await settled(env, instance_id)
+        nothing_of_google(server)
+        failed = await env.pool.fetchval(
+            "SELECT count(*) FROM instance_jobs WHERE status = 'failed' OR attempts > 1"
+        )
+        assert failed == 0

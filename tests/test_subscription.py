@@ -266,3 +266,22 @@ async def test_two_subscribe_clicks_open_one_checkout(api_env: Any) -> None:
     assert await env.pool.fetchval("SELECT count(*) FROM plan_checkouts") == 0
     status, body = await env.call("POST", SUB, headers=headers)
     assert status == 409 and body["error"]["code"] == "already_subscribed"
+
+
+async def test_a_checkout_creem_refused_is_not_remembered(api_env: Any) -> None:
+    """Creem failing to open the checkout: 502, nothing claimed for good, the next click opens
+    one (no database connection is held while Creem answers: the claim is its own row)."""
+    env = api_env
+    await signed_up(env, "user_retry")
+    headers = env.session_headers("user_retry")
+    env.creem.fail_next(1, 500)
+    status, body = await env.call("POST", SUB, headers=headers)
+    assert status == 502 and body["error"]["code"] == "payments_unavailable", body
+    assert await env.pool.fetchval("SELECT count(*) FROM plan_checkouts") == 0
+    status, body = await env.call("POST", SUB, headers=headers)
+    assert status == 201, body
+    remembered = await env.pool.fetchrow("SELECT checkout_id, checkout_url FROM plan_checkouts")
+    assert dict(remembered) == {
+        "checkout_id": body["checkout_id"],
+        "checkout_url": body["checkout_url"],
+    }

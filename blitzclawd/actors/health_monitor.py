@@ -137,7 +137,7 @@ class HealthMonitor(Actor):
     def _target(self, row: asyncpg.Record) -> remote.Target:
         return remote.Target(row["ip"], self._cfg.ssh_port, row["ssh_host_key"])
 
-    async def _check(self, row: asyncpg.Record, target: remote.Target, at: float) -> _Result:
+    async def _check(self, row: asyncpg.Record, target: remote.Target, at: float) -> _Result | None:
         cfg = self._cfg
         delay = at - time.monotonic()
         if delay > 0:
@@ -165,9 +165,13 @@ class HealthMonitor(Actor):
 
     async def _restart(
         self, row: asyncpg.Record, target: remote.Target, probe: Probe, failures: int
-    ) -> _Result:
-        """The gateway is unhealthy on evidence: restart it, or give up after the maximum."""
+    ) -> _Result | None:
+        """The gateway is unhealthy on evidence: restart it, or give up after the maximum.
+        None (nothing done or recorded) when the instance changed since the sweep's query: a
+        gateway its owner just stopped is down, and must stay so."""
         cfg, iid, restarts = self._cfg, row["id"], row["restarts"]
+        if not await health.still_checked(self._pool, iid):
+            return None
         if restarts >= cfg.health_max_restarts:
             reason = f"health: still failing after {restarts} automatic restarts: {probe.detail}"
             return _Result(

@@ -84,7 +84,11 @@ class PoolManager(Actor):
         self.tell(PoolCheck("start"))
 
     async def handle(self, message: object) -> PassReport | Drained | int | None:
-        if isinstance(message, PoolCheck) and message.at < self._pass_started:
+        if (
+            isinstance(message, PoolCheck)
+            and message.at < self._pass_started
+            and not self._last_report.failed
+        ):
             return self._last_report  # a pass since it was sent has seen its state
         if isinstance(message, (Tick, PoolCheck)):
             return await self.run_pass()
@@ -129,18 +133,23 @@ class PoolManager(Actor):
             log.info("pool pass", extra={"report": str(report)})
         return report
 
-    async def _pass(self) -> PassReport:
-        try:
-            listed = await self._provider.list({})
-        except ProviderError as exc:
-            log.warning("pool pass skipped: cannot list servers", extra={"error": str(exc)})
-            return PassReport(failed=True)
-        budget = self._cfg.max_actions_per_pass
-        unknown, gone, stuck = await self._reconcile(listed, budget)
+    async def _place_waiting(self, budget: int) -> int:
         placed = await fleet_pool.place_waiting(self._pool, budget)
         if placed:
             log.warning("instances placed that were waiting beside an available server")
             self._on_deploy()
+        return placed
+
+    async def _pass(self) -> PassReport:
+        budget = self._cfg.max_actions_per_pass
+        try:
+            listed = await self._provider.list({})
+        except ProviderError as exc:
+            log.warning("pool pass skipped: cannot list servers", extra={"error": str(exc)})
+            # Pairing waiting instances with our available servers needs nothing of Hetzner.
+            return PassReport(failed=True, placed=await self._place_waiting(budget))
+        unknown, gone, stuck = await self._reconcile(listed, budget)
+        placed = await self._place_waiting(budget)
         created, more = await self._top_up(budget)
         if more or placed == budget:
             with contextlib.suppress(MailboxFull):  # full: of checks that run a pass anyway

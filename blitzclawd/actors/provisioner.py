@@ -250,33 +250,39 @@ class Provisioner(Actor):
         secret = credentials.new_secret()
         own_key = self._own_key(inst)
         google = await self._google_account(inst)
-        cfg = build_config(
-            gateway_token=pysecrets.token_urlsafe(32),
-            channel=channel,
-            # The user's own key: straight to the provider. Else our proxy, with a fresh secret
-            # (rotated either way, so a reverted instance never reuses an old credential).
-            proxy=None
-            if own_key is not None
-            else ProxyTarget(
-                base_url=self._cfg.proxy_url,
-                api=OPENCLAW_ANTHROPIC_API,
-                instance_id=str(instance_id),
-                secret=secret,
-                models=[(self._cfg.model, self._cfg.model)],
-                primary=self._cfg.model,
-                # Capabilities and marked-up costs from the daemon's own price table (the one
-                # the proxy charges by): a price change reaches the instance at its next configure.
-                prices=self._prices,
-            ),
-            own_key=own_key,
-            skills={google_skill.SKILL: google_skill.skill_entry(google)},
-        )
-        config, secret_doc = split_secrets(cfg)
-        # The new credential is the only valid one from here on: store it before it is written.
-        await instances.set_secret_hash(self._pool, instance_id, credentials.hash_secret(secret))
         async with await remote.connect(
             target, self._ssh_key(), timeout=self._cfg.ssh_connect_timeout
         ) as conn:
+            # Google first: a server where gog fails gets the assistant without it, never no
+            # assistant (the new secret below is only stored once nothing else can fail first).
+            google = await self._put_google(conn, inst, google)
+            cfg = build_config(
+                gateway_token=pysecrets.token_urlsafe(32),
+                channel=channel,
+                # The user's own key: straight to the provider. Else our proxy, with a fresh
+                # secret (rotated either way, so a reverted instance never reuses an old one).
+                proxy=None
+                if own_key is not None
+                else ProxyTarget(
+                    base_url=self._cfg.proxy_url,
+                    api=OPENCLAW_ANTHROPIC_API,
+                    instance_id=str(instance_id),
+                    secret=secret,
+                    models=[(self._cfg.model, self._cfg.model)],
+                    primary=self._cfg.model,
+                    # Capabilities and marked-up costs from the daemon's own price table (the
+                    # one the proxy charges by): a price change reaches the instance at its next
+                    # configure.
+                    prices=self._prices,
+                ),
+                own_key=own_key,
+                skills={google_skill.SKILL: google_skill.skill_entry(google)},
+            )
+            config, secret_doc = split_secrets(cfg)
+            # The new credential is the only valid one from here on: stored before it is written.
+            await instances.set_secret_hash(
+                self._pool, instance_id, credentials.hash_secret(secret)
+            )
             await remote.write_instance_files(
                 conn,
                 config=render_config(config),
@@ -284,10 +290,6 @@ class Provisioner(Actor):
                 soul=soul,
             )
             await self._restore_session(conn, inst, plugin)
-            if google is not None:
-                await google_skill.install(conn, google)
-            else:  # detached, disconnected or broken: nothing of it stays on the server
-                await google_skill.remove(conn)
             if inst["status"] == "stopped":
                 return  # its owner stopped it: the new files wait for its start
             await remote.restart_and_wait(conn, timeout=self._cfg.ready_timeout)
@@ -363,6 +365,26 @@ class Provisioner(Actor):
         if queued is not None and self._notify is not None:
             self._notify(NotificationQueued(queued))
 
+    async def _put_google(
+        self, conn: Any, inst: asyncpg.Record, account: google_skill.GoogleAccount | None
+    ) -> google_skill.GoogleAccount | None:
+        """The account given to gog on the server, or gog's state removed; the account when it
+        is there. gog failing (a server from before gog was in the image: no blitzclaw-gog) is
+        logged for the operators and the assistant deploys without Google."""
+        if account is not None:
+            try:
+                mkdir = f"mkdir -p -m 700 {remote.OPENCLAW_DIR}"
+                await remote.run(conn, mkdir, "creating ~/.openclaw")
+                await google_skill.install(conn, account)
+                return account
+            except remote.RemoteError as exc:
+                log.warning(
+                    "Google account not deployed: gog failed on the server",
+                    extra={"instance": str(inst["id"]), "error": str(exc)},
+                )
+        await google_skill.remove(conn)
+        return None
+
     async def _google_account(self, inst: asyncpg.Record) -> google_skill.GoogleAccount | None:
         """The owner's Google account attached to this instance, ready for gog; None when none
         is attached, or it cannot be used (logged: the instance deploys without it)."""
@@ -376,15 +398,19 @@ class Provisioner(Actor):
                 token = self._keyring().decrypt_text(
                     row["refresh_token_enc"], refresh_token_context(row["id"])
                 )
-                return google_skill.GoogleAccount(
-                    email=row["account_email"] or "",
-                    client_id=client.client_id,
-                    client_secret=client.client_secret,
-                    refresh_token=token,
-                    scopes=tuple(row["scopes"]),
+                return google_skill.checked(
+                    google_skill.GoogleAccount(
+                        email=row["account_email"] or "",
+                        client_id=client.client_id,
+                        client_secret=client.client_secret,
+                        refresh_token=token,
+                        scopes=tuple(row["scopes"]),
+                    )
                 )
             except (CryptoError, TypeError) as exc:
                 why = f"its refresh token cannot be read ({type(exc).__name__})"
+            except ValueError as exc:  # e.g. no Gmail/Calendar scope granted, an odd address
+                why = f"gog cannot use it: {exc}"
         log.warning(
             "Google account not deployed",
             extra={"instance": str(inst["id"]), "integration": str(row["id"]), "error": why},

@@ -85,7 +85,7 @@ def skill_entry(account: GoogleAccount | None) -> dict[str, Any]:
     send the agent into gog's interactive setup, which a hosted user cannot finish)."""
     if account is None:
         return {"enabled": False}
-    env = {"GOG_ACCOUNT": _checked(account).email}
+    env = {"GOG_ACCOUNT": checked(account).email}
     if read_only(account.scopes):
         env["GOG_READONLY"] = "1"
     return {"enabled": True, "env": env}
@@ -95,7 +95,8 @@ def env_file(password: str) -> str:
     return f"GOG_KEYRING_BACKEND=file\nGOG_KEYRING_PASSWORD={password}\n"
 
 
-def _checked(account: GoogleAccount) -> GoogleAccount:
+def checked(account: GoogleAccount) -> GoogleAccount:
+    """`account` if gog can use it, else ValueError naming what is wrong."""
     if not _EMAIL.fullmatch(account.email):
         raise ValueError("account_email: not an email address gog accepts")
     if not _CLIENT_ID.fullmatch(account.client_id):
@@ -111,7 +112,7 @@ def _checked(account: GoogleAccount) -> GoogleAccount:
 
 async def install(conn: asyncssh.SSHClientConnection, account: GoogleAccount) -> None:
     """gog's state rebuilt from scratch for `account`, under a new keyring password."""
-    account = _checked(account)
+    account = checked(account)
     await remove(conn)
     await remote.write_private(conn, ENV_FILE, env_file(pysecrets.token_urlsafe(32)))
     client = json.dumps(

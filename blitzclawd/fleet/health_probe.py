@@ -125,6 +125,17 @@ class Checker:
         seconds = time.monotonic() - started
         code = result.exit_status
         err = str(result.stderr or "").strip()[:200]
+        if code is None:
+            # No exit status: the session or connection was cut mid-check (an sshd restart, a
+            # reset, a NAT), or curl was killed by a signal. Nothing the gateway said.
+            self._drop(target)
+            signal = getattr(result, "exit_signal", None)
+            return Probe(
+                "unreachable",
+                f"the check's SSH session ended without an exit status "
+                f"({signal[0] if signal else 'connection lost'})",
+                seconds,
+            )
         if code == 0:
             return Probe("ok", "", seconds)
         if code == CURL_HTTP_ERROR:

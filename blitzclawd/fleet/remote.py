@@ -67,6 +67,10 @@ async def connect(
             config=None,
             connect_timeout=timeout,
             login_timeout=timeout,
+            # A server that froze behind an open TCP connection is noticed (the connection
+            # closes after 3 unanswered keepalives) instead of hanging a job forever.
+            keepalive_interval=15,
+            keepalive_count_max=3,
         )
     except (OSError, asyncssh.Error) as exc:
         raise RemoteError(f"ssh to {target.ip}: {type(exc).__name__}: {exc}") from None
@@ -76,7 +80,12 @@ async def run(
     conn: asyncssh.SSHClientConnection, command: str, what: str, stdin: str | None = None
 ) -> str:
     """`command`'s output; a secret goes in `stdin`, never in the command (ps, logs)."""
-    result = await conn.run(command, check=False, input=stdin)
+    try:
+        result = await conn.run(command, check=False, input=stdin)
+    except BrokenPipeError:  # e.g. the command was not found, and never read its stdin
+        raise RemoteError(f"{what} failed: it ended before reading its input") from None
+    except (OSError, asyncssh.Error) as exc:
+        raise RemoteError(f"{what} failed: {type(exc).__name__}") from None
     if result.exit_status != 0:
         err = str(result.stderr or "").strip()[:300]
         raise RemoteError(f"{what} failed (exit {result.exit_status}): {err}")

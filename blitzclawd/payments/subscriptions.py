@@ -4,7 +4,9 @@ webhooks (payments.apply keeps queries.subscriptions); a paid period's credit is
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from blitzclawd.payments.creem import Checkout, CreemClient
 from blitzclawd.queries import subscriptions
 
 CHECKOUT_REUSE = 1800.0  # seconds an unpaid plan checkout is answered again
+OPENING_WAIT = 30.0  # seconds a second request waits for the first one's checkout (Creem: 15 s)
 
 
 class PlanUnconfigured(Exception):
@@ -26,6 +29,10 @@ class PlanUnconfigured(Exception):
 
 class AlreadySubscribed(Exception):
     """The user has a subscription that has not ended."""
+
+
+class CheckoutOpening(Exception):
+    """Another request of the user is opening the plan's checkout and Creem has not answered."""
 
 
 class NoSubscription(Exception):
@@ -56,20 +63,34 @@ async def subscribe(
 
     metadata.user_id is how the subscription's events find the user (Creem copies the
     checkout's metadata to the subscription). A checkout opened within CHECKOUT_REUSE seconds
-    and not paid yet is answered again (one per user at a time, under a per-user lock): two
-    clicks never open two checkouts that could both be paid, which would be two plans."""
+    and not paid yet is answered again, and a request arriving while another opens one waits
+    for its answer (claimed under a per-user lock, in short transactions): two clicks never
+    open two checkouts that could both be paid, which would be two plans. Raises
+    CheckoutOpening when the other request's Creem call has not ended in OPENING_WAIT."""
     client = _client(http, settings, secrets)
     uid = uuid.UUID(user_id)
     if await subscriptions.live_of(pool, uid) is not None:
         raise AlreadySubscribed
     email = await ensure_email(pool, clerk_users(http, settings, secrets), user_id)
-    async with pool.acquire() as conn, conn.transaction():
-        await subscriptions.lock_checkout(conn, uid)
-        if await subscriptions.live_of(conn, uid) is not None:  # paid meanwhile
-            raise AlreadySubscribed
-        row = await subscriptions.open_checkout(conn, uid, CHECKOUT_REUSE)
-        if row is not None:
-            return Checkout(row["checkout_id"], row["checkout_url"], None, "pending")
+    deadline = time.monotonic() + OPENING_WAIT
+    while True:
+        # Short transactions only: no connection is held while Creem answers or while waiting.
+        async with pool.acquire() as conn, conn.transaction():
+            await subscriptions.lock_checkout(conn, uid)
+            if await subscriptions.live_of(conn, uid) is not None:  # paid meanwhile
+                raise AlreadySubscribed
+            row = await subscriptions.checkout_of(conn, uid)
+            if row is not None and row["checkout_id"] and row["age"] < CHECKOUT_REUSE:
+                return Checkout(row["checkout_id"], row["checkout_url"], None, "pending")
+            opening = row is not None and not row["checkout_id"] and row["age"] < OPENING_WAIT
+            if not opening:
+                await subscriptions.claim_checkout(conn, uid)  # ours to open
+        if not opening:
+            break
+        if time.monotonic() > deadline:  # the other request's Creem call hangs: say so
+            raise CheckoutOpening
+        await asyncio.sleep(0.1)  # another request is opening it: its answer is ours too
+    try:
         checkout = await client.create_checkout(
             product_id=settings.creem.subscription_product_id,
             request_id=f"plan-{uuid.uuid4()}",
@@ -77,8 +98,11 @@ async def subscribe(
             success_url=settings.creem.subscription_success_url,
             metadata={"user_id": user_id, "purpose": "subscription"},
         )
-        await subscriptions.remember_checkout(conn, uid, checkout.id, checkout.checkout_url)
-        return checkout
+    except BaseException:
+        await subscriptions.release_checkout(pool, uid)  # the next click tries again
+        raise
+    await subscriptions.remember_checkout(pool, uid, checkout.id, checkout.checkout_url)
+    return checkout
 
 
 async def cancel(

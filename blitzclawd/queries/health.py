@@ -72,6 +72,20 @@ async def to_check(db: Executor, down_alert_after: float) -> list[asyncpg.Record
     return await db.fetch(_SWEEP_ROWS, down_alert_after)
 
 
+async def still_checked(db: Executor, instance_id: uuid.UUID) -> bool:
+    """Still as the sweep found it: active, no job queued or running (a sweep's checks start
+    up to health_spread seconds after its query; the owner may have stopped it since)."""
+    return bool(
+        await db.fetchval(
+            """SELECT true FROM instances i
+               WHERE i.id = $1 AND i.status = 'active' AND i.deleted_at IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM instance_jobs j WHERE j.instance_id = i.id
+                                 AND j.status IN ('queued', 'running'))""",
+            instance_id,
+        )
+    )
+
+
 async def record(conn: asyncpg.Connection, results: Sequence[Checked]) -> None:
     """A sweep's results, and the time of the check on the instances, in one statement."""
     columns = list(zip(*results, strict=True)) if results else [[] for _ in Checked._fields]

@@ -39,9 +39,8 @@ async def record(
 ) -> bool:
     """The subscription's state as of `event_at`; False (nothing changed) when a newer event was
     applied already, or when the row belongs to another user (callers check owner_of first).
-    The user's open plan checkout is forgotten: it was paid."""
-    await forget_checkout(conn, user_id)
-    return bool(
+    A live subscription recorded forgets the user's open plan checkout: it was paid."""
+    applied = bool(
         await conn.fetchval(
             """INSERT INTO subscriptions (id, user_id, product_id, status, current_period_end,
                                           cancel_at_period_end, ended_at, event_at)
@@ -67,6 +66,9 @@ async def record(
             event_at,
         )
     )
+    if applied and status not in ENDED:
+        await forget_checkout(conn, user_id)
+    return applied
 
 
 async def forget_checkout(db: Executor, user_id: uuid.UUID) -> None:
@@ -82,22 +84,38 @@ async def lock_checkout(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
     )
 
 
-async def open_checkout(
-    conn: asyncpg.Connection, user_id: uuid.UUID, max_age: float
-) -> asyncpg.Record | None:
-    """The user's plan checkout opened within `max_age` seconds: checkout_id, checkout_url."""
+async def checkout_of(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record | None:
+    """The user's plan checkout: checkout_id and checkout_url (NULL while it is being opened),
+    age in seconds."""
     return await conn.fetchrow(
-        """SELECT checkout_id, checkout_url FROM plan_checkouts
-           WHERE user_id = $1 AND created_at > now() - make_interval(secs => $2)""",
+        """SELECT checkout_id, checkout_url,
+                  extract(epoch FROM now() - created_at)::float8 AS age
+           FROM plan_checkouts WHERE user_id = $1""",
         user_id,
-        max_age,
+    )
+
+
+async def claim_checkout(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """This request opens the user's plan checkout (others wait for its answer)."""
+    await conn.execute(
+        """INSERT INTO plan_checkouts (user_id) VALUES ($1)
+           ON CONFLICT (user_id) DO UPDATE SET checkout_id = NULL, checkout_url = NULL,
+               created_at = now()""",
+        user_id,
+    )
+
+
+async def release_checkout(db: Executor, user_id: uuid.UUID) -> None:
+    """Opening it failed: the claim is dropped (a remembered checkout is never)."""
+    await db.execute(
+        "DELETE FROM plan_checkouts WHERE user_id = $1 AND checkout_id IS NULL", user_id
     )
 
 
 async def remember_checkout(
-    conn: asyncpg.Connection, user_id: uuid.UUID, checkout_id: str, checkout_url: str
+    db: Executor, user_id: uuid.UUID, checkout_id: str, checkout_url: str
 ) -> None:
-    await conn.execute(
+    await db.execute(
         """INSERT INTO plan_checkouts (user_id, checkout_id, checkout_url) VALUES ($1, $2, $3)
            ON CONFLICT (user_id) DO UPDATE SET checkout_id = EXCLUDED.checkout_id,
                checkout_url = EXCLUDED.checkout_url, created_at = now()""",

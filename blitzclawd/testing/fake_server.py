@@ -131,6 +131,7 @@ class FakeServer:
         self._running = False
         self.home.mkdir(parents=True, exist_ok=True)
         self.gog = FakeGog(self.home)  # installed by cloud-init, as on a real pool server
+        self.gog_installed = True  # False: a server booted before gog was in the image
         # WhatsApp logins in the gateway; `whatsapp_clock` ages them (180 s) without sleeping.
         self.whatsapp = FakeWhatsApp(
             lambda: self.gateway_config,
@@ -436,7 +437,7 @@ class FakeServer:
             if limit is not None and delay > limit:
                 io.err(f"curl: (28) Operation timed out after {int(limit * 1000)} milliseconds\n")
                 return 28
-        if name == "blitzclaw-gog":
+        if name == "blitzclaw-gog" and self.gog_installed:
             return await self.gog.run(args, io, lambda: process.stdin.read())
         builtin: Callable[[list[str], _IO], int] | None = {
             "mkdir": self._mkdir,

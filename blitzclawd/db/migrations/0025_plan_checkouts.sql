@@ -4,7 +4,7 @@
 
 CREATE TABLE plan_checkouts (
     user_id uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
-    checkout_id text NOT NULL,
-    checkout_url text NOT NULL,
+    checkout_id text,  -- NULL while a request is opening it
+    checkout_url text,
     created_at timestamptz NOT NULL DEFAULT now()
 );

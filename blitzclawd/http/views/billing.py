@@ -80,6 +80,12 @@ async def subscribe(request: web.Request) -> web.Response:
                 "already_subscribed",
                 "you are subscribed already; cancel first to subscribe again",
             ) from None
+        except plan.CheckoutOpening:
+            raise ApiError(
+                409,
+                "checkout_opening",
+                "your checkout is still being opened; try again in a minute",
+            ) from None
     return json_response(
         {"checkout_url": checkout.checkout_url, "checkout_id": checkout.id}, status=201
     )
