@@ -70,6 +70,19 @@ async def connect(env: FleetEnv, google: FakeGoogle, user: dict[str, str]) -> di
     return body
 
 
+async def change(
+    env: FleetEnv, user: dict[str, str], instance_id: str, integration: dict[str, Any], what: str
+) -> None:
+    """Attach or detach the integration (it changes: 200, changed)."""
+    status, body = await env.call(
+        "POST",
+        f"/api/instances/{instance_id}/integrations/{what}",
+        user,
+        {"integration_id": integration["id"]},
+    )
+    assert status == 200 and body["changed"] is True, body
+
+
 async def settled(env: FleetEnv, instance_id: str) -> None:
     """Every job of the instance done, and it is active again."""
 
@@ -121,13 +134,7 @@ async def test_an_attached_google_account_reaches_gog_on_the_server_and_leaves_i
         integration = await connect(env, google, ada)
         (refresh_token,) = [t for t in google.issued if t.startswith("1//")]
 
-        status, body = await env.call(
-            "POST",
-            f"/api/instances/{instance_id}/integrations/attach",
-            ada,
-            {"integration_id": integration["id"]},
-        )
-        assert status == 200 and body["changed"] is True, body
+        await change(env, ada, instance_id, integration, "attach")
         await until(lambda: _has_accounts(server))
         await settled(env, instance_id)
 
@@ -183,22 +190,11 @@ async def test_an_attached_google_account_reaches_gog_on_the_server_and_leaves_i
         assert stored == newest
 
         # Detached: gone from the server; attached again: back, under a new keyring password.
-        status, _ = await env.call(
-            "POST",
-            f"/api/instances/{instance_id}/integrations/detach",
-            ada,
-            {"integration_id": integration["id"]},
-        )
-        assert status == 200
+        await change(env, ada, instance_id, integration, "detach")
         await until(lambda: _no_accounts(server))
         await settled(env, instance_id)
         nothing_of_google(server)
-        status, _ = await env.call(
-            "POST",
-            f"/api/instances/{instance_id}/integrations/attach",
-            ada,
-            {"integration_id": integration["id"]},
-        )
+        await change(env, ada, instance_id, integration, "attach")
         await until(lambda: _has_accounts(server))
         await settled(env, instance_id)
         assert server.gog.env()["GOG_KEYRING_PASSWORD"] != password
@@ -218,13 +214,7 @@ async def test_a_broken_grant_is_taken_off_the_server(database: str, tmp_path: P
         ada = await env.user()
         instance_id, server = await active_instance(env, ada)
         integration = await connect(env, google, ada)
-        status, _ = await env.call(
-            "POST",
-            f"/api/instances/{instance_id}/integrations/attach",
-            ada,
-            {"integration_id": integration["id"]},
-        )
-        assert status == 200
+        await change(env, ada, instance_id, integration, "attach")
         await until(lambda: _has_accounts(server))
         await settled(env, instance_id)
         google.revoke_grant(EMAIL)  # the user removed the app in their Google account
@@ -281,13 +271,7 @@ async def test_a_server_without_gog_gets_the_assistant_without_google(
         server.gog_installed = False
         integration = await connect(env, google, ada)
         jobs = await configure_jobs(env, instance_id)
-        status, _ = await env.call(
-            "POST",
-            f"/api/instances/{instance_id}/integrations/attach",
-            ada,
-            {"integration_id": integration["id"]},
-        )
-        assert status == 200
+        await change(env, ada, instance_id, integration, "attach")
 
         async def configured() -> bool:
             done = await env.pool.fetchval(
